@@ -1,0 +1,78 @@
+"""Registry of binary-format backends, selected by magic bytes (never by file name).
+
+Each module here (elf, pe, macho) provides one object satisfying :class:`Backend`.
+The core (resolve, repair) only talks to this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from ..binary import BinaryFile, BinaryFormat, Dependency, Image
+from ..search import SearchPaths
+
+MAGIC_READ = 8  # bytes enough for every sniff()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """An image in the chain of loaders: path is absolute in the resolver's namespace."""
+
+    path: str
+    image: Image
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str  # absolute path to try, in the resolver's namespace (posix)
+    via: str  # why it is tried: 'DT_RUNPATH of pkg/_ext.so', 'LD_LIBRARY_PATH', 'ld.so.conf', ...
+    flag: str | None = None  # a warning attached to a hit here ('loads on Python <= 3.7 only')
+
+
+class Backend(Protocol):
+    format: BinaryFormat
+
+    def sniff(self, head: bytes) -> bool:
+        """True if these first bytes (MAGIC_READ of them) start a file of this format."""
+        ...
+
+    def parse(self, fp: BinaryIO, path: str) -> BinaryFile:
+        """Read the headers from a seekable file; raise BinaryFormatError naming `path`."""
+        ...
+
+    def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
+        """The OS provides it: never looked up, never vendored, never 'missing'."""
+        ...
+
+    def candidates(
+        self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths
+    ) -> Iterator[Candidate]:
+        """Where the loader looks for `request`, in order; chain[-1] is the direct loader."""
+        ...
+
+    def loaded_key(self, name: str) -> str:
+        """Key under which an already-loaded library satisfies a later request."""
+        ...
+
+
+def backends() -> tuple[Backend, ...]:
+    from . import elf, macho, pe
+
+    return (elf.BACKEND, pe.BACKEND, macho.BACKEND)
+
+
+def backend_for(head: bytes) -> Backend | None:
+    """The backend whose magic matches `head`, or None for a non-binary file."""
+    for backend in backends():
+        if backend.sniff(head):
+            return backend
+    return None
+
+
+def backend_of(fmt: BinaryFormat) -> Backend:
+    for backend in backends():
+        if backend.format is fmt:
+            return backend
+    raise KeyError(fmt)
