@@ -1,0 +1,198 @@
+"""`dynawheel build`: a wheel from a staged tree and/or copy steps, with no setup.py."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import MetadataError, StageError, TagError, UsageError
+from .wheel.assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
+from .wheel.metadata import (
+    MetadataOptions,
+    ProjectMetadata,
+    from_metadata_text,
+    from_options,
+    from_project_table,
+    read_pyproject,
+)
+from .wheel.stage import AddStep, Stage
+from .wheel.tags import WheelTags, interpreter_tags, parse_tags
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "pyproject.toml"
+_MAGICS = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
+           b"\xca\xfe\xba\xbe")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    stage: Path | None = None
+    adds: tuple[AddStep, ...] = ()
+    metadata: MetadataOptions = field(default_factory=MetadataOptions)
+    pyproject: Path | None = None  # default: STAGE/pyproject.toml when it exists
+    metadata_file: Path | None = None
+    metadata_text: str | None = None
+    tags: WheelTags | None = None
+    root_is_purelib: bool | None = None
+    build_number: str | None = None
+    compression_level: int = 6
+    exclude: tuple[str, ...] = ()
+    files: Stage | None = None  # a Stage composed in Python (Stage().add(...)), packed first
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    name: str
+    version: str
+    tags: WheelTags
+    notes: tuple[str, ...] = ()
+
+
+def _binary_kind(path: Path) -> str | None:
+    try:
+        with path.open("rb") as fp:
+            head = fp.read(4)
+    except OSError as exc:
+        raise StageError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    if head.startswith(b"MZ"):
+        return "pe"
+    if head in _MAGICS:
+        return "elf" if head == b"\x7fELF" else "macho"
+    return None
+
+
+def _default_tags(stage: Stage, notes: list[str]) -> WheelTags:
+    binaries = {name: kind for name, src in stage.files.items() if (kind := _binary_kind(src))}
+    if not binaries:
+        return parse_tags("py3-none-any")
+    first = sorted(binaries)[0]
+    if any(kind != "elf" for kind in binaries.values()):
+        raise TagError(f"the tree holds non-ELF binaries ({first!r}, ...): give --tag, e.g. "
+                       "cp311-cp311-win_amd64 or cp311-cp311-macosx_11_0_arm64")
+    tags = interpreter_tags()
+    notes.append(f"the tree holds binaries ({first!r}{', ...' if len(binaries) > 1 else ''}): tagged {tags} "
+                 "after the running interpreter; pass --tag to choose")
+    return tags
+
+
+def _pyproject_path(opts: BuildOptions) -> Path | None:
+    if opts.pyproject is not None:
+        if not opts.pyproject.is_file():
+            raise UsageError(f"--pyproject {str(opts.pyproject)!r} does not exist")
+        return opts.pyproject
+    if opts.stage is not None and (opts.stage / CONFIG_NAME).is_file():
+        return opts.stage / CONFIG_NAME
+    return None
+
+
+def _tool_options(opts: BuildOptions, tool: dict[str, Any], base: Path) -> BuildOptions:
+    """Apply [tool.dynawheel] (add, exclude, tag, root-is-purelib) under the command-line options."""
+    adds = tuple(AddStep(str(item["from"]), str(item.get("to", "")), base) for item in _add_items(tool))
+    tags = opts.tags or (parse_tags(str(tool["tag"])) if "tag" in tool else None)
+    purelib = opts.root_is_purelib if opts.root_is_purelib is not None else tool.get("root-is-purelib")
+    return replace(opts, adds=adds + opts.adds, tags=tags, root_is_purelib=purelib,
+                   exclude=opts.exclude + tuple(tool.get("exclude", ())))
+
+
+def _add_items(tool: dict[str, Any]) -> list[dict[str, Any]]:
+    items = tool.get("add", [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "from" in i for i in items):
+        raise MetadataError("[[tool.dynawheel.add]] entries need a 'from' key (and optionally 'to')")
+    return items
+
+
+def _metadata(opts: BuildOptions, project: dict[str, Any] | None, base: Path, stage: Stage) -> ProjectMetadata:
+    if opts.metadata_text is not None:
+        return from_metadata_text(opts.metadata_text, "(given text)", opts.metadata)
+    if opts.metadata_file is not None:
+        try:
+            text = opts.metadata_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MetadataError(f"cannot read --metadata {str(opts.metadata_file)!r}: {exc}") from None
+        return from_metadata_text(text, repr(str(opts.metadata_file)), opts.metadata)
+    if project is not None:
+        return from_project_table(project, base, opts.metadata)
+    existing = read_existing_metadata(stage.files)
+    if existing is not None:
+        return from_metadata_text(existing[0], repr(existing[1]), opts.metadata)
+    return from_options(opts.metadata)
+
+
+def collect(opts: BuildOptions, config: Path | None) -> Stage:
+    stage = Stage(dict(opts.files.files), dict(opts.files.origins)) if opts.files else Stage()
+    if opts.stage is not None:
+        skip = [CONFIG_NAME] if config is not None and config.parent.resolve() == opts.stage.resolve() else []
+        stage.add_tree(opts.stage, exclude=[*skip, *opts.exclude])
+    for step in opts.adds:
+        stage.add_step(step)
+    return stage
+
+
+def build(opts: BuildOptions, out_dir: Path) -> BuildResult:
+    """Build one wheel into `out_dir` (replacing a wheel of the same name atomically)."""
+    sources = (opts.stage, opts.files, opts.metadata_text, opts.metadata_file, opts.pyproject)
+    if all(s is None for s in sources) and not opts.adds and not opts.metadata.requires:
+        raise UsageError("nothing to build: give a STAGE directory, --add steps or metadata")
+    if not 0 <= opts.compression_level <= 9:
+        raise UsageError(f"--compression-level {opts.compression_level!r} must be 0..9")
+    config = _pyproject_path(opts)
+    project, tool = read_pyproject(config) if config is not None else (None, {})
+    base = config.parent if config is not None else (opts.stage or Path.cwd())
+    opts = _tool_options(opts, tool, base)
+    stage = collect(opts, config)
+    meta = _metadata(opts, project, base, stage)
+    notes: list[str] = []
+    spec = _spec(opts, meta, stage, notes)
+    path, more = assemble(stage.files, spec, out_dir)
+    return BuildResult(path, meta.name, meta.version, spec.tags, tuple(notes + more))
+
+
+def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: Stage, notes: list[str]) -> WheelSpec:
+    old_tags, old_purelib = existing_wheel_file(stage.files)
+    if opts.tags is not None and old_tags is not None and set(opts.tags.expanded()) != set(old_tags.expanded()):
+        raise StageError(f"the WHEEL file in the stage says Tag {old_tags}, but the build asks for {opts.tags}")
+    if None not in (opts.root_is_purelib, old_purelib) and opts.root_is_purelib != old_purelib:
+        raise StageError(f"the WHEEL file in the stage says Root-Is-Purelib: {old_purelib}, "
+                         f"but the build asks for {opts.root_is_purelib}")
+    tags = opts.tags or old_tags or _default_tags(stage, notes)
+    purelib = opts.root_is_purelib if opts.root_is_purelib is not None else old_purelib
+    if purelib is None:
+        purelib = tags.is_pure
+    return WheelSpec(meta, tags, purelib, opts.build_number, opts.compression_level)
+
+
+def build_wheel(
+    stage: str | Path | None,
+    out_dir: str | Path = "dist",
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    summary: str | None = None,
+    requires: tuple[str, ...] = (),
+    tag: str | None = None,
+    root_is_purelib: bool | None = None,
+    build_number: str | None = None,
+    metadata_text: str | None = None,
+    add: tuple[tuple[str, str], ...] = (),
+    compression_level: int = 6,
+    pyproject: str | Path | None = None,
+    files: Stage | None = None,
+) -> Path:
+    """Build a wheel and return its path (the typed, keyword-only API)."""
+    opts = BuildOptions(
+        stage=Path(stage) if stage is not None else None,
+        files=files,
+        pyproject=Path(pyproject) if pyproject is not None else None,
+        adds=tuple(AddStep(src, dest) for src, dest in add),
+        metadata=MetadataOptions(name=name, version=version, summary=summary, requires=tuple(requires)),
+        metadata_text=metadata_text,
+        tags=parse_tags(tag) if tag else None,
+        root_is_purelib=root_is_purelib,
+        build_number=build_number,
+        compression_level=compression_level,
+    )
+    return build(opts, Path(out_dir)).path

@@ -1,0 +1,1 @@
+"""Wheel archives and metadata; knows nothing of binaries."""

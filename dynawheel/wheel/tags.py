@@ -1,0 +1,143 @@
+"""Validated distribution names, versions and wheel tags (with suggestions for near misses)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import sysconfig
+from dataclasses import dataclass
+
+from packaging.tags import Tag, parse_tag, sys_tags
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from ..errors import MetadataError, TagError
+
+_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_PYTHON_TAG_RE = re.compile(r"^(py|cp|pp|ip|jy|graalpy)(\d+)\.(\d+)$")
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise MetadataError(
+            f"invalid distribution name {name!r}: use letters, digits, '.', '_' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def validate_version(version: str) -> Version:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        hint = ""
+        stripped = version.strip().lstrip("vV")
+        if stripped != version:
+            try:
+                Version(stripped)
+                hint = f" (did you mean {stripped!r}?)"
+            except InvalidVersion:
+                pass
+        raise MetadataError(f"invalid version {version!r}: not a PEP 440 version{hint}") from None
+
+
+def filename_component(name: str) -> str:
+    """The escaped name used in file names (PEP 491/427): 'namespace.mod' -> 'namespace_mod'."""
+    return canonicalize_name(validate_name(name)).replace("-", "_")
+
+
+def version_component(version: str) -> str:
+    return str(validate_version(version)).replace("-", "_")
+
+
+@dataclass(frozen=True)
+class WheelTags:
+    """A compressed tag triple such as ('py2.py3', 'none', 'any')."""
+
+    python: str
+    abi: str
+    platform: str
+
+    def __str__(self) -> str:
+        return f"{self.python}-{self.abi}-{self.platform}"
+
+    def expanded(self) -> list[Tag]:
+        return sorted(parse_tag(str(self)), key=str)
+
+    @property
+    def is_pure(self) -> bool:
+        return self.abi == "none" and self.platform == "any"
+
+
+def _suggest_python(part: str) -> str | None:
+    m = _PYTHON_TAG_RE.match(part)
+    if m:
+        return f"{m.group(1)}{m.group(2)}{m.group(3)}"
+    return None
+
+
+def _check_part(kind: str, value: str) -> None:
+    for part in value.split("."):
+        if re.fullmatch(r"[A-Za-z0-9_]+", part):
+            continue
+        hint = _suggest_python(value) if kind == "python" else None
+        if hint is None and "-" in part:
+            hint = part.replace("-", "_")
+        extra = f" (did you mean {hint!r}?)" if hint else ""
+        raise TagError(f"invalid {kind} tag {value!r}: only letters, digits and '_'{extra}")
+
+
+def make_tags(python: str, abi: str, platform: str) -> WheelTags:
+    if not (python and abi and platform):
+        raise TagError(f"invalid wheel tag {python}-{abi}-{platform!s}: empty component")
+    if _suggest_python(python):
+        raise TagError(
+            f"invalid python tag {python!r}: tags have no dots (did you mean "
+            f"{_suggest_python(python)!r}?)"
+        )
+    _check_part("python", python)
+    _check_part("abi", abi)
+    _check_part("platform", platform)
+    return WheelTags(python, abi, platform)
+
+
+def parse_tags(text: str) -> WheelTags:
+    """'py3-none-any' -> WheelTags; errors suggest fixes ('py3.8' -> 'py38')."""
+    parts = text.split("-")
+    if len(parts) != 3:
+        m = re.match(r"^(py|cp|pp)(\d)\.(\d+)-", text)
+        hint = f" (did you mean {m.group(1)}{m.group(2)}{m.group(3)}?)" if m else ""
+        raise TagError(f"invalid wheel tag {text!r}: expected PYTHON-ABI-PLATFORM{hint}")
+    return make_tags(*parts)
+
+
+def interpreter_tags() -> WheelTags:
+    """The running interpreter's most specific tag (used for trees that hold binaries)."""
+    best = next(iter(sys_tags()))
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    return WheelTags(best.interpreter, best.abi, platform if sys.platform != "win32" else best.platform)
+
+
+def parse_filename(filename: str) -> tuple[str, str, str | None, WheelTags]:
+    """Split a wheel file name: (name, version, build, tags); names are as written."""
+    try:
+        parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
+        raise TagError(f"invalid wheel file name {filename!r}: {exc}") from None
+    stem = filename[: -len(".whl")]
+    parts = stem.split("-")
+    build = parts[2] if len(parts) == 6 else None
+    return parts[0], parts[1], build, WheelTags(*parts[-3:])
+
+
+def wheel_filename(name: str, version: str, tags: WheelTags, build: str | None = None) -> str:
+    parts = [filename_component(name), version_component(version)]
+    if build:
+        if not re.fullmatch(r"\d[A-Za-z0-9_.]*", build):
+            raise TagError(f"invalid build number {build!r}: must start with a digit")
+        parts.append(build)
+    return "-".join([*parts, str(tags)]) + ".whl"

@@ -1,0 +1,88 @@
+"""Shared test helpers: run the CLI, make fresh venvs, build the seed's example with gcc."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(FIXTURES / "seed"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run `python -m dynawheel ARGS` as a user would; return exit code and output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynawheel", *map(str, args)],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    """A user error: exit 1, one line on stderr naming the value, no traceback."""
+    assert result.code == 1, (result.code, result.out, result.err)
+    assert "Traceback" not in result.err, result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("dynawheel: error:")]
+    assert len(lines) == 1, result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@dataclass
+class Venv:
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python"
+
+    @property
+    def site_packages(self) -> Path:
+        out = self.run("-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        return Path(out.strip())
+
+    def run(self, *args: str | Path, check: bool = True, env: dict[str, str] | None = None) -> str:
+        proc = subprocess.run([str(self.python), *map(str, args)], capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout + proc.stderr
+
+    def pip(self, *args: str | Path) -> str:
+        return self.run("-m", "pip", "--disable-pip-version-check", "--no-input", *args)
+
+    def files(self) -> set[str]:
+        return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+
+
+def make_venv(path: Path, with_pip: bool = True) -> Venv:
+    venv.EnvBuilder(with_pip=with_pip, clear=True, symlinks=True).create(path)
+    return Venv(path)
+
+
+@pytest.fixture()
+def fresh_venv(tmp_path: Path) -> Venv:
+    return make_venv(tmp_path / "venv")
+
+
+@pytest.fixture(scope="session")
+def seed_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed's pkg1/pkg2 stages, built with gcc (support.so beside the extension)."""
+    import stage_seed  # fixtures/seed/stage_seed.py
+
+    return stage_seed.build(tmp_path_factory.mktemp("seed") / "tree")
