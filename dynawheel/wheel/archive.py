@@ -10,6 +10,7 @@ name and renamed into place, so a reader never sees half a wheel.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import posixpath
@@ -18,7 +19,9 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,10 @@ from typing import BinaryIO
 
 from ..errors import OutputError, WheelFormatError
 from .record import RecordRow, encode_digest, format_record
+from .zipwriter import DEFLATED, PARALLEL_MIN, STORED, ZipWriter, raw_data_offset
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -61,11 +64,20 @@ def check_member_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class RawSource:
+    """A member of another zip, copied as its compressed bytes; its hash comes from that RECORD."""
+
+    fp: BinaryIO
+    info: zipfile.ZipInfo
+    record_hash: str
+
+
+@dataclass(frozen=True)
 class Entry:
-    """A member to write: from a file on disk, or from bytes."""
+    """A member to write: from a file on disk, from bytes, or raw from another zip."""
 
     arcname: str
-    source: Path | bytes
+    source: Path | bytes | RawSource
     executable: bool = False
 
 
@@ -82,40 +94,76 @@ def is_executable(path: Path) -> bool:
     return bool(path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
 
 
-class _Zip:
-    def __init__(self, fp: BinaryIO, level: int, date_time: tuple[int, ...]) -> None:
-        method = zipfile.ZIP_DEFLATED if level > 0 else zipfile.ZIP_STORED
-        self.zf = zipfile.ZipFile(fp, "w", compression=method, compresslevel=level or None)
-        self.method = method
+@dataclass(frozen=True)
+class _Packed:
+    """A small member compressed by a worker thread."""
+
+    data: bytes
+    method: int
+    crc: int
+    size: int
+    sha256: bytes
+
+
+def _pack_small(source: Path | bytes, level: int) -> _Packed:
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    method = DEFLATED if level and data else STORED
+    out = data
+    if method == DEFLATED:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+        out = comp.compress(data) + comp.flush()
+    return _Packed(out, method, zlib.crc32(data), len(data), hashlib.sha256(data).digest())
+
+
+def _is_small(entry: Entry) -> bool:
+    src = entry.source
+    if isinstance(src, RawSource):
+        return False
+    return isinstance(src, bytes) or src.stat().st_size < PARALLEL_MIN
+
+
+class _Writer:
+    """Writes entries in order; small ones are compressed ahead by worker threads."""
+
+    def __init__(self, fp: BinaryIO, level: int, date_time: tuple[int, ...], pool: ThreadPoolExecutor) -> None:
+        self.zw = ZipWriter(fp, level=level, executor=pool)
         self.level = level
         self.date_time = date_time
+        self.pool = pool
+        self.window = 4 * (os.cpu_count() or 1) + 8
 
-    def info(self, name: str, executable: bool) -> zipfile.ZipInfo:
-        zinfo = zipfile.ZipInfo(name, date_time=self.date_time)  # type: ignore[arg-type]
-        mode = 0o755 if executable else 0o644
-        zinfo.external_attr = (stat.S_IFREG | mode) << 16
-        zinfo.compress_type = self.method
-        zinfo.create_system = 3
-        if self.level:
-            zinfo._compresslevel = self.level  # type: ignore[attr-defined]
-        return zinfo
+    def write_all(self, entries: list[Entry]) -> list[RecordRow]:
+        ahead: dict[int, Future[_Packed]] = {}
+        queue = iter([i for i, e in enumerate(entries) if _is_small(e)])
+        rows = []
+        for i, entry in enumerate(entries):
+            while len(ahead) < self.window and (nxt := next(queue, None)) is not None:
+                src = entries[nxt].source
+                assert not isinstance(src, RawSource)
+                ahead[nxt] = self.pool.submit(_pack_small, src, self.level)
+            rows.append(self.write(entry, ahead.pop(i).result() if i in ahead else None))
+        return rows
 
-    def write(self, entry: Entry) -> RecordRow:
-        zinfo = self.info(entry.arcname, entry.executable)
-        digest = hashlib.sha256()
-        size = 0
-        if isinstance(entry.source, bytes):
-            digest.update(entry.source)
-            size = len(entry.source)
-            self.zf.writestr(zinfo, entry.source)
-        else:
-            zinfo.file_size = entry.source.stat().st_size
-            with open(entry.source, "rb") as src, self.zf.open(zinfo, "w", force_zip64=True) as dst:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-                    size += len(chunk)
-        return RecordRow(entry.arcname, encode_digest(digest.digest()), size)
+    def write(self, entry: Entry, packed: _Packed | None) -> RecordRow:
+        mode = 0o755 if entry.executable else 0o644
+        src = entry.source
+        if isinstance(src, RawSource):
+            offset = raw_data_offset(src.fp, src.info.header_offset)
+            self.zw.add_raw(entry.arcname, src.fp, offset, method=src.info.compress_type, crc=src.info.CRC,
+                            compressed=src.info.compress_size, size=src.info.file_size, mode=mode,
+                            date_time=self.date_time)
+            return RecordRow(entry.arcname, src.record_hash, src.info.file_size)
+        if packed is None and isinstance(src, bytes):
+            packed = _pack_small(src, self.level)
+        if packed is not None:
+            self.zw.add_raw(entry.arcname, io.BytesIO(packed.data), 0, method=packed.method, crc=packed.crc,
+                            compressed=len(packed.data), size=packed.size, mode=mode, date_time=self.date_time)
+            return RecordRow(entry.arcname, encode_digest(packed.sha256), packed.size)
+        assert isinstance(src, Path)
+        with src.open("rb") as fp:
+            member = self.zw.add_stream(entry.arcname, fp, src.stat().st_size, mode=mode, date_time=self.date_time)
+        assert member.sha256 is not None
+        return RecordRow(entry.arcname, encode_digest(member.sha256), member.size)
 
 
 @contextmanager
@@ -157,12 +205,12 @@ def write_wheel(
     ordered = sorted(entries, key=_sort_key(dist_info))
     date_time = zip_date_time(environ)
     try:
-        with atomic_output(path) as fp:
-            out = _Zip(fp, compression_level, date_time)
-            rows = [out.write(entry) for entry in ordered]
+        with atomic_output(path) as fp, ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+            writer = _Writer(fp, compression_level, date_time, pool)
+            rows = writer.write_all(ordered)
             rows.append(RecordRow(record_name, "", None))
-            out.write(Entry(record_name, format_record(rows)))
-            out.zf.close()
+            writer.write(Entry(record_name, format_record(rows)), None)
+            writer.zw.close()
     except OSError as exc:
         raise OutputError(f"cannot write wheel {str(path)!r}: {exc.strerror or exc}") from None
     log.info("wrote %s (%d members)", path, len(rows))

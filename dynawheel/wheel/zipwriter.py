@@ -1,0 +1,211 @@
+"""A small ZIP writer built for wheels: deterministic, streaming, parallel, raw-copying.
+
+- One pass over each input file computes the sha256 (for RECORD), the CRC-32 and the deflate
+  output together.
+- Large members are deflated in chunks on all cores (zlib releases the GIL); each chunk is
+  primed with the previous 32 KiB as a dictionary and ended with a sync flush, so the chunks
+  join into one ordinary deflate stream at the ratio of a serial run (the pigz technique).
+- Members of another zip can be copied as raw compressed bytes: no inflate, no deflate.
+- ZIP64 records are written when a size, an offset or the entry count needs them.
+The output must be seekable (sizes are patched into each local header after its data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import BinaryIO
+
+CHUNK = 1 << 20  # read size, and deflate chunk size for parallel compression
+PARALLEL_MIN = 4 * CHUNK  # members smaller than this are deflated in the calling thread
+WINDOW = 32768
+STORED, DEFLATED = 0, 8
+_U32 = 0xFFFFFFFF
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+
+
+@dataclass(frozen=True)
+class Member:
+    """A written member, for RECORD and the central directory."""
+
+    name: str
+    method: int
+    crc: int
+    compressed: int
+    size: int
+    offset: int
+    external_attr: int
+    sha256: bytes | None  # None when copied raw (the caller knows the hash)
+    dos_time: tuple[int, int]
+
+
+def dos_time(date_time: tuple[int, ...]) -> tuple[int, int]:
+    year, month, day, hour, minute, second = date_time[:6]
+    return (hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day)
+
+
+def _chunks(fp: BinaryIO) -> Iterator[bytes]:
+    while chunk := fp.read(CHUNK):
+        yield chunk
+
+
+def _deflate_chunk(data: bytes, prev_tail: bytes, level: int, last: bool) -> bytes:
+    if prev_tail:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=prev_tail)
+    else:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+class ZipWriter:
+    def __init__(self, fp: BinaryIO, *, level: int = 6, executor: Executor | None = None) -> None:
+        self.fp = fp
+        self.level = level
+        self.executor = executor
+        self.members: list[Member] = []
+
+    # ---- local headers -------------------------------------------------------------------
+    def _start(self, name: str, method: int, zip64: bool, when: tuple[int, int]) -> tuple[int, bytes]:
+        offset = self.fp.tell()
+        raw = name.encode("utf-8")
+        extra = struct.pack("<HHQQ", 1, 16, 0, 0) if zip64 else b""
+        flags = 0x800 if not raw.isascii() else 0
+        version = 45 if zip64 else 20
+        self.fp.write(_LOCAL.pack(0x04034B50, version, flags, method, when[0], when[1], 0, 0, 0, len(raw), len(extra)))
+        self.fp.write(raw + extra)
+        return offset, raw
+
+    def _finish(self, offset: int, raw: bytes, zip64: bool, crc: int, csize: int, usize: int) -> None:
+        end = self.fp.tell()
+        if not zip64 and (csize >= _U32 or usize >= _U32):
+            raise OverflowError(f"member {raw!r} grew past 4 GiB without a ZIP64 header")
+        self.fp.seek(offset + 14)
+        if zip64:
+            self.fp.write(struct.pack("<III", crc, _U32, _U32))
+            self.fp.seek(offset + 30 + len(raw) + 4)
+            self.fp.write(struct.pack("<QQ", usize, csize))
+        else:
+            self.fp.write(struct.pack("<III", crc, csize, usize))
+        self.fp.seek(end)
+
+    # ---- adding members ------------------------------------------------------------------
+    def add_stream(self, name: str, src: BinaryIO, size: int, *, mode: int, date_time: tuple[int, ...]) -> Member:
+        """Compress `size` bytes read from `src`; hashes them on the way."""
+        method = DEFLATED if self.level > 0 and size > 0 else STORED
+        zip64 = size >= _U32 - (_U32 >> 6)
+        when = dos_time(date_time)
+        offset, raw = self._start(name, method, zip64, when)
+        sha = hashlib.sha256()
+        crc, csize, usize = self._copy_data(src, sha, method, chunked=size >= PARALLEL_MIN)
+        self._finish(offset, raw, zip64, crc, csize, usize)
+        member = Member(name, method, crc, csize, usize, offset, (0o100000 | mode) << 16, sha.digest(), when)
+        self.members.append(member)
+        return member
+
+    def _copy_data(self, src: BinaryIO, sha: hashlib._Hash, method: int, chunked: bool) -> tuple[int, int, int]:
+        crc = usize = csize = 0
+        if method == STORED:
+            for chunk in _chunks(src):
+                sha.update(chunk)
+                crc = zlib.crc32(chunk, crc)
+                usize += len(chunk)
+                self.fp.write(chunk)
+            return crc, usize, usize
+        for chunk, out in (self._deflated_chunks(src) if chunked else self._deflated_serial(src)):
+            sha.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            usize += len(chunk)
+            csize += len(out)
+            self.fp.write(out)
+        return crc, csize, usize
+
+    def _deflated_serial(self, src: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+        comp = zlib.compressobj(self.level, zlib.DEFLATED, -15)
+        for chunk in _chunks(src):
+            yield chunk, comp.compress(chunk)
+        yield b"", comp.flush()
+
+    def _deflated_chunks(self, src: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+        """(input chunk, its deflate output) in order, chunks compressed in parallel when an
+        executor is given; the bytes do not depend on the executor or the number of cores."""
+        pending: list[tuple[bytes, Future[bytes]]] = []
+        limit = 2 * (getattr(self.executor, "_max_workers", 1) or 1)
+        chunks = _chunks(src)
+        chunk = next(chunks, None)
+        tail = b""
+        while chunk is not None:
+            nxt = next(chunks, None)
+            pending.append((chunk, self._submit(chunk, tail, nxt is None)))
+            tail = chunk[-WINDOW:]
+            chunk = nxt
+            while len(pending) >= limit or (chunk is None and pending):
+                data, fut = pending.pop(0)
+                yield data, fut.result()
+
+    def _submit(self, chunk: bytes, tail: bytes, last: bool) -> Future[bytes]:
+        if self.executor is not None:
+            return self.executor.submit(_deflate_chunk, chunk, tail, self.level, last)
+        done: Future[bytes] = Future()
+        done.set_result(_deflate_chunk(chunk, tail, self.level, last))
+        return done
+
+    def add_raw(self, name: str, src: BinaryIO, info_offset: int, *, method: int, crc: int, compressed: int,
+                size: int, mode: int, date_time: tuple[int, ...]) -> Member:
+        """Copy an already-compressed member whose data starts at `info_offset` in `src`."""
+        zip64 = compressed >= _U32 or size >= _U32
+        when = dos_time(date_time)
+        offset, raw = self._start(name, method, zip64, when)
+        src.seek(info_offset)
+        left = compressed
+        while left:
+            block = src.read(min(CHUNK * 4, left))
+            if not block:
+                raise EOFError(f"member {name!r} is truncated in its archive")
+            self.fp.write(block)
+            left -= len(block)
+        self._finish(offset, raw, zip64, crc, compressed, size)
+        member = Member(name, method, crc, compressed, size, offset, (0o100000 | mode) << 16, None, when)
+        self.members.append(member)
+        return member
+
+    # ---- central directory -----------------------------------------------------------------
+    def close(self) -> None:
+        start = self.fp.tell()
+        for m in self.members:
+            self._central(m)
+        size = self.fp.tell() - start
+        count = len(self.members)
+        if count >= 0xFFFF or start >= _U32 or size >= _U32:
+            here = self.fp.tell()
+            self.fp.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, size, start))
+            self.fp.write(struct.pack("<IIQI", 0x07064B50, 0, here, 1))
+        self.fp.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
+                                  min(size, _U32), min(start, _U32), 0))
+
+    def _central(self, m: Member) -> None:
+        raw = m.name.encode("utf-8")
+        fields = [v for v in (m.size, m.compressed, m.offset) if v >= _U32]
+        zip64 = m.size >= _U32 or m.compressed >= _U32 or m.offset >= _U32
+        extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if zip64 else b""
+        flags = 0x800 if not raw.isascii() else 0
+        version = 45 if zip64 else 20
+        self.fp.write(_CENTRAL.pack(
+            0x02014B50, 3 << 8 | version, version, flags, m.method, m.dos_time[0], m.dos_time[1], m.crc,
+            min(m.compressed, _U32), min(m.size, _U32), len(raw), len(extra), 0, 0, 0, m.external_attr,
+            min(m.offset, _U32)))
+        self.fp.write(raw + extra)
+
+
+def raw_data_offset(fp: BinaryIO, header_offset: int) -> int:
+    """Where a member's compressed data starts, from its local header."""
+    fp.seek(header_offset)
+    head = fp.read(30)
+    if len(head) != 30 or head[:4] != b"PK\x03\x04":
+        raise EOFError(f"no local file header at offset {header_offset}")
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    return int(header_offset + 30 + name_len + extra_len)
