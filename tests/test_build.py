@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, run_cli
+from .conftest import assert_user_error, run_cli
 
 from dynawheel import Stage, build_wheel
 from dynawheel.errors import DynawheelError, MetadataError, StageError, TagError

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import Venv, make_venv, run_cli
+from .conftest import Venv, make_venv, run_cli
 
 import dynawheel
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from .conftest import run_cli
 
 from dynawheel.wheel.archive import Entry, RawSource, write_wheel
 from dynawheel.wheel.zipwriter import ZipWriter

@@ -1,0 +1,273 @@
+"""`dynawheel show`: findings over an Analysis, as a typed report, JSON (version 1), text and DOT.
+
+The JSON form is versioned (``{"version": 1, ...}``) and described by the JSON Schema shipped
+as ``dynawheel/data/show-schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .binary import BinaryFile, BinaryFormat, Image
+from .errors import WheelFormatError
+from .graph import DependencyGraph
+from .policy import best_elf_policy
+from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
+from .search import SearchPaths
+from .tree import open_tree
+
+JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    format: BinaryFormat
+    summary: str  # 'manylinux_2_17_x86_64', 'arm64+x86_64, macOS >= 11.0', 'loads on Python >= 3.8'
+    blockers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    target: str
+    analysis: Analysis
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def graph(self) -> DependencyGraph:
+        return DependencyGraph(self.analysis)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing missing and no unreadable binary."""
+        return not self.graph.missing() and not self.analysis.bad
+
+
+def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
+    """Analyze a wheel, a directory or one binary and judge it per format."""
+    tree = open_tree(target)
+    if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
+        raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
+    try:
+        analysis = analyze(tree, search)
+    finally:
+        close = getattr(tree, "close", None)
+        if close is not None:
+            close()
+    analysis = _with_fake_libraries(analysis)
+    return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
+
+
+_LIB_SUFFIX = re.compile(r"\.(so(\.[0-9]+)*|dll|pyd|dylib)$", re.IGNORECASE)
+
+
+def _with_fake_libraries(analysis: Analysis) -> Analysis:
+    """Report files named like libraries that are not binaries (a text file named .so)."""
+    known = {analysis.relpath(p) for p in analysis.tree_binaries} | {b.path for b in analysis.bad}
+    fakes = tuple(BadFile(rel, f"{rel!r} is named like a library but is not an ELF, PE or Mach-O file")
+                  for rel in analysis.files if _LIB_SUFFIX.search(rel) and rel not in known)
+    return replace(analysis, bad=analysis.bad + fakes) if fakes else analysis
+
+
+# ---- verdicts ------------------------------------------------------------------------------
+
+def _images(analysis: Analysis, fmt: BinaryFormat) -> list[tuple[str, Image]]:
+    out: list[tuple[str, Image]] = []
+    for path in analysis.tree_binaries:
+        binary = analysis.binaries[path]
+        if binary.format is fmt:
+            out.extend((analysis.relpath(path) or path, image) for image in binary.images)
+    return out
+
+
+def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
+    graph = DependencyGraph(analysis)
+    elf = _images(analysis, BinaryFormat.ELF)
+    if elf:
+        outside = {posixpath.basename(e.request.name) for e in graph.edges
+                   if e.status in (Status.SYSTEM, Status.EXTERNAL) and e.dependent in analysis.tree_binaries}
+        verdict = best_elf_policy(elf, outside)
+        yield Verdict(BinaryFormat.ELF, verdict.tag, verdict.blockers)
+    macho = _images(analysis, BinaryFormat.MACHO)
+    if macho:
+        archs = "+".join(sorted({image.arch for _p, image in macho}))
+        mins = [str(image.details.get("min_macos")) for _p, image in macho if image.details.get("min_macos")]
+        newest = max(mins, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit())) if mins else "unknown"
+        yield Verdict(BinaryFormat.MACHO, f"{archs}, macOS >= {newest}")
+    if _images(analysis, BinaryFormat.PE):
+        yield _pe_verdict(analysis, graph)
+
+
+def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
+    pe_paths = {p for p in analysis.binaries if analysis.binaries[p].format is BinaryFormat.PE}
+    edges = [e for e in graph.edges if e.dependent in pe_paths]
+    missing = [e for e in edges if e.status is Status.MISSING]
+    flagged = [e for e in edges if e.flag]
+    if missing:
+        names = sorted({e.request.name for e in missing})
+        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names))
+    if flagged:
+        return Verdict(BinaryFormat.PE, "loads on Python <= 3.7 only (found through PATH)",
+                       tuple(f"{e.request.name}: {e.flag}" for e in flagged))
+    return Verdict(BinaryFormat.PE, "loads on Python >= 3.8")
+
+
+# ---- JSON ----------------------------------------------------------------------------------
+
+def _where(analysis: Analysis, path: str | None) -> str | None:
+    if path is None:
+        return None
+    rel = analysis.relpath(path)
+    return rel if rel is not None else path
+
+
+def _image_json(image: Image) -> dict[str, Any]:
+    return {
+        "arch": image.arch, "kind": image.kind.value, "soname": image.soname,
+        "needed": [{"name": d.name, "kind": d.kind.value} for d in image.needed],
+        "rpaths": list(image.rpaths), "runpaths": list(image.runpaths), "details": dict(image.details),
+    }
+
+
+def _binary_json(analysis: Analysis, path: str, binary: BinaryFile) -> dict[str, Any]:
+    return {"path": _where(analysis, path), "in_tree": analysis.relpath(path) is not None,
+            "format": binary.format.value, "fat": binary.fat, "images": [_image_json(i) for i in binary.images]}
+
+
+def _edge_json(analysis: Analysis, edge: Edge) -> dict[str, Any]:
+    return {
+        "dependent": _where(analysis, edge.dependent), "request": edge.request.name, "kind": edge.request.kind.value,
+        "status": edge.status.value, "hit": _where(analysis, edge.hit), "flag": edge.flag,
+        "tried": [{"path": _where(analysis, a.path), "via": a.via, "outcome": a.outcome} for a in edge.tried],
+    }
+
+
+def to_json(report: AuditReport) -> dict[str, Any]:
+    a = report.analysis
+    graph = report.graph
+    return {
+        "version": JSON_VERSION,
+        "target": report.target,
+        "ok": report.ok,
+        "binaries": [_binary_json(a, p, b) for p, b in sorted(a.binaries.items())],
+        "walks": [{"root": _where(a, w.root), "arch": w.arch, "edges": [_edge_json(a, e) for e in w.edges]}
+                  for w in a.walks],
+        "bad": [{"path": b.path, "message": b.message} for b in a.bad],
+        "missing": sorted({f"{_where(a, e.dependent)}: {e.request.name}" for e in graph.missing()}),
+        "external": sorted({_where(a, e.hit) or "" for e in graph.external()}),
+        "verdicts": [{"format": v.format.value, "summary": v.summary, "blockers": list(v.blockers)}
+                     for v in report.verdicts],
+    }
+
+
+def json_schema() -> Mapping[str, Any]:
+    text = resources.files("dynawheel").joinpath("data/show-schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+# ---- text ----------------------------------------------------------------------------------
+
+_LABEL = {Status.IN_TREE: "in tree", Status.SYSTEM: "system", Status.EXTERNAL: "EXTERNAL",
+          Status.MISSING: "MISSING", Status.OPTIONAL_MISSING: "missing (weak: optional)"}
+
+
+def _children(walk: Walk) -> Mapping[str, list[Edge]]:
+    out: dict[str, list[Edge]] = defaultdict(list)
+    for edge in walk.edges:
+        out[edge.dependent].append(edge)
+    return out
+
+
+def _describe(analysis: Analysis, path: str) -> str:
+    binary = analysis.binaries.get(path)
+    if binary is None:
+        return ""
+    image = binary.images[0]
+    bits = [binary.format.value.upper(), "+".join(i.arch for i in binary.images), image.kind.value]
+    if image.runpaths:
+        bits.append("RUNPATH " + ":".join(image.runpaths))
+    if image.rpaths:
+        bits.append(("LC_RPATH " if binary.format is BinaryFormat.MACHO else "RPATH ") + ":".join(image.rpaths))
+    return "[" + ", ".join(bits) + "]"
+
+
+def _edge_lines(analysis: Analysis, walk: Walk, node: str, prefix: str, shown: set[str]) -> Iterator[str]:
+    edges = _children(walk).get(node, [])
+    for i, edge in enumerate(edges):
+        last = i == len(edges) - 1
+        branch, cont = ("└── ", "    ") if last else ("├── ", "│   ")
+        kind = "" if edge.request.kind.value == "needed" else f" ({edge.request.kind.value})"
+        target = _where(analysis, edge.hit) or ""
+        flag = f"  ! {edge.flag}" if edge.flag else ""
+        again = " (already loaded)" if edge.hit and (not edge.loaded_here or edge.hit in shown) else ""
+        yield f"{prefix}{branch}{edge.request.name}{kind} => {target} [{_LABEL[edge.status]}]{again}{flag}".replace(
+            " =>  [", " => [")
+        if edge.status in (Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING):
+            for attempt in edge.tried:
+                yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({attempt.via}): {attempt.outcome}"
+        if edge.hit and edge.loaded_here and edge.hit not in shown and edge.status is not Status.SYSTEM:
+            shown.add(edge.hit)
+            yield from _edge_lines(analysis, walk, edge.hit, prefix + cont, shown)
+
+
+def to_text(report: AuditReport, *, show_system: bool = True) -> str:
+    a = report.analysis
+    lines = [f"{report.target}: {len(a.tree_binaries)} binaries, {len(a.files)} files"]
+    for walk in a.walks:
+        lines.append("")
+        lines.append(f"{_where(a, walk.root)} ({walk.arch}) {_describe(a, walk.root)}")
+        lines.extend(_edge_lines(a, walk, walk.root, "", {walk.root}))
+    if not show_system:
+        lines = [line for line in lines if not line.endswith("[system]")]
+    lines.append("")
+    for verdict in report.verdicts:
+        lines.append(f"{verdict.format.value}: {verdict.summary}")
+        lines.extend(f"  blocked: {b}" for b in verdict.blockers[:12])
+        if len(verdict.blockers) > 12:
+            lines.append(f"  ... and {len(verdict.blockers) - 12} more")
+    for bad in a.bad:
+        lines.append(f"bad file: {bad.message}")
+    missing = report.graph.missing()
+    external = report.graph.external()
+    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {len(a.bad)} bad file(s)")
+    return "\n".join(lines) + "\n"
+
+
+# ---- DOT -----------------------------------------------------------------------------------
+
+_STYLE = {Status.IN_TREE: 'color="#2b7a0b"', Status.SYSTEM: 'color="#888888", fontcolor="#888888"',
+          Status.EXTERNAL: 'color="#d97706"', Status.MISSING: 'color="#c00000", style=dashed',
+          Status.OPTIONAL_MISSING: 'color="#c00000", style=dotted'}
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(report: AuditReport) -> str:
+    a = report.analysis
+    lines = ["digraph dynawheel {", "  rankdir=LR;", '  node [shape=box, fontname="Helvetica"];']
+    nodes: dict[str, str] = {}
+    for path in a.tree_binaries:
+        nodes[_where(a, path) or path] = 'style=filled, fillcolor="#e6f4ea"'
+    edges = set()
+    for edge in report.graph.edges:
+        src = _where(a, edge.dependent) or edge.dependent
+        dst = _where(a, edge.hit) if edge.hit else f"MISSING {edge.request.name}"
+        assert dst is not None
+        nodes.setdefault(dst, _STYLE[edge.status])
+        edges.add((src, dst, _STYLE[edge.status]))
+    for name, style in sorted(nodes.items()):
+        lines.append(f"  {_q(name)} [{style}];")
+    for src, dst, style in sorted(edges):
+        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
