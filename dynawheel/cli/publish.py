@@ -1,9 +1,136 @@
-"""CLI: publish subcommands (placeholder until the module lands)."""
+"""CLI: ``dynawheel index`` and ``dynawheel serve``."""
 
 from __future__ import annotations
 
+import argparse
+import getpass
+import socket
+import sys
+from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from ..index import IndexResult, build_index
+from ..serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
 
-def register(sub: Any) -> None:
-    _ = sub
+
+def register(sub: Any) -> None:  # argparse._SubParsersAction
+    index = sub.add_parser("index", help="write a static package index (PEP 503/691/658) for a wheelhouse",
+                           description="Write simple/ pages, PEP 691 JSON and .metadata files for WHEELHOUSE.")
+    index.add_argument("wheelhouse", type=Path, metavar="WHEELHOUSE")
+    index.add_argument("-o", "--output", type=Path, metavar="SITE",
+                       help="where to write the site (default: the wheelhouse itself; files go to SITE/files/)")
+    index.add_argument("--flat", action="store_true",
+                       help="SITE/<name>/{index.html,*.whl}: serve SITE with any static server as --index-url")
+    index.add_argument("--yank", action="append", default=[], metavar="FILE[=REASON]",
+                       help="mark a file as yanked (PEP 592); repeatable")
+    index.set_defaults(func=_index)
+
+    serve = sub.add_parser("serve", help="serve a wheelhouse as a package index that takes twine uploads",
+                           description="Serve WHEELHOUSE to pip/uv (HTML + PEP 691 JSON) and accept twine uploads.")
+    serve.add_argument("wheelhouse", type=Path, metavar="WHEELHOUSE", nargs="?")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8087, help="port (0 = any free one; default: %(default)s)")
+    serve.add_argument("--password-file", type=Path, metavar="FILE", help="users allowed to upload (see --add-user)")
+    serve.add_argument("--allow-anonymous-upload", action="store_true", help="accept uploads without a password")
+    serve.add_argument("--allow-overwrite", action="store_true", help="let an upload replace an existing file")
+    serve.add_argument("--max-upload-size", type=int, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
+                       help="largest accepted upload request (default: %(default)s)")
+    serve.add_argument("--add-user", metavar="NAME",
+                       help="add NAME to --password-file (password from --password, stdin or a prompt) and exit")
+    serve.add_argument("--password", help="password for --add-user (visible in the process list: prefer stdin)")
+    serve.set_defaults(func=_serve)
+
+
+def _parse_yanks(values: list[str]) -> dict[str, str]:
+    yanked = {}
+    for value in values:
+        name, _, reason = value.partition("=")
+        if not name:
+            raise UsageError(f"--yank needs FILE or FILE=REASON: {value!r}")
+        yanked[name] = reason
+    return yanked
+
+
+def _index(args: argparse.Namespace) -> int:
+    result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank))
+    _report(result)
+    return EXIT_OK if result.ok else EXIT_FINDINGS
+
+
+def _report(result: IndexResult) -> None:
+    print(f"index: {len(result.files)} files in {len(result.projects)} projects at {result.simple}/ "
+          f"({len(result.written)} written, {len(result.removed)} removed)")
+    for skipped in result.skipped:
+        print(f"skipped: {skipped.path.name}: {skipped.reason}", file=sys.stderr)
+    for conflict in result.conflicts:
+        names = ", ".join(p.name for p in conflict.files)
+        print(f"conflict: {conflict.reason}: {names} (left out of the index)", file=sys.stderr)
+    for name in result.unknown_yanked:
+        print(f"warning: --yank names no indexed file: {name}", file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.add_user:
+        return _add_user(args)
+    if args.wheelhouse is None:
+        raise UsageError("serve needs a WHEELHOUSE (or --add-user NAME --password-file FILE)")
+    config = ServeConfig(password_file=args.password_file, allow_anonymous_upload=args.allow_anonymous_upload,
+                         allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size)
+    server = make_server(args.wheelhouse, args.host, args.port, config)
+    print(_banner(server), flush=True)
+    serve_forever(server)
+    print("dynawheel: server stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_user(args: argparse.Namespace) -> int:
+    if args.password_file is None:
+        raise UsageError("--add-user needs --password-file FILE")
+    password = args.password
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.add_user}: ")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+    add_user(args.password_file, args.add_user, password)
+    print(f"user {args.add_user} written to {args.password_file}")
+    return EXIT_OK
+
+
+def _public_url(server: IndexServer) -> tuple[str, str]:
+    """The URL to tell clients, and its host (a wildcard bind address becomes this machine's name)."""
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/", host
+
+
+def _banner(server: IndexServer) -> str:
+    url, host = _public_url(server)
+    config = server.config
+    user = "NAME" if config.password_file else "anonymous"
+    if config.password_file is None and not config.allow_anonymous_upload:
+        uploads = "uploads refused: no --password-file"
+    else:
+        uploads = f"uploads: twine to {url}"
+    return "\n".join([
+        f"dynawheel: serving {server.wheelhouse} at {url}simple/ ({uploads}; Ctrl-C stops)",
+        "",
+        "install:",
+        f"  pip install --index-url {url}simple/ NAME",
+        "make it pip's only index (nothing is ever looked up on PyPI):",
+        f"  pip config set global.index-url {url}simple/",
+        "or add it beside PyPI (then a same-named project on PyPI competes: dependency confusion):",
+        f"  pip config set global.extra-index-url {url}simple/",
+        "plain http from another machine also needs:",
+        f"  pip config set global.trusted-host {host}",
+        "",
+        "upload with twine: put this in ~/.pypirc, then `twine upload --repository dynawheel dist/*`",
+        "  [distutils]",
+        "  index-servers = dynawheel",
+        "  [dynawheel]",
+        f"  repository = {url}",
+        f"  username = {user}",
+    ])
