@@ -19,6 +19,7 @@ from .tags import WheelTags, filename_component, parse_tags, version_component, 
 
 log = logging.getLogger(__name__)
 
+REPAIR_MANIFEST = "dynawheel-vendored.json"
 SCHEMES = ("purelib", "platlib", "headers", "scripts", "data")
 _DROP_FROM_DIST_INFO = ("RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json", "RECORD.jws", "RECORD.p7s")
 _PY_SHEBANG = re.compile(rb"^#!.*\bpython[0-9.]*w?(?P<args>[ \t].*)?$")
@@ -116,7 +117,9 @@ def split_files(files: Mapping[str, Path], spec: WheelSpec, out: Assembly) -> No
         out.notes.append(f"packed {data_dirs[0]}/ as {want}/ (the name of distribution {spec.meta.name!r})")
     for name, source in sorted(files.items()):
         head = name.split("/", 1)[0]
-        if head == top:
+        if name == REPAIR_MANIFEST:  # left at the stage root by `dynawheel repair`
+            out.dist_info_files[name] = source
+        elif head == top:
             _dist_info_member(name[len(head) + 1:], source, out)
         elif data_dirs and head == data_dirs[0]:
             out.entries.append(_data_entry(name[len(head) + 1:], source, want, out))

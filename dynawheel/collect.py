@@ -1,0 +1,193 @@
+"""Which libraries to vendor, under which names, and where they go.
+
+Rules:
+- every library a tree binary loads that resolved outside the tree and is not the OS's own
+  (and every library *those* load) is vendored, unless ``--exclude`` names it (its subtree is
+  pruned) or another wheel provides it (``--provided-by``); ``--include`` vendors a system one;
+- one copy per library: beside its consumers when they share one directory, otherwise in the
+  shared library directory (``<dist>.libs/`` or ``--lib-dir``);
+- names are mangled (``libfoo.so.1`` -> ``libfoo-1a2b3c4d.so.1``) with a hash of the content and
+  of the mangled names of its own vendored dependencies, so a change anywhere below renames
+  everything above; libraries already in the input are never renamed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import posixpath
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .binary import BinaryFormat
+from .errors import RepairError, ResolveError
+from .graph import DependencyGraph
+from .resolve import Analysis, Edge, Status
+
+_SUFFIX = re.compile(r"\.(so(\.[0-9A-Za-z_]+)*|dll|pyd|dylib)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Choices:
+    exclude: tuple[str, ...] = ()  # globs on library names: not vendored, subtree pruned
+    include: tuple[str, ...] = ()  # globs on library names: vendored even when system
+    no_mangle: tuple[str, ...] = ()  # globs: keep these names
+    mangle: bool = True
+    lib_dir: str = ""  # shared directory (tree-relative); "" = '<dist>.libs'
+    allow_missing: bool = False
+    provided: Mapping[str, str] = field(default_factory=dict)  # library basename -> tree-relative install path
+
+
+@dataclass(frozen=True)
+class Vendored:
+    source: str  # where the library was found (resolver namespace = host path)
+    requests: tuple[str, ...]  # names it was requested by
+    name: str  # its name in the output (file name, soname / id / import name)
+    dest: str  # tree-relative path of the copy
+    format: BinaryFormat
+    sha256: str
+    consumers: tuple[str, ...]  # tree-relative paths of what loads it (binaries or other copies)
+
+
+@dataclass(frozen=True)
+class Collection:
+    vendored: tuple[Vendored, ...]  # dependencies first
+    provided: tuple[tuple[str, str, str], ...]  # (dependent rel, request, provided install path)
+    missing_allowed: tuple[Edge, ...] = ()
+
+    def by_source(self) -> dict[str, Vendored]:
+        return {v.source: v for v in self.vendored}
+
+
+def _matches(name: str, globs: Iterable[str]) -> bool:
+    base = posixpath.basename(name)
+    return any(fnmatch.fnmatchcase(base, g) or fnmatch.fnmatchcase(name, g) for g in globs)
+
+
+def describe_missing(analysis: Analysis, edges: Iterable[Edge]) -> str:
+    lines = []
+    for edge in edges:
+        where = analysis.relpath(edge.dependent) or edge.dependent
+        searched = "; ".join(f"{a.path} ({a.via}): {a.outcome}" for a in edge.tried) or "nowhere to look"
+        lines.append(f"cannot resolve {edge.request.name!r} needed by {where!r} (searched: {searched})")
+    return "\n  ".join(lines)
+
+
+def mangled_name(name: str, digest: str) -> str:
+    """'libfoo.so.1' -> 'libfoo-1a2b3c4d.so.1'; 'foo.dll' -> 'foo-1a2b3c4d.dll'."""
+    match = _SUFFIX.search(name)
+    stem, suffix = (name[: match.start()], name[match.start():]) if match else (name, "")
+    if stem.endswith("-" + digest):
+        return name
+    return f"{stem}-{digest}{suffix}"
+
+
+class _Collector:
+    def __init__(self, analysis: Analysis, choices: Choices, dist_libs: str) -> None:
+        self.a = analysis
+        self.graph = DependencyGraph(analysis)
+        self.choices = choices
+        self.lib_dir = choices.lib_dir.strip("/") or dist_libs
+        self.vendor: dict[str, list[Edge]] = defaultdict(list)  # source -> edges that load it
+        self.provided: list[tuple[str, str, str]] = []
+        self.missing: list[Edge] = []
+
+    def rel(self, path: str) -> str | None:
+        return self.a.relpath(path)
+
+    def wanted(self, edge: Edge) -> bool:
+        """Is this edge's library to be vendored?"""
+        if edge.hit is None or _matches(edge.request.name, self.choices.exclude):
+            return False
+        if edge.status is Status.EXTERNAL:
+            return True
+        return edge.status is Status.SYSTEM and bool(self.choices.include) and \
+            _matches(edge.request.name, self.choices.include)
+
+    def walk(self) -> None:
+        stack = list(self.a.tree_binaries)
+        seen = set(stack)
+        while stack:
+            node = stack.pop()
+            for edge in self.graph.dependencies(node):
+                self._visit(edge, stack, seen)
+
+    def _visit(self, edge: Edge, stack: list[str], seen: set[str]) -> None:
+        base = posixpath.basename(edge.request.name)
+        if base in self.choices.provided and edge.status is not Status.IN_TREE:
+            self.provided.append((self.rel(edge.dependent) or edge.dependent, edge.request.name,
+                                  self.choices.provided[base]))
+            return
+        if edge.status is Status.MISSING and not _matches(edge.request.name, self.choices.exclude):
+            self.missing.append(edge)
+            return
+        if edge.hit is None or edge.hit == edge.dependent:
+            return
+        if self.wanted(edge):
+            self.vendor[edge.hit].append(edge)
+        elif edge.status is not Status.IN_TREE:
+            return
+        if edge.hit not in seen:
+            seen.add(edge.hit)
+            stack.append(edge.hit)
+
+
+def collect(analysis: Analysis, choices: Choices, dist_libs: str, digests: Mapping[str, str]) -> Collection:
+    """Decide the vendored set. `digests`: sha256 hex of each external file (by source path)."""
+    c = _Collector(analysis, choices, dist_libs)
+    c.walk()
+    if c.missing and not choices.allow_missing:
+        unique = {(e.dependent, e.request.name): e for e in c.missing}
+        raise ResolveError(describe_missing(analysis, unique.values()))
+    order = [p for p in DependencyGraph(analysis).topological_order(c.vendor) if p in c.vendor]
+    names = _names(c, order, digests)
+    dests = _placement(c, order, names)
+    vendored = tuple(
+        Vendored(source=src, requests=tuple(sorted({e.request.name for e in c.vendor[src]})), name=names[src],
+                 dest=dests[src], format=analysis.binaries[src].format, sha256=digests[src],
+                 consumers=tuple(sorted({_consumer(c, e.dependent, dests) for e in c.vendor[src]})))
+        for src in order)
+    _check_collisions(analysis, vendored)
+    return Collection(vendored, tuple(sorted(set(c.provided))), tuple(c.missing))
+
+
+def _consumer(c: _Collector, dependent: str, dests: Mapping[str, str]) -> str:
+    """Tree-relative path of what loads a library (a vendored copy not placed yet: the lib dir)."""
+    if dependent in c.vendor:
+        return dests.get(dependent) or posixpath.join(c.lib_dir, "_")
+    return c.rel(dependent) or dependent
+
+
+def _names(c: _Collector, order: list[str], digests: Mapping[str, str]) -> dict[str, str]:
+    """New names, dependencies first (a dependency's new name feeds its dependents' hash)."""
+    names: dict[str, str] = {}
+    for src in order:
+        request = sorted({posixpath.basename(e.request.name) for e in c.vendor[src]}, key=lambda n: (-len(n), n))[0]
+        if not c.choices.mangle or _matches(request, c.choices.no_mangle):
+            names[src] = request
+            continue
+        deps = sorted(names[e.hit] for e in c.graph.dependencies(src) if e.hit in names)
+        digest = hashlib.sha256("\n".join([digests[src], *deps]).encode()).hexdigest()[:8]
+        names[src] = mangled_name(request, digest)
+    return names
+
+
+def _placement(c: _Collector, order: list[str], names: Mapping[str, str]) -> dict[str, str]:
+    """Beside the consumers when they share a directory, else in the shared lib dir."""
+    dests: dict[str, str] = {}
+    for src in reversed(order):  # dependents first: their place is known
+        dirs = {posixpath.dirname(_consumer(c, e.dependent, dests)) for e in c.vendor[src]}
+        where = dirs.pop() if len(dirs) == 1 else c.lib_dir
+        dests[src] = posixpath.join(where, names[src]) if where else names[src]
+    return dests
+
+
+def _check_collisions(analysis: Analysis, vendored: Iterable[Vendored]) -> None:
+    taken = set(analysis.files)
+    for v in vendored:
+        if v.dest in taken:
+            raise RepairError(f"cannot vendor {v.source!r} as {v.dest!r}: the tree already has a file there "
+                              "(use name mangling, or --lib-dir)")
+        taken.add(v.dest)

@@ -1,0 +1,158 @@
+"""EditPlan: every edit of every binary, decided before anything is written.
+
+Edits are format-neutral (rename a dependency, set the search path, set the own name, drop
+an LC_RPATH); a conflicting edit (one dependency renamed two ways) is rejected when queued.
+Each file is then written once, with all its edits (see repair.py).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .binary import BinaryFile, BinaryFormat, Image
+from .collect import Collection, Vendored
+from .errors import RepairError
+from .graph import DependencyGraph
+from .resolve import Analysis, Status
+
+
+@dataclass
+class FileEdits:
+    format: BinaryFormat
+    renames: dict[str, str] = field(default_factory=dict)  # requested name -> new name
+    runpath: tuple[str, ...] | None = None  # ELF: new search path (None = unchanged)
+    old_style: bool = False  # ELF: keep it a DT_RPATH (inherited by dependencies) as the input had it
+    own_name: str | None = None  # ELF soname / Mach-O id
+    delete_rpaths: tuple[str, ...] = ()  # Mach-O LC_RPATHs to drop
+    add_rpaths: tuple[str, ...] = ()  # Mach-O LC_RPATHs to add
+
+    @property
+    def empty(self) -> bool:
+        return not (self.renames or self.runpath is not None or self.own_name or self.delete_rpaths
+                    or self.add_rpaths)
+
+
+@dataclass
+class EditPlan:
+    files: dict[str, FileEdits] = field(default_factory=dict)  # output tree path -> edits
+
+    def edits(self, rel: str, fmt: BinaryFormat) -> FileEdits:
+        return self.files.setdefault(rel, FileEdits(fmt))
+
+    def rename(self, rel: str, fmt: BinaryFormat, old: str, new: str) -> None:
+        edits = self.edits(rel, fmt)
+        if edits.renames.get(old, new) != new:
+            raise RepairError(f"conflicting edits of {rel!r}: {old!r} -> {edits.renames[old]!r} and -> {new!r}")
+        if old != new:
+            edits.renames[old] = new
+
+
+def _inside(entry: str, directory: str, root_token: str) -> bool:
+    """Does an rpath entry ($ORIGIN/... or @loader_path/...) point inside the tree?"""
+    for token in (root_token, "${ORIGIN}" if root_token == "$ORIGIN" else root_token):
+        if entry == token or entry.startswith(token + "/"):
+            target = posixpath.normpath(posixpath.join(directory or ".", entry[len(token):].lstrip("/")))
+            return not target.startswith("..") and not posixpath.isabs(target)
+    return False
+
+
+def relative_entry(token: str, from_dir: str, to_dir: str) -> str:
+    rel = posixpath.relpath(to_dir or ".", from_dir or ".")
+    return token if rel == "." else f"{token}/{rel}"
+
+
+def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+class Planner:
+    """Builds the EditPlan for one tree from its Analysis and the Collection."""
+
+    def __init__(self, analysis: Analysis, collection: Collection) -> None:
+        self.a = analysis
+        self.c = collection
+        self.graph = DependencyGraph(analysis)
+        self.vendored = collection.by_source()
+        self.plan = EditPlan()
+
+    def build(self) -> EditPlan:
+        for path in self.a.tree_binaries:
+            rel = self.a.relpath(path)
+            assert rel is not None
+            self._file(path, rel, self.a.binaries[path], vendored=None)
+        for v in self.c.vendored:
+            self._file(v.source, v.dest, self.a.binaries[v.source], vendored=v)
+        self.plan.files = {k: e for k, e in self.plan.files.items() if not e.empty}
+        return self.plan
+
+    def _targets(self, node: str) -> Iterator[tuple[str, str]]:
+        """(requested name, tree path of what it now resolves to) for `node`'s vendored/in-tree deps."""
+        for edge in self.graph.dependencies(node):
+            if edge.hit in self.vendored:
+                yield edge.request.name, self.vendored[edge.hit].dest
+            elif edge.hit is not None and edge.status is Status.IN_TREE and edge.hit != node:
+                rel = self.a.relpath(edge.hit)
+                if rel is not None:
+                    yield edge.request.name, rel
+        dependent = self.a.relpath(node)
+        for dep_rel, request, provided in self.c.provided:
+            if dep_rel == dependent:
+                yield request, provided
+
+    def _file(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
+        image = binary.images[0]
+        if binary.format is BinaryFormat.ELF:
+            self._elf(node, rel, image, vendored)
+        elif binary.format is BinaryFormat.MACHO:
+            self._macho(node, rel, binary, vendored)
+        else:
+            self._pe(node, rel, vendored)
+
+    def _elf(self, node: str, rel: str, image: Image, vendored: Vendored | None) -> None:
+        directory = posixpath.dirname(rel)
+        pieces = [piece for entry in (*image.rpaths, *image.runpaths) for piece in entry.split(":") if piece]
+        kept = [] if vendored is not None else [p for p in pieces if _inside(p, directory, "$ORIGIN")]
+        added: list[str] = []
+        for request, target in self._targets(node):
+            new = posixpath.basename(target)
+            if "/" not in request and new != request:
+                self.plan.rename(rel, BinaryFormat.ELF, request, new)
+            if self._is_vendored_or_provided(target) or vendored is not None:
+                added.append(relative_entry("$ORIGIN", directory, posixpath.dirname(target)))
+        final = _dedupe([*kept, *added])
+        if vendored is not None:
+            self.plan.edits(rel, BinaryFormat.ELF).own_name = vendored.name
+        if final != _dedupe(pieces) and (final or pieces):
+            edits = self.plan.edits(rel, BinaryFormat.ELF)
+            edits.runpath = final
+            edits.old_style = bool(image.rpaths) and not image.runpaths and vendored is None
+
+    def _is_vendored_or_provided(self, target: str) -> bool:
+        return any(v.dest == target for v in self.c.vendored) or any(p == target for _d, _r, p in self.c.provided)
+
+    def _macho(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
+        directory = posixpath.dirname(rel)
+        for request, target in self._targets(node):
+            if self._is_vendored_or_provided(target) or vendored is not None:
+                new = relative_entry("@loader_path", directory, posixpath.dirname(target))
+                self.plan.rename(rel, BinaryFormat.MACHO, request, f"{new}/{posixpath.basename(target)}")
+        rpaths = _dedupe(r for image in binary.images for r in image.rpaths)
+        drop = tuple(r for r in rpaths if vendored is not None or not _inside(r, directory, "@loader_path"))
+        edits = self.plan.edits(rel, BinaryFormat.MACHO)
+        edits.delete_rpaths = drop
+        if vendored is not None:
+            edits.own_name = f"@rpath/{vendored.name}"
+
+    def _pe(self, node: str, rel: str, vendored: Vendored | None) -> None:
+        for request, target in self._targets(node):
+            new = posixpath.basename(target)
+            if new.lower() != posixpath.basename(request).lower():
+                self.plan.rename(rel, BinaryFormat.PE, request, new)
+        if vendored is not None:
+            self.plan.edits(rel, BinaryFormat.PE)
+
+
+def make_plan(analysis: Analysis, collection: Collection) -> EditPlan:
+    return Planner(analysis, collection).build()
