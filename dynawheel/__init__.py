@@ -1,7 +1,8 @@
 """dynawheel: build, repair, audit and publish wheels that ship shared libraries.
 
-Public API: :func:`build_wheel`, :class:`Stage`, :func:`check_wheels`, and the seed-compatible
-:func:`dynawheel`.  Every error is a :class:`DynawheelError`.
+Public API: :func:`build_wheel` / :class:`Stage` / :func:`check_wheels` (build), :func:`analyze` /
+:func:`audit` (show), :func:`repair_wheel` / :func:`repair_tree` (repair), :func:`build_index` (publish),
+and the seed-compatible :func:`dynawheel`.  Every error is a :class:`DynawheelError`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .audit import AuditReport, audit
 from .build import BuildOptions, BuildResult, build, build_wheel
 from .errors import DynawheelError
+from .index import build_index
+from .repair import RepairOptions, RepairResult, repair_tree, repair_wheel
+from .resolve import analyze
+from .search import SearchPaths
 from .wheel.check import check_wheels
 from .wheel.stage import Stage
 
 __all__ = [
-    "BuildOptions", "BuildResult", "DynawheelError", "Stage", "__version__", "build", "build_wheel",
-    "check_wheels", "dynawheel",
+    "AuditReport", "BuildOptions", "BuildResult", "DynawheelError", "RepairOptions", "RepairResult",
+    "SearchPaths", "Stage", "__version__", "analyze", "audit", "build", "build_index", "build_wheel",
+    "check_wheels", "dynawheel", "repair_tree", "repair_wheel",
 ]
 
 
