@@ -34,7 +34,8 @@ class Case:
         rss_b = max(t.peak_rss_mb for t in self.theirs)
         size = ""
         if self.our_size and self.their_size:
-            size = f"{self.our_size / 2**20:8.1f} MB vs {self.their_size / 2**20:8.1f} MB ({self.our_size / self.their_size - 1:+.1%})"
+            change = self.our_size / self.their_size - 1
+            size = f"{self.our_size / 2**20:8.1f} MB vs {self.their_size / 2**20:8.1f} MB ({change:+.1%})"
         return (f"| {self.name} | {self.incumbent} | {other:.2f} s | {mine:.2f} s | **{other / mine:.1f}x** | "
                 f"{rss_a:.0f} / {rss_b:.0f} MB | {size} |")
 
@@ -43,8 +44,10 @@ HEADER = ("| case | incumbent | incumbent median | dynawheel median | ratio | pe
           "(ours vs theirs) |\n|---|---|---|---|---|---|---|")
 
 
-def run(cmd: Sequence[str | Path], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timing:
-    """Run a command to completion; its wall time and its peak RSS (from wait4)."""
+def run(cmd: Sequence[str | Path], env: dict[str, str] | None = None, cwd: Path | None = None,
+        accept: Sequence[int] = (0,)) -> Timing:
+    """Run a command to completion; its wall time and its peak RSS (from wait4).
+    An exit code outside `accept` stops the benchmark."""
     start = time.perf_counter()
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})}, cwd=cwd)
@@ -53,7 +56,7 @@ def run(cmd: Sequence[str | Path], env: dict[str, str] | None = None, cwd: Path 
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
+    if proc.returncode not in accept:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{err.decode()}")
     return Timing(elapsed, usage.ru_maxrss / 1024)
 

@@ -10,11 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from .conftest import assert_user_error, run_cli
 
 from dynawheel import Stage, build_wheel
 from dynawheel.errors import DynawheelError, MetadataError, StageError, TagError
 from dynawheel.wheel.check import check_wheels
+
+from .conftest import assert_user_error, run_cli
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:

@@ -9,9 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from .conftest import Venv, make_venv, run_cli
 
 import dynawheel
+
+from .conftest import Venv, make_venv, run_cli
 
 SEED_METADATA = """Metadata-Version: 2.1
 Name: {name}

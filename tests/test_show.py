@@ -11,9 +11,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from .conftest import FIXTURES, assert_user_error, run_cli
-
 from dynawheel.audit import audit, json_schema, to_json
+
+from .conftest import FIXTURES, assert_user_error, run_cli
 
 
 def _gcc(*args: str | Path) -> None:

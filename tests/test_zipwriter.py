@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
-
 from dynawheel.wheel.archive import Entry, RawSource, write_wheel
 from dynawheel.wheel.zipwriter import ZipWriter
+
+from .conftest import run_cli
 
 DT = (1980, 1, 1, 0, 0, 0)
 
