@@ -6,7 +6,9 @@ as ``dynawheel/data/show-schema.json``.
 
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import posixpath
 import re
 from collections import defaultdict
@@ -19,10 +21,14 @@ from typing import Any
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
 from .graph import DependencyGraph
-from .policy import best_elf_policy
+from .policy import best_elf_policy, interpreters
 from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
 from .search import SearchPaths
-from .tree import open_tree
+from .shim import END as SHIM_END
+from .shim import START as SHIM_START
+from .tree import Tree, open_tree
+
+log = logging.getLogger(__name__)
 
 JSON_VERSION = 1
 
@@ -56,13 +62,99 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
     if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
     try:
-        analysis = analyze(tree, search)
+        analysis = analyze(tree, with_dll_directories(tree, search))
     finally:
         close = getattr(tree, "close", None)
         if close is not None:
             close()
     analysis = _with_fake_libraries(analysis)
     return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
+
+
+# ---- os.add_dll_directory() directories a package adds at import --------------------------
+
+_DELVEWHEEL_LIBS = re.compile(r"""['"]([^'"\\/\s]+\.libs)['"]""")
+
+
+def _shim_hosts(files: list[str]) -> list[str]:
+    """Files that may add DLL directories at import: package ``__init__.py`` files and our
+    top-level ``_dynawheel_dlls_*.py`` helpers (see dynawheel/shim.py)."""
+    return [rel for rel in files if posixpath.basename(rel) == "__init__.py"
+            or ("/" not in rel and rel.startswith("_dynawheel_dlls_") and rel.endswith(".py"))]
+
+
+def _read_text(tree: Tree, rel: str) -> str:
+    try:
+        with tree.open(rel) as fp:
+            return fp.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as exc:
+        log.debug("cannot read %r for DLL directories: %s", rel, exc)
+        return ""
+
+
+def _shim_dirs(text: str, here: str) -> Iterator[str]:
+    """Directories our marked shim block adds (its literal tuple of path parts); never executed."""
+    start = text.find(SHIM_START)
+    end = text.find(SHIM_END, start)
+    if start < 0 or end < 0:
+        return
+    try:
+        module = ast.parse(text[start:end])
+    except SyntaxError:
+        log.debug("unparsable dynawheel shim block below %r", here)
+        return
+    for node in ast.walk(module):
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and node.target.id == "parts":
+            try:
+                dirs = ast.literal_eval(node.iter)
+            except ValueError:
+                continue
+            for parts in dirs:
+                yield posixpath.normpath(posixpath.join(here, *parts))
+
+
+def _delvewheel_dirs(tree: Tree, text: str, here: str) -> Iterator[str]:
+    """delvewheel's ``<dist>.libs``: named as a string literal next to ``os.add_dll_directory``,
+    reached through ``os.pardir`` steps; the nearest existing one upwards from `here`."""
+    if "add_dll_directory" not in text:
+        return
+    for name in dict.fromkeys(_DELVEWHEEL_LIBS.findall(text)):
+        base = here
+        while True:
+            candidate = posixpath.join(base, name)
+            if tree.exists(candidate) and not tree.is_file(candidate):
+                yield candidate
+                break
+            if not base:
+                break
+            base = posixpath.dirname(base)
+
+
+def dll_directories_in(tree: Tree) -> tuple[str, ...]:
+    """Tree-relative directories that packages of `tree` add with ``os.add_dll_directory`` when
+    imported: our own shim blocks and delvewheel's ``<dist>.libs`` patches.  The code is read,
+    never run."""
+    found: list[str] = []
+    for rel in _shim_hosts(tree.files()):
+        text = _read_text(tree, rel)
+        if "add_dll_directory" not in text:
+            continue
+        here = posixpath.dirname(rel)
+        found.extend(d for d in (*_shim_dirs(text, here), *_delvewheel_dirs(tree, text, here))
+                     if d != ".." and not d.startswith("../"))
+    return tuple(dict.fromkeys("" if d == "." else d for d in found))
+
+
+def with_dll_directories(tree: Tree, search: SearchPaths | None) -> SearchPaths:
+    """`search` (default: the host's) plus the DLL directories the tree adds at import, in the
+    resolver's namespace."""
+    search = search if search is not None else SearchPaths.from_host()
+    extra = tuple(posixpath.join(tree.root, d) if d else tree.root for d in dll_directories_in(tree))
+    new = tuple(d for d in extra if d not in search.dll_directories)
+    if new:
+        log.debug("DLL directories added at import: %s", ", ".join(new))
+        search = replace(search, dll_directories=search.dll_directories + new)
+    return search
 
 
 _LIB_SUFFIX = re.compile(r"\.(so(\.[0-9]+)*|dll|pyd|dylib)$", re.IGNORECASE)
@@ -91,8 +183,10 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
     graph = DependencyGraph(analysis)
     elf = _images(analysis, BinaryFormat.ELF)
     if elf:
+        loaders = {posixpath.basename(path) for path in interpreters(None).values()}
         outside = {posixpath.basename(e.request.name) for e in graph.edges
                    if e.status in (Status.SYSTEM, Status.EXTERNAL) and e.dependent in analysis.tree_binaries}
+        outside -= loaders  # the program interpreter is always there (auditwheel excludes it too)
         verdict = best_elf_policy(elf, outside)
         yield Verdict(BinaryFormat.ELF, verdict.tag, verdict.blockers)
     macho = _images(analysis, BinaryFormat.MACHO)
@@ -106,17 +200,20 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
 
 
 def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
+    from .platforms.pe import PATH_FLAG
+
     pe_paths = {p for p in analysis.binaries if analysis.binaries[p].format is BinaryFormat.PE}
     edges = [e for e in graph.edges if e.dependent in pe_paths]
     missing = [e for e in edges if e.status is Status.MISSING]
-    flagged = [e for e in edges if e.flag]
+    through_path = [e for e in edges if e.flag == PATH_FLAG]
+    warnings = tuple(sorted({f"{e.request.name}: {e.flag}" for e in edges if e.flag and e.flag != PATH_FLAG}))
     if missing:
         names = sorted({e.request.name for e in missing})
-        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names))
-    if flagged:
+        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names), warnings)
+    if through_path:
         return Verdict(BinaryFormat.PE, "loads on Python <= 3.7 only (found through PATH)",
-                       tuple(f"{e.request.name}: {e.flag}" for e in flagged))
-    return Verdict(BinaryFormat.PE, "loads on Python >= 3.8")
+                       tuple(f"{e.request.name}: {e.flag}" for e in through_path) + warnings)
+    return Verdict(BinaryFormat.PE, "loads on Python >= 3.8", warnings)
 
 
 # ---- JSON ----------------------------------------------------------------------------------
@@ -230,7 +327,8 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     lines.append("")
     for verdict in report.verdicts:
         lines.append(f"{verdict.format.value}: {verdict.summary}")
-        lines.extend(f"  blocked: {b}" for b in verdict.blockers[:12])
+        label = "blocked" if verdict.format is BinaryFormat.ELF else "warning"
+        lines.extend(f"  {label}: {b}" for b in verdict.blockers[:12])
         if len(verdict.blockers) > 12:
             lines.append(f"  ... and {len(verdict.blockers) - 12} more")
     for bad in a.bad:

@@ -1,0 +1,353 @@
+"""PE (Windows DLL / .pyd / .exe) backend: reader and the loader's search rules.
+
+Reading
+-------
+``pefile`` parses the DOS, NT and section headers (``fast_load=True``).  The three
+directories we need are then walked here, directly: the import and delay-import
+descriptor tables (only the DLL names: pefile's own directory parsers also decode
+every imported symbol, thousands for a large DLL) and the export name table (pefile
+stops at 8192 exports).  The load-config ``DependentLoadFlags`` field is one read.
+
+How CPython >= 3.8 loads an extension on Windows (facts this module encodes)
+-------------------------------------------------------------------------------
+The import system calls ``LoadLibraryExW(path, NULL, LOAD_LIBRARY_SEARCH_DEFAULT_DIRS |
+LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR)``.  For every import of the extension and, recursively,
+of the DLLs it pulls in, the loader decides:
+
+=====  ==========================================================  ==========================
+step   where / what                                                SearchPaths field
+=====  ==========================================================  ==========================
+0      API set name (``api-ms-win-*``, ``ext-ms-*``): mapped by    (is_system)
+       the OS, never a file
+0      a module already loaded under the same base name (case-     (loaded_key)
+       insensitive) satisfies the request; so do KnownDLLs
+1      the directory of the DLL passed to LoadLibraryExW, i.e.     chain[0]
+       the extension, also for its indirect dependencies (wine
+       8: liba.dll in dir B importing libc.dll takes A's copy)
+2      the application directory (python.exe's: python3X.dll,     (is_system: provided by
+       vcruntime140*.dll)                                          the interpreter)
+-      our ``-L`` directories (not a Windows notion; they stand    extra
+       for "where the DLL will be at run time")
+3      directories added with ``os.add_dll_directory``             dll_directories
+       (AddDllDirectory; order among them unspecified)
+4      System32                                                    system32 (use_system)
+-      NOT searched: PATH, the current directory, the directory
+       of the intermediate DLL.  PATH is only tried on explicit    windows_path (flagged
+       opt-in: Python <= 3.7 searched it                           "loads on Python <= 3.7")
+=====  ==========================================================  ==========================
+
+* A candidate of another machine type is skipped and the search goes on (wine 8 skips an
+  i686 ``libc.dll`` earlier on the path); the resolver compares ``Image.compat_key``.
+* Names are case-insensitive; the key of a loaded module is its lower-cased base name.
+* Delay-load imports are resolved at the first call by the delay helper the DLL links
+  (MSVC's ``__delayLoadHelper2`` calls ``LoadLibraryExA(name, NULL, 0)``): the process
+  default search order (application dir, System32, Windows dir, cwd, PATH), which has
+  neither the extension's directory nor the ``os.add_dll_directory`` directories, unless the
+  module is already loaded (CPython passes its flags per LoadLibraryExW call; it does not
+  change the process default with SetDefaultDllDirectories; wine 8 agrees).  A missing
+  delay-loaded DLL fails at that first call (exception 0xC06D007E), not at import.
+  Such hits carry :data:`DELAY_FLAG`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import mmap
+import os
+import posixpath
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, BinaryIO, Union
+
+import pefile
+
+from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image
+from ..errors import BinaryFormatError
+from ..search import SearchPaths
+from . import Candidate, Loaded
+
+log = logging.getLogger(__name__)
+
+PATH_FLAG = "loads on Python <= 3.7 only"
+DELAY_FLAG = "delay-load: found at first call only if already loaded (the delay helper uses the default search order)"
+
+MACHINES = {0x8664: "x86_64", 0x14C: "i686", 0xAA64: "arm64", 0x1C4: "armv7l"}
+IMAGE_FILE_EXECUTABLE_IMAGE = 0x0002
+IMAGE_FILE_DLL = 0x2000
+DIR_EXPORT, DIR_IMPORT, DIR_LOAD_CONFIG, DIR_DELAY_IMPORT = 0, 1, 10, 13
+IMPORT_DESCRIPTOR = struct.Struct("<5I")  # OriginalFirstThunk, TimeDateStamp, ForwarderChain, Name, FirstThunk
+DELAY_DESCRIPTOR = struct.Struct("<8I")  # Attributes, DllNameRVA, ModuleHandleRVA, IAT, INT, Bound, Unload, Time
+EXPORT_DIRECTORY = struct.Struct("<2I2H7I")
+MAX_DESCRIPTORS = 65536
+MAX_NAME = 4096
+MAX_EXPORTS = 1 << 20
+
+Data = Union[bytes, mmap.mmap]
+
+
+@dataclass(frozen=True)
+class NameSlot:
+    """A DLL name referenced from an import table: where it is, what it says."""
+
+    kind: DepKind
+    name: str
+    offset: int  # file offset of the NUL-terminated name
+    descriptor: int  # file offset of the import / delay-import descriptor
+    pointer: int  # file offset of the descriptor's name-RVA field
+
+
+class PEView:
+    """pefile headers plus bounds-checked RVA reads; every failure names the file."""
+
+    def __init__(self, data: Data, path: str) -> None:
+        self.data = data
+        self.path = path
+        try:
+            self.pe = pefile.PE(data=data, fast_load=True)
+        except pefile.PEFormatError as exc:
+            raise self.error(f"invalid PE headers ({exc.value})") from None
+        except (struct.error, IndexError, ValueError) as exc:  # pefile on very short input
+            raise self.error(f"invalid PE headers ({exc})") from None
+
+    def error(self, what: str) -> BinaryFormatError:
+        return BinaryFormatError(f"{self.path!r}: {what}")
+
+    @property
+    def pe32plus(self) -> bool:
+        return bool(self.pe.OPTIONAL_HEADER.Magic == 0x20B)
+
+    def directory(self, index: int) -> tuple[int, int]:
+        """(rva, size) of data directory `index`, (0, 0) when absent."""
+        dirs = self.pe.OPTIONAL_HEADER.DATA_DIRECTORY
+        if index >= len(dirs):
+            return (0, 0)
+        return (int(dirs[index].VirtualAddress), int(dirs[index].Size))
+
+    def offset(self, rva: int, length: int, what: str) -> int:
+        """File offset of `length` bytes at `rva`, which must lie in the file."""
+        offset = self._map(rva)
+        if offset is None or offset + length > len(self.data):
+            raise self.error(f"{what} at RVA {rva:#x} lies outside the file ({len(self.data)} bytes)")
+        return offset
+
+    def _map(self, rva: int) -> int | None:
+        if rva < int(self.pe.OPTIONAL_HEADER.SizeOfHeaders):
+            return rva
+        for section in self.pe.sections:
+            start = int(section.VirtualAddress)
+            if start <= rva < start + max(int(section.Misc_VirtualSize), int(section.SizeOfRawData)):
+                if rva - start >= int(section.SizeOfRawData):
+                    return None  # zero-filled memory, not in the file
+                return rva - start + int(section.PointerToRawData)
+        return None
+
+    def read(self, rva: int, length: int, what: str) -> bytes:
+        offset = self.offset(rva, length, what)
+        return bytes(self.data[offset : offset + length])
+
+    def string(self, rva: int, what: str) -> tuple[str, int]:
+        """(text, file offset) of the NUL-terminated ASCII string at `rva`."""
+        offset = self.offset(rva, 1, what)
+        end = self.data.find(b"\0", offset, offset + MAX_NAME)
+        if end < 0:
+            raise self.error(f"{what} at RVA {rva:#x} is not NUL-terminated")
+        raw = bytes(self.data[offset:end])
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise self.error(f"{what} at RVA {rva:#x} is not ASCII: {raw!r}") from None
+        return text, offset
+
+
+def import_slots(view: PEView) -> list[NameSlot]:
+    """Every DLL name of the import and delay-import tables, in table order."""
+    slots = _walk(view, DIR_IMPORT, IMPORT_DESCRIPTOR, 3, DepKind.NEEDED, "import")
+    slots += _walk(view, DIR_DELAY_IMPORT, DELAY_DESCRIPTOR, 1, DepKind.DELAY, "delay-import")
+    return slots
+
+
+def _walk(view: PEView, index: int, layout: struct.Struct, name_field: int, kind: DepKind, what: str) -> list[NameSlot]:
+    rva, size = view.directory(index)
+    slots: list[NameSlot] = []
+    if rva == 0 or size == 0:
+        return slots
+    for n in range(MAX_DESCRIPTORS):
+        at = view.offset(rva + n * layout.size, layout.size, f"{what} descriptor {n}")
+        fields = layout.unpack_from(view.data, at)
+        if not any(fields):
+            return slots
+        name_rva = fields[name_field]
+        if kind is DepKind.DELAY and not fields[0] & 1:
+            raise view.error(f"{what} descriptor {n} uses virtual addresses, not RVAs (VC6 format)")
+        name, offset = view.string(name_rva, f"{what} DLL name {n}")
+        slots.append(NameSlot(kind, name, offset, at, at + 4 * name_field))
+    raise view.error(f"{what} directory has more than {MAX_DESCRIPTORS} descriptors")
+
+
+def read_exports(view: PEView) -> tuple[str | None, list[str]]:
+    """(DLL name of the export directory, exported names in table order)."""
+    rva, size = view.directory(DIR_EXPORT)
+    if rva == 0 or size == 0:
+        return None, []
+    fields = EXPORT_DIRECTORY.unpack(view.read(rva, EXPORT_DIRECTORY.size, "export directory"))
+    name_rva, count, names_rva = fields[4], fields[7], fields[9]
+    dll_name = view.string(name_rva, "export DLL name")[0] if name_rva else None
+    if count > MAX_EXPORTS:
+        raise view.error(f"export directory claims {count} names")
+    table = view.read(names_rva, 4 * count, "export name table") if count else b""
+    names = [view.string(r, "export name")[0] for (r,) in struct.iter_unpack("<I", table)]
+    return dll_name, names
+
+
+def dependent_load_flags(view: PEView) -> int | None:
+    """IMAGE_LOAD_CONFIG_DIRECTORY.DependentLoadFlags, None without a load config that has it."""
+    rva, size = view.directory(DIR_LOAD_CONFIG)
+    field = 78 if view.pe32plus else 54
+    if rva == 0 or size < field + 2:
+        return None
+    head = view.read(rva, field + 2, "load config directory")
+    declared = struct.unpack_from("<I", head)[0]
+    return int(struct.unpack_from("<H", head, field)[0]) if declared >= field + 2 else None
+
+
+def _file_kind(characteristics: int) -> FileKind:
+    if characteristics & IMAGE_FILE_DLL:
+        return FileKind.SHARED
+    if characteristics & IMAGE_FILE_EXECUTABLE_IMAGE:
+        return FileKind.EXECUTABLE
+    return FileKind.OTHER
+
+
+def _details(view: PEView, exports: list[str]) -> dict[str, Any]:
+    subsystem = int(view.pe.OPTIONAL_HEADER.Subsystem)
+    return {
+        "machine": int(view.pe.FILE_HEADER.Machine),
+        "pe32plus": view.pe32plus,
+        "subsystem": pefile.SUBSYSTEM_TYPE.get(subsystem, subsystem),
+        "exports": exports,
+        "python_extension": any(name.startswith("PyInit_") for name in exports),
+        "dependent_load_flags": dependent_load_flags(view),
+    }
+
+
+def read_image(data: Data, path: str) -> Image:
+    """The Image of one PE file held in `data` (bytes or mmap)."""
+    view = PEView(data, path)
+    machine = int(view.pe.FILE_HEADER.Machine)
+    soname, exports = read_exports(view)
+    needed = tuple(Dependency(slot.name, slot.kind) for slot in import_slots(view))
+    return Image(
+        format=BinaryFormat.PE,
+        arch=MACHINES.get(machine, f"pe-machine-{machine:#06x}"),
+        kind=_file_kind(int(view.pe.FILE_HEADER.Characteristics)),
+        needed=needed,
+        soname=soname,
+        details=_details(view, exports),
+    )
+
+
+# ---- system DLLs -------------------------------------------------------------------------
+
+API_SET_PREFIXES = ("api-ms-win-", "ext-ms-")
+# Provided by the Python installation next to python.exe (the application directory is
+# searched), so for our purposes as good as system: python3.dll / python3XY.dll, and the
+# Visual C++ runtime CPython ships (vcruntime140.dll, vcruntime140_1.dll).  msvcp140*.dll is
+# NOT in a CPython install: it comes with the Visual C++ Redistributable that practically
+# every Windows machine has; we treat it as provided too (vendor it with --include).
+INTERPRETER_PROVIDED = re.compile(r"^(python3\d*(_d)?|vcruntime140(_\d+)?(d)?|msvcp140(_\w+)?(d)?)\.dll$")
+
+
+@functools.lru_cache(maxsize=1)
+def system_dlls() -> frozenset[str]:
+    """Lower-cased names from ``data/windows-system-dlls.json`` (versioned)."""
+    text = resources.files("dynawheel").joinpath("data/windows-system-dlls.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    if doc.get("version") != 1:
+        raise ValueError(f"windows-system-dlls.json: unsupported version {doc.get('version')!r}")
+    return frozenset(name.lower() for name in doc["dlls"])
+
+
+def is_system_name(name: str) -> bool:
+    key = PEBackend.loaded_key(name)
+    return key.startswith(API_SET_PREFIXES) or key in system_dlls() or bool(INTERPRETER_PROVIDED.match(key))
+
+
+# ---- the backend -------------------------------------------------------------------------
+
+
+def _map_file(fp: BinaryIO) -> Data:
+    """The whole file: mapped read-only when it is a real file, else read."""
+    try:
+        fileno = fp.fileno()
+    except (AttributeError, OSError, ValueError):
+        fileno = -1
+    if fileno >= 0:
+        try:
+            return mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            pass  # empty file or not mappable
+    fp.seek(0)
+    return fp.read()
+
+
+def _spelled(directory: str, name: str) -> str:
+    """Path of `name` in `directory`, with the on-disk spelling when it differs only in case."""
+    exact = posixpath.join(directory, name)
+    if os.path.exists(exact) or not os.path.isdir(directory):
+        return exact
+    key = name.lower()
+    try:
+        matches = sorted(entry for entry in os.listdir(directory) if entry.lower() == key)
+    except OSError:
+        return exact
+    return posixpath.join(directory, matches[0]) if matches else exact
+
+
+class PEBackend:
+    format = BinaryFormat.PE
+
+    def sniff(self, head: bytes) -> bool:
+        return head[:2] == b"MZ"
+
+    def parse(self, fp: BinaryIO, path: str) -> BinaryFile:
+        data = _map_file(fp)
+        try:
+            image = read_image(data, path)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+        log.debug("%s: %s %s, %d imports", path, image.arch, image.kind.value, len(image.needed))
+        return BinaryFile(path=path, format=BinaryFormat.PE, images=(image,))
+
+    def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
+        return is_system_name(request.name)
+
+    def candidates(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
+        name = re.split(r"[\\/]", request.name)[-1]
+        delay = request.kind is DepKind.DELAY
+        local_flag = DELAY_FLAG if delay else None
+        if chain:
+            root = chain[0].path
+            yield Candidate(_spelled(posixpath.dirname(root), name), f"directory of {root}", local_flag)
+        for directory in search.extra:
+            yield Candidate(_spelled(directory, name), "extra search path", local_flag)
+        for directory in search.dll_directories:
+            yield Candidate(_spelled(directory, name), "os.add_dll_directory", local_flag)
+        if search.use_system:
+            for directory in search.system32:
+                yield Candidate(_spelled(directory, name), "System32")
+        for directory in search.windows_path:
+            # The delay helper's default search order does include PATH.
+            yield Candidate(_spelled(directory, name), "PATH (opt-in)", None if delay else PATH_FLAG)
+
+    @staticmethod
+    def loaded_key(name: str) -> str:
+        return re.split(r"[\\/]", name)[-1].lower()
+
+
+BACKEND = PEBackend()

@@ -1,0 +1,361 @@
+"""PE reader and loader rules, on the committed fixtures (fixtures/pe, built by build.sh)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+from collections.abc import Sequence
+
+import pytest
+
+from dynawheel.binary import BinaryFormat, Dependency, DepKind, FileKind, Image
+from dynawheel.errors import BinaryFormatError
+from dynawheel.platforms import Candidate, Loaded
+from dynawheel.platforms.pe import BACKEND, DELAY_FLAG, PATH_FLAG, system_dlls
+from dynawheel.search import SearchPaths
+
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "pe"
+BIN = FIXTURES / "bin"
+BAD = FIXTURES / "bad"
+
+
+def parse(path: pathlib.Path) -> Image:
+    with open(path, "rb") as fp:
+        binary = BACKEND.parse(fp, str(path))
+    assert binary.format is BinaryFormat.PE and len(binary.images) == 1
+    return binary.images[0]
+
+
+def test_committed_fixtures_match_sha256sums() -> None:
+    lines = (FIXTURES / "SHA256SUMS").read_text().splitlines()
+    assert len(lines) >= 15
+    for line in lines:
+        digest, name = line.split()
+        assert hashlib.sha256((FIXTURES / name).read_bytes()).hexdigest() == digest, name
+        assert (FIXTURES / name).stat().st_size <= 8192, name
+
+
+N, D = DepKind.NEEDED, DepKind.DELAY
+READER_FACTS = {
+    "ext.pyd": ("x86_64", FileKind.SHARED, [("liba.dll", N)], ["PyInit_ext", "ext_call"], True),
+    "other.pyd": ("x86_64", FileKind.SHARED, [("liba.dll", N)], ["PyInit_other", "ext_call"], True),
+    "delay.pyd": (
+        "x86_64",
+        FileKind.SHARED,
+        [("KERNEL32.dll", N), ("libc.dll", D)],
+        ["PyInit_delay", "ext_call"],
+        True,
+    ),
+    "realistic.pyd": (
+        "x86_64",
+        FileKind.SHARED,
+        [
+            ("python3.dll", N),
+            ("VCRUNTIME140.dll", N),
+            ("api-ms-win-crt-string-l1-1-0.dll", N),
+            ("api-ms-win-crt-heap-l1-1-0.dll", N),
+            ("KERNEL32.dll", N),
+        ],
+        ["PyInit_realistic"],
+        True,
+    ),
+    "liba.dll": (
+        "x86_64",
+        FileKind.SHARED,
+        [("libb.dll", N), ("api-ms-win-crt-heap-l1-1-0.dll", N)],
+        ["a_value"],
+        False,
+    ),
+    "libb.dll": ("x86_64", FileKind.SHARED, [("libc.dll", N)], ["b_value"], False),
+    "libc.dll": ("x86_64", FileKind.SHARED, [("KERNEL32.dll", N)], ["c_value"], False),
+    "alt/libc.dll": ("x86_64", FileKind.SHARED, [("KERNEL32.dll", N)], ["c_value"], False),
+    "i686/libc.dll": ("i686", FileKind.SHARED, [], ["c_value"], False),
+    "loadcfg.dll": ("x86_64", FileKind.SHARED, [], ["c_value"], False),
+    "loader.exe": ("x86_64", FileKind.EXECUTABLE, [("KERNEL32.dll", N)], [], False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READER_FACTS))
+def test_reader_facts(name: str) -> None:
+    arch, kind, needed, exports, extension = READER_FACTS[name]
+    image = parse(BIN / name)
+    assert image.arch == arch
+    assert image.kind is kind
+    assert [(d.name, d.kind) for d in image.needed] == needed
+    assert image.details["exports"] == exports
+    assert image.details["python_extension"] is extension
+    assert image.soname == (None if kind is FileKind.EXECUTABLE else pathlib.PurePath(name).name)
+    assert image.details["machine"] == {"x86_64": 0x8664, "i686": 0x14C}[arch]
+    assert image.details["pe32plus"] is (arch == "x86_64")
+    # lld writes a load config only for _load_config_used; loadcfg.dll says LOAD_LIBRARY_SEARCH_SYSTEM32.
+    assert image.details["dependent_load_flags"] == (0x800 if name == "loadcfg.dll" else None)
+    json.dumps(dict(image.details))  # JSON-ready
+    assert image.compat_key == ("pe", arch)
+
+
+def test_subsystem_of_the_console_loader() -> None:
+    assert parse(BIN / "loader.exe").details["subsystem"] == "IMAGE_SUBSYSTEM_WINDOWS_CUI"
+    assert parse(BIN / "ext.pyd").details["subsystem"] == "IMAGE_SUBSYSTEM_WINDOWS_GUI"
+
+
+def test_parse_from_a_stream_equals_parse_from_a_file() -> None:
+    data = (BIN / "realistic.pyd").read_bytes()
+    from_stream = BACKEND.parse(io.BytesIO(data), "wheel.whl/pkg/realistic.pyd").images[0]
+    assert from_stream == parse(BIN / "realistic.pyd")
+    assert from_stream.details == parse(BIN / "realistic.pyd").details
+
+
+def test_sniff() -> None:
+    assert BACKEND.sniff((BIN / "ext.pyd").read_bytes()[:8])
+    assert not BACKEND.sniff(b"\x7fELF\x02\x01\x01\x00")
+    assert not BACKEND.sniff(b"")
+
+
+BAD_FILES = {
+    "truncated-dos-header.pyd": "invalid PE headers (Unable to read the DOS Header",
+    "text-named.dll": "invalid PE headers (Unable to read the DOS Header",
+    "truncated-headers.pyd": "invalid PE headers (No Optional Header found",
+    "truncated-sections.pyd": "export directory at RVA 0x2020 lies outside the file (1024 bytes)",
+    "bad-pe-signature.pyd": "invalid PE headers (Invalid NT Headers signature.)",
+    "bad-e_lfanew.pyd": "invalid PE headers (Invalid e_lfanew value",
+    "bad-import-rva.pyd": "import descriptor 0 at RVA 0x7fff0000 lies outside the file (2048 bytes)",
+    "bad-export-rva.pyd": "export directory at RVA 0x7fff0000 lies outside the file (2048 bytes)",
+}
+
+
+def test_every_bad_fixture_is_covered() -> None:
+    assert sorted(p.name for p in BAD.iterdir()) == sorted(BAD_FILES)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_files_give_one_line_error(name: str) -> None:
+    path = BAD / name
+    with pytest.raises(BinaryFormatError) as info:
+        parse(path)
+    message = str(info.value)
+    assert message.startswith(f"{str(path)!r}: ")
+    assert BAD_FILES[name] in message
+    assert "\n" not in message
+
+
+def test_empty_file_is_a_format_error(tmp_path: pathlib.Path) -> None:
+    empty = tmp_path / "empty.dll"
+    empty.write_bytes(b"")
+    with pytest.raises(BinaryFormatError, match=r"empty\.dll"):
+        parse(empty)
+
+
+# ---- system DLLs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "KERNEL32.dll",
+        "kernel32.DLL",
+        "ntdll.dll",
+        "ucrtbase.dll",
+        "msvcrt.dll",
+        "api-ms-win-crt-heap-l1-1-0.dll",
+        "API-MS-WIN-CORE-SYNCH-L1-2-0.DLL",
+        "ext-ms-win-gdi-draw-l1-1-0.dll",
+        "python3.dll",
+        "python311.dll",
+        "python313_d.dll",
+        "VCRUNTIME140.dll",
+        "vcruntime140_1.dll",
+        "MSVCP140.dll",
+        "msvcp140_atomic_wait.dll",
+    ],
+)
+def test_system_and_interpreter_provided(name: str) -> None:
+    image = parse(BIN / "ext.pyd")
+    assert BACKEND.is_system(Dependency(name), image, SearchPaths())
+
+
+@pytest.mark.parametrize(
+    "name", ["liba.dll", "libopenblas.dll", "python.dll", "python27.dll", "vcruntime.dll", "api-ms.dll", "zlib1.dll"]
+)
+def test_not_system(name: str) -> None:
+    assert not BACKEND.is_system(Dependency(name), parse(BIN / "ext.pyd"), SearchPaths())
+
+
+def test_every_import_of_an_msvc_style_extension_is_system() -> None:
+    image = parse(BIN / "realistic.pyd")
+    assert all(BACKEND.is_system(d, image, SearchPaths()) for d in image.needed)
+
+
+def test_system_dll_list_is_versioned_and_lower_case() -> None:
+    doc = json.loads((pathlib.Path(__file__).parent.parent / "dynawheel/data/windows-system-dlls.json").read_text())
+    assert doc["version"] == 1
+    assert doc["dlls"] == sorted(set(doc["dlls"]))
+    assert all(n == n.lower() and not n.startswith(("api-ms-", "ext-ms-")) for n in doc["dlls"])
+    assert {"kernel32.dll", "user32.dll", "ntdll.dll", "ucrtbase.dll", "ws2_32.dll", "bcrypt.dll"} <= system_dlls()
+    assert not any(n.startswith(("python", "vcruntime", "msvcp")) for n in system_dlls())
+
+
+def test_loaded_key_is_case_insensitive_base_name() -> None:
+    assert BACKEND.loaded_key("LIBA.DLL") == "liba.dll"
+    assert BACKEND.loaded_key("C:\\Windows\\System32\\KERNEL32.dll") == "kernel32.dll"
+    assert BACKEND.loaded_key("pkg/LibB.dll") == "libb.dll"
+
+
+# ---- resolution ----------------------------------------------------------------------------
+# A walker over the backend's rules and real files, as the resolver uses them: system names
+# are not looked up, a module already loaded under the same key satisfies the request, a
+# candidate of another architecture is skipped.
+
+
+Result = tuple[str | None, Sequence[Candidate]]
+
+
+def walk(
+    root: pathlib.Path, search: SearchPaths, loaded: dict[str, str] | None = None
+) -> dict[tuple[str, str], Result]:
+    """(requester base name, request) -> (resolved path or None/'system', every candidate tried)."""
+    loaded = {} if loaded is None else loaded
+    results: dict[tuple[str, str], Result] = {}
+    root_loaded = Loaded(str(root), parse(root))
+    loaded[BACKEND.loaded_key(root.name)] = str(root)
+
+    def visit(chain: list[Loaded]) -> None:
+        for request in chain[-1].image.needed:
+            key = (pathlib.PurePath(chain[-1].path).name, request.name)
+            if BACKEND.is_system(request, chain[-1].image, search):
+                results[key] = ("system", [])
+                continue
+            if BACKEND.loaded_key(request.name) in loaded:
+                results[key] = (loaded[BACKEND.loaded_key(request.name)], [])
+                continue
+            tried = []
+            for candidate in BACKEND.candidates(request, chain, search):
+                tried.append(candidate)
+                if os.path.isfile(candidate.path):
+                    image = parse(pathlib.Path(candidate.path))
+                    if image.compat_key == chain[0].image.compat_key:
+                        results[key] = (candidate.path, tried)
+                        loaded[BACKEND.loaded_key(request.name)] = candidate.path
+                        visit([*chain, Loaded(candidate.path, image)])
+                        break
+            else:
+                results[key] = (None, tried)
+
+    visit([root_loaded])
+    return results
+
+
+@pytest.fixture
+def chain_tree(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A/ext.pyd, A/other.pyd, A/delay.pyd; B/liba.dll, B/libb.dll, B/libc.dll."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    for name in ("ext.pyd", "other.pyd", "delay.pyd"):
+        shutil.copy(BIN / name, tmp_path / "A" / name)
+    for name in ("liba.dll", "libb.dll", "libc.dll"):
+        shutil.copy(BIN / name, tmp_path / "B" / name)
+    return tmp_path
+
+
+def test_chain_resolves_through_add_dll_directory(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    results = walk(a / "ext.pyd", SearchPaths(dll_directories=(str(b),)))
+    resolved = {key: hit for key, (hit, _) in results.items()}
+    assert resolved == {
+        ("ext.pyd", "liba.dll"): str(b / "liba.dll"),
+        ("liba.dll", "libb.dll"): str(b / "libb.dll"),
+        ("liba.dll", "api-ms-win-crt-heap-l1-1-0.dll"): "system",
+        ("libb.dll", "libc.dll"): str(b / "libc.dll"),
+        ("libc.dll", "KERNEL32.dll"): "system",
+    }
+    _, tried = results[("libb.dll", "libc.dll")]
+    # The directory searched first is the extension's (chain[0]), not libb.dll's.
+    assert [(c.path, c.via, c.flag) for c in tried] == [
+        (str(a / "libc.dll"), f"directory of {a / 'ext.pyd'}", None),
+        (str(b / "libc.dll"), "os.add_dll_directory", None),
+    ]
+
+
+def test_missing_without_the_dll_directory_lists_where_it_looked(chain_tree: pathlib.Path) -> None:
+    a = chain_tree / "A"
+    system32 = chain_tree / "System32"
+    system32.mkdir()
+    results = walk(a / "ext.pyd", SearchPaths(system32=(str(system32),)))
+    hit, tried = results[("ext.pyd", "liba.dll")]
+    assert hit is None
+    assert [(c.path, c.via) for c in tried] == [
+        (str(a / "liba.dll"), f"directory of {a / 'ext.pyd'}"),
+        (str(system32 / "liba.dll"), "System32"),
+    ]
+    hermetic = walk(a / "ext.pyd", SearchPaths(system32=(str(system32),), use_system=False))
+    assert [c.via for c in hermetic[("ext.pyd", "liba.dll")][1]] == [f"directory of {a / 'ext.pyd'}"]
+
+
+def test_extension_directory_shadows_for_indirect_dependencies(chain_tree: pathlib.Path) -> None:
+    """libb.dll (in B) asks for libc.dll: the copy beside the extension (A) wins (wine agrees)."""
+    a, b = chain_tree / "A", chain_tree / "B"
+    shutil.copy(BIN / "alt" / "libc.dll", a / "libc.dll")
+    results = walk(a / "ext.pyd", SearchPaths(dll_directories=(str(b),)))
+    assert results[("libb.dll", "libc.dll")][0] == str(a / "libc.dll")
+
+
+def test_wrong_architecture_earlier_on_the_path_is_skipped(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    shutil.copy(BIN / "i686" / "libc.dll", a / "libc.dll")
+    hit, tried = walk(a / "ext.pyd", SearchPaths(dll_directories=(str(b),)))[("libb.dll", "libc.dll")]
+    assert hit == str(b / "libc.dll")
+    assert [c.path for c in tried] == [str(a / "libc.dll"), str(b / "libc.dll")]
+    assert parse(a / "libc.dll").compat_key == ("pe", "i686")
+
+
+def test_names_are_case_insensitive_on_disk(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    (b / "liba.dll").rename(b / "LIBA.DLL")
+    results = walk(a / "ext.pyd", SearchPaths(dll_directories=(str(b),)))
+    assert results[("ext.pyd", "liba.dll")][0] == str(b / "LIBA.DLL")
+
+
+def test_extra_paths_come_before_dll_directories(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    request = Dependency("liba.dll")
+    chain = [Loaded(str(a / "ext.pyd"), parse(a / "ext.pyd"))]
+    search = SearchPaths(extra=("/x",), dll_directories=(str(b),), system32=("/sys32",), windows_path=("/p",))
+    got = [(c.path, c.via, c.flag) for c in BACKEND.candidates(request, chain, search)]
+    assert got == [
+        (str(a / "liba.dll"), f"directory of {a / 'ext.pyd'}", None),
+        ("/x/liba.dll", "extra search path", None),
+        (str(b / "liba.dll"), "os.add_dll_directory", None),
+        ("/sys32/liba.dll", "System32", None),
+        ("/p/liba.dll", "PATH (opt-in)", PATH_FLAG),
+    ]
+
+
+def test_path_is_opt_in_and_flagged(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    assert walk(a / "ext.pyd", SearchPaths())[("ext.pyd", "liba.dll")][0] is None
+    hit, tried = walk(a / "ext.pyd", SearchPaths(windows_path=(str(b),)))[("ext.pyd", "liba.dll")]
+    assert hit == str(b / "liba.dll")
+    assert tried[-1].flag == "loads on Python <= 3.7 only"
+
+
+def test_delay_import_resolves_with_a_flag(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    shutil.copy(b / "libc.dll", a / "libc.dll")
+    hit, tried = walk(a / "delay.pyd", SearchPaths())[("delay.pyd", "libc.dll")]
+    assert hit == str(a / "libc.dll")
+    assert tried[-1].flag == DELAY_FLAG
+    assert walk(a / "delay.pyd", SearchPaths())[("delay.pyd", "KERNEL32.dll")] == ("system", [])
+
+
+def test_two_extensions_share_one_loaded_dll(chain_tree: pathlib.Path) -> None:
+    a, b = chain_tree / "A", chain_tree / "B"
+    loaded: dict[str, str] = {}
+    search = SearchPaths(dll_directories=(str(b),))
+    first = walk(a / "ext.pyd", search, loaded)
+    second = walk(a / "other.pyd", search, loaded)
+    assert first[("ext.pyd", "liba.dll")][0] == str(b / "liba.dll")
+    # Already loaded by base name: satisfied without a search.
+    assert second == {("other.pyd", "liba.dll"): (str(b / "liba.dll"), [])}
