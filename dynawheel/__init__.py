@@ -12,21 +12,48 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .audit import AuditReport, audit
-from .build import BuildOptions, BuildResult, build, build_wheel
-from .errors import DynawheelError
-from .index import build_index
-from .repair import RepairOptions, RepairResult, repair_tree, repair_wheel
-from .resolve import analyze
-from .search import SearchPaths
-from .wheel.check import check_wheels
-from .wheel.stage import Stage
+from typing import TYPE_CHECKING
+
+# The public API, imported on first use (PEP 562) so that `import dynawheel` and the CLI stay quick.
+_EXPORTS = {
+    "AuditReport": "audit", "audit": "audit",
+    "BuildOptions": "build", "BuildResult": "build", "build": "build", "build_wheel": "build",
+    "DynawheelError": "errors",
+    "build_index": "index",
+    "RepairOptions": "repair", "RepairResult": "repair", "repair_tree": "repair", "repair_wheel": "repair",
+    "analyze": "resolve",
+    "SearchPaths": "search",
+    "check_wheels": "wheel.check",
+    "Stage": "wheel.stage",
+}
 
 __all__ = [
     "AuditReport", "BuildOptions", "BuildResult", "DynawheelError", "RepairOptions", "RepairResult",
     "SearchPaths", "Stage", "__version__", "analyze", "audit", "build", "build_index", "build_wheel",
     "check_wheels", "dynawheel", "repair_tree", "repair_wheel",
 ]
+
+if TYPE_CHECKING:
+    from .audit import AuditReport, audit
+    from .build import BuildOptions, BuildResult, build, build_wheel
+    from .errors import DynawheelError
+    from .index import build_index
+    from .repair import RepairOptions, RepairResult, repair_tree, repair_wheel
+    from .resolve import analyze
+    from .search import SearchPaths
+    from .wheel.check import check_wheels
+    from .wheel.stage import Stage
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dynawheel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def dynawheel(
@@ -55,6 +82,7 @@ def dynawheel(
     if aliases:
         raise TypeError(f"dynawheel() got unexpected keyword arguments {sorted(aliases)!r}")
     del cleanup_dist_info_dir
+    from .build import BuildOptions, build
     from .wheel.tags import make_tags
 
     tags = make_tags(pyver or "py3", abi, arch or "any")
