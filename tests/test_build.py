@@ -248,3 +248,24 @@ def test_api_errors_are_dynawheel_errors(tmp_path: Path) -> None:
         build_wheel(tmp_path / "s", tmp_path, name="x", version="1", tag="py3.8-none-any")
     with pytest.raises(DynawheelError):
         Stage().add(tmp_path / "nothing-*.so", "x/")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: file permissions do not stop root from reading")
+def test_unreadable_file(tmp_path: Path) -> None:
+    stage = tree(tmp_path / "s", {"secret.py": "x"})
+    (stage / "secret.py").chmod(0)
+    assert_user_error(run_cli("build", stage, "--name", "x", "--version", "1", "-w", tmp_path / "o"), "secret.py")
+
+
+def test_add_globs_from_the_command_line(tmp_path: Path) -> None:
+    tree(tmp_path / "build/lib", {"liba.so": "a", "libb.so": "b", "notes.txt": "n"})
+    tree(tmp_path / "py", {"anamespace/mod.py": ""})
+    result = run_cli("build", "--add", "build/lib/*.so:anamespace/", "--add", "py/anamespace:anamespace",
+                     "--add", "build/lib/notes.txt:anamespace/README", "--name", "added", "--version", "1",
+                     "-w", tmp_path / "out", cwd=tmp_path)
+    assert result.code == 0, result.err
+    got = members(tmp_path / "out" / "added-1-py3-none-any.whl")
+    assert {n for n in got if ".dist-info" not in n} == {"anamespace/liba.so", "anamespace/libb.so",
+                                                        "anamespace/mod.py", "anamespace/README"}
+    bad = run_cli("build", "--add", "build/lib/*.so:anamespace/one.so", "--name", "x", "--version", "1", cwd=tmp_path)
+    assert_user_error(bad, "matches 2 files", "must end in '/'")
