@@ -7,8 +7,32 @@ place that reads the host; it is the default only when the target is the host.
 
 from __future__ import annotations
 
+import functools
+import glob
+import logging
+import os
+import posixpath
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# glibc's multiarch triplets (Debian) per normalized ELF arch.
+MULTIARCH = {
+    "x86_64": "x86_64-linux-gnu", "i686": "i386-linux-gnu", "aarch64": "aarch64-linux-gnu",
+    "armv7l": "arm-linux-gnueabihf", "ppc64le": "powerpc64le-linux-gnu", "ppc64": "powerpc64-linux-gnu",
+    "s390x": "s390x-linux-gnu", "riscv64": "riscv64-linux-gnu", "loongarch64": "loongarch64-linux-gnu",
+    "x32": "x86_64-linux-gnux32",
+}
+# The ld.so.cache entry flags ld.so accepts per arch (glibc ldconfig.h: FLAG_ELF_LIBC6 | arch bits).
+CACHE_FLAGS = {
+    "x86_64": 0x0303, "i686": 0x0003, "aarch64": 0x0A03, "armv7l": 0x0903, "ppc64le": 0x0503,
+    "ppc64": 0x0503, "s390x": 0x0403, "riscv64": 0x1003, "loongarch64": 0x1203, "x32": 0x0803,
+}
+_CACHE_MAGIC = b"glibc-ld.so.cache1.1"
+_CACHE_HEADER = struct.Struct("<20sIIB3xI12x")
+_CACHE_ENTRY = struct.Struct("<iIIIQ")
 
 
 @dataclass(frozen=True)
@@ -27,6 +51,8 @@ class SearchPaths:
     elf_default_dirs: tuple[str, ...] | None = None
     elf_platform: str = "x86_64"  # what $PLATFORM expands to
     elf_lib: str = "lib"  # what $LIB expands to (lib, lib64, lib/x86_64-linux-gnu)
+    # Read <sysroot>/etc/ld.so.cache as ld.so does; without a cache the ld.so.conf dirs are scanned.
+    use_ld_so_cache: bool = True
     # ---- PE (CPython >= 3.8 on Windows) ----
     dll_directories: tuple[str, ...] = ()  # os.add_dll_directory() dirs
     windows_path: tuple[str, ...] = ()  # PATH: an explicit opt-in; hits are flagged
@@ -48,6 +74,196 @@ class SearchPaths:
 
         return cls(
             ld_library_path=split("LD_LIBRARY_PATH"),
+            elf_lib=_host_elf_lib(),
+            elf_platform=_host_platform(),
             dyld_library_path=split("DYLD_LIBRARY_PATH"),
             dyld_fallback_library_path=split("DYLD_FALLBACK_LIBRARY_PATH"),
         )
+
+    # ---- ELF helpers: every path returned is in the resolver's namespace (below sysroot) ----
+    def host_path(self, path: str) -> str:
+        """A host path as seen below the sysroot."""
+        if self.sysroot in ("", "/"):
+            return path
+        return posixpath.join(self.sysroot, path.lstrip("/"))
+
+    def elf_conf_dirs(self) -> tuple[str, ...]:
+        """The ld.so.conf directories (includes expanded), below the sysroot."""
+        if not self.use_system:
+            return ()
+        if self.ld_so_conf is not None:
+            return tuple(self.host_path(d) for d in self.ld_so_conf)
+        return tuple(self.host_path(d) for d in read_ld_so_conf(self.sysroot))
+
+    def elf_cache(self, arch: str) -> Mapping[str, str] | None:
+        """ld.so.cache entries {name: path below sysroot} ld.so accepts for `arch`; None without a cache."""
+        if not (self.use_system and self.use_ld_so_cache):
+            return None
+        path = self.host_path("/etc/ld.so.cache")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return _cache_map(path, st.st_mtime_ns, st.st_size, CACHE_FLAGS.get(arch), self.sysroot)
+
+    def elf_default_dirs_for(self, arch: str) -> tuple[str, ...]:
+        """ld.so's built-in trusted directories for `arch` (Debian multiarch when present)."""
+        if not self.use_system:
+            return ()
+        if self.elf_default_dirs is not None:
+            return tuple(self.host_path(d) for d in self.elf_default_dirs)
+        triplet = MULTIARCH.get(arch)
+        dirs: tuple[str, ...]
+        if triplet and os.path.isdir(self.host_path(f"/usr/lib/{triplet}")):
+            dirs = (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib")
+        elif arch.endswith("64") or arch in ("s390x", "ppc64le"):
+            dirs = ("/lib64", "/usr/lib64")
+        else:
+            dirs = ("/lib", "/usr/lib")
+        return tuple(self.host_path(d) for d in dirs)
+
+    def elf_ld_library_path(self) -> tuple[str, ...]:
+        return tuple(self.host_path(d) for d in self.ld_library_path) if self.use_system else ()
+
+
+_HASWELL_FLAGS = frozenset({"avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "popcnt"})
+
+
+def _host_platform() -> str:
+    """What the host's ld.so expands $PLATFORM to.
+
+    The kernel's AT_PLATFORM, except that glibc 2.26 to 2.36 on x86_64 Intel CPUs replaces
+    it by "haswell" (AVX2, FMA, BMI1/2, LZCNT, MOVBE, POPCNT usable) or "xeon_phi"
+    (AVX512ER/PF/CD): facts from glibc's cpu_features.c, checked here with a $PLATFORM
+    RPATH and ld.so's trace mode.
+    """
+    import platform
+
+    machine = _at_platform() or platform.machine()
+    libc, version = platform.libc_ver()
+    if machine != "x86_64" or libc != "glibc" or not version:
+        return machine
+    if not (2, 26) <= tuple(int(p) for p in version.split(".")[:2]) < (2, 37):
+        return machine
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fp:
+            info = fp.read(1 << 16)
+    except OSError:
+        return machine
+    if "GenuineIntel" not in info or "\nflags" not in info:
+        return machine
+    flags = set(info.split("\nflags", 1)[1].split(":", 1)[1].split("\n", 1)[0].split())
+    if {"avx512er", "avx512pf", "avx512cd"} <= flags:
+        return "xeon_phi"
+    return "haswell" if flags >= _HASWELL_FLAGS else machine
+
+
+def _at_platform() -> str | None:
+    """The kernel's AT_PLATFORM string for this process."""
+    at_platform = 15
+    pair = "=" + ("QQ" if struct.calcsize("P") == 8 else "II")
+    size = struct.calcsize(pair)
+    try:
+        with open("/proc/self/auxv", "rb") as fp:
+            auxv = fp.read()
+        for key, value in struct.iter_unpack(pair, auxv[: len(auxv) - len(auxv) % size]):
+            if key == at_platform:
+                with open("/proc/self/mem", "rb") as mem:
+                    mem.seek(value)
+                    return mem.read(64).split(b"\0", 1)[0].decode("ascii")
+    except (OSError, ValueError, OverflowError, UnicodeDecodeError):
+        log.debug("cannot read AT_PLATFORM")
+    return None
+
+
+def _host_elf_lib() -> str:
+    """What ld.so expands $LIB to on this host (Debian: lib/<triplet>)."""
+    import platform
+
+    triplet = MULTIARCH.get(platform.machine())
+    if triplet and os.path.isdir(f"/usr/lib/{triplet}"):
+        return f"lib/{triplet}"
+    return "lib64" if os.path.isdir("/lib64") and platform.machine().endswith("64") else "lib"
+
+
+def read_ld_so_conf(sysroot: str = "/", conf: str = "/etc/ld.so.conf") -> tuple[str, ...]:
+    """Directories named by ld.so.conf, `include` globs followed (relative to the sysroot), in order."""
+    out: list[str] = []
+    _read_conf(sysroot.rstrip("/"), conf, out, set())
+    return tuple(dict.fromkeys(out))
+
+
+def _read_conf(root: str, conf: str, out: list[str], seen: set[str]) -> None:
+    full = root + conf
+    if full in seen:
+        return
+    seen.add(full)
+    try:
+        with open(full, encoding="utf-8", errors="replace") as fp:
+            lines = fp.read().splitlines()
+    except OSError:
+        log.debug("no ld.so.conf at %r", full)
+        return
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("include") and line[7:8] in (" ", "\t"):
+            for pattern in line[8:].split():
+                if not pattern.startswith("/"):
+                    pattern = posixpath.join(posixpath.dirname(conf), pattern)
+                for match in sorted(glob.glob(root + pattern)):
+                    _read_conf(root, match[len(root) :], out, seen)
+        elif line.startswith("hwcap"):
+            continue
+        else:
+            out.append(posixpath.normpath(line.split("=", 1)[0].strip()))
+
+
+def read_ld_so_cache(path: str) -> tuple[tuple[str, str, int], ...] | None:
+    """(name, path, flags) of a "glibc-ld.so.cache1.1" file in file order; None if absent/unknown."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _read_cache(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _cache_map(path: str, mtime: int, size: int, want: int | None, sysroot: str) -> Mapping[str, str] | None:
+    entries = _read_cache(path, mtime, size)
+    if entries is None:
+        return None
+    out: dict[str, str] = {}
+    for name, target, flags in entries:
+        if want is None or flags == want:
+            full = target if sysroot in ("", "/") else posixpath.join(sysroot, target.lstrip("/"))
+            out.setdefault(name, full)  # ld.so takes the first acceptable entry
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _read_cache(path: str, mtime: int, size: int) -> tuple[tuple[str, str, int], ...] | None:
+    with open(path, "rb") as fp:
+        data = fp.read()
+    start = data.find(_CACHE_MAGIC)  # after an old-format "ld.so-1.7.0" part, if any
+    if start < 0 or len(data) < start + _CACHE_HEADER.size:
+        log.warning("unsupported ld.so.cache format in %r", path)
+        return None
+    _magic, nlibs, _strlen, _flags, _ext = _CACHE_HEADER.unpack_from(data, start)
+    out: list[tuple[str, str, int]] = []
+    first = start + _CACHE_HEADER.size
+    for i in range(nlibs):
+        off = first + i * _CACHE_ENTRY.size
+        if off + _CACHE_ENTRY.size > len(data):
+            break
+        flags, key, value, _osv, hwcap = _CACHE_ENTRY.unpack_from(data, off)
+        if hwcap:  # glibc-hwcaps / legacy hwcap subdirectory entries: not modelled
+            continue
+        out.append((_cstr(data, key), _cstr(data, value), flags))
+    return tuple(out)
+
+
+def _cstr(data: bytes, off: int) -> str:
+    end = data.find(b"\0", off)
+    return data[off : end if end >= 0 else len(data)].decode("utf-8", "replace")

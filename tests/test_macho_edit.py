@@ -243,7 +243,7 @@ def test_dependency_names_are_only_loaded_not_the_id() -> None:
 
 @needs_objdump
 def test_32bit_dylib_edit(tmp_path: Path) -> None:
-    from test_macho import make_i386_dylib
+    from .test_macho import make_i386_dylib
 
     data = make_i386_dylib()
     new = apply(

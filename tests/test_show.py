@@ -86,7 +86,9 @@ def test_macho_fixture_resolution_and_verdict() -> None:
     assert (hit["status"], hit["hit"]) == ("in_tree", "chain/bdir/libchain_b.dylib")
     system = edges[("chain/libchain_a.dylib", "/usr/lib/libSystem.B.dylib")]
     assert system["status"] == "system", "in the shared cache: system even though not on this disk"
-    assert doc["missing"] == ["chain/bdir/libchain_b.dylib: @rpath/libchain_c.dylib"], "b alone cannot find c"
+    assert doc["missing"] == [], "b finds c through a's LC_RPATH; b's own walk is not a root"
+    inner = edges[("chain/bdir/libchain_b.dylib", "@rpath/libchain_c.dylib")]
+    assert (inner["status"], inner["hit"]) == ("in_tree", "chain/cdir/libchain_c.dylib")
     verdict = next(v for v in doc["verdicts"] if v["format"] == "macho")
     assert verdict["summary"].startswith("arm64") and "macOS >= " in verdict["summary"]
 

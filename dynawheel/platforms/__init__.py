@@ -6,12 +6,17 @@ The core (resolve, repair) only talks to this interface.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..search import SearchPaths
+
+log = logging.getLogger(__name__)
 
 MAGIC_READ = 8  # bytes enough for every sniff()
 
@@ -32,6 +37,14 @@ class Candidate:
 
 
 class Backend(Protocol):
+    """One binary format.  Optional class attributes the resolver reads with ``getattr``:
+
+    ``match_soname`` (default False): an already-loaded image also satisfies a request
+    equal to its :attr:`Image.soname` (glibc matches DT_SONAME; Windows does not).
+    ``stops_at_bad_file`` (default False): a candidate that exists but cannot be parsed
+    ends the search (glibc: "invalid ELF header") instead of being skipped.
+    """
+
     format: BinaryFormat
 
     def sniff(self, head: bytes) -> bool:
@@ -57,10 +70,27 @@ class Backend(Protocol):
         ...
 
 
-def backends() -> tuple[Backend, ...]:
-    from . import elf, macho, pe
+BACKEND_MODULES = ("elf", "pe", "macho")
 
-    return (elf.BACKEND, pe.BACKEND, macho.BACKEND)
+
+def backends() -> tuple[Backend, ...]:
+    """Every backend whose module is present (a module still missing is skipped)."""
+    return _load_backends()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_backends() -> tuple[Backend, ...]:
+    found: list[Backend] = []
+    for name in BACKEND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            log.debug("backend module %r is not available", name)
+            continue
+        found.append(module.BACKEND)
+    return tuple(found)
 
 
 def backend_for(head: bytes) -> Backend | None:

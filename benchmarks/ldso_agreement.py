@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Agreement of dynawheel's ELF resolution with glibc's own loader (``ld.so --list``).
+
+For every ELF file under /usr/lib/x86_64-linux-gnu and /usr/bin (or the paths given),
+the full transitive closure ``{request name: path}`` that glibc's loader prints in
+trace mode (``LD_TRACE_LOADED_OBJECTS=1 /lib64/ld-linux-x86-64.so.2 FILE``, which is
+what ``ldd`` runs; unlike ``--list`` it reports misses as "not found") is compared
+with dynawheel's resolution of the same file
+(``analyze(FileTree(FILE), SearchPaths.from_host({}))``, LD_LIBRARY_PATH unset on both
+sides).  A file agrees when both mappings are equal, "not found" entries included.
+
+ld.so prints paths as it opened them (``$ORIGIN/../lib`` stays un-normalized); both
+sides are compared after ``os.path.normpath``.
+
+Files ld.so cannot list (static executables, objects of another machine, linker
+scripts, relocatable objects, files it refuses) are skipped and counted separately:
+there is no oracle for them.
+
+Disagreement classes (printed with their files when any occur):
+
+* ``only-ldso`` / ``only-ours``: a name one side loads and the other does not.
+* ``path``: the same name resolved to different files.
+* The program interpreter line (``/lib64/ld-linux-x86-64.so.2 (0x...)``) has no
+  ``name =>`` form in ld.so's output; it is compared by the interpreter's request
+  name, which both sides resolve to PT_INTERP.
+* Known, not modelled here: ``glibc-hwcaps``/legacy hwcap subdirectories (none exist
+  on this host), ``$PLATFORM`` values other than ``x86_64``, secure-mode rules for
+  setuid files (``ld.so --list`` does not apply them either).
+
+Usage: python benchmarks/ldso_agreement.py [PATH ...] [--limit N] [-v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dynawheel.resolve import analyze
+from dynawheel.search import SearchPaths
+from dynawheel.tree import FileTree
+
+LDSO = "/lib64/ld-linux-x86-64.so.2"
+DEFAULT_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/bin")
+_LINE = re.compile(r"^\s*(\S+) => (?:(\S+) \(0x[0-9a-f]+\)|not found)\s*$")
+_INTERP_LINE = re.compile(r"^\s*(/\S+) \(0x[0-9a-f]+\)\s*$")
+
+
+def elf_files(dirs: list[str]) -> list[str]:
+    out = []
+    for d in dirs:
+        for entry in sorted(os.scandir(d), key=lambda e: e.name):
+            if entry.is_file(follow_symlinks=False):
+                with open(entry.path, "rb") as fp:
+                    if fp.read(4) == b"\x7fELF":
+                        out.append(entry.path)
+    return out
+
+
+def ldso_closure(path: str) -> dict[str, str | None] | None:
+    """{request name: path or None} from ld.so in trace mode; None when ld.so cannot list the file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+    env["LD_TRACE_LOADED_OBJECTS"] = "1"  # what ldd does: list, and print misses as "not found"
+    proc = subprocess.run([LDSO, path], capture_output=True, text=True, env=env, timeout=60)
+    if proc.returncode != 0:
+        return None
+    out: dict[str, str | None] = {}
+    for line in proc.stdout.splitlines():
+        m = _LINE.match(line)
+        if m:
+            out.setdefault(m.group(1), os.path.normpath(m.group(2)) if m.group(2) else None)
+        elif _INTERP_LINE.match(line):
+            out.setdefault(os.path.basename(_INTERP_LINE.match(line).group(1)), _INTERP_LINE.match(line).group(1))  # type: ignore[union-attr]
+    return out
+
+
+def our_closure(path: str, search: SearchPaths) -> dict[str, str | None]:
+    analysis = analyze(FileTree(path), search)
+    out: dict[str, str | None] = {}
+    for walk in analysis.walks[:1]:
+        for edge in walk.edges:
+            if edge.loaded_here or edge.hit is None:  # first load of a name, or a miss
+                out.setdefault(edge.request.name, edge.hit)
+    return out
+
+
+def compare(path: str, search: SearchPaths) -> tuple[str, list[str]]:
+    """('agree' | 'skip' | 'disagree', details)."""
+    theirs = ldso_closure(path)
+    if theirs is None:
+        return "skip", []
+    ours = our_closure(path, search)
+    # ld.so prints its own line for the interpreter, even when nothing requests it by name.
+    interp_names = {n for n, p in theirs.items() if p == LDSO}
+    problems = []
+    for name in sorted(set(theirs) | set(ours)):
+        if name in interp_names and name not in ours:
+            continue
+        if name not in ours:
+            problems.append(f"only-ldso {name} => {theirs[name]}")
+        elif name not in theirs:
+            problems.append(f"only-ours {name} => {ours[name]}")
+        elif theirs[name] != ours[name]:
+            problems.append(f"path {name}: ld.so {theirs[name]} / ours {ours[name]}")
+    return ("disagree" if problems else "agree"), problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*")
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    files = elf_files(args.paths or list(DEFAULT_DIRS))
+    if args.limit:
+        files = files[: args.limit]
+    search = SearchPaths.from_host({})
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda f: (f, *compare(f, search)), files))
+    counts = Counter(r[1] for r in results)
+    checked = counts["agree"] + counts["disagree"]
+    rate = 100.0 * counts["agree"] / checked if checked else 0.0
+    for path, verdict, problems in results:
+        if verdict == "disagree":
+            print(f"DISAGREE {path}")
+            for p in problems:
+                print(f"    {p}")
+        elif verdict == "skip" and args.verbose:
+            print(f"skip {path} (ld.so --list cannot list it)")
+    print(f"{len(files)} ELF files, {checked} checked, {counts['skip']} skipped (no oracle), "
+          f"{counts['agree']} agree, {counts['disagree']} disagree: agreement {rate:.2f} % "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0 if rate >= 99.5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

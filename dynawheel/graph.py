@@ -1,0 +1,155 @@
+"""Queries over an :class:`~dynawheel.resolve.Analysis`, with no I/O.
+
+Edges are gathered from every walk and de-duplicated; a library is identified by the
+path it resolved to (the resolver's namespace).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+from collections.abc import Iterable
+
+from .resolve import Analysis, Edge, Status
+
+
+class DependencyGraph:
+    """Edges of the walks rooted at the tree's roots (extensions, executables, libraries
+    nobody in the tree loads): a library's own walk is not how it gets loaded when a root
+    loads it (its loaders' DT_RPATH / LC_RPATH apply), so its misses there do not count.
+    ``roots_only=False`` keeps the walks of every binary (each as if loaded alone)."""
+
+    def __init__(self, analysis: Analysis, roots_only: bool = True) -> None:
+        self.analysis = analysis
+        self._roots = _roots(analysis)
+        roots = set(self._roots) if roots_only else set(analysis.tree_binaries)
+        seen: set[tuple[str, str, str, Status, str | None]] = set()
+        self._edges: list[Edge] = []
+        for walk in analysis.walks:
+            if walk.root not in roots:
+                continue
+            for edge in walk.edges:
+                key = (edge.dependent, edge.arch, edge.request.name, edge.status, edge.hit)
+                if key not in seen:
+                    seen.add(key)
+                    self._edges.append(edge)
+        self._out: dict[str, list[Edge]] = defaultdict(list)
+        self._in: dict[str, set[str]] = defaultdict(set)
+        for edge in self._edges:
+            self._out[edge.dependent].append(edge)
+            if edge.hit is not None:
+                self._in[edge.hit].add(edge.dependent)
+
+    @property
+    def edges(self) -> tuple[Edge, ...]:
+        return tuple(self._edges)
+
+    def _with(self, *statuses: Status) -> tuple[Edge, ...]:
+        return tuple(e for e in self._edges if e.status in statuses)
+
+    def missing(self) -> tuple[Edge, ...]:
+        """Requests nothing satisfies (weak ones excluded)."""
+        return self._with(Status.MISSING)
+
+    def optional_missing(self) -> tuple[Edge, ...]:
+        return self._with(Status.OPTIONAL_MISSING)
+
+    def external(self) -> tuple[Edge, ...]:
+        return self._with(Status.EXTERNAL)
+
+    def system(self) -> tuple[Edge, ...]:
+        return self._with(Status.SYSTEM)
+
+    def dependencies(self, path: str) -> tuple[Edge, ...]:
+        """The requests `path` makes, as resolved."""
+        return tuple(self._out.get(path, ()))
+
+    def dependents(self, path: str) -> tuple[str, ...]:
+        """Reverse dependencies: who loads `path` (sorted)."""
+        return tuple(sorted(self._in.get(path, ())))
+
+    def roots(self) -> tuple[str, ...]:
+        """Tree binaries no other tree binary loads (extensions, executables); all of them if that is none."""
+        return self._roots
+
+    def topological_order(self, paths: Iterable[str] | None = None) -> tuple[str, ...]:
+        """`paths` (default: every node) with dependencies before dependents; cycles broken by name."""
+        nodes = sorted(set(paths) if paths is not None else set(self._out) | set(self._in))
+        wanted = set(nodes)
+        done: set[str] = set()
+        order: list[str] = []
+        for node in nodes:
+            self._visit(node, wanted, done, set(), order)
+        return tuple(order)
+
+    def _visit(self, node: str, wanted: set[str], done: set[str], active: set[str], order: list[str]) -> None:
+        stack: list[tuple[str, list[str]]] = [(node, self._children(node))]
+        if node in done:
+            return
+        active.add(node)
+        while stack:
+            current, children = stack[-1]
+            while children and (children[-1] in done or children[-1] in active):
+                children.pop()
+            if children:
+                child = children.pop()
+                active.add(child)
+                stack.append((child, self._children(child)))
+                continue
+            stack.pop()
+            active.discard(current)
+            done.add(current)
+            if current in wanted:
+                order.append(current)
+
+    def _children(self, node: str) -> list[str]:
+        return sorted({e.hit for e in self._out.get(node, ()) if e.hit is not None and e.hit != node}, reverse=True)
+
+    def to_vendor(self, exclude: Iterable[str] = ()) -> tuple[str, ...]:
+        """External libraries the tree's binaries load other than through a system library,
+        dependencies first.  `exclude`: glob patterns on request names (or their base
+        names); a match is not vendored and neither is anything only it brings in."""
+        patterns = tuple(exclude)
+        found: set[str] = set()
+        stack = sorted(self.analysis.tree_binaries)
+        seen = set(stack)
+        while stack:
+            node = stack.pop()
+            for edge in self._out.get(node, ()):
+                if edge.hit is None or edge.status not in (Status.EXTERNAL, Status.IN_TREE):
+                    continue
+                if patterns and _matches(edge.request.name, patterns):
+                    continue
+                if edge.status is Status.EXTERNAL:
+                    found.add(edge.hit)
+                if edge.hit not in seen:
+                    seen.add(edge.hit)
+                    stack.append(edge.hit)
+        return self.topological_order(found)
+
+    def external_names(self, vendored: bool = False) -> tuple[str, ...]:
+        """Base names of the libraries the tree loads from outside, for the policy check.
+
+        As the tree is (``vendored=False``): what the tree's binaries get from the system,
+        from elsewhere, or miss.  After :meth:`to_vendor` is copied in (``vendored=True``):
+        the system libraries that the tree's binaries and the vendored copies need."""
+        sources = set(self.analysis.tree_binaries) | (set(self.to_vendor()) if vendored else set())
+        kept = {Status.SYSTEM} if vendored else {Status.SYSTEM, Status.EXTERNAL, Status.MISSING}
+        return tuple(sorted({e.request.name.rsplit("/", 1)[-1] for e in self._edges
+                             if e.status in kept and e.dependent in sources}))
+
+def _roots(analysis: Analysis) -> tuple[str, ...]:
+    tree = analysis.tree_binaries
+    inside = set(tree)
+    loaded_by: dict[str, set[str]] = defaultdict(set)
+    for walk in analysis.walks:
+        for edge in walk.edges:
+            if edge.hit in inside and edge.dependent in inside and edge.hit != edge.dependent:
+                loaded_by[edge.hit].add(edge.dependent)
+    roots = [p for p in tree if not loaded_by.get(p)]
+    return tuple(roots) if roots else tuple(tree)
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(base, p) for p in patterns)

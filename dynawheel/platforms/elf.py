@@ -1,0 +1,439 @@
+"""ELF backend: a header-only reader (pyelftools) and glibc ld.so's search rules.
+
+The reader reads the ELF header, the program headers, the ``PT_INTERP`` string, the
+``PT_DYNAMIC`` entries and the version-need records that ``DT_VERNEED`` points to.  It
+never reads section headers or symbol tables, so a 400 MB library costs a few reads.
+
+How glibc's ld.so finds ``DT_NEEDED`` name ``N`` of the object ``L`` (``chain[-1]``) that
+was itself loaded by ``chain[-2]`` ... ``chain[0]`` (facts from glibc ``elf/dl-load.c``
+and ``ld.so(8)``), as :meth:`ElfBackend.candidates` yields them:
+
+=====================================  ==============================================
+case                                   where ld.so looks, in order
+=====================================  ==============================================
+``N`` is the program interpreter       already loaded at its ``PT_INTERP`` path
+``N`` contains ``/`` (after DSTs)      that path only (a relative one would be
+                                       relative to the process's cwd: not searched)
+otherwise                              1. ``-L`` dirs (``SearchPaths.extra``: ours)
+                                       2. if ``L`` has no ``DT_RUNPATH``: the
+                                          ``DT_RPATH`` of ``L``, then of its loader and
+                                          on up the chain (an object that has a
+                                          ``DT_RUNPATH`` contributes no ``DT_RPATH``)
+                                       3. ``LD_LIBRARY_PATH``
+                                       4. ``DT_RUNPATH`` of ``L`` only (not inherited)
+                                       5. ``ld.so.cache`` (entries of ``L``'s class and
+                                          machine); without a cache file: the
+                                          ``ld.so.conf`` dirs (an approximation)
+                                       6. the default dirs (Debian: ``/lib/<triplet>``,
+                                          ``/usr/lib/<triplet>``, ``/lib``, ``/usr/lib``)
+                                       5 and 6 are skipped when ``L`` has
+                                       ``DF_1_NODEFLIB``.
+=====================================  ==============================================
+
+``$ORIGIN``/``${ORIGIN}`` expands to the directory of the object holding the string,
+``$LIB`` and ``$PLATFORM`` to ``SearchPaths.elf_lib`` / ``elf_platform``.  A candidate
+of another class or machine is skipped (the resolver checks :attr:`Image.arch`).  Not
+modelled: ``glibc-hwcaps`` and legacy hwcap subdirectories, secure (setuid) mode.
+
+An already-loaded object satisfies a request equal to its request name, its path or
+its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
+from ..errors import BinaryFormatError
+from ..policy import interpreters, system_libraries
+from ..search import SearchPaths
+from . import Candidate, Loaded
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"\x7fELF"
+DT_NULL = 0
+DT_NEEDED = 1
+DT_STRTAB = 5
+DT_SONAME = 14
+DT_RPATH = 15
+DT_RUNPATH = 29
+_STRING_TAGS = frozenset({DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH})
+MAX_DYNAMIC = 1 << 16  # entries; real files have well under 100
+DT_VERNEED = 0x6FFFFFFE
+DT_VERNEEDNUM = 0x6FFFFFFF
+DT_FLAGS_1 = 0x6FFFFFFB
+DF_1_NODEFLIB = 0x800
+DF_1_PIE = 0x08000000
+_VER = struct.Struct("HHIII")  # Elf_Verneed and Elf_Vernaux have the same 16-byte shape
+MAX_VERNEED = 4096
+
+# e_machine -> (name for ELFCLASS32, name for ELFCLASS64); little-endian unless noted.
+_MACHINES: dict[int, tuple[str, str]] = {
+    3: ("i686", "i686-64"),
+    62: ("x32", "x86_64"),
+    183: ("aarch64-32", "aarch64"),
+    40: ("armv7l", "armv7l-64"),
+    21: ("ppc64-32", "ppc64le"),
+    20: ("ppc", "ppc-64"),
+    22: ("s390", "s390x"),
+    243: ("riscv32", "riscv64"),
+    258: ("loongarch32", "loongarch64"),
+    8: ("mips", "mips64"),
+    2: ("sparc", "sparc-64"),
+    43: ("sparc64-32", "sparc64"),
+}
+_BIG_ENDIAN_NAMES = {"ppc64le": "ppc64", "armv7l": "armv7b", "aarch64": "aarch64_be", "mips64": "mips64"}
+_LITTLE_ENDIAN_NAMES = {"mips": "mipsel", "mips64": "mips64el"}
+_NATIVE_BIG = {"s390", "s390x", "sparc", "sparc64", "ppc", "mips", "mips64"}
+_DST = re.compile(r"\$(\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")
+
+
+def normalize_arch(machine: int, elfclass: int, little: bool) -> str:
+    """Our arch name for an ELF header; the class is part of it so 32 and 64 bit never match."""
+    names = _MACHINES.get(machine)
+    if names is None:
+        return f"em{machine}-{elfclass}{'le' if little else 'be'}"
+    name = names[1] if elfclass == 64 else names[0]
+    if not little:
+        return name if name in _NATIVE_BIG else _BIG_ENDIAN_NAMES.get(name, name + "-be")
+    return _LITTLE_ENDIAN_NAMES.get(name, name)
+
+
+def _size(fp: BinaryIO) -> int:
+    fp.seek(0, 2)
+    return fp.tell()
+
+
+def _check_header(fp: BinaryIO, path: str) -> tuple[int, bool, int]:
+    """Validate what ld.so validates first; return (class, little endian, e_machine)."""
+    size = _size(fp)
+    fp.seek(0)
+    ident = fp.read(64)
+    if not MAGIC.startswith(ident[:4]):
+        raise BinaryFormatError(f"cannot parse {path!r}: not an ELF file (magic {ident[:4]!r})")
+    if len(ident) < 16:
+        raise BinaryFormatError(f"cannot parse {path!r}: truncated ELF identification ({size} bytes, need 16)")
+    elfclass = {1: 32, 2: 64}.get(ident[4])
+    if elfclass is None:
+        raise BinaryFormatError(f"cannot parse {path!r}: invalid ELF class byte {ident[4]!r}")
+    if ident[5] not in (1, 2):
+        raise BinaryFormatError(f"cannot parse {path!r}: invalid ELF data encoding byte {ident[5]!r}")
+    need = 52 if elfclass == 32 else 64
+    if size < need:
+        raise BinaryFormatError(f"cannot parse {path!r}: truncated ELF header ({size} bytes, need {need})")
+    little = ident[5] == 1
+    end = "<" if little else ">"
+    phdrs_end = _phdrs_end(ident, elfclass, end)
+    if phdrs_end > size:
+        raise BinaryFormatError(
+            f"cannot parse {path!r}: program headers end at byte {phdrs_end}, "
+            f"beyond the end of the file ({size} bytes)"
+        )
+    return elfclass, little, struct.unpack_from(end + "H", ident, 18)[0]
+
+
+def _phdrs_end(ident: bytes, elfclass: int, end: str) -> int:
+    """Offset just past the program header table (e_phoff + e_phentsize * e_phnum)."""
+    off_fmt, off_at, sizes_at = ("Q", 32, 54) if elfclass == 64 else ("I", 28, 42)
+    (phoff,) = struct.unpack_from(end + off_fmt, ident, off_at)
+    phentsize, phnum = struct.unpack_from(end + "HH", ident, sizes_at)
+    return int(phoff + phentsize * phnum) if phnum else 0
+
+
+def _read_cstr(fp: BinaryIO, offset: int, path: str) -> str:
+    fp.seek(offset)
+    out = b""
+    while True:
+        chunk = fp.read(256)
+        if not chunk:
+            raise BinaryFormatError(f"cannot parse {path!r}: unterminated string at byte {offset}")
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            return (out + chunk[:nul]).decode("utf-8", "surrogateescape")
+        out += chunk
+        if len(out) > 65536:
+            raise BinaryFormatError(f"cannot parse {path!r}: string at byte {offset} is too long")
+
+
+class _Reader:
+    """One parse: the program headers give everything we need."""
+
+    def __init__(self, fp: BinaryIO, path: str) -> None:
+        from elftools.elf.elffile import ELFFile
+
+        self.fp, self.path = fp, path
+        self.elfclass, self.little, self.machine = _check_header(fp, path)
+        self.elf = ELFFile(fp)
+        self.loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
+
+    def offset_of(self, vaddr: int) -> int:
+        for start, filesz, offset in self.loads:
+            if start <= vaddr < start + filesz:
+                return offset + vaddr - start
+        raise BinaryFormatError(f"cannot parse {self.path!r}: address {vaddr:#x} is not in any PT_LOAD segment")
+
+    def read(self) -> Image:
+        from elftools.common.utils import struct_parse
+
+        header = self.elf.header
+        interp: str | None = None
+        dynamic: tuple[int, int] | None = None
+        for i in range(self.elf.num_segments()):
+            ph = struct_parse(self.elf.structs.Elf_Phdr, self.fp, header["e_phoff"] + i * header["e_phentsize"])
+            ptype = ph["p_type"]
+            if ptype == "PT_LOAD":
+                self.loads.append((ph["p_vaddr"], ph["p_filesz"], ph["p_offset"]))
+            elif ptype == "PT_INTERP":
+                interp = _read_cstr(self.fp, ph["p_offset"], self.path)
+            elif ptype == "PT_DYNAMIC":
+                dynamic = (ph["p_offset"], ph["p_filesz"])
+        fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
+        return self._image(interp, fields)
+
+    def _dynamic(self, offset: int, size: int) -> _DynFields:
+        """The dynamic entries (Elf_Dyn: d_tag, d_val), up to DT_NULL."""
+        entry = struct.Struct(("<" if self.little else ">") + ("qQ" if self.elfclass == 64 else "iI"))
+        data = self._at(offset, min(size, MAX_DYNAMIC * entry.size), what="dynamic segment")
+        out = _DynFields()
+        strings: list[tuple[int, int]] = []  # (tag, string offset) resolved once DT_STRTAB is known
+        for d_tag, d_val in entry.iter_unpack(data[: len(data) - len(data) % entry.size]):
+            if d_tag == DT_NULL:
+                break
+            if d_tag in _STRING_TAGS:
+                strings.append((d_tag, d_val))
+            elif d_tag == DT_STRTAB:
+                out.strtab = d_val
+            elif d_tag == DT_VERNEED:
+                out.verneed = d_val
+            elif d_tag == DT_VERNEEDNUM:
+                out.verneednum = d_val
+            elif d_tag == DT_FLAGS_1:
+                out.flags_1 = d_val
+        if strings:
+            if not out.strtab:
+                raise BinaryFormatError(f"cannot parse {self.path!r}: dynamic segment has strings but no DT_STRTAB")
+            base = self.offset_of(out.strtab)
+            for d_tag, d_val in strings:
+                out.add(d_tag, _read_cstr(self.fp, base + d_val, self.path))
+        return out
+
+    def version_needs(self, fields: _DynFields) -> dict[str, list[str]]:
+        if not (fields.verneed and fields.strtab and fields.verneednum):
+            return {}
+        strtab = self.offset_of(fields.strtab)
+        fmt = struct.Struct(("<" if self.little else ">") + _VER.format)
+        out: dict[str, list[str]] = {}
+        pos = self.offset_of(fields.verneed)
+        for _ in range(min(fields.verneednum, MAX_VERNEED)):
+            _ver, cnt, file_off, aux, nxt = fmt.unpack(self._at(pos, fmt.size))
+            names = out.setdefault(_read_cstr(self.fp, strtab + file_off, self.path), [])
+            apos = pos + aux
+            for _ in range(min(cnt, MAX_VERNEED)):
+                _hash, _flags, _other, name_off, anext = fmt.unpack(self._at(apos, fmt.size))
+                names.append(_read_cstr(self.fp, strtab + name_off, self.path))
+                if not anext:
+                    break
+                apos += anext
+            if not nxt:
+                break
+            pos += nxt
+        return out
+
+    def _at(self, offset: int, size: int, what: str = "version records") -> bytes:
+        self.fp.seek(offset)
+        data = self.fp.read(size)
+        if len(data) != size:
+            raise BinaryFormatError(
+                f"cannot parse {self.path!r}: truncated {what} ({len(data)} of {size} bytes at byte {offset})")
+        return data
+
+    def _image(self, interp: str | None, fields: _DynFields) -> Image:
+        header = self.elf.header
+        arch = normalize_arch(self.machine, self.elfclass, self.little)
+        etype = header["e_type"]
+        kind = _kind(etype, interp, fields)
+        details: dict[str, Any] = {
+            "elfclass": self.elfclass,
+            "endian": "little" if self.little else "big",
+            "machine": str(header["e_machine"]),
+            "osabi": str(header["e_ident"]["EI_OSABI"]),
+            "type": str(etype),
+            "interp": interp,
+            "flags_1": fields.flags_1,
+            "nodeflib": bool(fields.flags_1 & DF_1_NODEFLIB),
+            "version_needs": self.version_needs(fields),
+        }
+        return Image(
+            format=BinaryFormat.ELF, arch=arch, kind=kind,
+            needed=tuple(Dependency(n) for n in fields.needed),
+            rpaths=tuple(fields.rpaths), runpaths=tuple(fields.runpaths),
+            soname=fields.soname, details=details,
+        )
+
+
+class _DynFields:
+    def __init__(self) -> None:
+        self.needed: list[str] = []
+        self.rpaths: list[str] = []
+        self.runpaths: list[str] = []
+        self.soname: str | None = None
+        self.strtab = 0
+        self.verneed = 0
+        self.verneednum = 0
+        self.flags_1 = 0
+
+    def add(self, d_tag: int, text: str) -> None:
+        if d_tag == DT_NEEDED:
+            self.needed.append(text)
+        elif d_tag == DT_SONAME:
+            self.soname = text
+        elif d_tag == DT_RPATH:
+            self.rpaths.extend(p for p in text.split(":") if p)
+        elif d_tag == DT_RUNPATH:
+            self.runpaths.extend(p for p in text.split(":") if p)
+
+
+def _kind(etype: str, interp: str | None, fields: _DynFields) -> FileKind:
+    if etype == "ET_EXEC":
+        return FileKind.EXECUTABLE
+    if etype != "ET_DYN":
+        return FileKind.OTHER
+    if fields.flags_1 & DF_1_PIE or (interp is not None and fields.soname is None):
+        return FileKind.EXECUTABLE
+    return FileKind.SHARED
+
+
+def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
+    """Read one ELF file; any defect becomes a BinaryFormatError naming `path`."""
+    from elftools.common.exceptions import ELFError
+
+    try:
+        image = _Reader(fp, path).read()
+    except BinaryFormatError:
+        raise
+    except (ELFError, struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OSError) as exc:
+        raise BinaryFormatError(f"cannot parse {path!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # pyelftools' construct errors have no common public base
+        raise BinaryFormatError(f"cannot parse {path!r}: corrupted ELF data ({type(exc).__name__}: {exc})") from None
+    return BinaryFile(path=path, format=BinaryFormat.ELF, images=(image,))
+
+
+# ---------------------------------------------------------------- search rules
+def default_interpreter(image: Image) -> str | None:
+    """The PT_INTERP of `image`, else the standard glibc interpreter for its arch."""
+    interp = image.details.get("interp")
+    if isinstance(interp, str):
+        return interp
+    return interpreters("manylinux").get(image.arch)
+
+
+def expand_dst(text: str, origin: str, search: SearchPaths) -> str:
+    """Expand $ORIGIN, $LIB, $PLATFORM (and the ${...} forms)."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(2) or m.group(3)
+        return {"ORIGIN": origin, "LIB": search.elf_lib, "PLATFORM": search.elf_platform}[name]
+
+    return _DST.sub(sub, text)
+
+
+def _dirs(entries: Sequence[str], holder: Loaded, search: SearchPaths) -> Iterator[str]:
+    """Directories of an RPATH/RUNPATH list in the resolver's namespace."""
+    origin = posixpath.dirname(holder.path)
+    for entry in entries:
+        has_origin = any((m.group(2) or m.group(3)) == "ORIGIN" for m in _DST.finditer(entry))
+        expanded = expand_dst(entry, origin, search)
+        if not expanded.startswith("/"):
+            log.debug("%r in %r is relative to the cwd: not searched", entry, holder.path)
+            continue
+        if has_origin:
+            yield posixpath.normpath(expanded)
+        elif search.use_system:
+            yield posixpath.normpath(search.host_path(expanded))
+
+
+class ElfBackend:
+    format = BinaryFormat.ELF
+    match_soname = True  # an already-loaded object also answers to its DT_SONAME
+    stops_at_bad_file = True  # ld.so fails ("invalid ELF header") instead of searching on
+
+    def sniff(self, head: bytes) -> bool:
+        return head[:4] == MAGIC
+
+    def parse(self, fp: BinaryIO, path: str) -> BinaryFile:
+        return parse_elf(fp, path)
+
+    def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
+        name = posixpath.basename(request.name)
+        if name in system_libraries():
+            return True
+        interp = default_interpreter(loader)
+        return name in {posixpath.basename(i) for i in interpreters(None).values()} or (
+            interp is not None and name == posixpath.basename(interp)
+        )
+
+    def loaded_key(self, name: str) -> str:
+        return name
+
+    def candidates(
+        self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths
+    ) -> Iterator[Candidate]:
+        if not chain:
+            return
+        loader = chain[-1]
+        name = expand_dst(request.name, posixpath.dirname(loader.path), search)
+        interp = default_interpreter(chain[0].image)
+        if interp is not None and name == posixpath.basename(interp) and search.use_system:
+            yield Candidate(search.host_path(interp), "program interpreter (loaded first)")
+            return
+        if "/" in name:
+            yield from _direct(name, request.name, loader, search)
+            return
+        for d in search.extra:
+            yield Candidate(posixpath.join(d, name), "extra library path (-L)")
+        yield from _search(name, chain, search)
+
+
+def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterator[Candidate]:
+    if not name.startswith("/"):
+        log.debug("DT_NEEDED %r of %r is relative to the cwd: not searched", raw, loader.path)
+        return
+    if name != raw:  # came from $ORIGIN: already in the resolver's namespace
+        yield Candidate(posixpath.normpath(name), f"DT_NEEDED path of {loader.path}")
+    elif search.use_system:
+        yield Candidate(search.host_path(name), f"DT_NEEDED path of {loader.path}")
+
+
+def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
+    loader = chain[-1]
+    if not loader.image.runpaths:
+        for holder in reversed(chain):
+            if holder.image.runpaths:
+                continue
+            for d in _dirs(holder.image.rpaths, holder, search):
+                yield Candidate(posixpath.join(d, name), f"DT_RPATH of {holder.path}")
+    for d in search.elf_ld_library_path():
+        yield Candidate(posixpath.join(d, name), "LD_LIBRARY_PATH")
+    for d in _dirs(loader.image.runpaths, loader, search):
+        yield Candidate(posixpath.join(d, name), f"DT_RUNPATH of {loader.path}")
+    if loader.image.details.get("nodeflib"):
+        return
+    cache = search.elf_cache(loader.image.arch)
+    if cache is not None:
+        hit = cache.get(name)
+        if hit is not None:
+            yield Candidate(hit, "ld.so.cache")
+    else:
+        for d in search.elf_conf_dirs():
+            yield Candidate(posixpath.join(d, name), "ld.so.conf (no ld.so.cache)")
+    for d in search.elf_default_dirs_for(loader.image.arch):
+        yield Candidate(posixpath.join(d, name), "default directory")
+
+
+BACKEND = ElfBackend()

@@ -1,0 +1,308 @@
+"""The one deterministic walker: every binary of a tree, its dependencies, as each loader finds them.
+
+:func:`analyze` sniffs every file of a :class:`~dynawheel.tree.Tree` by magic bytes,
+parses the binaries (a bad file is reported as :class:`BadFile`, never fatal), then walks
+each binary's dependencies breadth first, per image (arch), exactly as the format's
+loader does: the backend says where to look (:meth:`Backend.candidates`), this module
+checks each place (exists? parses? right arch?) and records every attempt.
+
+System libraries (``Backend.is_system``) are still looked up: ld.so loads them from
+disk and their own dependencies are walked too (a system library that is not found is
+reported as SYSTEM, never MISSING).  A candidate that exists but cannot be parsed stops
+the search for backends with ``stops_at_bad_file`` (glibc fails on "invalid ELF header").
+
+Within one walk an object already loaded under the same key (its request name, its
+path, or, for backends with ``match_soname``, its soname) satisfies later requests, and
+a file already loaded under another name is not loaded twice; so cycles terminate.
+Each distinct file is read and parsed once per :func:`analyze` call.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import posixpath
+import re
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .binary import BinaryFile, Dependency, Image
+from .errors import BinaryFormatError, DynawheelError
+from .platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
+from .search import SearchPaths
+from .tree import HostFS, Tree, in_tree
+
+log = logging.getLogger(__name__)
+
+PARSE_THREADS = min(4, os.cpu_count() or 1)
+BIG_FILE = 32 << 20  # parsed on a background thread
+# Names only ever used to *report* a non-binary that pretends to be one, never to pick a format.
+LIBRARY_NAME = re.compile(r"\.(so(\.[0-9]+)*|dylib|dll|pyd)$", re.IGNORECASE)
+
+
+class Status(str, enum.Enum):
+    IN_TREE = "in_tree"  # found inside the tree
+    SYSTEM = "system"  # provided by the OS (policy whitelist, interpreter, shared cache)
+    EXTERNAL = "external"  # found outside the tree, not a system library: to vendor
+    MISSING = "missing"  # not found anywhere: the load fails
+    OPTIONAL_MISSING = "optional_missing"  # a weak dependency not found: the load goes on
+
+
+@dataclass(frozen=True)
+class Attempt:
+    path: str  # where it looked (resolver namespace)
+    via: str  # why it looked there
+    outcome: str  # 'ok', 'not found', 'wrong arch (i686, need x86_64)', 'not loadable: ...'
+
+
+@dataclass(frozen=True)
+class Edge:
+    dependent: str  # path of the image that makes the request
+    arch: str
+    request: Dependency
+    status: Status
+    hit: str | None  # path of the library that satisfies it
+    tried: tuple[Attempt, ...] = ()
+    flag: str | None = None  # a warning: 'loads on Python <= 3.7 only', ...
+    loaded_here: bool = False  # this request loaded a new object (not one loaded before)
+
+
+@dataclass(frozen=True)
+class BadFile:
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Walk:
+    root: str
+    arch: str
+    edges: tuple[Edge, ...]
+    loaded: tuple[str, ...]  # paths in load order, root first
+
+
+@dataclass(frozen=True)
+class Analysis:
+    root: str  # the tree's root in the resolver's namespace
+    files: tuple[str, ...]  # every file of the tree (relative)
+    binaries: Mapping[str, BinaryFile] = field(compare=False)  # namespace path -> parsed file
+    bad: tuple[BadFile, ...]
+    walks: tuple[Walk, ...]
+    tree_binaries: tuple[str, ...]  # namespace paths of the binaries inside the tree, sorted
+    # path -> the real file behind it (symlinks resolved): host paths -> real host path,
+    # tree paths -> tree-relative real path.  Vendor the real file of a soname chain.
+    real_paths: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def relpath(self, path: str) -> str | None:
+        """Tree-relative path, or None for a path outside the tree."""
+        return in_tree(self.root, path)
+
+    def path_of(self, rel: str) -> str:
+        return posixpath.join(self.root, rel)
+
+
+class _Files:
+    """Every file read in one analysis: existence and parses cached by file identity."""
+
+    def __init__(self, tree: Tree, search: SearchPaths) -> None:
+        self.tree, self.host = tree, HostFS(search.sysroot)
+        self._ident: dict[str, tuple[str, str] | None] = {}
+        self._parsed: dict[tuple[str, str], BinaryFile | BadFile | None] = {}
+
+    def identity(self, path: str) -> tuple[str, str] | None:
+        if path not in self._ident:
+            self._ident[path] = self._find(path)
+        return self._ident[path]
+
+    def _find(self, path: str) -> tuple[str, str] | None:
+        rel = in_tree(self.tree.root, path)
+        if rel:
+            try:
+                if self.tree.is_file(rel):
+                    return ("tree", self.tree.identity(rel))
+            except DynawheelError:
+                pass  # e.g. a link escaping the tree: the host may still have it
+        real = self.host.real(path)
+        return ("host", real) if real is not None else None
+
+    def real_paths(self) -> dict[str, str]:
+        return {path: ident[1] for path, ident in self._ident.items() if ident is not None}
+
+    def parsed(self, path: str) -> BinaryFile | BadFile | None:
+        """The parse of the file at `path`; None when not a binary at all or absent."""
+        ident = self.identity(path)
+        if ident is None:
+            return None
+        if ident not in self._parsed:
+            self._parsed[ident] = self._parse(ident)
+        return self._parsed[ident]
+
+    def _parse(self, ident: tuple[str, str]) -> BinaryFile | BadFile | None:
+        where, name = ident
+        try:
+            with self.tree.open(name) if where == "tree" else self.host.open(name) as fp:
+                head = fp.read(MAGIC_READ)
+                backend = backend_for(head)
+                if backend is None:
+                    return BadFile(name, f"{name!r} is not a binary (unknown magic {head[:4]!r})")
+                return backend.parse(fp, name)
+        except BinaryFormatError as exc:
+            return BadFile(name, str(exc))
+        except (OSError, DynawheelError) as exc:
+            return BadFile(name, f"cannot read {name!r}: {exc}")
+
+
+def _sniff(tree: Tree, rel: str, bad: list[BadFile]) -> bool:
+    """True for a binary (by magic bytes); a non-binary *named* like a library is reported."""
+    try:
+        head = tree.head(rel, MAGIC_READ)
+    except (OSError, DynawheelError) as exc:
+        log.debug("cannot sniff %r: %s", rel, exc)
+        return True  # let the parse report it
+    if backend_for(head) is not None:
+        return True
+    if LIBRARY_NAME.search(rel):
+        bad.append(BadFile(rel, f"{rel!r} is named like a library but is not an ELF, PE or Mach-O file"))
+    return False
+
+
+def _parse_all(tree: Tree, files: _Files, rels: list[str]) -> list[tuple[str, BinaryFile | BadFile | None]]:
+    """Parse the tree's binaries; big ones on background threads (reading a compressed wheel
+    member is mostly zlib work, which releases the GIL), the rest on this thread."""
+    paths = {rel: posixpath.join(tree.root, rel) for rel in rels}
+    big = sorted((rel for rel in rels if tree.size(rel) >= BIG_FILE), key=tree.size, reverse=True)
+    done: dict[str, BinaryFile | BadFile | None] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(PARSE_THREADS, len(big)))) as pool:
+        futures = {rel: pool.submit(files.parsed, paths[rel]) for rel in big}
+        for rel in rels:
+            if rel not in futures:
+                done[rel] = files.parsed(paths[rel])
+        done.update((rel, future.result()) for rel, future in futures.items())
+    return [(rel, done[rel]) for rel in rels]
+
+
+def analyze(tree: Tree, search: SearchPaths | None = None) -> Analysis:
+    """Parse every binary of `tree` and walk the dependencies of each, per image."""
+    search = search if search is not None else SearchPaths.from_host()
+    files = _Files(tree, search)
+    files_list = tuple(tree.files())
+    bad: list[BadFile] = [BadFile(rel, msg) for rel, msg in sorted(getattr(tree, "broken", {}).items())]
+    binaries: dict[str, BinaryFile] = {}
+    in_tree_paths: list[str] = []
+    for rel, result in _parse_all(tree, files, [rel for rel in files_list if _sniff(tree, rel, bad)]):
+        path = posixpath.join(tree.root, rel)
+        if isinstance(result, BadFile):
+            bad.append(BadFile(rel, result.message))
+        elif result is not None:
+            binaries[path] = result
+            in_tree_paths.append(path)
+    walker = _Walker(files, search, binaries)
+    walks = [walker.walk(path, image) for path in in_tree_paths for image in binaries[path].images]
+    return Analysis(
+        root=tree.root, files=files_list, binaries=binaries, bad=tuple(bad), walks=tuple(walks),
+        tree_binaries=tuple(in_tree_paths), real_paths=files.real_paths(),
+    )
+
+
+@dataclass
+class _State:
+    """One walk: what is loaded, under which keys, and through which chain."""
+
+    loaded: dict[str, tuple[str, Status]] = field(default_factory=dict)  # key -> (path, status)
+    idents: dict[tuple[str, str], tuple[str, Status]] = field(default_factory=dict)
+    chains: dict[str, tuple[Loaded, ...]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+
+class _Walker:
+    def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
+        self.files, self.search, self.binaries = files, search, binaries
+
+    def walk(self, root: str, image: Image) -> Walk:
+        backend = backend_of(image.format)
+        state = _State()
+        self._register(state, backend, root, image, root, Status.IN_TREE)
+        state.chains[root] = (Loaded(root, image),)
+        queue: deque[str] = deque([root])
+        edges: list[Edge] = []
+        while queue:
+            path = queue.popleft()
+            chain = state.chains[path]
+            for request in chain[-1].image.needed:
+                edge, found = self._resolve(state, backend, request, chain)
+                edges.append(edge)
+                if found is not None and edge.hit is not None and edge.loaded_here:
+                    state.chains[edge.hit] = (*chain, Loaded(edge.hit, found))
+                    queue.append(edge.hit)
+        return Walk(root, image.arch, tuple(edges), tuple(state.order))
+
+    def _register(
+        self, state: _State, backend: Backend, name: str, image: Image, path: str, status: Status
+    ) -> None:
+        keys = {backend.loaded_key(name), backend.loaded_key(path)}
+        if image.soname and getattr(backend, "match_soname", False):
+            keys.add(backend.loaded_key(image.soname))
+        for key in keys:
+            state.loaded.setdefault(key, (path, status))
+        ident = self.files.identity(path)
+        if ident is not None:
+            state.idents.setdefault(ident, (path, status))
+        state.order.append(path)
+
+    def _resolve(
+        self, state: _State, backend: Backend, request: Dependency, chain: tuple[Loaded, ...]
+    ) -> tuple[Edge, Image | None]:
+        loader = chain[-1]
+        key = backend.loaded_key(request.name)
+        if key in state.loaded:
+            path, status = state.loaded[key]
+            return Edge(loader.path, loader.image.arch, request, status, path,
+                        (Attempt(path, "already loaded", "ok"),)), None
+        system = backend.is_system(request, loader.image, self.search)
+        tried: list[Attempt] = []
+        for cand in backend.candidates(request, chain, self.search):
+            outcome, image, fatal = self._try(cand.path, loader.image)
+            tried.append(Attempt(cand.path, cand.via, outcome))
+            if fatal and getattr(backend, "stops_at_bad_file", False):
+                break
+            if image is None:
+                continue
+            return self._hit(state, backend, request, loader, cand.path, image, system, tuple(tried), cand.flag)
+        status = Status.SYSTEM if system else (Status.OPTIONAL_MISSING if request.optional else Status.MISSING)
+        return Edge(loader.path, loader.image.arch, request, status, None, tuple(tried)), None
+
+    def _hit(
+        self, state: _State, backend: Backend, request: Dependency, loader: Loaded, path: str,
+        image: Image, system: bool, tried: tuple[Attempt, ...], flag: str | None,
+    ) -> tuple[Edge, Image | None]:
+        ident = self.files.identity(path)
+        if ident is not None and ident in state.idents:  # same file, loaded under another name
+            first, status = state.idents[ident]
+            state.loaded.setdefault(backend.loaded_key(request.name), (first, status))
+            return Edge(loader.path, loader.image.arch, request, status, first, tried, flag), None
+        inside = ident is not None and ident[0] == "tree"
+        status = Status.IN_TREE if inside else Status.SYSTEM if system else Status.EXTERNAL
+        self._register(state, backend, request.name, image, path, status)
+        return Edge(loader.path, loader.image.arch, request, status, path, tried, flag, True), image
+
+    def _try(self, path: str, want: Image) -> tuple[str, Image | None, bool]:
+        """(outcome, matching image or None, whether the loader stops searching here)."""
+        parsed = self.files.parsed(path)
+        if parsed is None:
+            return "not found", None, False
+        if isinstance(parsed, BadFile):
+            return f"not loadable: {parsed.message}", None, True
+        self.binaries.setdefault(path, parsed)
+        image = parsed.image_for(want.arch) if parsed.format is want.format else None
+        if image is None:
+            have = ", ".join(sorted({f"{i.format.value}/{i.arch}" for i in parsed.images}))
+            return f"wrong arch ({have}, need {want.format.value}/{want.arch})", None, False
+        return "ok", image, False
+
+
+def iter_edges(analysis: Analysis) -> Iterator[Edge]:
+    for walk in analysis.walks:
+        yield from walk.edges

@@ -1,0 +1,130 @@
+"""manylinux/musllinux policy data and the best-tag verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynawheel.binary import BinaryFormat, Dependency, FileKind, Image
+from dynawheel.graph import DependencyGraph
+from dynawheel.policy import (
+    best_elf_policy,
+    get_policy,
+    interpreters,
+    load_policies,
+    split_version,
+    system_libraries,
+    tree_verdict,
+)
+from dynawheel.resolve import analyze
+from dynawheel.search import SearchPaths
+from dynawheel.tree import DirTree
+
+from . import elfbuild
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "dynawheel" / "data" / "manylinux-policy.json"
+
+
+def image(arch: str = "x86_64", **needs: list[str]) -> Image:
+    return Image(BinaryFormat.ELF, arch, FileKind.SHARED, needed=tuple(Dependency(n) for n in needs),
+                 details={"version_needs": {lib.replace("_", "."): v for lib, v in needs.items()}})
+
+
+def test_data_is_versioned_and_complete() -> None:
+    data = json.loads(DATA.read_text())
+    assert data["version"] == 1
+    names = [p.name for p in load_policies()]
+    assert names[0] == "manylinux_2_5" and "musllinux_1_2" in names
+    assert get_policy("manylinux2014").name == "manylinux_2_17"
+    assert get_policy("manylinux1_x86_64").name == "manylinux_2_5"
+    assert get_policy("manylinux_2_28_aarch64").name == "manylinux_2_28"
+    m17 = get_policy("manylinux_2_17")
+    assert m17.symbol_versions["x86_64"]["GLIBC"] == "2.17"
+    assert m17.symbol_versions["x86_64"]["CXXABI"] == "1.3.7"
+    assert m17.symbol_versions["x86_64"]["GLIBCXX"] == "3.4.19"
+    assert {"libc.so.6", "libm.so.6", "libpthread.so.0", "libgcc_s.so.1"} <= m17.lib_whitelist
+    assert "libssl.so.3" not in system_libraries()
+    assert interpreters("manylinux")["x86_64"] == "/lib64/ld-linux-x86-64.so.2"
+    assert interpreters("musllinux")["aarch64"] == "/lib/ld-musl-aarch64.so.1"
+
+
+def test_split_version() -> None:
+    assert split_version("GLIBCXX_3.4.21") == ("GLIBCXX", "3.4.21")
+    assert split_version("GLIBC_PRIVATE") == ("GLIBC", "PRIVATE")
+
+
+def test_verdicts_by_symbol_version() -> None:
+    old = image(libc_so_6=["GLIBC_2.2.5"])
+    assert best_elf_policy([("a.so", old)], ["libc.so.6"]).tag == "manylinux_2_5_x86_64"
+    v = best_elf_policy([("a.so", image(libc_so_6=["GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_PRIVATE"]))], ["libc.so.6"])
+    assert v.tag == "manylinux_2_17_x86_64"
+    assert v.blockers == (
+        "manylinux_2_5: 'a.so' needs GLIBC_2.17 (max GLIBC_2.5)",
+        "manylinux_2_12: 'a.so' needs GLIBC_2.17 (max GLIBC_2.12)",
+    )
+    cxx = best_elf_policy([("b.so", image(libstdc___so_6=["GLIBCXX_3.4.30", "CXXABI_1.3.13"]))], [])
+    assert cxx.tag == "manylinux_2_35_x86_64", cxx.blockers
+    assert cxx.blockers[-1] == "manylinux_2_34: 'b.so' needs GLIBCXX_3.4.30 (max GLIBCXX_3.4.29)"
+
+
+def test_verdict_by_external_library_and_arch() -> None:
+    v = best_elf_policy([("a.so", image(libc_so_6=["GLIBC_2.2.5"]))], ["libc.so.6", "libssl.so.3"])
+    assert v.tag == "linux_x86_64" and v.policy is None
+    assert "manylinux_2_5: external library 'libssl.so.3' is not allowed" in v.blockers
+    riscv = best_elf_policy([("r.so", image("riscv64", libc_so_6=["GLIBC_2.27"]))], [])
+    assert riscv.tag == "manylinux_2_31_riscv64"
+    assert "manylinux_2_17: arch 'riscv64' of 'r.so' is not covered" in riscv.blockers
+
+
+def test_musllinux_family() -> None:
+    musl = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, needed=(Dependency("libc.so"),),
+                 details={"interp": "/lib/ld-musl-x86_64.so.1"})
+    assert best_elf_policy([("m.so", musl)], ["libc.so"]).tag == "musllinux_1_1_x86_64"
+
+
+@pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed")
+def test_verdict_of_a_built_tree(tmp_path: Path) -> None:
+    helper = elfbuild.shared_lib(tmp_path / "pkg" / "libh.so.1", soname="libh.so.1")
+    elfbuild.extension(tmp_path / "pkg", "_ext", needs=[helper], runpath=["$ORIGIN"])
+    for c in tmp_path.rglob("*.c"):
+        c.unlink()
+    analysis = analyze(DirTree(tmp_path), SearchPaths.from_host({}))
+    graph = DependencyGraph(analysis)
+    verdict = tree_verdict(analysis, graph)
+    assert graph.external_names() == ("libc.so.6",)
+    assert verdict.tag == "manylinux_2_5_x86_64"  # getenv@GLIBC_2.2.5 only
+
+
+@pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed")
+def test_verdict_before_and_after_vendoring(tmp_path: Path) -> None:
+    """An external library blocks every policy until it is vendored; then its own needs count."""
+    outside = elfbuild.shared_lib(tmp_path / "outside" / "libout.so.1", soname="libout.so.1")
+    elfbuild.extension(tmp_path / "tree" / "pkg", "_ext", needs=[outside], runpath=[str(tmp_path / "outside")])
+    analysis = analyze(DirTree(tmp_path / "tree"), SearchPaths.from_host({}))
+    graph = DependencyGraph(analysis)
+    assert graph.to_vendor() == (str(tmp_path / "outside" / "libout.so.1"),)
+    before = tree_verdict(analysis, graph)
+    assert before.tag == "linux_x86_64"
+    assert "manylinux_2_5: external library 'libout.so.1' is not allowed" in before.blockers
+    after = tree_verdict(analysis, graph, vendored=True)
+    assert graph.external_names(vendored=True) == ("libc.so.6",)  # libout's own libc need
+    assert after.tag == "manylinux_2_5_x86_64" and after.blockers == ()
+
+
+def test_gen_policy_regenerates_the_packaged_file(tmp_path: Path) -> None:
+    auditwheel = pytest.importorskip("auditwheel")
+    src = Path(auditwheel.__file__).parent / "policy"
+    if not (src / "manylinux-policy.json").exists():
+        pytest.skip("this auditwheel has no policy json")
+    out = tmp_path / "p.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_policy.py"), str(src / "manylinux-policy.json"),
+                    str(src / "musllinux-policy.json"), "-o", str(out)], check=True, capture_output=True)
+    regenerated = json.loads(out.read_text())
+    assert regenerated["version"] == 1 and len(regenerated["policies"]) >= 17
+    names = {p["name"] for p in regenerated["policies"]}
+    assert {"manylinux_2_17", "manylinux_2_28", "musllinux_1_2"} <= names
