@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import HEADER, Case, alternate, dynawheel_cmd, run  # noqa: E402
+from _common import HEADER, Case, alternate, dynawheel_cmd, run
 
 
 def make_tree(root: Path, megabytes: int) -> Path:
