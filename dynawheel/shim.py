@@ -50,18 +50,32 @@ def _dynawheel_add_dll_directories():
         path = os.path.normpath(os.path.join(here, *parts))
         if os.path.isdir(path):
             os.add_dll_directory(path)
-
+{preload}
 
 _dynawheel_add_dll_directories()
 del _dynawheel_add_dll_directories
 {end}
 """
 
+# A delay-loaded DLL is looked up at its first call by the delay-load helper, with the default
+# search order (not the extension's directory, not os.add_dll_directory): loading it here by
+# full path first makes that lookup find it already loaded (by base name).
+_PRELOAD = """    for dll in {files!r}:
+        path = os.path.normpath(os.path.join(here, *dll))
+        if os.path.isfile(path):
+            import ctypes
 
-def shim_code(dll_dirs: Sequence[str]) -> str:
-    """The marked block adding `dll_dirs` (POSIX, relative to the module's directory)."""
+            ctypes.WinDLL(path)
+"""
+
+
+def shim_code(dll_dirs: Sequence[str], preload: Sequence[str] = ()) -> str:
+    """The marked block adding `dll_dirs` and loading the `preload` DLLs (delay-loaded ones), all
+    POSIX paths relative to the module's directory."""
     parts = tuple(tuple(_relative_parts(d)) for d in dll_dirs)
-    return _TEMPLATE.format(start=START, end=END, dirs=parts)
+    files = tuple(tuple(_relative_parts(f)) for f in preload)
+    extra = _PRELOAD.format(files=files) if files else ""
+    return _TEMPLATE.format(start=START, end=END, dirs=parts, preload=extra)
 
 
 def _relative_parts(dll_dir: str) -> list[str]:
@@ -99,7 +113,8 @@ def _insert_line(source: str, where: str) -> int:
     return after
 
 
-def add_shim(init_source: str, dll_dir: str | Sequence[str], where: str = "__init__.py") -> str:
+def add_shim(init_source: str, dll_dir: str | Sequence[str], where: str = "__init__.py",
+             preload: Sequence[str] = ()) -> str:
     """`init_source` with the shim for `dll_dir` (one or several directories, POSIX, relative
     to the package directory) inserted after the docstring and ``from __future__`` imports.
 
@@ -112,7 +127,7 @@ def add_shim(init_source: str, dll_dir: str | Sequence[str], where: str = "__ini
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     at = _insert_line(source, where)
-    block = shim_code(dirs)
+    block = shim_code(dirs, preload)
     lines.insert(at, block)
     return "".join(lines).replace("\n", newline)
 

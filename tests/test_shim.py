@@ -161,3 +161,13 @@ def test_site_imports_the_pth_helper(tmp_path: pathlib.Path, monkeypatch: pytest
     site.addsitedir(str(tmp_path))
     module = sys.modules.pop("_dynawheel_dlls_other_dist")
     assert module.__file__ == str(tmp_path / "_dynawheel_dlls_other_dist.py")
+
+
+def test_delay_loaded_dlls_are_preloaded_by_full_path() -> None:
+    """The delay-load helper searches only the default order: the shim loads such DLLs first."""
+    out = add_shim('"""Doc."""\n', "../pkg.libs", preload=["../pkg.libs/late-1a2b3c4d.dll"])
+    compile(out, "__init__.py", "exec")
+    assert "for dll in (('..', 'pkg.libs', 'late-1a2b3c4d.dll'),):" in out
+    assert "ctypes.WinDLL(path)" in out
+    assert add_shim(out, "../pkg.libs", preload=["../pkg.libs/late-1a2b3c4d.dll"]) == out, "idempotent"
+    assert "WinDLL" not in add_shim('"""Doc."""\n', "../pkg.libs"), "no preload code when nothing is delay-loaded"
