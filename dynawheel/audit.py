@@ -7,6 +7,7 @@ as ``dynawheel/data/show-schema.json``.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import posixpath
@@ -46,7 +47,7 @@ class AuditReport:
     analysis: Analysis
     verdicts: tuple[Verdict, ...]
 
-    @property
+    @functools.cached_property
     def graph(self) -> DependencyGraph:
         return DependencyGraph(self.analysis)
 
@@ -296,8 +297,9 @@ def _describe(analysis: Analysis, path: str) -> str:
     return "[" + ", ".join(bits) + "]"
 
 
-def _edge_lines(analysis: Analysis, walk: Walk, node: str, prefix: str, shown: set[str]) -> Iterator[str]:
-    edges = _children(walk).get(node, [])
+def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: str, prefix: str,
+                shown: set[str]) -> Iterator[str]:
+    edges = children.get(node, [])
     for i, edge in enumerate(edges):
         last = i == len(edges) - 1
         branch, cont = ("└── ", "    ") if last else ("├── ", "│   ")
@@ -312,7 +314,7 @@ def _edge_lines(analysis: Analysis, walk: Walk, node: str, prefix: str, shown: s
                 yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({attempt.via}): {attempt.outcome}"
         if edge.hit and edge.loaded_here and edge.hit not in shown and edge.status is not Status.SYSTEM:
             shown.add(edge.hit)
-            yield from _edge_lines(analysis, walk, edge.hit, prefix + cont, shown)
+            yield from _edge_lines(analysis, children, edge.hit, prefix + cont, shown)
 
 
 def to_text(report: AuditReport, *, show_system: bool = True) -> str:
@@ -321,7 +323,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     for walk in a.walks:
         lines.append("")
         lines.append(f"{_where(a, walk.root)} ({walk.arch}) {_describe(a, walk.root)}")
-        lines.extend(_edge_lines(a, walk, walk.root, "", {walk.root}))
+        lines.extend(_edge_lines(a, _children(walk), walk.root, "", {walk.root}))
     if not show_system:
         lines = [line for line in lines if not line.endswith("[system]")]
     lines.append("")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import mmap
 import os
 import posixpath
 import stat
@@ -21,7 +20,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 from .errors import StageError, WheelFormatError
 
@@ -43,6 +42,119 @@ def _fast_inflate() -> Callable[[memoryview, int], bytes]:
 
 
 _inflate = _fast_inflate()
+
+
+def _new_inflater() -> tuple[Any, tuple[type[Exception], ...]]:
+    """A raw-deflate decompressor (ISA-L's when installed) and the errors it raises."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib.decompressobj(-15), (zlib.error,)
+    isal_error = cast("type[Exception]", isal_zlib.error)  # a class; typed as an instance
+    return isal_zlib.decompressobj(-15), (zlib.error, isal_error)
+
+
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    *_new_inflater()[1], zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
+STREAM_ABOVE = 16 << 20  # deflated members bigger than this are streamed, never held whole
+_RAW_CHUNK = 1 << 18  # compressed bytes read at a time
+_OUT_CHUNK = 1 << 20  # inflated bytes produced at a time
+_HEAD_KEEP = 1 << 16  # the first bytes of a stream stay decoded: headers are read again and again
+
+
+class _InflateStream(io.RawIOBase):
+    """A deflated zip member as a seekable stream that never holds the whole member.
+
+    It inflates forward, keeping only what the current read needs (and the first
+    ``_HEAD_KEEP`` bytes); a seek backwards past that restarts inflation from the member's
+    start.  Readers that read in file order (dynawheel's ELF reader does) pay one pass.
+    """
+
+    def __init__(self, read_raw: Callable[[int, int], bytes], compressed: int, size: int, what: str) -> None:
+        super().__init__()
+        self._read_raw, self._compressed, self._size, self._what = read_raw, compressed, size, what
+        self._pos = 0
+        self._head = b""
+        self.restarts = -1
+        self._restart()
+
+    def _restart(self) -> None:
+        self._inflater, self._errors = _new_inflater()
+        self._raw_pos = 0
+        self._buf = bytearray()
+        self._buf_start = 0  # the inflated bytes [buf_start, buf_start + len(buf)) are in buf
+        self.restarts += 1
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset} in {self._what}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._range(self._pos, min(len(buffer), max(0, self._size - self._pos)))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def readall(self) -> bytes:
+        data = self._range(self._pos, max(0, self._size - self._pos))
+        self._pos += len(data)
+        return data
+
+    def _range(self, start: int, size: int) -> bytes:
+        end = start + size
+        if size <= 0:
+            return b""
+        if end <= len(self._head):
+            return self._head[start:end]
+        if start < self._buf_start:
+            log.debug("backward seek to %d in %s: inflating again from the start", start, self._what)
+            self._restart()
+        try:
+            self._fill(start, end)
+        except self._errors as exc:
+            raise WheelFormatError(f"cannot inflate {self._what}: {exc}") from None
+        lo = start - self._buf_start
+        return bytes(self._buf[lo : lo + size])
+
+    def _fill(self, start: int, end: int) -> None:
+        """Inflate until byte `end` is in the buffer; drop what lies before `start`."""
+        while self._buf_start + len(self._buf) < end:
+            chunk = self._next_chunk()
+            if chunk is None:
+                break  # the member ends early: the read comes back short
+            self._buf += chunk
+            if self._buf_start == 0 and len(self._head) < _HEAD_KEEP:
+                self._head = bytes(self._buf[:_HEAD_KEEP])
+            if start > self._buf_start:
+                drop = min(start - self._buf_start, len(self._buf))
+                del self._buf[:drop]
+                self._buf_start += drop
+
+    def _next_chunk(self) -> bytes | None:
+        if self._inflater.eof:
+            return None
+        raw = self._inflater.unconsumed_tail
+        if not raw:
+            if self._raw_pos >= self._compressed:
+                return None
+            raw = self._read_raw(self._raw_pos, min(_RAW_CHUNK, self._compressed - self._raw_pos))
+            if not raw:
+                return None
+            self._raw_pos += len(raw)
+        out: bytes = self._inflater.decompress(raw, _OUT_CHUNK)
+        return out
 
 
 class Tree(Protocol):
@@ -203,11 +315,13 @@ class FileTree(DirTree):
 
 
 class WheelTree:
-    """The members of a wheel (a zip), read in memory, under the virtual root ``/<file name>``.
+    """The members of a wheel (a zip), read from the archive, under the virtual root ``/<file name>``.
 
-    The archive is memory-mapped and members are inflated in one call each (with ISA-L's
-    ``isal`` when installed: about twice as fast as zlib on a 400 MB library).  CRCs are
-    not checked here: RECORD hashes are the wheel's integrity check.
+    Stored bytes are read with ``os.pread`` (thread-safe; not mapped: mapped pages that were
+    read count in the process's RSS).  Members up to ``STREAM_ABOVE`` are inflated in one call
+    (with ISA-L's ``isal`` when installed: about twice as fast as zlib); bigger deflated ones
+    are opened as an :class:`_InflateStream`, never held whole.  CRCs are not checked here:
+    RECORD hashes are the wheel's integrity check.
     """
 
     def __init__(
@@ -216,8 +330,8 @@ class WheelTree:
         self.path = os.fspath(path)
         try:
             self._zip = zipfile.ZipFile(self.path)
-            with open(self.path, "rb") as fp:
-                self._map = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+            self._fd = os.open(self.path, os.O_RDONLY)
+            self._length = os.fstat(self._fd).st_size
         except FileNotFoundError:
             raise WheelFormatError(f"no such wheel: {self.path!r}") from None
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -245,7 +359,7 @@ class WheelTree:
 
     def close(self) -> None:
         self._zip.close()
-        self._map.close()
+        os.close(self._fd)
 
     def files(self) -> list[str]:
         return sorted(self._members)
@@ -258,36 +372,52 @@ class WheelTree:
             raise WheelFormatError(f"{rel!r} in {self.path!r} is encrypted")
         return info
 
-    def _raw(self, rel: str, info: zipfile.ZipInfo) -> memoryview:
-        """The member's stored bytes, found through its local header."""
+    def _data_offset(self, rel: str, info: zipfile.ZipInfo) -> int:
+        """Where the member's stored bytes start, found through its local header."""
         start = info.header_offset
-        local = self._map[start : start + 30]
+        local = os.pread(self._fd, 30, start)
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
             raise WheelFormatError(f"bad local header for {rel!r} in {self.path!r}")
         name_len, extra_len = struct.unpack_from("<HH", local, 26)
-        data = start + 30 + name_len + extra_len
-        if data + info.compress_size > len(self._map):
+        data: int = start + 30 + name_len + extra_len
+        if data + info.compress_size > self._length:
             raise WheelFormatError(f"{rel!r} runs past the end of {self.path!r}")
-        return memoryview(self._map)[data : data + info.compress_size]
+        return data
+
+    def _raw(self, rel: str, info: zipfile.ZipInfo, limit: int | None = None) -> bytes:
+        """The member's stored bytes (the first `limit` of them)."""
+        size = info.compress_size if limit is None else min(limit, info.compress_size)
+        return os.pread(self._fd, size, self._data_offset(rel, info))
 
     def _bytes(self, rel: str, limit: int | None = None) -> bytes:
         info = self._info(rel)
         try:
             if info.compress_type == zipfile.ZIP_STORED:
-                raw = self._raw(rel, info)
-                return bytes(raw if limit is None else raw[:limit])
+                return self._raw(rel, info, limit)
             if info.compress_type == zipfile.ZIP_DEFLATED:
-                raw = self._raw(rel, info)
                 if limit is None:
-                    return bytes(_inflate(raw, -15))
-                return zlib.decompressobj(-15).decompress(raw[: max(4096, limit)], limit)
+                    return bytes(_inflate(memoryview(self._raw(rel, info)), -15))
+                return zlib.decompressobj(-15).decompress(self._raw(rel, info, max(4096, limit)), limit)
             with self._zip.open(info) as fp:  # bzip2 / lzma: rare in wheels
                 return fp.read(-1 if limit is None else limit)
-        except (zlib.error, zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+        except _READ_ERRORS as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
 
     def open(self, rel: str) -> BinaryIO:
+        info = self._info(rel)
+        if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > STREAM_ABOVE:
+            return self._stream(rel, info)
         return io.BytesIO(self._bytes(rel))
+
+    def _stream(self, rel: str, info: zipfile.ZipInfo) -> BinaryIO:
+        """A big deflated member, inflated as it is read (see _InflateStream)."""
+        raw = self._data_offset(rel, info)
+
+        def read_raw(offset: int, size: int) -> bytes:
+            return os.pread(self._fd, size, raw + offset)
+
+        return cast(BinaryIO, _InflateStream(read_raw, info.compress_size, info.file_size,
+                                             f"{rel!r} in {self.path!r}"))
 
     def head(self, rel: str, size: int) -> bytes:
         return self._bytes(rel, size)

@@ -1,4 +1,4 @@
-"""ELF backend: a header-only reader (pyelftools) and glibc ld.so's search rules.
+"""ELF backend: a header-only reader (struct; pyelftools' names) and glibc ld.so's search rules.
 
 The reader reads the ELF header, the program headers, the ``PT_INTERP`` string, the
 ``PT_DYNAMIC`` entries and the version-need records that ``DT_VERNEED`` points to.  It
@@ -41,11 +41,12 @@ its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
@@ -57,6 +58,7 @@ from . import Candidate, Loaded
 log = logging.getLogger(__name__)
 
 MAGIC = b"\x7fELF"
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 DT_NULL = 0
 DT_NEEDED = 1
 DT_STRTAB = 5
@@ -161,15 +163,31 @@ def _read_cstr(fp: BinaryIO, offset: int, path: str) -> str:
             raise BinaryFormatError(f"cannot parse {path!r}: string at byte {offset} is too long")
 
 
+def _names(table: Mapping[str, int]) -> dict[int, str]:
+    """pyelftools' name table for a header field, reversed (value -> 'ET_DYN', 'EM_X86_64', ...)."""
+    return {value: name for name, value in table.items() if not name.startswith("_")}
+
+
+@functools.lru_cache(maxsize=1)
+def _enum_names() -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+
+    return _names(ENUM_E_TYPE), _names(ENUM_E_MACHINE), _names(ENUM_EI_OSABI)
+
+
 class _Reader:
-    """One parse: the program headers give everything we need."""
+    """One parse, from the program headers alone (section headers are never read).
+
+    Reads go in file order where it matters: a compressed wheel member is read as a stream,
+    and every backward seek restarts its decompression.  So: the headers, ``PT_INTERP`` and
+    ``PT_DYNAMIC`` first; then the version-need records; then every string, sorted by offset.
+    """
 
     def __init__(self, fp: BinaryIO, path: str) -> None:
-        from elftools.elf.elffile import ELFFile
-
         self.fp, self.path = fp, path
         self.elfclass, self.little, self.machine = _check_header(fp, path)
-        self.elf = ELFFile(fp)
+        self.end = "<" if self.little else ">"
+        self.header = self._at(0, 52 if self.elfclass == 32 else 64, what="ELF header")
         self.loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
 
     def offset_of(self, vaddr: int) -> int:
@@ -178,35 +196,54 @@ class _Reader:
                 return offset + vaddr - start
         raise BinaryFormatError(f"cannot parse {self.path!r}: address {vaddr:#x} is not in any PT_LOAD segment")
 
-    def read(self) -> Image:
-        from elftools.common.utils import struct_parse
+    def _program_headers(self) -> Iterator[tuple[int, int, int, int]]:
+        """(p_type, p_offset, p_vaddr, p_filesz) of every program header."""
+        if self.elfclass == 64:
+            phoff, = struct.unpack_from(self.end + "Q", self.header, 32)
+            phentsize, phnum = struct.unpack_from(self.end + "HH", self.header, 54)
+            fmt, order = struct.Struct(self.end + "IIQQQQQQ"), (0, 2, 3, 5)
+        else:
+            phoff, = struct.unpack_from(self.end + "I", self.header, 28)
+            phentsize, phnum = struct.unpack_from(self.end + "HH", self.header, 42)
+            fmt, order = struct.Struct(self.end + "IIIIIIII"), (0, 1, 2, 4)
+        if phnum and phentsize < fmt.size:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: program header size {phentsize} < {fmt.size}")
+        table = self._at(phoff, phentsize * phnum, what="program headers") if phnum else b""
+        for i in range(phnum):
+            fields = fmt.unpack_from(table, i * phentsize)
+            yield fields[order[0]], fields[order[1]], fields[order[2]], fields[order[3]]
 
-        header = self.elf.header
+    def read(self) -> Image:
         interp: str | None = None
         dynamic: tuple[int, int] | None = None
-        for i in range(self.elf.num_segments()):
-            ph = struct_parse(self.elf.structs.Elf_Phdr, self.fp, header["e_phoff"] + i * header["e_phentsize"])
-            ptype = ph["p_type"]
-            if ptype == "PT_LOAD":
-                self.loads.append((ph["p_vaddr"], ph["p_filesz"], ph["p_offset"]))
-            elif ptype == "PT_INTERP":
-                interp = _read_cstr(self.fp, ph["p_offset"], self.path)
-            elif ptype == "PT_DYNAMIC":
-                dynamic = (ph["p_offset"], ph["p_filesz"])
+        for p_type, p_offset, p_vaddr, p_filesz in self._program_headers():
+            if p_type == PT_LOAD:
+                self.loads.append((p_vaddr, p_filesz, p_offset))
+            elif p_type == PT_INTERP:
+                interp = _read_cstr(self.fp, p_offset, self.path)
+            elif p_type == PT_DYNAMIC:
+                dynamic = (p_offset, p_filesz)
         fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
-        return self._image(interp, fields)
+        needs = self._version_records(fields)
+        wanted = {off for _tag, off in fields.strings} | {off for lib, names in needs for off in (lib, *names)}
+        text = self._strings(fields, wanted)
+        for d_tag, off in fields.strings:
+            fields.add(d_tag, text[off])
+        versions: dict[str, list[str]] = {}
+        for lib, names in needs:
+            versions.setdefault(text[lib], []).extend(text[n] for n in names)
+        return self._image(interp, fields, versions)
 
     def _dynamic(self, offset: int, size: int) -> _DynFields:
-        """The dynamic entries (Elf_Dyn: d_tag, d_val), up to DT_NULL."""
-        entry = struct.Struct(("<" if self.little else ">") + ("qQ" if self.elfclass == 64 else "iI"))
+        """The dynamic entries (Elf_Dyn: d_tag, d_val), up to DT_NULL; strings stay offsets."""
+        entry = struct.Struct(self.end + ("qQ" if self.elfclass == 64 else "iI"))
         data = self._at(offset, min(size, MAX_DYNAMIC * entry.size), what="dynamic segment")
         out = _DynFields()
-        strings: list[tuple[int, int]] = []  # (tag, string offset) resolved once DT_STRTAB is known
         for d_tag, d_val in entry.iter_unpack(data[: len(data) - len(data) % entry.size]):
             if d_tag == DT_NULL:
                 break
             if d_tag in _STRING_TAGS:
-                strings.append((d_tag, d_val))
+                out.strings.append((d_tag, d_val))
             elif d_tag == DT_STRTAB:
                 out.strtab = d_val
             elif d_tag == DT_VERNEED:
@@ -215,35 +252,39 @@ class _Reader:
                 out.verneednum = d_val
             elif d_tag == DT_FLAGS_1:
                 out.flags_1 = d_val
-        if strings:
-            if not out.strtab:
-                raise BinaryFormatError(f"cannot parse {self.path!r}: dynamic segment has strings but no DT_STRTAB")
-            base = self.offset_of(out.strtab)
-            for d_tag, d_val in strings:
-                out.add(d_tag, _read_cstr(self.fp, base + d_val, self.path))
+        if out.strings and not out.strtab:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: dynamic segment has strings but no DT_STRTAB")
         return out
 
-    def version_needs(self, fields: _DynFields) -> dict[str, list[str]]:
+    def _version_records(self, fields: _DynFields) -> list[tuple[int, list[int]]]:
+        """(file name offset, [version name offsets]) of each Elf_Verneed, in record order."""
         if not (fields.verneed and fields.strtab and fields.verneednum):
-            return {}
-        strtab = self.offset_of(fields.strtab)
-        fmt = struct.Struct(("<" if self.little else ">") + _VER.format)
-        out: dict[str, list[str]] = {}
+            return []
+        fmt = struct.Struct(self.end + _VER.format)
+        out: list[tuple[int, list[int]]] = []
         pos = self.offset_of(fields.verneed)
         for _ in range(min(fields.verneednum, MAX_VERNEED)):
             _ver, cnt, file_off, aux, nxt = fmt.unpack(self._at(pos, fmt.size))
-            names = out.setdefault(_read_cstr(self.fp, strtab + file_off, self.path), [])
+            names: list[int] = []
             apos = pos + aux
             for _ in range(min(cnt, MAX_VERNEED)):
                 _hash, _flags, _other, name_off, anext = fmt.unpack(self._at(apos, fmt.size))
-                names.append(_read_cstr(self.fp, strtab + name_off, self.path))
+                names.append(name_off)
                 if not anext:
                     break
                 apos += anext
+            out.append((file_off, names))
             if not nxt:
                 break
             pos += nxt
         return out
+
+    def _strings(self, fields: _DynFields, offsets: set[int]) -> dict[int, str]:
+        """The strings at these DT_STRTAB offsets, read in file order."""
+        if not offsets:
+            return {}
+        base = self.offset_of(fields.strtab)
+        return {off: _read_cstr(self.fp, base + off, self.path) for off in sorted(offsets)}
 
     def _at(self, offset: int, size: int, what: str = "version records") -> bytes:
         self.fp.seek(offset)
@@ -253,25 +294,24 @@ class _Reader:
                 f"cannot parse {self.path!r}: truncated {what} ({len(data)} of {size} bytes at byte {offset})")
         return data
 
-    def _image(self, interp: str | None, fields: _DynFields) -> Image:
-        header = self.elf.header
-        arch = normalize_arch(self.machine, self.elfclass, self.little)
-        etype = header["e_type"]
-        kind = _kind(etype, interp, fields)
+    def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]]) -> Image:
+        types, machines, osabis = _enum_names()
+        e_type, = struct.unpack_from(self.end + "H", self.header, 16)
+        etype = types.get(e_type, str(e_type))
         details: dict[str, Any] = {
             "elfclass": self.elfclass,
             "endian": "little" if self.little else "big",
-            "machine": str(header["e_machine"]),
-            "osabi": str(header["e_ident"]["EI_OSABI"]),
-            "type": str(etype),
+            "machine": machines.get(self.machine, str(self.machine)),
+            "osabi": osabis.get(self.header[7], str(self.header[7])),
+            "type": etype,
             "interp": interp,
             "flags_1": fields.flags_1,
             "nodeflib": bool(fields.flags_1 & DF_1_NODEFLIB),
-            "version_needs": self.version_needs(fields),
+            "version_needs": versions,
         }
         return Image(
-            format=BinaryFormat.ELF, arch=arch, kind=kind,
-            needed=tuple(Dependency(n) for n in fields.needed),
+            format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),
+            kind=_kind(etype, interp, fields), needed=tuple(Dependency(n) for n in fields.needed),
             rpaths=tuple(fields.rpaths), runpaths=tuple(fields.runpaths),
             soname=fields.soname, details=details,
         )
@@ -283,6 +323,7 @@ class _DynFields:
         self.rpaths: list[str] = []
         self.runpaths: list[str] = []
         self.soname: str | None = None
+        self.strings: list[tuple[int, int]] = []  # (d_tag, DT_STRTAB offset) in entry order
         self.strtab = 0
         self.verneed = 0
         self.verneednum = 0
