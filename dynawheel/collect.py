@@ -4,6 +4,9 @@ Rules:
 - every library a tree binary loads that resolved outside the tree and is not the OS's own
   (and every library *those* load) is vendored, unless ``--exclude`` names it (its subtree is
   pruned) or another wheel provides it (``--provided-by``); ``--include`` vendors a system one;
+- a library is its real file: one reached under several names (a symlinked soname chain, a
+  linked directory) is one library; an outside library whose identical bytes the tree already
+  ships under the same name is not vendored: the tree's copy is used;
 - one copy per library: beside its consumers when they share one directory, otherwise in the
   shared library directory (``<dist>.libs/`` or ``--lib-dir``);
 - names are mangled (``libfoo.so.1`` -> ``libfoo-1a2b3c4d.so.1``) with a hash of the content and
@@ -18,8 +21,8 @@ import hashlib
 import posixpath
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from .binary import BinaryFormat
 from .errors import RepairError, ResolveError
@@ -56,6 +59,8 @@ class Collection:
     vendored: tuple[Vendored, ...]  # dependencies first
     provided: tuple[tuple[str, str, str], ...]  # (dependent rel, request, provided install path)
     missing_allowed: tuple[Edge, ...] = ()
+    # (source, tree path): an outside library whose identical copy the tree already ships; that copy is used
+    twins: tuple[tuple[str, str], ...] = ()
 
     def by_source(self) -> dict[str, Vendored]:
         return {v.source: v for v in self.vendored}
@@ -66,13 +71,39 @@ def _matches(name: str, globs: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(base, g) or fnmatch.fnmatchcase(name, g) for g in globs)
 
 
+def canonical_analysis(analysis: Analysis, real: Callable[[str], str | None]) -> Analysis:
+    """`analysis` with every file outside the tree named by its real path (links resolved).
+
+    One library reached under several names (``libfoo.so -> libfoo.so.1 -> libfoo.so.1.2.3``,
+    or a symlinked directory) by different binaries is then one library: one copy.
+    """
+    cache: dict[str, str] = {}
+
+    def canon(path: str) -> str:
+        if analysis.relpath(path) is not None:
+            return path
+        if path not in cache:
+            cache[path] = real(path) or path
+        return cache[path]
+
+    def canon_edge(edge: Edge) -> Edge:
+        return replace(edge, dependent=canon(edge.dependent), hit=None if edge.hit is None else canon(edge.hit))
+
+    walks = tuple(replace(w, edges=tuple(canon_edge(e) for e in w.edges), loaded=tuple(canon(p) for p in w.loaded))
+                  for w in analysis.walks)
+    return replace(analysis, walks=walks, binaries={canon(p): b for p, b in analysis.binaries.items()})
+
+
 def describe_missing(analysis: Analysis, edges: Iterable[Edge]) -> str:
+    """A header line, then one line per library that cannot be found: who needs it, every place searched."""
     lines = []
     for edge in edges:
         where = analysis.relpath(edge.dependent) or edge.dependent
         searched = "; ".join(f"{a.path} ({a.via}): {a.outcome}" for a in edge.tried) or "nowhere to look"
-        lines.append(f"cannot resolve {edge.request.name!r} needed by {where!r} (searched: {searched})")
-    return "\n  ".join(lines)
+        lines.append(f"  {edge.request.name!r} needed by {where!r}; searched: {searched}")
+    head = f"cannot find {len(lines)} needed librar{'y' if len(lines) == 1 else 'ies'} " \
+           "(add a directory with -L DIR, or go on with --allow-missing):"
+    return "\n".join([head, *lines])
 
 
 def mangled_name(name: str, digest: str) -> str:
@@ -85,8 +116,16 @@ def mangled_name(name: str, digest: str) -> str:
 
 
 class _Collector:
-    def __init__(self, analysis: Analysis, choices: Choices, dist_libs: str) -> None:
+    def __init__(self, analysis: Analysis, choices: Choices, dist_libs: str, digests: Mapping[str, str],
+                 tree_digests: Mapping[str, str] | None) -> None:
         self.a = analysis
+        self.digests, self.tree_digests = digests, tree_digests
+        self.twins: dict[str, str] = {}  # source -> tree path of the same bytes
+        self.by_name: dict[str, list[str]] = defaultdict(list)
+        for path in analysis.tree_binaries:
+            rel = analysis.relpath(path)
+            if rel is not None:
+                self.by_name[posixpath.basename(rel)].append(rel)
         self.graph = DependencyGraph(analysis)
         self.choices = choices
         self.lib_dir = choices.lib_dir.strip("/") or dist_libs
@@ -125,6 +164,8 @@ class _Collector:
             return
         if edge.hit is None or edge.hit == edge.dependent:
             return
+        if self.wanted(edge) and self._twin(edge.hit, edge.request.name):
+            return  # the tree already ships these bytes: that copy is used (and walked as a tree binary)
         if self.wanted(edge):
             self.vendor[edge.hit].append(edge)
         elif edge.status is not Status.IN_TREE:
@@ -133,10 +174,25 @@ class _Collector:
             seen.add(edge.hit)
             stack.append(edge.hit)
 
+    def _twin(self, source: str, request: str) -> str | None:
+        """A binary of the tree with the same name and the same bytes as the outside `source`."""
+        if self.tree_digests is None:
+            return None
+        if source not in self.twins:
+            names = {posixpath.basename(request), posixpath.basename(source)}
+            same = [rel for name in sorted(names) for rel in self.by_name.get(name, ())
+                    if self.tree_digests[rel] == self.digests[source]]
+            if not same:
+                return None
+            self.twins[source] = same[0]
+        return self.twins[source]
 
-def collect(analysis: Analysis, choices: Choices, dist_libs: str, digests: Mapping[str, str]) -> Collection:
-    """Decide the vendored set. `digests`: sha256 hex of each external file (by source path)."""
-    c = _Collector(analysis, choices, dist_libs)
+
+def collect(analysis: Analysis, choices: Choices, dist_libs: str, digests: Mapping[str, str],
+            tree_digests: Mapping[str, str] | None = None) -> Collection:
+    """Decide the vendored set. `digests`: sha256 hex of each external file (by source path);
+    `tree_digests`: the same for files of the tree (by tree path), to find copies it already ships."""
+    c = _Collector(analysis, choices, dist_libs, digests, tree_digests)
     c.walk()
     if c.missing and not choices.allow_missing:
         unique = {(e.dependent, e.request.name): e for e in c.missing}
@@ -150,7 +206,7 @@ def collect(analysis: Analysis, choices: Choices, dist_libs: str, digests: Mappi
                  consumers=tuple(sorted({_consumer(c, e.dependent, dests) for e in c.vendor[src]})))
         for src in order)
     _check_collisions(analysis, vendored)
-    return Collection(vendored, tuple(sorted(set(c.provided))), tuple(c.missing))
+    return Collection(vendored, tuple(sorted(set(c.provided))), tuple(c.missing), tuple(sorted(c.twins.items())))
 
 
 def _consumer(c: _Collector, dependent: str, dests: Mapping[str, str]) -> str:

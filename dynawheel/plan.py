@@ -58,9 +58,30 @@ def _inside(entry: str, directory: str, root_token: str) -> bool:
     return False
 
 
+def _origin_dir(entry: str, directory: str) -> str | None:
+    """The tree directory an ELF run path entry ($ORIGIN/...) names for a binary in `directory`."""
+    for token in ("$ORIGIN", "${ORIGIN}"):
+        if entry == token or entry.startswith(token + "/"):
+            return posixpath.normpath(posixpath.join(directory or ".", entry[len(token):].lstrip("/")))
+    return None
+
+
 def relative_entry(token: str, from_dir: str, to_dir: str) -> str:
     rel = posixpath.relpath(to_dir or ".", from_dir or ".")
     return token if rel == "." else f"{token}/{rel}"
+
+
+def _macho_reaches(request: str, target: str, directory: str, rpaths: tuple[str, ...]) -> bool:
+    """Does `request`, made by a binary in `directory`, still find `target` (tree paths) after the
+    repair: through @loader_path, or through one of the binary's own kept @loader_path `rpaths`?
+    (An absolute or -L hit, or an rpath that is dropped or inherited from a loader, does not count.)"""
+    if request.startswith("@loader_path/"):
+        return posixpath.normpath(posixpath.join(directory, request[len("@loader_path/"):])) == target
+    if request.startswith("@rpath/"):
+        tail = request[len("@rpath/"):]
+        return any(posixpath.normpath(posixpath.join(directory, r[len("@loader_path"):].lstrip("/"), tail)) == target
+                   for r in rpaths)
+    return False
 
 
 def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
@@ -89,9 +110,12 @@ class Planner:
 
     def _targets(self, node: str) -> Iterator[tuple[str, str]]:
         """(requested name, tree path of what it now resolves to) for `node`'s vendored/in-tree deps."""
+        twins = dict(self.c.twins)
         for edge in self.graph.dependencies(node):
             if edge.hit in self.vendored:
                 yield edge.request.name, self.vendored[edge.hit].dest
+            elif edge.hit in twins:  # an outside library the tree ships an identical copy of
+                yield edge.request.name, twins[edge.hit]
             elif edge.hit is not None and edge.status is Status.IN_TREE and edge.hit != node:
                 rel = self.a.relpath(edge.hit)
                 if rel is not None:
@@ -117,9 +141,9 @@ class Planner:
         added: list[str] = []
         for request, target in self._targets(node):
             new = posixpath.basename(target)
-            if "/" not in request and new != request:
+            if new != request:  # a path request ('/build/libfoo.so') becomes a name found through the run path
                 self.plan.rename(rel, BinaryFormat.ELF, request, new)
-            if self._is_vendored_or_provided(target) or vendored is not None:
+            if not any(_origin_dir(entry, directory) == (posixpath.dirname(target) or ".") for entry in kept):
                 added.append(relative_entry("$ORIGIN", directory, posixpath.dirname(target)))
         final = _dedupe([*kept, *added])
         if vendored is not None:
@@ -134,12 +158,14 @@ class Planner:
 
     def _macho(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
         directory = posixpath.dirname(rel)
+        rpaths = _dedupe(r for image in binary.images for r in image.rpaths)
+        kept = () if vendored is not None else tuple(r for r in rpaths if _inside(r, directory, "@loader_path"))
         for request, target in self._targets(node):
-            if self._is_vendored_or_provided(target) or vendored is not None:
+            if self._is_vendored_or_provided(target) or vendored is not None or \
+                    not _macho_reaches(request, target, directory, kept):
                 new = relative_entry("@loader_path", directory, posixpath.dirname(target))
                 self.plan.rename(rel, BinaryFormat.MACHO, request, f"{new}/{posixpath.basename(target)}")
-        rpaths = _dedupe(r for image in binary.images for r in image.rpaths)
-        drop = tuple(r for r in rpaths if vendored is not None or not _inside(r, directory, "@loader_path"))
+        drop = tuple(r for r in rpaths if r not in kept)
         edits = self.plan.edits(rel, BinaryFormat.MACHO)
         edits.delete_rpaths = drop
         if vendored is not None:

@@ -8,27 +8,28 @@ renamed into place.
 
 from __future__ import annotations
 
-import email.parser
 import hashlib
 import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .audit import with_dll_directories
 from .binary import BinaryFormat, Image
-from .collect import Choices, Collection, collect
-from .errors import OutputError, RepairError, WheelFormatError
+from .collect import Choices, Collection, canonical_analysis, collect
+from .errors import HeaderSpaceError, OutputError, RepairError, UsageError, WheelFormatError
 from .plan import EditPlan, FileEdits, make_plan
-from .platforms import macho_edit
 from .platforms.elf_edit import ElfEdits, apply_many
-from .platforms.pe_edit import rename_imports
 from .policy import Policy, best_elf_policy, blockers_for, load_policies
 from .resolve import Analysis, Status, analyze
 from .search import SearchPaths
@@ -37,6 +38,10 @@ from .tree import DirTree, HostFS, Tree, WheelTree
 from .wheel.archive import Entry, RawSource, is_executable, write_wheel
 from .wheel.record import parse_record
 from .wheel.tags import WheelTags, parse_filename, wheel_filename
+from .wheel.verify import RecordCheck
+
+if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
+    from .platforms import macho_edit
 
 log = logging.getLogger(__name__)
 MANIFEST = "dynawheel-vendored.json"
@@ -104,6 +109,37 @@ class _Digests(dict[str, str]):
         self[path] = value
         return value
 
+    def prefetch(self, paths: set[str]) -> _Digests:
+        """Performance: hash these files on all cores now (collect asks for them one at a time);
+        a file that cannot be read is left for __missing__ to report."""
+        todo = sorted(paths - self.keys())
+        if len(todo) > 1:
+            def one(path: str) -> str | None:
+                try:
+                    return _sha256_file(self.host, path)
+                except OSError:
+                    return None
+
+            with ThreadPoolExecutor() as pool:
+                self.update({p: v for p, v in zip(todo, pool.map(one, todo)) if v is not None})
+        return self
+
+
+class _TreeDigests(dict[str, str]):
+    """sha256 hex of files of the tree, read on first use."""
+
+    def __init__(self, tree: Tree) -> None:
+        super().__init__()
+        self.tree = tree
+
+    def __missing__(self, rel: str) -> str:
+        digest = hashlib.sha256()
+        with self.tree.open(rel) as fp:
+            while chunk := fp.read(1 << 20):
+                digest.update(chunk)
+        self[rel] = digest.hexdigest()
+        return self[rel]
+
 
 def provided_libraries(wheels: tuple[Path, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
     """(library basename -> install path, Requires-Dist lines) of wheels that provide libraries."""
@@ -111,13 +147,22 @@ def provided_libraries(wheels: tuple[Path, ...]) -> tuple[dict[str, str], tuple[
     requires = []
     for wheel in wheels:
         name, version, _build, _tags = parse_filename(wheel.name)
-        with zipfile.ZipFile(wheel) as zf:
-            for member in zf.namelist():
-                rel = _install_path(member)
-                if rel and not member.endswith("/"):
-                    provided.setdefault(posixpath.basename(rel), rel)
+        for rel in _wheel_install_paths(wheel):
+            provided.setdefault(posixpath.basename(rel), rel)
         requires.append(f"{name.replace('_', '-')}=={version.replace('_', '-')}")
     return provided, tuple(requires)
+
+
+def _wheel_install_paths(wheel: Path) -> list[str]:
+    """Where the files of a --provided-by wheel install (site-packages relative)."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = zf.namelist()
+    except FileNotFoundError:
+        raise UsageError(f"--provided-by {str(wheel)!r}: no such wheel") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise WheelFormatError(f"--provided-by {str(wheel)!r}: not a wheel ({exc})") from None
+    return [rel for member in names if not member.endswith("/") and (rel := _install_path(member))]
 
 
 def _install_path(member: str) -> str | None:
@@ -142,41 +187,77 @@ def _dist_libs(tree_files: list[str], dist: str | None) -> str:
 
 def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> _Job:
     _say(opts, "analyzing binaries")
-    analysis = analyze(tree, opts.search)
+    host = HostFS(opts.search.sysroot)
+    # the tree's own os.add_dll_directory shim counts (a repaired tree repairs to itself)
+    analysis = canonical_analysis(analyze(tree, with_dll_directories(tree, opts.search)), host.real)
     if analysis.bad:
         raise RepairError("cannot repair a tree with unreadable binaries: " +
                           "; ".join(b.message for b in analysis.bad))
+    _check_one_file_per_request(analysis)
     provided, requires = provided_libraries(opts.provided_by)
     choices = replace(opts.choices, provided={**opts.choices.provided, **provided})
-    collection = collect(analysis, choices, _dist_libs(tree.files(), dist), _Digests(HostFS(opts.search.sysroot)))
+    digests = _Digests(host).prefetch({e.hit for w in analysis.walks for e in w.edges  # performance
+                                       if e.status is Status.EXTERNAL and e.hit is not None})
+    collection = collect(analysis, choices, _dist_libs(tree.files(), dist), digests, _TreeDigests(tree))
     plan = make_plan(analysis, collection)
     shim = _shim_plan(analysis, collection)
     notes = [f"{len(collection.missing_allowed)} missing libraries allowed"] if collection.missing_allowed else []
     return _Job(analysis, collection, plan, shim, requires, notes)
 
 
+def _check_one_file_per_request(analysis: Analysis) -> None:
+    """A universal Mach-O's slices must get each dependency from the same file: one load command
+    serves every slice, so thin per-arch copies in different places cannot be vendored."""
+    hits: dict[tuple[str, str], dict[str, str]] = {}
+    for walk in analysis.walks:
+        for edge in walk.edges:
+            binary = analysis.binaries.get(edge.dependent)
+            if edge.hit is not None and edge.status is Status.EXTERNAL and binary is not None and \
+                    binary.format is BinaryFormat.MACHO:
+                hits.setdefault((edge.dependent, edge.request.name), {}).setdefault(edge.arch, edge.hit)
+    for (dependent, request), by_arch in sorted(hits.items()):
+        if len(set(by_arch.values())) > 1:
+            where = ", ".join(f"{arch}: {path}" for arch, path in sorted(by_arch.items()))
+            raise RepairError(f"{request!r} needed by {analysis.relpath(dependent) or dependent!r} is a different file "
+                              f"per architecture ({where}): merge them into one universal file "
+                              "(llvm-lipo -create) and vendor that")
+
+
 def _shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
-    """PE extensions whose vendored DLLs are not beside them need os.add_dll_directory."""
-    where: dict[str, str] = {}
-    by_source = collection.by_source()
+    """PE extensions need os.add_dll_directory for every directory other than their own that holds
+    a DLL they load (directly or not): where it was vendored, or where another wheel installs it
+    (--provided-by: its install path, relative to the same site-packages)."""
+    provided: dict[str, list[str]] = {}  # dependent (tree path, or source of a vendored copy) -> dirs
+    for dependent, _request, path in collection.provided:
+        provided.setdefault(dependent, []).append(posixpath.dirname(path))
+    dirs: dict[str, list[str]] = {}
     for path in analysis.tree_binaries:
-        binary = analysis.binaries[path]
         rel = analysis.relpath(path)
-        if binary.format is not BinaryFormat.PE or rel is None:
+        if analysis.binaries[path].format is not BinaryFormat.PE or rel is None:
             continue
-        for source, v in by_source.items():
-            if _loads(analysis, path, source):
-                where.setdefault(rel, posixpath.dirname(v.dest))
-    return shim_targets(where, set(analysis.files))
-
-
-def _loads(analysis: Analysis, root: str, source: str) -> bool:
-    return any(walk.root == root and source in walk.loaded for walk in analysis.walks)
+        loaded = [p for walk in analysis.walks if walk.root == path for p in walk.loaded]
+        places = [posixpath.dirname(v.dest) for v in collection.vendored if v.source in loaded]
+        places += [d for p in dict.fromkeys(loaded) for d in provided.get(analysis.relpath(p) or p, ())]
+        wanted = dirs.setdefault(rel, [])
+        wanted += [d for d in dict.fromkeys(places) if d != posixpath.dirname(rel)]
+    # shim_targets takes one directory per extension: ask once per rank and merge
+    files = set(analysis.files)
+    init_files: dict[str, list[str]] = {}
+    pth_dirs: list[str] = []
+    for rank in range(max(map(len, dirs.values()), default=0)):
+        part = shim_targets({rel: ds[rank] for rel, ds in dirs.items() if rank < len(ds)}, files)
+        for init, added in part.init_files.items():
+            have = init_files.setdefault(init, [])
+            have += [d for d in added if d not in have]
+        pth_dirs += [d for d in part.pth_dirs if d not in pth_dirs]
+    return ShimPlan({k: tuple(v) for k, v in sorted(init_files.items())}, tuple(pth_dirs))
 
 
 # ---- editing -------------------------------------------------------------------------------
 
 def _macho_edits(edits: FileEdits) -> list[macho_edit.Edit]:
+    from .platforms import macho_edit  # performance: Mach-O/PE/email modules load only when used (~25 ms)
+
     out: list[macho_edit.Edit] = [macho_edit.ChangeDependency(o, n) for o, n in sorted(edits.renames.items())]
     if edits.own_name:
         out.append(macho_edit.SetId(edits.own_name))
@@ -188,14 +269,24 @@ def _macho_edits(edits: FileEdits) -> list[macho_edit.Edit]:
 def apply_edits(files: Mapping[Path, tuple[str, FileEdits]]) -> None:
     """Apply every file's edits to its private copy: one write per file."""
     elf = []
+    macho: list[tuple[Path, macho_edit.FilePlan]] = []
     for path, (label, edits) in files.items():
         if edits.format is BinaryFormat.ELF:
             elf.append((path, ElfEdits(tuple(sorted(edits.renames.items())), edits.runpath, edits.own_name,
                                        edits.old_style)))
-        elif edits.format is BinaryFormat.MACHO:
-            macho_edit.edit_file(str(path), _macho_edits(edits))
+        elif edits.format is BinaryFormat.MACHO:  # planned under the tree path: errors name it, not the copy
+            from .platforms import macho_edit  # performance: loaded only when used
+
+            macho.append((path, macho_edit.plan(path.read_bytes(), _macho_edits(edits), label)))
         elif edits.renames:
+            from .platforms.pe_edit import rename_imports  # performance: loaded only when used
+
             path.write_bytes(rename_imports(path.read_bytes(), edits.renames, label))
+    no_room = [error for _path, fp in macho for error in fp.space_errors()]
+    if no_room:  # every file that lacks room, at once, before any Mach-O is written
+        raise HeaderSpaceError("; ".join(no_room))
+    for path, fp in macho:
+        path.write_bytes(macho_edit.apply_plan(path.read_bytes(), fp))
     apply_many(elf)
 
 
@@ -229,6 +320,8 @@ def _policy_platform(job: _Job, plat: str | None) -> str | None:
         if problems:
             raise RepairError(f"the tree does not meet {plat!r}: " + "; ".join(problems[:8]))
     arch = images[0][1].arch
+    if plat is not None and plat not in (policy.name, *policy.aliases) and not plat.endswith(f"_{arch}"):
+        raise RepairError(f"--plat {plat!r} does not match the binaries' arch {arch!r}")
     return ".".join(f"{name}_{arch}" for name in (policy.name, *policy.aliases))
 
 
@@ -241,17 +334,38 @@ def _find_policy(plat: str) -> Policy:
 
 
 def _macos_platform(job: _Job, target: str | None) -> str | None:
+    """macosx_<min>_<arch> on which every Mach-O of the repaired tree (vendored copies too) loads.
+
+    arch: what every binary has (arm64 + x86_64: universal2; a thin extension makes the wheel thin).
+    min: the highest minimum macOS of those slices, where an arm64 slice's 11.0 constrains nothing
+    (arm64 Macs start there): x86_64 10.9 + arm64 11.0 is macosx_10_9_universal2, which pip accepts
+    on both.  MACOSX_DEPLOYMENT_TARGET only raises it.
+    """
     a = job.analysis
-    images = [i for p in a.tree_binaries if a.binaries[p].format is BinaryFormat.MACHO for i in a.binaries[p].images]
-    if not images:
+    paths = [p for p in a.tree_binaries if a.binaries[p].format is BinaryFormat.MACHO]
+    paths += [v.source for v in job.collection.vendored if v.format is BinaryFormat.MACHO]
+    if not paths:
         return None
-    archs = sorted({i.arch for i in images})
-    mins = [_ver(str(i.details.get("min_macos") or "10.9")) for i in images]
-    need = max(mins)
-    if target is not None:
-        need = max(need, _ver(target))
+    common = set.intersection(*({i.arch for i in a.binaries[p].images} for p in paths))
+    if {"arm64", "x86_64"} <= common:
+        arch, archs = "universal2", {"arm64", "x86_64"}
+    elif common:
+        arch = next((x for x in ("arm64", "x86_64") if x in common), sorted(common)[0])
+        archs = {arch}
+    else:
+        have = "; ".join(f"{a.relpath(p) or p}: {'+'.join(i.arch for i in a.binaries[p].images)}" for p in paths)
+        raise RepairError(f"no architecture is common to every Mach-O binary, so no macOS tag fits ({have})")
+    need = (11, 0) if arch == "arm64" else (10, 9)
+    for p in paths:
+        for image in a.binaries[p].images:
+            minimum = _ver(str(image.details.get("min_macos") or "10.9"))
+            if image.arch in archs and not (image.arch == "arm64" and minimum <= (11, 0)):
+                need = max(need, minimum)
+    if target is not None and target.strip():  # an empty MACOSX_DEPLOYMENT_TARGET is no target
+        if not re.fullmatch(r"\d+(\.\d+){0,2}", target.strip()):
+            raise RepairError(f"MACOSX_DEPLOYMENT_TARGET must look like 10.13 or 12.0, got {target!r}")
+        need = max(need, _ver(target.strip()))
     major, minor = need[0], (need[1] if need[0] < 11 else 0)
-    arch = "universal2" if set(archs) == {"arm64", "x86_64"} else archs[0]
     return f"macosx_{major}_{minor}_{arch}"
 
 
@@ -281,13 +395,30 @@ def manifest(job: _Job) -> bytes:
 
 # ---- wheels --------------------------------------------------------------------------------
 
-def _check_record(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> dict[str, str]:
-    """The input RECORD's hashes; its list and sizes must agree with the zip."""
+def _early_record_check(wheel: Path, dist_info: str) -> RecordCheck | None:
+    """Performance: start hashing every member listed in RECORD on background threads before the
+    analysis, which runs on one core; None when RECORD is unusable (_check_record says why later)."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            rows = {r.path: r.hash for r in parse_record(zf.read(f"{dist_info}/RECORD"), f"{wheel.name}: RECORD")}
+            todo = [(i, rows[i.filename]) for i in zf.infolist()
+                    if rows.get(i.filename) and not i.is_dir() and not i.filename.startswith(f"{dist_info}/RECORD")]
+        return RecordCheck(wheel, todo)
+    except (KeyError, OSError, zipfile.BadZipFile, WheelFormatError):
+        return None
+
+
+def _check_record(zf: zipfile.ZipFile, dist_info: str, wheel: Path,
+                  early: RecordCheck | None = None) -> tuple[dict[str, str], RecordCheck]:
+    """The input RECORD's hashes; its list and sizes must agree with the zip.  The content hashes are
+    checked on background threads (performance: inflate + sha256 of every member overlaps analysis,
+    patching and writing; see wheel/verify.py): wait() on the RecordCheck before the output is committed."""
     try:
         rows = parse_record(zf.read(f"{dist_info}/RECORD"), f"{wheel.name}: RECORD")
     except KeyError:
         raise WheelFormatError(f"broken wheel {wheel.name!r}: no {dist_info}/RECORD") from None
     listed = {r.path: r for r in rows}
+    todo: list[tuple[zipfile.ZipInfo, str]] = []
     for info in zf.infolist():
         if info.is_dir() or info.filename.startswith(f"{dist_info}/RECORD"):
             continue
@@ -297,7 +428,10 @@ def _check_record(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> dict[str,
         if row.size is not None and row.size != info.file_size:
             raise WheelFormatError(f"broken RECORD in {wheel.name!r}: {info.filename!r} is {info.file_size} bytes, "
                                    f"RECORD says {row.size}")
-    return {p: r.hash for p, r in listed.items()}
+        todo.append((info, row.hash))
+    if early is not None and early.expected == dict((i.filename, h) for i, h in todo):
+        return {p: r.hash for p, r in listed.items()}, early
+    return {p: r.hash for p, r in listed.items()}, RecordCheck(wheel, todo)
 
 
 def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions) -> dict[str, Path]:
@@ -321,7 +455,12 @@ def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions) -> dict[s
 def _shim_files(job: _Job, read: Callable[[str], bytes], dist: str) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for init, dirs in job.shim.init_files.items():
-        files[init] = add_shim(read(init).decode("utf-8"), dirs, init).encode("utf-8")
+        try:
+            text = read(init).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RepairError(f"cannot add the DLL shim to {init!r}: not UTF-8 ({exc.reason} at byte {exc.start})") \
+                from None
+        files[init] = add_shim(text, dirs, init).encode("utf-8")
     if job.shim.pth_dirs:
         files.update({k: v.encode() for k, v in pth_shim(dist, job.shim.pth_dirs).items()})
     return files
@@ -330,6 +469,8 @@ def _shim_files(job: _Job, read: Callable[[str], bytes], dist: str) -> dict[str,
 def _metadata(text: bytes, requires: tuple[str, ...]) -> bytes:
     if not requires:
         return text
+    import email.parser  # performance: loaded only when used
+
     msg = email.parser.BytesParser().parsebytes(text)
     have = {r.split(";")[0].replace(" ", "") for r in msg.get_all("Requires-Dist") or []}
     extra = [r for r in requires if r.replace(" ", "") not in have]
@@ -339,7 +480,8 @@ def _metadata(text: bytes, requires: tuple[str, ...]) -> bytes:
 
 
 def _wheel_text(text: bytes, tags: WheelTags) -> bytes:
-    lines = [ln for ln in text.decode().splitlines() if not ln.startswith("Tag:")]
+    # a trailing blank line (setuptools writes one) would push the new Tag lines out of the header
+    lines = [ln for ln in text.decode().splitlines() if ln.strip() and not ln.startswith("Tag:")]
     lines += [f"Tag: {t}" for t in tags.expanded()]
     return ("\n".join(lines) + "\n").encode()
 
@@ -351,6 +493,9 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
     with ExitStack() as stack:
         tree = WheelTree(wheel)
         stack.callback(tree.close)
+        early = None if opts.dry_run else _early_record_check(wheel, dist_info)  # performance: see there
+        if early is not None:
+            stack.callback(early.close)
         job = decide(tree, opts, name)
         if opts.dry_run:
             return RepairResult(wheel, None, job.collection, job.plan, new_tags(job, tags, opts), tuple(job.notes),
@@ -359,12 +504,13 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
             out = wheel_dir / wheel.name
             _copy_atomic(wheel, out)
             return RepairResult(wheel, out, job.collection, job.plan, tags, ("no binaries: copied unchanged",))
+        tags2 = new_tags(job, tags, opts)  # may refuse (--plat): before anything is written
         fp = stack.enter_context(open(wheel, "rb"))
         zf = stack.enter_context(zipfile.ZipFile(fp))
-        hashes = _check_record(zf, dist_info, wheel)
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".dynawheel-", dir=_workdir(wheel_dir))))
+        hashes, record_check = _check_record(zf, dist_info, wheel, early)
+        stack.callback(record_check.close)
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynawheel-repair-")))
         edited = _edit_copy(job, tree, work, opts)
-        tags2 = new_tags(job, tags, opts)
         extra = _shim_files(job, zf.read, name)
         extra[f"{dist_info}/WHEEL"] = _wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
         extra[f"{dist_info}/METADATA"] = _metadata(zf.read(f"{dist_info}/METADATA"), job.requires)
@@ -373,7 +519,8 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         entries = _wheel_entries(zf, fp, hashes, edited, extra, dist_info)
         out = wheel_dir / wheel_filename(name, version, tags2, build)
         _say(opts, f"writing {out.name}")
-        write_wheel(out, entries, dist_info, compression_level=opts.compression_level)
+        write_wheel(out, entries, dist_info, compression_level=opts.compression_level,
+                    before_commit=record_check.wait)
         return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim)
 
 
@@ -412,18 +559,27 @@ def _wheel_entries(zf: zipfile.ZipFile, fp: object, hashes: Mapping[str, str], e
 def _output_dir(target: Path, out: Path | None, in_place: bool) -> Iterator[Path]:
     """A directory to write into; renamed to `out` when all went well."""
     if in_place:
-        yield target
+        try:
+            yield target
+        except OSError as exc:
+            raise OutputError(f"cannot write into {str(target)!r}: {exc.strerror or exc}") from None
         return
     assert out is not None
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"output directory {str(out)!r} exists and is not empty")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_workdir(out.parent)))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_workdir(out.parent)))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {str(out.parent)!r}: {exc.strerror}") from None
     try:
         shutil.copytree(target, tmp, dirs_exist_ok=True, symlinks=False)
         yield tmp
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -440,8 +596,7 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
     job = decide(tree, opts, dist)
     if opts.dry_run:
         return RepairResult(target, None, job.collection, job.plan, None, tuple(job.notes), job.shim)
-    with _output_dir(target, out, in_place) as dest, tempfile.TemporaryDirectory(
-            prefix=".dynawheel-", dir=_workdir(dest.parent)) as work:
+    with _output_dir(target, out, in_place) as dest, tempfile.TemporaryDirectory(prefix="dynawheel-repair-") as work:
         edited = _edit_copy(job, tree, Path(work), opts)
         for rel, path in edited.items():
             _replace_file(path, dest / rel)

@@ -6,11 +6,12 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..collect import Choices
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..repair import RepairOptions, RepairResult, repair_tree, repair_wheel
 from .show import add_search_options, search_from_args
 
@@ -54,7 +55,9 @@ def _progress(args: argparse.Namespace) -> Any:
 def options_from_args(args: argparse.Namespace) -> RepairOptions:
     choices = Choices(exclude=tuple(args.exclude), include=tuple(args.include), no_mangle=tuple(args.no_mangle),
                       mangle=not args.no_mangle_all, lib_dir=args.lib_dir, allow_missing=args.allow_missing)
-    return RepairOptions(choices=choices, search=search_from_args(args), plat=args.plat,
+    search = search_from_args(args)  # -L DIR relative to the working directory, as a user means it
+    search = replace(search, extra=tuple(os.path.abspath(d) for d in search.extra))
+    return RepairOptions(choices=choices, search=search, plat=args.plat,
                          macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"),
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
                          dry_run=args.dry_run, progress=_progress(args))
@@ -95,8 +98,33 @@ def _print_plan(result: RepairResult) -> None:
         print(f"  tags: {result.tags}")
 
 
+def _missing(results: list[RepairResult]) -> list[dict[str, Any]]:
+    unique = {(e.dependent, e.request.name): e for r in results for e in r.collection.missing_allowed}
+    return [{"request": e.request.name, "needed_by": e.dependent,
+             "searched": [f"{a.path} ({a.via}): {a.outcome}" for a in e.tried]} for e in unique.values()]
+
+
+def _report_dry_run(args: argparse.Namespace, results: list[RepairResult], strict: bool) -> int:
+    """Print the plan; exit 3 when libraries are missing (and --allow-missing was not given)."""
+    missing = _missing(results)
+    if args.json:
+        print(json.dumps([{**plan_json(r), "missing": _missing([r])} for r in results], indent=2))
+    else:
+        for result in results:
+            _print_plan(result)
+    if not (missing and strict):
+        return EXIT_OK
+    for m in missing:
+        print(f"dynawheel: missing: {m['request']!r} needed by {m['needed_by']!r}; searched: "
+              f"{'; '.join(m['searched']) or 'nowhere to look'}", file=sys.stderr)
+    return EXIT_FINDINGS
+
+
 def run_repair(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
+    strict = not opts.choices.allow_missing
+    if args.dry_run:  # a plan in spite of missing libraries; they are reported and the exit code says so
+        opts = replace(opts, choices=replace(opts.choices, allow_missing=True))
     wheels = [t for t in args.targets if t.suffix == ".whl"]
     dirs = [t for t in args.targets if t.suffix != ".whl"]
     if (wheels and dirs) or len(dirs) > 1:
@@ -106,12 +134,7 @@ def run_repair(args: argparse.Namespace) -> int:
     results = [repair_wheel(w, args.wheel_dir, opts) for w in wheels] or [
         repair_tree(dirs[0], args.output, opts, in_place=args.in_place, dist=args.name)]
     if args.dry_run:
-        if args.json:
-            print(json.dumps([plan_json(r) for r in results], indent=2))
-        else:
-            for result in results:
-                _print_plan(result)
-        return EXIT_OK
+        return _report_dry_run(args, results, strict)
     for result in results:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
