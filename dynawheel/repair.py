@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .audit import with_dll_directories
-from .binary import BinaryFormat, Image
+from .binary import BinaryFormat, DepKind, Image
 from .collect import Choices, Collection, canonical_analysis, collect
 from .errors import HeaderSpaceError, OutputError, RepairError, UsageError, WheelFormatError
 from .plan import EditPlan, FileEdits, make_plan
@@ -240,17 +240,24 @@ def _shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
         places += [d for p in dict.fromkeys(loaded) for d in provided.get(analysis.relpath(p) or p, ())]
         wanted = dirs.setdefault(rel, [])
         wanted += [d for d in dict.fromkeys(places) if d != posixpath.dirname(rel)]
-    # shim_targets takes one directory per extension: ask once per rank and merge
-    files = set(analysis.files)
-    init_files: dict[str, list[str]] = {}
-    pth_dirs: list[str] = []
-    for rank in range(max(map(len, dirs.values()), default=0)):
-        part = shim_targets({rel: ds[rank] for rel, ds in dirs.items() if rank < len(ds)}, files)
-        for init, added in part.init_files.items():
-            have = init_files.setdefault(init, [])
-            have += [d for d in added if d not in have]
-        pth_dirs += [d for d in part.pth_dirs if d not in pth_dirs]
-    return ShimPlan({k: tuple(v) for k, v in sorted(init_files.items())}, tuple(pth_dirs))
+    return shim_targets(dirs, set(analysis.files), _delay_loaded(analysis, collection))
+
+
+def _delay_loaded(analysis: Analysis, collection: Collection) -> dict[str, list[str]]:
+    """PE extension -> tree paths of the DLLs it delay-loads: the delay-load helper searches only
+    the default order at the first call, so the shim loads them first by full path."""
+    dest = {v.source: v.dest for v in collection.vendored}
+    out: dict[str, list[str]] = {}
+    for walk in analysis.walks:
+        rel = analysis.relpath(walk.root)
+        if rel is None or analysis.binaries[walk.root].format is not BinaryFormat.PE:
+            continue
+        for edge in walk.edges:
+            if edge.request.kind is DepKind.DELAY and edge.hit is not None:
+                target = dest.get(edge.hit) or analysis.relpath(edge.hit)
+                if target is not None and target not in out.setdefault(rel, []):
+                    out[rel].append(target)
+    return {k: v for k, v in out.items() if v}
 
 
 # ---- editing -------------------------------------------------------------------------------
@@ -460,9 +467,9 @@ def _shim_files(job: _Job, read: Callable[[str], bytes], dist: str) -> dict[str,
         except UnicodeDecodeError as exc:
             raise RepairError(f"cannot add the DLL shim to {init!r}: not UTF-8 ({exc.reason} at byte {exc.start})") \
                 from None
-        files[init] = add_shim(text, dirs, init).encode("utf-8")
-    if job.shim.pth_dirs:
-        files.update({k: v.encode() for k, v in pth_shim(dist, job.shim.pth_dirs).items()})
+        files[init] = add_shim(text, dirs, init, job.shim.preload.get(init, ())).encode("utf-8")
+    if job.shim.pth_dirs or job.shim.pth_preload:
+        files.update({k: v.encode() for k, v in pth_shim(dist, job.shim.pth_dirs, job.shim.pth_preload).items()})
     return files
 
 

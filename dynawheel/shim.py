@@ -142,6 +142,10 @@ class ShimPlan:
     # DLL directories (tree paths) of extensions that have no regular package above them:
     # they get the .pth helper of pth_shim()
     pth_dirs: tuple[str, ...] = ()
+    # delay-loaded DLLs to load first: __init__.py -> paths relative to its package; for the
+    # .pth helper (at the tree root): tree paths
+    preload: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    pth_preload: tuple[str, ...] = ()
 
 
 def host_package(extension: str, files: Collection[str]) -> str | None:
@@ -155,34 +159,46 @@ def host_package(extension: str, files: Collection[str]) -> str | None:
     return None
 
 
-def shim_targets(extensions: Mapping[str, str], files: Collection[str]) -> ShimPlan:
+def _add(bucket: dict[str, list[str]], key: str, values: Sequence[str]) -> None:
+    have = bucket.setdefault(key, [])
+    have += [v for v in values if v not in have]
+
+
+def shim_targets(extensions: Mapping[str, str | Sequence[str]], files: Collection[str],
+                 preload: Mapping[str, Sequence[str]] | None = None) -> ShimPlan:
     """Decide where the shim goes.
 
-    `extensions` maps an extension's tree path to the tree path of the directory holding its
-    DLLs; `files` is every file of the tree.  Extensions whose DLLs are in their own directory
-    need nothing.  No ``__init__.py`` is ever created.
+    `extensions` maps an extension's tree path to the tree path(s) of the directories holding its
+    DLLs; `preload` maps it to the tree paths of DLLs it delay-loads (loaded by the shim first);
+    `files` is every file of the tree.  DLL directories that are the extension's own need nothing.
+    No ``__init__.py`` is ever created.
     """
     init_files: dict[str, list[str]] = {}
-    pth_dirs: list[str] = []
-    for extension, dll_dir in sorted(extensions.items()):
-        dll_dir = dll_dir.rstrip("/")
-        if dll_dir == posixpath.dirname(extension):
+    early: dict[str, list[str]] = {}
+    pth: dict[str, list[str]] = {"dirs": [], "preload": []}
+    for extension in sorted(set(extensions) | set(preload or {})):
+        raw = extensions.get(extension, ())
+        dirs = [d.rstrip("/") for d in ([raw] if isinstance(raw, str) else raw)]
+        dirs = [d for d in dirs if d != posixpath.dirname(extension)]
+        dlls = list((preload or {}).get(extension, ()))
+        if not dirs and not dlls:
             continue
         host = host_package(extension, files)
         if host is None:
-            if dll_dir not in pth_dirs:
-                pth_dirs.append(dll_dir)
+            _add(pth, "dirs", dirs)
+            _add(pth, "preload", dlls)
             continue
-        relative = posixpath.relpath(dll_dir or ".", posixpath.dirname(host))
-        targets = init_files.setdefault(host, [])
-        if relative not in targets:
-            targets.append(relative)
-    return ShimPlan({k: tuple(v) for k, v in sorted(init_files.items())}, tuple(pth_dirs))
+        base = posixpath.dirname(host)
+        _add(init_files, host, [posixpath.relpath(d or ".", base) for d in dirs])
+        if dlls:
+            _add(early, host, [posixpath.relpath(f, base) for f in dlls])
+    return ShimPlan({k: tuple(v) for k, v in sorted(init_files.items())}, tuple(pth["dirs"]),
+                    {k: tuple(v) for k, v in sorted(early.items())}, tuple(pth["preload"]))
 
 
-def pth_shim(dist: str, dll_dirs: Sequence[str]) -> dict[str, str]:
+def pth_shim(dist: str, dll_dirs: Sequence[str], preload: Sequence[str] = ()) -> dict[str, str]:
     """Files (tree path -> text) of the start-up shim for extensions outside any regular package:
     ``_dynawheel_dlls_<dist>.pth`` (one ``import`` line) and the module it imports."""
     name = "_dynawheel_dlls_" + re.sub(r"[^A-Za-z0-9]+", "_", dist).strip("_").lower()
     module = '"""Adds the DLL directories of a distribution (vendored by dynawheel) on Windows."""\n\n'
-    return {f"{name}.pth": f"import {name}\n", f"{name}.py": module + shim_code(list(dll_dirs))}
+    return {f"{name}.pth": f"import {name}\n", f"{name}.py": module + shim_code(list(dll_dirs), preload)}

@@ -95,19 +95,27 @@ def shim_hosts(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if START in p.read_text())
 
 
-def run_shim(host: Path) -> list[str]:
-    """Execute the marked block of `host` as Windows CPython would; the directories it adds."""
+def run_shim_full(host: Path) -> tuple[list[str], list[str]]:
+    """Execute the marked block of `host` as Windows CPython would: (the directories it adds with
+    os.add_dll_directory, the DLLs it loads with ctypes.WinDLL)."""
     text = host.read_text()
     block = text[text.index(START):text.index(END)]
     added: list[str] = []
-    fake_os = types.SimpleNamespace(name="nt", path=os.path, add_dll_directory=added.append)
+    loaded: list[str] = []
+    fake = {"os": types.SimpleNamespace(name="nt", path=os.path, add_dll_directory=added.append),
+            "ctypes": types.SimpleNamespace(WinDLL=loaded.append)}
 
     def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
-        return fake_os if name == "os" else builtins.__import__(name, *args, **kwargs)
+        return fake[name] if name in fake else builtins.__import__(name, *args, **kwargs)
 
     exec(compile(block, str(host), "exec"),
          {"__file__": str(host), "__name__": "shim", "__builtins__": {**vars(builtins), "__import__": fake_import}})
-    return added
+    return added, loaded
+
+
+def run_shim(host: Path) -> list[str]:
+    """The directories the marked block of `host` adds."""
+    return run_shim_full(host)[0]
 
 
 def added_dll_dirs(root: Path) -> list[Path]:
@@ -228,6 +236,9 @@ def test_delay_load_is_vendored_and_flagged(build: Path, tmp_path: Path) -> None
     analysis = analyze(DirTree(out), SearchPaths(use_system=False))
     flags = {e.request.name: e.flag for e in DependencyGraph(analysis).edges}
     assert flags[libc[0]] == DELAY_FLAG
+    # ... so the shim loads it by full path before the extension is imported
+    preloaded = [Path(p) for host in shim_hosts(out) for p in run_shim_full(host)[1]]
+    assert preloaded == [out / "pkg" / libc[0]]
 
 
 def test_wheel_repair(build: Path, tmp_path: Path) -> None:
@@ -358,12 +369,18 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> Any:
     loader = Path(shutil.copy(BIN / "loader.exe", loader_dir / "loader.exe"))
 
     def run(dll: Path, function: str, *dirs: Path) -> tuple[int, list[str]]:
-        args = [str(WINE), str(loader), windows(dll), function, *map(windows, dirs)]
+        args = [str(WINE), str(loader), windows(dll), function, *map(loader_arg, dirs)]
         done = subprocess.run(args, env=env, cwd=loader_dir, capture_output=True, text=True, timeout=120)
         return done.returncode, [ln for ln in done.stdout.replace("\r\n", "\n").splitlines() if ln]
 
     yield run
     subprocess.run([str(WINESERVER), "-k"], env=env, capture_output=True, timeout=60)
+
+
+def loader_arg(path: Path) -> str:
+    """A directory to add, or '+FILE' (as Path('+/abs/file')): a DLL to preload."""
+    text = str(path)
+    return "+" + windows(Path(text[1:])) if text.startswith("+") else windows(path)
 
 
 def added(*dirs: Path) -> list[str]:
@@ -400,14 +417,20 @@ def test_wine_loads_with_dlls_of_another_wheel(wine: Any, build: Path, tmp_path:
 
 @pytest.mark.slow
 @needs_wine
-def test_wine_delay_loaded_dll_fails_at_first_call(wine: Any, build: Path, tmp_path: Path) -> None:
-    """What the DELAY_FLAG says, on a real loader: the repaired delay.pyd loads, its delay-loaded
-    (vendored, renamed) libc is found only once some module loaded it; alone, the first call
-    raises 0xC06D007E even with the DLL beside the extension.  The repair does not preload it
-    (see the report: the shim would have to)."""
+def test_wine_delay_loaded_dll_loads_after_the_shim_preloads_it(wine: Any, build: Path, tmp_path: Path) -> None:
+    """What the DELAY_FLAG says, on a real loader: the repaired delay.pyd loads, but its delay-loaded
+    (vendored, renamed) libc is found at the first call only if some module loaded it before:
+    alone, the call raises 0xC06D007E even with the DLL beside the extension.  The shim loads it
+    by full path first (ctypes.WinDLL; the loader's +PRELOAD), and then the call succeeds."""
     tree = make_tree(tmp_path / "stage", DELAY)
     out = tmp_path / "out"
     assert run_cli("repair", tree, "-o", out, "--name", "demo", "-L", build, "--no-system-paths").code == 0
+    shutil.rmtree(build)
     delay = out / "pkg/delay.pyd"
     assert wine(delay, "PyInit_delay") == (0, ["ok PyInit_delay = 0"])
     assert wine(delay, "ext_call", delay.parent) == (1, [*added(delay.parent), "unhandled exception 0xc06d007e"])
+    dirs, preload = run_shim_full(out / "pkg" / "__init__.py")
+    assert preload, "the shim preloads the delay-loaded DLL"
+    code, lines = wine(delay, "ext_call", *map(Path, dirs), *(Path("+" + p) for p in preload))
+    assert code == 0, lines
+    assert lines[-1].startswith("ok ext_call = ")
