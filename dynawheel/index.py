@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import threading
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -53,6 +52,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from . import fsutil
 from .errors import PackageIndexError
 
 logger = logging.getLogger(__name__)
@@ -415,16 +415,7 @@ def write_atomic(path: Path, data: bytes) -> bool:
             return False
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fsutil.write_atomic(path, data, 0o644)
     return True
 
 

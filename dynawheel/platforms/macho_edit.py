@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from ..errors import BinaryFormatError, HeaderSpaceError, OutputError, RepairError
+from .. import fsutil
+from ..errors import BinaryFormatError, HeaderSpaceError, RepairError
 from .codesign import needs_signature, sign_slice
 from .macho import (
     DYLIB_KINDS,
@@ -273,22 +273,10 @@ def edit_file(path: str, edits: Sequence[Edit], output: str | None = None) -> Fi
 
 
 def write_atomic(path: str, data: bytes, mode_from: str | None = None) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write `data` over `path` atomically, with the permissions of `mode_from` (default: `path`;
+    0o755 for a new file)."""
     try:
         mode = os.stat(mode_from or path).st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o755
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dynawheel-")
-    except OSError as exc:
-        raise OutputError(f"cannot write beside {path!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fsutil.write_atomic(path, data, mode)

@@ -1,0 +1,53 @@
+"""Atomic file output: write to a temporary file beside the target, then rename it into place.
+
+A reader never sees half a file, and a failure leaves the target as it was and no temporary
+file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import OutputError
+
+
+def _temp_beside(final: Path) -> tuple[int, str]:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {str(final.parent)!r}: {exc.strerror}") from None
+
+
+@contextmanager
+def atomic_output(final: str | os.PathLike[str], mode: int | None = 0o644) -> Iterator[BinaryIO]:
+    """A binary file that becomes `final` when the block ends without error.
+
+    `mode`: the new file's permissions; None keeps those of an existing `final` (0o644 if none).
+    """
+    final = Path(final)
+    if mode is None:
+        try:
+            mode = final.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o644
+    fd, tmp = _temp_beside(final)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            yield fp
+        os.chmod(tmp, mode)
+        os.replace(tmp, final)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(final: str | os.PathLike[str], data: bytes, mode: int | None = 0o644) -> None:
+    with atomic_output(final, mode) as fp:
+        fp.write(data)
