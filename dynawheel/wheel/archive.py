@@ -19,7 +19,6 @@ import stat
 import tempfile
 import time
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -29,7 +28,7 @@ from typing import BinaryIO
 
 from ..errors import OutputError, WheelFormatError
 from .record import RecordRow, encode_digest, format_record
-from .zipwriter import DEFLATED, PARALLEL_MIN, STORED, ZipWriter, raw_data_offset
+from .zipwriter import DEFLATED, PARALLEL_MIN, STORED, ZipWriter, compressobj, crc32, raw_data_offset
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +109,9 @@ def _pack_small(source: Path | bytes, level: int) -> _Packed:
     method = DEFLATED if level and data else STORED
     out = data
     if method == DEFLATED:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+        comp = compressobj(level)
         out = comp.compress(data) + comp.flush()
-    return _Packed(out, method, zlib.crc32(data), len(data), hashlib.sha256(data).digest())
+    return _Packed(out, method, crc32(data), len(data), hashlib.sha256(data).digest())
 
 
 def _is_small(entry: Entry) -> bool:
@@ -170,6 +169,7 @@ class _Writer:
 def atomic_output(final: Path) -> Iterator[BinaryIO]:
     """Write to a temporary file beside `final`, then rename it into place."""
     directory = final.parent
+    created = [d for d in (directory, *directory.parents) if not d.exists()]  # removed again on failure
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
@@ -183,6 +183,9 @@ def atomic_output(final: Path) -> Iterator[BinaryIO]:
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
+        for made in created:  # innermost first; a directory someone else filled meanwhile stays
+            with suppress(OSError):
+                made.rmdir()
         raise
 
 
@@ -193,8 +196,12 @@ def write_wheel(
     *,
     compression_level: int = 6,
     environ: Mapping[str, str] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Path:
-    """Write `entries` plus a generated RECORD as the wheel `path`; return `path`."""
+    """Write `entries` plus a generated RECORD as the wheel `path`; return `path`.
+
+    `before_commit` runs after the last byte is written and before the wheel is renamed into
+    place: when it raises, no wheel appears (repair uses it to wait for a background check)."""
     record_name = f"{dist_info}/RECORD"
     seen: set[str] = set()
     for entry in entries:
@@ -211,6 +218,8 @@ def write_wheel(
             rows.append(RecordRow(record_name, "", None))
             writer.write(Entry(record_name, format_record(rows)), None)
             writer.zw.close()
+            if before_commit is not None:
+                before_commit()
     except OSError as exc:
         raise OutputError(f"cannot write wheel {str(path)!r}: {exc.strerror or exc}") from None
     log.info("wrote %s (%d members)", path, len(rows))

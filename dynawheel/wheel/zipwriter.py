@@ -7,18 +7,25 @@
   join into one ordinary deflate stream at the ratio of a serial run (the pigz technique).
 - Members of another zip can be copied as raw compressed bytes: no inflate, no deflate.
 - ZIP64 records are written when a size, an offset or the entry count needs them.
+- Deflate comes from zlib-ng (PyPI ``zlib-ng``) when it is installed: about 2.5x faster than
+  zlib at level 6 for a ratio within a few percent.  zlib-ng's level 1 is a much weaker
+  "quick" mode, so level 1 asks zlib-ng for its level 2 (smaller than zlib's 1, and faster).
+  Without zlib-ng, or with ``DYNAWHEEL_DEFLATE=zlib``, the standard library's zlib is used.
+  The bytes written depend on the backend (and on nothing else: not on the number of cores).
 The output must be seekable (sizes are patched into each local header after its data).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import struct
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol, cast
 
 CHUNK = 1 << 20  # read size, and deflate chunk size for parallel compression
 PARALLEL_MIN = 4 * CHUNK  # members smaller than this are deflated in the calling thread
@@ -49,16 +56,46 @@ def dos_time(date_time: tuple[int, ...]) -> tuple[int, int]:
     return (hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day)
 
 
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self, mode: int = ..., /) -> bytes: ...
+
+
+@functools.lru_cache(maxsize=1)
+def deflate_backend() -> tuple[str, Any]:
+    """('zlib-ng', module) when zlib-ng is importable and not refused by DYNAWHEEL_DEFLATE=zlib, else zlib."""
+    if os.environ.get("DYNAWHEEL_DEFLATE", "").strip().lower() != "zlib":
+        try:
+            from zlib_ng import zlib_ng
+        except ImportError:
+            pass
+        else:
+            return "zlib-ng", zlib_ng
+    return "zlib", zlib
+
+
+def compressobj(level: int, zdict: bytes = b"") -> _Compressor:
+    """A raw-deflate compressor at `level` (zlib's meaning of the levels), from the fastest backend."""
+    name, module = deflate_backend()
+    if name == "zlib-ng" and level == 1:
+        level = 2
+    if zdict:
+        return cast(_Compressor, module.compressobj(level, zlib.DEFLATED, -15, zdict=zdict))
+    return cast(_Compressor, module.compressobj(level, zlib.DEFLATED, -15))
+
+
+def crc32(data: bytes, value: int = 0) -> int:
+    """CRC-32 of the zip format (zlib-ng's is about 4x faster than zlib's on large buffers)."""
+    return int(deflate_backend()[1].crc32(data, value))
+
+
 def _chunks(fp: BinaryIO) -> Iterator[bytes]:
     while chunk := fp.read(CHUNK):
         yield chunk
 
 
 def _deflate_chunk(data: bytes, prev_tail: bytes, level: int, last: bool) -> bytes:
-    if prev_tail:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=prev_tail)
-    else:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    comp = compressobj(level, prev_tail)
     return comp.compress(data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
@@ -112,20 +149,20 @@ class ZipWriter:
         if method == STORED:
             for chunk in _chunks(src):
                 sha.update(chunk)
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
                 usize += len(chunk)
                 self.fp.write(chunk)
             return crc, usize, usize
         for chunk, out in (self._deflated_chunks(src) if chunked else self._deflated_serial(src)):
             sha.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             usize += len(chunk)
             csize += len(out)
             self.fp.write(out)
         return crc, csize, usize
 
     def _deflated_serial(self, src: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
-        comp = zlib.compressobj(self.level, zlib.DEFLATED, -15)
+        comp = compressobj(self.level)
         for chunk in _chunks(src):
             yield chunk, comp.compress(chunk)
         yield b"", comp.flush()
@@ -159,7 +196,14 @@ class ZipWriter:
         """Copy an already-compressed member whose data starts at `info_offset` in `src`."""
         zip64 = compressed >= _U32 or size >= _U32
         when = dos_time(date_time)
-        offset, raw = self._start(name, method, zip64, when)
+        # sizes and CRC are known: the local header is written complete (the bytes _start + _finish
+        # would leave), with no seek back over the data
+        offset = self.fp.tell()
+        raw = name.encode("utf-8")
+        extra = struct.pack("<HHQQ", 1, 16, size, compressed) if zip64 else b""
+        sizes = (_U32, _U32) if zip64 else (compressed, size)
+        self.fp.write(_LOCAL.pack(0x04034B50, 45 if zip64 else 20, 0x800 if not raw.isascii() else 0, method,
+                                  when[0], when[1], crc, *sizes, len(raw), len(extra)) + raw + extra)
         src.seek(info_offset)
         left = compressed
         while left:
@@ -168,7 +212,6 @@ class ZipWriter:
                 raise EOFError(f"member {name!r} is truncated in its archive")
             self.fp.write(block)
             left -= len(block)
-        self._finish(offset, raw, zip64, crc, compressed, size)
         member = Member(name, method, crc, compressed, size, offset, (0o100000 | mode) << 16, None, when)
         self.members.append(member)
         return member
