@@ -39,6 +39,7 @@ class BuildOptions:
     root_is_purelib: bool | None = None
     build_number: str | None = None
     compression_level: int = 6
+    deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' (exactly zlib's bytes) or 'zlib-ng'
     exclude: tuple[str, ...] = ()
     files: Stage | None = None  # a Stage composed in Python (Stage().add(...)), packed first
 
@@ -162,7 +163,7 @@ def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: Stage, notes: list[s
     purelib = opts.root_is_purelib if opts.root_is_purelib is not None else old_purelib
     if purelib is None:
         purelib = tags.is_pure
-    return WheelSpec(meta, tags, purelib, opts.build_number, opts.compression_level)
+    return WheelSpec(meta, tags, purelib, opts.build_number, opts.compression_level, opts.deflate)
 
 
 def build_wheel(

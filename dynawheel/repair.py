@@ -56,6 +56,7 @@ class RepairOptions:
     macos_target: str | None = None  # MACOSX_DEPLOYMENT_TARGET, given by the caller
     provided_by: tuple[Path, ...] = ()
     compression_level: int = 6
+    deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' or 'zlib-ng'
     dry_run: bool = False
     progress: Progress | None = None
 
@@ -530,7 +531,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         entries = _wheel_entries(zf, fp, hashes, edited, extra, dist_info)
         out = wheel_dir / wheel_filename(name, version, tags2, build)
         _say(opts, f"writing {out.name}")
-        write_wheel(out, entries, dist_info, compression_level=opts.compression_level,
+        write_wheel(out, entries, dist_info, compression_level=opts.compression_level, deflate=opts.deflate,
                     before_commit=record_check.wait)
         return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim)
 

@@ -1,5 +1,5 @@
 """The writer's speed levers must not change what is written or checked: the deflate backend
-(zlib-ng when installed, zlib otherwise or with DYNAWHEEL_DEFLATE=zlib), the background RECORD
+(zlib-ng when installed and chosen, zlib otherwise or with --deflate zlib), the background RECORD
 check of raw-copied members (inline for small wheels, threads for big ones), and
 ``before_commit`` (a failing check leaves no wheel and no new directory behind)."""
 
@@ -11,7 +11,6 @@ import io
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,27 +30,20 @@ def _payload(n: int) -> bytes:
     return b"".join(blocks)
 
 
-@pytest.fixture(params=["zlib", "default"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "zlib":
-        monkeypatch.setenv("DYNAWHEEL_DEFLATE", "zlib")
-    else:
-        monkeypatch.delenv("DYNAWHEEL_DEFLATE", raising=False)
-    deflate_backend.cache_clear()
-    yield deflate_backend()[0]
-    deflate_backend.cache_clear()
+@pytest.fixture(params=["zlib", "auto"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The caller's choice (the CLI's --deflate): the standard library's zlib, or the fastest one."""
+    return str(request.param)
 
 
-def test_backend_choice(backend: str) -> None:
-    if os.environ.get("DYNAWHEEL_DEFLATE") == "zlib":
-        assert backend == "zlib"
+def test_backend_choice() -> None:
+    assert deflate_backend("zlib")[0] == "zlib"
+    try:
+        import zlib_ng  # noqa: F401
+    except ImportError:
+        assert deflate_backend("auto")[0] == "zlib", "falls back cleanly without zlib-ng"
     else:
-        try:
-            import zlib_ng  # noqa: F401
-        except ImportError:
-            assert backend == "zlib", "falls back cleanly without zlib-ng"
-        else:
-            assert backend == "zlib-ng"
+        assert deflate_backend("auto")[0] == "zlib-ng"
 
 
 @pytest.mark.parametrize("level", [1, 6, 9])
@@ -60,7 +52,7 @@ def test_every_backend_writes_valid_deflate_independent_of_workers(backend: str,
     outputs = []
     for pool in (None, ThreadPoolExecutor(2)):
         buf = io.BytesIO()
-        writer = ZipWriter(buf, level=level, executor=pool)
+        writer = ZipWriter(buf, level=level, executor=pool, backend=backend)
         writer.add_stream("big.bin", io.BytesIO(data), len(data), mode=0o644, date_time=DT)
         writer.close()
         with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
@@ -69,18 +61,16 @@ def test_every_backend_writes_valid_deflate_independent_of_workers(backend: str,
     assert outputs[0] == outputs[1]
 
 
-def test_zlib_backend_gives_the_standard_library_bytes(backend: str) -> None:
-    if backend != "zlib":
-        pytest.skip("only the stdlib backend promises zlib's exact bytes")
+def test_zlib_backend_gives_the_standard_library_bytes() -> None:
     data = _payload(1 << 20)
-    comp = compressobj(6)
+    comp = compressobj(6, backend="zlib")
     ref = zlib.compressobj(6, zlib.DEFLATED, -15)
     assert comp.compress(data) + comp.flush() == ref.compress(data) + ref.flush()
 
 
 def test_level_1_is_not_worse_than_zlib_level_1(backend: str) -> None:
     data = b"".join(p.read_bytes() for p in sorted(Path(os.__file__).parent.glob("*.py"))[:80])
-    comp = compressobj(1)
+    comp = compressobj(1, backend=backend)
     ours = len(comp.compress(data) + comp.flush())
     assert ours <= len(zlib.compress(data, 1)) * 1.02
 

@@ -14,6 +14,7 @@ from ..wheel.check import CheckReport, check_wheels
 from ..wheel.metadata import MetadataOptions
 from ..wheel.stage import AddStep
 from ..wheel.tags import WheelTags, make_tags, parse_tags
+from .options import add_deflate_option
 
 
 def register(sub: Any) -> None:
@@ -42,6 +43,7 @@ def register(sub: Any) -> None:
     root.add_argument("--root-is-platlib", dest="purelib", action="store_const", const=False)
     p.add_argument("--build-number", metavar="N")
     p.add_argument("--compression-level", type=int, default=6, metavar="0-9")
+    add_deflate_option(p)
     p.add_argument("--add", action="append", default=[], metavar="SRC:DEST",
                    help="copy SRC (file, dir or glob) to DEST in the wheel; DEST ending in / is a directory")
     p.add_argument("--exclude", action="append", default=[], metavar="REL", help="leave out this stage path")
@@ -88,6 +90,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         root_is_purelib=args.purelib,
         build_number=args.build_number,
         compression_level=args.compression_level,
+        deflate=args.deflate,
         exclude=tuple(args.exclude),
     )
 

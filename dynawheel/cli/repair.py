@@ -13,6 +13,7 @@ from typing import Any
 from ..collect import Choices
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..repair import RepairOptions, RepairResult, repair_tree, repair_wheel
+from .options import add_deflate_option
 from .show import add_search_options, search_from_args
 
 
@@ -42,6 +43,7 @@ def register(sub: Any) -> None:
     ch.add_argument("--plat", metavar="TAG", help="ELF policy to meet (default: the best the tree qualifies for)")
     ch.add_argument("--name", help="distribution name of a staged directory (for <dist>.libs)")
     ch.add_argument("--compression-level", type=int, default=6, metavar="0-9")
+    add_deflate_option(ch)
     add_search_options(p)
     p.set_defaults(func=run_repair)
 
@@ -60,6 +62,7 @@ def options_from_args(args: argparse.Namespace) -> RepairOptions:
     return RepairOptions(choices=choices, search=search, plat=args.plat,
                          macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"),
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
+                         deflate=args.deflate,
                          dry_run=args.dry_run, progress=_progress(args))
 
 

@@ -104,14 +104,14 @@ class _Packed:
     sha256: bytes
 
 
-def _pack_small(source: Path | bytes, level: int) -> _Packed:
+def _pack_small(source: Path | bytes, level: int, backend: str = "auto") -> _Packed:
     data = source if isinstance(source, bytes) else source.read_bytes()
     method = DEFLATED if level and data else STORED
     out = data
     if method == DEFLATED:
-        comp = compressobj(level)
+        comp = compressobj(level, backend=backend)
         out = comp.compress(data) + comp.flush()
-    return _Packed(out, method, crc32(data), len(data), hashlib.sha256(data).digest())
+    return _Packed(out, method, crc32(data, 0, backend), len(data), hashlib.sha256(data).digest())
 
 
 def _is_small(entry: Entry) -> bool:
@@ -124,9 +124,11 @@ def _is_small(entry: Entry) -> bool:
 class _Writer:
     """Writes entries in order; small ones are compressed ahead by worker threads."""
 
-    def __init__(self, fp: BinaryIO, level: int, date_time: tuple[int, ...], pool: ThreadPoolExecutor) -> None:
-        self.zw = ZipWriter(fp, level=level, executor=pool)
+    def __init__(self, fp: BinaryIO, level: int, date_time: tuple[int, ...], pool: ThreadPoolExecutor,
+                 backend: str = "auto") -> None:
+        self.zw = ZipWriter(fp, level=level, executor=pool, backend=backend)
         self.level = level
+        self.backend = backend
         self.date_time = date_time
         self.pool = pool
         self.window = 4 * (os.cpu_count() or 1) + 8
@@ -139,7 +141,7 @@ class _Writer:
             while len(ahead) < self.window and (nxt := next(queue, None)) is not None:
                 src = entries[nxt].source
                 assert not isinstance(src, RawSource)
-                ahead[nxt] = self.pool.submit(_pack_small, src, self.level)
+                ahead[nxt] = self.pool.submit(_pack_small, src, self.level, self.backend)
             rows.append(self.write(entry, ahead.pop(i).result() if i in ahead else None))
         return rows
 
@@ -153,7 +155,7 @@ class _Writer:
                             date_time=self.date_time)
             return RecordRow(entry.arcname, src.record_hash, src.info.file_size)
         if packed is None and isinstance(src, bytes):
-            packed = _pack_small(src, self.level)
+            packed = _pack_small(src, self.level, self.backend)
         if packed is not None:
             self.zw.add_raw(entry.arcname, io.BytesIO(packed.data), 0, method=packed.method, crc=packed.crc,
                             compressed=len(packed.data), size=packed.size, mode=mode, date_time=self.date_time)
@@ -195,6 +197,7 @@ def write_wheel(
     dist_info: str,
     *,
     compression_level: int = 6,
+    deflate: str = "auto",
     environ: Mapping[str, str] | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> Path:
@@ -213,7 +216,7 @@ def write_wheel(
     date_time = zip_date_time(environ)
     try:
         with atomic_output(path) as fp, ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-            writer = _Writer(fp, compression_level, date_time, pool)
+            writer = _Writer(fp, compression_level, date_time, pool, deflate)
             rows = writer.write_all(ordered)
             rows.append(RecordRow(record_name, "", None))
             writer.write(Entry(record_name, format_record(rows)), None)

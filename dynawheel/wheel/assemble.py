@@ -32,6 +32,7 @@ class WheelSpec:
     root_is_purelib: bool
     build: str | None = None
     compression_level: int = 6
+    deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' or 'zlib-ng'
 
 
 @dataclass
@@ -188,5 +189,6 @@ def assemble(files: Mapping[str, Path], spec: WheelSpec, out_dir: Path) -> tuple
         out.entries.append(Entry(f"{dist_info}/licenses/{rel}", source, False))
     out.entries.extend(Entry(f"{dist_info}/{rel}", data) for rel, data in generated.items())
     name = wheel_filename(spec.meta.name, spec.meta.version, spec.tags, spec.build)
-    path = write_wheel(out_dir / name, out.entries, dist_info, compression_level=spec.compression_level)
+    path = write_wheel(out_dir / name, out.entries, dist_info, compression_level=spec.compression_level,
+                       deflate=spec.deflate)
     return path, out.notes

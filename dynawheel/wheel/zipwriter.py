@@ -10,7 +10,7 @@
 - Deflate comes from zlib-ng (PyPI ``zlib-ng``) when it is installed: about 2.5x faster than
   zlib at level 6 for a ratio within a few percent.  zlib-ng's level 1 is a much weaker
   "quick" mode, so level 1 asks zlib-ng for its level 2 (smaller than zlib's 1, and faster).
-  Without zlib-ng, or with ``DYNAWHEEL_DEFLATE=zlib``, the standard library's zlib is used.
+  Without zlib-ng, or when the caller asks for "zlib" (CLI: --deflate zlib), the standard library's zlib is used.
   The bytes written depend on the backend (and on nothing else: not on the number of cores).
 The output must be seekable (sizes are patched into each local header after its data).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -61,10 +60,14 @@ class _Compressor(Protocol):
     def flush(self, mode: int = ..., /) -> bytes: ...
 
 
-@functools.lru_cache(maxsize=1)
-def deflate_backend() -> tuple[str, Any]:
-    """('zlib-ng', module) when zlib-ng is importable and not refused by DYNAWHEEL_DEFLATE=zlib, else zlib."""
-    if os.environ.get("DYNAWHEEL_DEFLATE", "").strip().lower() != "zlib":
+DEFLATE_CHOICES = ("auto", "zlib", "zlib-ng")
+
+
+@functools.lru_cache(maxsize=4)
+def deflate_backend(prefer: str = "auto") -> tuple[str, Any]:
+    """('zlib-ng', module) when `prefer` is 'auto' or 'zlib-ng' and zlib-ng is importable, else
+    ('zlib', zlib).  The caller chooses (the CLI: --deflate, default $DYNAWHEEL_DEFLATE or auto)."""
+    if prefer != "zlib":
         try:
             from zlib_ng import zlib_ng
         except ImportError:
@@ -74,9 +77,9 @@ def deflate_backend() -> tuple[str, Any]:
     return "zlib", zlib
 
 
-def compressobj(level: int, zdict: bytes = b"") -> _Compressor:
-    """A raw-deflate compressor at `level` (zlib's meaning of the levels), from the fastest backend."""
-    name, module = deflate_backend()
+def compressobj(level: int, zdict: bytes = b"", backend: str = "auto") -> _Compressor:
+    """A raw-deflate compressor at `level` (zlib's meaning of the levels), from `backend`."""
+    name, module = deflate_backend(backend)
     if name == "zlib-ng" and level == 1:
         level = 2
     if zdict:
@@ -84,9 +87,9 @@ def compressobj(level: int, zdict: bytes = b"") -> _Compressor:
     return cast(_Compressor, module.compressobj(level, zlib.DEFLATED, -15))
 
 
-def crc32(data: bytes, value: int = 0) -> int:
+def crc32(data: bytes, value: int = 0, backend: str = "auto") -> int:
     """CRC-32 of the zip format (zlib-ng's is about 4x faster than zlib's on large buffers)."""
-    return int(deflate_backend()[1].crc32(data, value))
+    return int(deflate_backend(backend)[1].crc32(data, value))
 
 
 def _chunks(fp: BinaryIO) -> Iterator[bytes]:
@@ -94,15 +97,17 @@ def _chunks(fp: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _deflate_chunk(data: bytes, prev_tail: bytes, level: int, last: bool) -> bytes:
-    comp = compressobj(level, prev_tail)
+def _deflate_chunk(data: bytes, prev_tail: bytes, level: int, last: bool, backend: str) -> bytes:
+    comp = compressobj(level, prev_tail, backend)
     return comp.compress(data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 class ZipWriter:
-    def __init__(self, fp: BinaryIO, *, level: int = 6, executor: Executor | None = None) -> None:
+    def __init__(self, fp: BinaryIO, *, level: int = 6, executor: Executor | None = None,
+                 backend: str = "auto") -> None:
         self.fp = fp
         self.level = level
+        self.backend = backend
         self.executor = executor
         self.members: list[Member] = []
 
@@ -149,20 +154,20 @@ class ZipWriter:
         if method == STORED:
             for chunk in _chunks(src):
                 sha.update(chunk)
-                crc = crc32(chunk, crc)
+                crc = crc32(chunk, crc, self.backend)
                 usize += len(chunk)
                 self.fp.write(chunk)
             return crc, usize, usize
         for chunk, out in (self._deflated_chunks(src) if chunked else self._deflated_serial(src)):
             sha.update(chunk)
-            crc = crc32(chunk, crc)
+            crc = crc32(chunk, crc, self.backend)
             usize += len(chunk)
             csize += len(out)
             self.fp.write(out)
         return crc, csize, usize
 
     def _deflated_serial(self, src: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
-        comp = compressobj(self.level)
+        comp = compressobj(self.level, backend=self.backend)
         for chunk in _chunks(src):
             yield chunk, comp.compress(chunk)
         yield b"", comp.flush()
@@ -186,9 +191,9 @@ class ZipWriter:
 
     def _submit(self, chunk: bytes, tail: bytes, last: bool) -> Future[bytes]:
         if self.executor is not None:
-            return self.executor.submit(_deflate_chunk, chunk, tail, self.level, last)
+            return self.executor.submit(_deflate_chunk, chunk, tail, self.level, last, self.backend)
         done: Future[bytes] = Future()
-        done.set_result(_deflate_chunk(chunk, tail, self.level, last))
+        done.set_result(_deflate_chunk(chunk, tail, self.level, last, self.backend))
         return done
 
     def add_raw(self, name: str, src: BinaryIO, info_offset: int, *, method: int, crc: int, compressed: int,
