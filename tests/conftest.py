@@ -103,3 +103,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.outcome = "failed"
             report.longrepr = f"skipped in CI, where scripts/setup.sh installs every tool: {reason}"
     return None
+
+
+def unshare_problem() -> str | None:
+    """Why a private mount namespace with bind mounts (to hide system libraries or make a read-only
+    output directory) cannot be used here; None when it can."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return "needs root and unshare(1)"
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /dev/null /dev/null"], capture_output=True,
+                          text=True)
+    return None if proc.returncode == 0 else f"unshare -m is not permitted here: {proc.stderr.strip()}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from . import elfbuild
-from .conftest import Result, make_venv, run_cli
+from .conftest import Result, make_venv, run_cli, unshare_problem
 from .repairkit import dynamic, hash_tree, have_patchelf, members, only_wheel, probe, read_member
 
 pytestmark = [
@@ -163,8 +163,8 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
 
 
 def test_read_only_output_directory_leaves_nothing(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("a read-only bind mount needs root and unshare -m")
+    if problem := unshare_problem():
+        pytest.skip(f"a read-only bind mount: {problem}")
     s = small(tmp_path)
     wheel = s.wheel()
     ro = tmp_path / "ro"
@@ -180,8 +180,8 @@ def test_read_only_output_directory_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_full_output_directory_leaves_nothing(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("a tiny tmpfs needs root and unshare -m")
+    if problem := unshare_problem():
+        pytest.skip(f"a tiny tmpfs: {problem}")
     s = small(tmp_path)
     wheel = s.wheel()
     full = tmp_path / "full"

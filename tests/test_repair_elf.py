@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from . import elfbuild
-from .conftest import Venv, make_venv, run_cli
+from .conftest import Venv, make_venv, run_cli, unshare_problem
 from .repairkit import dynamic, extract, hash_tree, have_patchelf, libs_mapped, members, only_wheel, probe
 
 pytestmark = [
@@ -350,15 +350,6 @@ PyMODINIT_FUNC PyInit__zy(void) { return PyModule_Create(&D); }
 """
 
 
-def _unshare_problem() -> str | None:
-    """Why a private mount namespace with bind mounts cannot be used here (None: it can)."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return "needs root and unshare(1)"
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /dev/null /dev/null"], capture_output=True,
-                          text=True)
-    return None if proc.returncode == 0 else f"unshare -m is not permitted here: {proc.stderr.strip()}"
-
-
 def _system_lib(soname: str) -> Path | None:
     for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
         if (Path(d) / soname).exists():
@@ -375,7 +366,7 @@ def _hidden(empty: Path, libs: list[Path], *cmd: str | Path) -> subprocess.Compl
 
 @pytest.mark.slow
 def test_hidden_system_libraries_still_load_from_vendored_copies(tmp_path: Path) -> None:
-    problem = _unshare_problem()
+    problem = unshare_problem()
     if problem:
         pytest.skip(problem)
     yaml_lib, z_lib = _system_lib("libyaml-0.so.2"), _system_lib("libz.so.1")

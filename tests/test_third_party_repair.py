@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_venv, run_cli
+from .conftest import make_venv, run_cli, unshare_problem
 from .repairkit import dynamic, have_patchelf, only_wheel
 
 PYYAML = "6.0.3"
@@ -180,14 +180,6 @@ def test_repaired_extension_points_inside_the_wheel(repaired: Path, tmp_path: Pa
 
 # ---- the real proof: import with the system libyaml hidden ---------------------------------------
 
-def _unshare_problem() -> str | None:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return "hiding system libraries needs root and unshare(1)"
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /dev/null /dev/null"], capture_output=True,
-                          text=True)
-    return None if proc.returncode == 0 else f"unshare -m is not permitted here: {proc.stderr.strip()}"
-
-
 def _hidden(empty: Path, *cmd: str | Path) -> subprocess.CompletedProcess[str]:
     """Run `cmd` in a private mount namespace where every system libyaml-0.so.2* is an empty file."""
     libs = sorted(glob.glob(f"{LIBDIR}/{LIBYAML}*"))
@@ -218,7 +210,7 @@ print(json.dumps({"data": data, "text": text, "with_libyaml": yaml.__with_libyam
 
 def test_repaired_wheel_imports_with_system_libyaml_hidden(pyyaml_wheel: Path, repaired: Path,
                                                            tmp_path: Path) -> None:
-    problem = _unshare_problem()
+    problem = unshare_problem()
     if problem:
         pytest.skip(problem)
     venv = make_venv(tmp_path / "venv")
