@@ -24,6 +24,11 @@ def _temp_beside(final: Path) -> tuple[int, str]:
         raise OutputError(f"cannot write to {str(final.parent)!r}: {exc.strerror}") from None
 
 
+def _missing_dirs(directory: Path) -> list[Path]:
+    """`directory` and its parents that do not exist yet, innermost first."""
+    return [d for d in (directory, *directory.parents) if not d.exists()]
+
+
 @contextmanager
 def atomic_output(final: str | os.PathLike[str], mode: int | None = 0o644) -> Iterator[BinaryIO]:
     """A binary file that becomes `final` when the block ends without error.
@@ -36,6 +41,7 @@ def atomic_output(final: str | os.PathLike[str], mode: int | None = 0o644) -> It
             mode = final.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o644
+    created = _missing_dirs(final.parent)  # removed again on failure
     fd, tmp = _temp_beside(final)
     try:
         with os.fdopen(fd, "wb") as fp:
@@ -45,6 +51,9 @@ def atomic_output(final: str | os.PathLike[str], mode: int | None = 0o644) -> It
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
+        for made in created:  # innermost first; a directory someone else filled meanwhile stays
+            with suppress(OSError):
+                made.rmdir()
         raise
 
 

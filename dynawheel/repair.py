@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
+from . import fsutil
 from .audit import with_dll_directories
 from .binary import BinaryFormat, DepKind, Image
 from .collect import Choices, Collection, canonical_analysis, collect
@@ -176,14 +177,20 @@ def _install_path(member: str) -> str | None:
     return member
 
 
-def _dist_libs(tree_files: list[str], dist: str | None) -> str:
+def _dist_name(tree_files: list[str], dist: str | None) -> str:
+    """The distribution's name: given, else from a .dist-info, else the first top-level directory."""
     if dist:
-        return f"{dist}.libs"
+        return dist
     for name in tree_files:
         if name.split("/", 1)[0].endswith(".dist-info"):
-            return name.split("/", 1)[0].rsplit("-", 1)[0] + ".libs"
+            return name.split("/", 1)[0].rsplit("-", 1)[0]
     tops = sorted({n.split("/", 1)[0] for n in tree_files if "/" in n})
-    return f"{tops[0]}.libs" if tops else "vendored.libs"
+    return tops[0] if tops else "vendored"
+
+
+def _dist_libs(tree_files: list[str], dist: str | None) -> str:
+    """The shared library directory: '<dist>.libs'."""
+    return f"{_dist_name(tree_files, dist)}.libs"
 
 
 def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> _Job:
@@ -545,13 +552,11 @@ def _workdir(out_dir: Path) -> Path:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    from .wheel.archive import atomic_output
-
-    with atomic_output(dest) as out, open(src, "rb") as inp:
+    with fsutil.atomic_output(dest) as out, open(src, "rb") as inp:
         shutil.copyfileobj(inp, out, 1 << 20)
 
 
-def _wheel_entries(zf: zipfile.ZipFile, fp: object, hashes: Mapping[str, str], edited: Mapping[str, Path],
+def _wheel_entries(zf: zipfile.ZipFile, fp: BinaryIO, hashes: Mapping[str, str], edited: Mapping[str, Path],
                    extra: Mapping[str, bytes], dist_info: str) -> list[Entry]:
     entries: list[Entry] = []
     for info in zf.infolist():
@@ -559,7 +564,7 @@ def _wheel_entries(zf: zipfile.ZipFile, fp: object, hashes: Mapping[str, str], e
         if info.is_dir() or name == f"{dist_info}/RECORD" or name in edited or name in extra:
             continue
         executable = bool((info.external_attr >> 16) & 0o111)
-        entries.append(Entry(name, RawSource(fp, info, hashes[name]), executable))  # type: ignore[arg-type]
+        entries.append(Entry(name, RawSource(fp, info, hashes[name]), executable))
     entries += [Entry(rel, path, True) for rel, path in edited.items()]
     entries += [Entry(rel, data) for rel, data in extra.items()]
     return entries
@@ -612,7 +617,7 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
         edited = _edit_copy(job, tree, Path(work), opts)
         for rel, path in edited.items():
             _replace_file(path, dest / rel)
-        shims = _shim_files(job, lambda rel: (target / rel).read_bytes(), dist or _dist_libs(tree.files(), None)[:-5])
+        shims = _shim_files(job, lambda rel: (target / rel).read_bytes(), _dist_name(tree.files(), dist))
         for rel, data in shims.items():
             _write_file(dest / rel, data)
         if job.collection.vendored or job.collection.provided:
@@ -630,15 +635,11 @@ def _manifest_path(dest: Path, files: list[str]) -> Path:
 
 
 def _replace_file(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.dynawheel-tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o755 if not dest.exists() or is_executable(dest) else 0o644)
-    os.replace(tmp, dest)
+    """`dest` becomes a copy of `src` (executable unless `dest` was a non-executable file)."""
+    mode = 0o755 if not dest.exists() or is_executable(dest) else 0o644
+    with fsutil.atomic_output(dest, mode) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
 
 
 def _write_file(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.dynawheel-tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
+    fsutil.write_atomic(dest, data, mode=None)

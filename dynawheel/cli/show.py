@@ -60,7 +60,7 @@ def run_show(args: argparse.Namespace) -> int:
     elif args.svg:
         dot = find_tool("dot", "install Graphviz (Debian: apt-get install graphviz) or use --dot")
         svg = run_tool([dot, "-Tsvg"], input=to_dot(report).encode())
-        from ..wheel.archive import atomic_output
+        from ..fsutil import atomic_output
 
         with atomic_output(args.svg) as fp:
             fp.write(svg)

@@ -16,17 +16,16 @@ import os
 import posixpath
 import re
 import stat
-import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import OutputError, WheelFormatError
+from ..fsutil import atomic_output
 from .record import RecordRow, encode_digest, format_record
 from .zipwriter import DEFLATED, PARALLEL_MIN, STORED, ZipWriter, compressobj, crc32, raw_data_offset
 
@@ -165,30 +164,6 @@ class _Writer:
             member = self.zw.add_stream(entry.arcname, fp, src.stat().st_size, mode=mode, date_time=self.date_time)
         assert member.sha256 is not None
         return RecordRow(entry.arcname, encode_digest(member.sha256), member.size)
-
-
-@contextmanager
-def atomic_output(final: Path) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside `final`, then rename it into place."""
-    directory = final.parent
-    created = [d for d in (directory, *directory.parents) if not d.exists()]  # removed again on failure
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {str(directory)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            yield fp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        for made in created:  # innermost first; a directory someone else filled meanwhile stays
-            with suppress(OSError):
-                made.rmdir()
-        raise
 
 
 def write_wheel(
