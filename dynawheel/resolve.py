@@ -25,7 +25,7 @@ import os
 import posixpath
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -301,8 +301,3 @@ class _Walker:
             have = ", ".join(sorted({f"{i.format.value}/{i.arch}" for i in parsed.images}))
             return f"wrong arch ({have}, need {want.format.value}/{want.arch})", None, False
         return "ok", image, False
-
-
-def iter_edges(analysis: Analysis) -> Iterator[Edge]:
-    for walk in analysis.walks:
-        yield from walk.edges

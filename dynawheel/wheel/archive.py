@@ -13,7 +13,6 @@ import hashlib
 import io
 import logging
 import os
-import posixpath
 import re
 import stat
 import time
@@ -202,16 +201,3 @@ def write_wheel(
         raise OutputError(f"cannot write wheel {str(path)!r}: {exc.strerror or exc}") from None
     log.info("wrote %s (%d members)", path, len(rows))
     return path
-
-
-def dist_info_of(names: list[str]) -> str:
-    """The single top-level '*.dist-info' directory among member names."""
-    tops = {n.split("/", 1)[0] for n in names if "/" in n}
-    found = sorted(t for t in tops if t.endswith(".dist-info"))
-    if len(found) != 1:
-        raise WheelFormatError(f"expected one .dist-info directory, found {found!r}")
-    return found[0]
-
-
-def member_parent(name: str) -> str:
-    return posixpath.dirname(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ def encode_digest(digest: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def hash_bytes(data: bytes) -> str:
-    return encode_digest(hashlib.sha256(data).digest())
 
 
 @dataclass(frozen=True)
