@@ -281,14 +281,15 @@ def _macho_edits(edits: FileEdits) -> list[macho_edit.Edit]:
     return out
 
 
-def apply_edits(files: Mapping[Path, tuple[str, FileEdits]]) -> None:
-    """Apply every file's edits to its private copy: one write per file."""
+def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Path, str] | None = None) -> None:
+    """Apply every file's edits to its private copy: one write per file.  An ELF copy named in
+    `sources` does not exist yet: it is written from its source."""
     elf = []
     macho: list[tuple[Path, macho_edit.FilePlan]] = []
     for path, (label, edits) in files.items():
         if edits.format is BinaryFormat.ELF:
             elf.append((path, ElfEdits(tuple(sorted(edits.renames.items())), edits.runpath, edits.own_name,
-                                       edits.old_style)))
+                                       edits.old_style), (sources or {}).get(path)))
         elif edits.format is BinaryFormat.MACHO:  # planned under the tree path: errors name it, not the copy
             from .platforms import macho_edit  # performance: loaded only when used
 
@@ -450,20 +451,27 @@ def _check_record(zf: zipfile.ZipFile, dist_info: str, wheel: Path,
 
 
 def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions) -> dict[str, Path]:
-    """Private, edited copies of every changed or vendored binary: tree path -> file."""
+    """Private, edited copies of every changed or vendored binary: tree path -> file.  A host
+    library with ELF edits is not copied first: patchelf reads it and writes the copy."""
     out: dict[str, Path] = {}
+    sources: dict[Path, str] = {}
     host = HostFS(opts.search.sysroot)
     vendored = {v.dest: v for v in job.collection.vendored}
     for rel in sorted(set(job.plan.files) | set(vendored)):
-        dest = work / rel
+        dest = out[rel] = work / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
+        real = host.real(vendored[rel].source) if rel in vendored else None
+        edits = job.plan.files.get(rel)
+        if real is not None and edits is not None and edits.format is BinaryFormat.ELF:
+            sources[dest] = real
+            continue
         src_fp = host.open(vendored[rel].source) if rel in vendored else tree.open(rel)
         with src_fp as src, open(dest, "wb") as fp:
             shutil.copyfileobj(src, fp, 1 << 20)
-        os.chmod(dest, 0o755)
-        out[rel] = dest
     _say(opts, f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
-    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()})
+    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources)
+    for dest in out.values():
+        os.chmod(dest, 0o755)
     return out
 
 

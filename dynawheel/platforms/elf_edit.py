@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,15 +60,20 @@ def patchelf_args(edits: ElfEdits) -> list[str]:
     return args
 
 
-def apply_elf(path: Path, edits: ElfEdits) -> None:
-    """Apply all `edits` to the file at `path` (a private copy) in one patchelf call."""
-    if edits.empty:
-        return
-    run_tool([patchelf(), *patchelf_args(edits), str(path)])
+def apply_elf(path: Path, edits: ElfEdits, source: str | None = None) -> None:
+    """Apply all `edits` to the file at `path` (a private copy) in one patchelf call; with a
+    `source`, patchelf reads that file and writes `path` (one write instead of copy + rewrite)."""
+    if source is None:
+        if not edits.empty:
+            run_tool([patchelf(), *patchelf_args(edits), str(path)])
+    elif edits.empty:
+        shutil.copyfile(source, path)
+    else:
+        run_tool([patchelf(), *patchelf_args(edits), "--output", str(path), source])
 
 
-def apply_many(jobs: Sequence[tuple[Path, ElfEdits]]) -> None:
-    """Run the patchelf calls of several files on all cores."""
+def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]]) -> None:
+    """Run the patchelf calls of several files on all cores: (copy, edits, source or None)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor() as pool:

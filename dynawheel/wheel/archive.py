@@ -10,23 +10,27 @@ name and renamed into place, so a reader never sees half a wheel.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
+import mmap
 import os
 import re
 import stat
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
 from .record import RecordRow, encode_digest, format_record
-from .zipwriter import DEFLATED, PARALLEL_MIN, STORED, ZipWriter, compressobj, crc32, raw_data_offset
+from .zipwriter import DEFLATED, STORED, ZipWriter, compress_whole, crc32, raw_data_offset, whole_limit
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger(__name__)
 
@@ -93,34 +97,48 @@ def is_executable(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class _Packed:
-    """A small member compressed by a worker thread."""
+    """A member compressed whole by a worker thread."""
 
-    data: bytes
+    data: bytes | bytearray
     method: int
     crc: int
     size: int
     sha256: bytes
 
 
-def _pack_small(source: Path | bytes, level: int, backend: str = "auto") -> _Packed:
-    data = source if isinstance(source, bytes) else source.read_bytes()
-    method = DEFLATED if level and data else STORED
-    out = data
-    if method == DEFLATED:
-        comp = compressobj(level, backend=backend)
-        out = comp.compress(data) + comp.flush()
-    return _Packed(out, method, crc32(data, 0, backend), len(data), hashlib.sha256(data).digest())
+MMAP_MIN = 1 << 20  # files at least this large are mapped, not read into a buffer
 
 
-def _is_small(entry: Entry) -> bool:
+def _pack(data: Buffer, level: int, backend: str) -> _Packed:
+    size = memoryview(data).nbytes
+    method = DEFLATED if level and size else STORED
+    out = compress_whole(data, level, backend) if method == DEFLATED else bytes(data)
+    return _Packed(out, method, crc32(data, 0, backend), size, hashlib.sha256(data).digest())
+
+
+def _pack_whole(source: Path | bytes, level: int, backend: str = "auto") -> _Packed:
+    """Hash, CRC and compress a whole member (libdeflate's one-shot API needs all of it at once)."""
+    if isinstance(source, bytes):
+        return _pack(source, level, backend)
+    with source.open("rb") as fp:
+        if os.fstat(fp.fileno()).st_size < MMAP_MIN:
+            return _pack(fp.read(), level, backend)
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return _pack(view, level, backend)
+
+
+def _whole_size(entry: Entry, limit: int) -> int | None:
+    """The size of a member to compress whole (below `limit`), or None to stream or copy it."""
     src = entry.source
     if isinstance(src, RawSource):
-        return False
-    return isinstance(src, bytes) or src.stat().st_size < PARALLEL_MIN
+        return None
+    size = len(src) if isinstance(src, bytes) else src.stat().st_size
+    return size if size < limit else None
 
 
 class _Writer:
-    """Writes entries in order; small ones are compressed ahead by worker threads."""
+    """Writes entries in order; members below the whole-member limit are compressed ahead by
+    worker threads, within a budget of input bytes in flight."""
 
     def __init__(self, fp: BinaryIO, level: int, date_time: tuple[int, ...], pool: ThreadPoolExecutor,
                  backend: str = "auto") -> None:
@@ -130,18 +148,32 @@ class _Writer:
         self.date_time = date_time
         self.pool = pool
         self.window = 4 * (os.cpu_count() or 1) + 8
+        self.limit = whole_limit(level, backend)
+        self.budget = 2 * self.limit
 
     def write_all(self, entries: list[Entry]) -> list[RecordRow]:
+        sizes = [_whole_size(e, self.limit) for e in entries]
+        queue = deque(i for i, size in enumerate(sizes) if size is not None)
         ahead: dict[int, Future[_Packed]] = {}
-        queue = iter([i for i, e in enumerate(entries) if _is_small(e)])
+        in_flight = 0
         rows = []
         for i, entry in enumerate(entries):
-            while len(ahead) < self.window and (nxt := next(queue, None)) is not None:
+            while queue and self._room(len(ahead), in_flight, sizes[queue[0]] or 0):
+                nxt = queue.popleft()
                 src = entries[nxt].source
                 assert not isinstance(src, RawSource)
-                ahead[nxt] = self.pool.submit(_pack_small, src, self.level, self.backend)
-            rows.append(self.write(entry, ahead.pop(i).result() if i in ahead else None))
+                ahead[nxt] = self.pool.submit(_pack_whole, src, self.level, self.backend)
+                in_flight += sizes[nxt] or 0
+            packed = None
+            if i in ahead:
+                packed = ahead.pop(i).result()
+                in_flight -= sizes[i] or 0
+            rows.append(self.write(entry, packed))
         return rows
+
+    def _room(self, count: int, in_flight: int, size: int) -> bool:
+        """May one more member of `size` bytes be compressed ahead?  (Always, when none is.)"""
+        return count == 0 or (count < self.window and in_flight + size <= self.budget)
 
     def write(self, entry: Entry, packed: _Packed | None) -> RecordRow:
         mode = 0o755 if entry.executable else 0o644
@@ -153,10 +185,10 @@ class _Writer:
                             date_time=self.date_time)
             return RecordRow(entry.arcname, src.record_hash, src.info.file_size)
         if packed is None and isinstance(src, bytes):
-            packed = _pack_small(src, self.level, self.backend)
+            packed = _pack_whole(src, self.level, self.backend)
         if packed is not None:
-            self.zw.add_raw(entry.arcname, io.BytesIO(packed.data), 0, method=packed.method, crc=packed.crc,
-                            compressed=len(packed.data), size=packed.size, mode=mode, date_time=self.date_time)
+            self.zw.add_packed(entry.arcname, packed.data, method=packed.method, crc=packed.crc, size=packed.size,
+                               sha256=packed.sha256, mode=mode, date_time=self.date_time)
             return RecordRow(entry.arcname, encode_digest(packed.sha256), packed.size)
         assert isinstance(src, Path)
         with src.open("rb") as fp:
