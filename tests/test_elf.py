@@ -84,6 +84,17 @@ def test_normalize_arch() -> None:
     assert normalize_arch(9999, 64, True) == "em9999-64le"
 
 
+def test_common_header_names_are_pyelftools_names() -> None:
+    from dynawheel.platforms import elf
+
+    types, machines, osabis = elf._enum_names()
+    for common, table in ((elf._COMMON_TYPES, types), (elf._COMMON_MACHINES, machines),
+                          (elf._COMMON_OSABIS, osabis)):
+        assert {value: table[value] for value in common} == common
+    assert elf._enum_name(elf._COMMON_MACHINES, 1, 50) == "EM_IA_64"  # not common: pyelftools' table
+    assert elf._enum_name(elf._COMMON_MACHINES, 1, 65000) == "65000"
+
+
 def test_sniff() -> None:
     assert BACKEND.sniff(b"\x7fELF\x02\x01\x01\x00") and not BACKEND.sniff(b"MZ\x90\x00")
     assert backend_for(b"\x7fELF\x02\x01\x01\x00") is BACKEND

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
+from ..search import SearchPaths
 from ..wheel.zipwriter import DEFLATE_CHOICES
 
 
@@ -15,3 +17,24 @@ def add_deflate_option(p: Any) -> None:  # a parser or an argument group
                         "~1%% smaller; zlib-ng for larger ones: ~2.4x, ~2%% larger; each when installed), "
                         "libdeflate, zlib-ng, or zlib (the standard library's bytes); "
                         "default $DYNAWHEEL_DEFLATE or auto")
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where loaders look (default: this host's paths)")
+    g.add_argument("-L", "--lib-path", action="append", default=[], metavar="DIR", help="search DIR first")
+    g.add_argument("--no-system-paths", action="store_true", help="hermetic: only the tree and -L dirs")
+    g.add_argument("--sysroot", default="/", help="read paths outside the tree below this root")
+    g.add_argument("--dll-dir", action="append", default=[], metavar="DIR",
+                   help="Windows: a directory added with os.add_dll_directory")
+    g.add_argument("--windows-path", action="append", default=[], metavar="DIR",
+                   help="Windows: search PATH too (as Python <= 3.7 did; hits are flagged)")
+    g.add_argument("--executable-path", metavar="DIR", help="macOS: what @executable_path means")
+
+
+def search_from_args(args: argparse.Namespace) -> SearchPaths:
+    from dataclasses import replace
+
+    base = SearchPaths.from_host() if args.sysroot == "/" else SearchPaths()
+    return replace(base, sysroot=args.sysroot, extra=tuple(args.lib_path), use_system=not args.no_system_paths,
+                   dll_directories=tuple(args.dll_dir), windows_path=tuple(args.windows_path),
+                   executable_path=args.executable_path)

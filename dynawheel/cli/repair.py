@@ -13,8 +13,7 @@ from typing import Any
 from ..collect import Choices
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..repair import RepairOptions, RepairResult, repair_tree, repair_wheel
-from .options import add_deflate_option
-from .show import add_search_options, search_from_args
+from .options import add_deflate_option, add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:

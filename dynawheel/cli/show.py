@@ -10,8 +10,8 @@ from typing import Any
 
 from ..audit import audit, to_dot, to_json, to_text
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..search import SearchPaths
 from ..tools import find_tool, run_tool
+from .options import add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
@@ -26,27 +26,6 @@ def register(sub: Any) -> None:
     out.add_argument("--svg", type=Path, metavar="FILE", help="render the graph to FILE with Graphviz's dot")
     add_search_options(p)
     p.set_defaults(func=run_show)
-
-
-def add_search_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("where loaders look (default: this host's paths)")
-    g.add_argument("-L", "--lib-path", action="append", default=[], metavar="DIR", help="search DIR first")
-    g.add_argument("--no-system-paths", action="store_true", help="hermetic: only the tree and -L dirs")
-    g.add_argument("--sysroot", default="/", help="read paths outside the tree below this root")
-    g.add_argument("--dll-dir", action="append", default=[], metavar="DIR",
-                   help="Windows: a directory added with os.add_dll_directory")
-    g.add_argument("--windows-path", action="append", default=[], metavar="DIR",
-                   help="Windows: search PATH too (as Python <= 3.7 did; hits are flagged)")
-    g.add_argument("--executable-path", metavar="DIR", help="macOS: what @executable_path means")
-
-
-def search_from_args(args: argparse.Namespace) -> SearchPaths:
-    from dataclasses import replace
-
-    base = SearchPaths.from_host() if args.sysroot == "/" else SearchPaths()
-    return replace(base, sysroot=args.sysroot, extra=tuple(args.lib_path), use_system=not args.no_system_paths,
-                   dll_directories=tuple(args.dll_dir), windows_path=tuple(args.windows_path),
-                   executable_path=args.executable_path)
 
 
 def run_show(args: argparse.Namespace) -> int:

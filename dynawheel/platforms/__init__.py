@@ -71,38 +71,49 @@ class Backend(Protocol):
 
 
 BACKEND_MODULES = ("elf", "pe", "macho")
+_FORMAT_MODULES = {BinaryFormat.ELF: "elf", BinaryFormat.PE: "pe", BinaryFormat.MACHO: "macho"}
+# Performance: the first bytes that can start a file of each backend's format, so that a file is
+# sniffed without importing every backend (pe needs pefile, ~3 ms; macho its data tables): a backend
+# is imported when a file may be of its format, and its own sniff() decides.
+_MAGIC_PREFIXES = {
+    "elf": (b"\x7fELF",),
+    "pe": (b"MZ",),
+    "macho": (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce",
+              b"\xca\xfe\xba\xbe", b"\xca\xfe\xba\xbf"),
+}
 
 
 def backends() -> tuple[Backend, ...]:
     """Every backend whose module is present (a module still missing is skipped)."""
-    return _load_backends()
+    return tuple(b for b in map(_load_backend, BACKEND_MODULES) if b is not None)
 
 
-@functools.lru_cache(maxsize=1)
-def _load_backends() -> tuple[Backend, ...]:
-    found: list[Backend] = []
-    for name in BACKEND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ImportError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            log.debug("backend module %r is not available", name)
-            continue
-        found.append(module.BACKEND)
-    return tuple(found)
+@functools.cache
+def _load_backend(name: str) -> Backend | None:
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        log.debug("backend module %r is not available", name)
+        return None
+    backend: Backend = module.BACKEND
+    return backend
 
 
 def backend_for(head: bytes) -> Backend | None:
     """The backend whose magic matches `head`, or None for a non-binary file."""
-    for backend in backends():
-        if backend.sniff(head):
-            return backend
+    for name in BACKEND_MODULES:
+        if head.startswith(_MAGIC_PREFIXES.get(name, (b"",))):
+            backend = _load_backend(name)
+            if backend is not None and backend.sniff(head):
+                return backend
     return None
 
 
 def backend_of(fmt: BinaryFormat) -> Backend:
-    for backend in backends():
-        if backend.format is fmt:
-            return backend
-    raise KeyError(fmt)
+    name = _FORMAT_MODULES.get(fmt)
+    backend = _load_backend(name) if name is not None else None
+    if backend is None or backend.format is not fmt:
+        raise KeyError(fmt)
+    return backend

@@ -175,6 +175,21 @@ def _enum_names() -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
     return _names(ENUM_E_TYPE), _names(ENUM_E_MACHINE), _names(ENUM_EI_OSABI)
 
 
+# Performance: pyelftools' names of the common values (tests/test_elf.py checks them against
+# pyelftools), so that parsing the usual files does not import pyelftools (~5 ms); any other value
+# is looked up in pyelftools' tables.
+_COMMON_TYPES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+_COMMON_MACHINES = {3: "EM_386", 8: "EM_MIPS", 20: "EM_PPC", 21: "EM_PPC64", 22: "EM_S390", 40: "EM_ARM",
+                    62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV", 258: "EM_LOONGARCH"}
+_COMMON_OSABIS = {0: "ELFOSABI_SYSV", 3: "ELFOSABI_LINUX"}
+
+
+def _enum_name(common: Mapping[int, str], which: int, value: int) -> str:
+    """pyelftools' name of a header value (`which`: 0 e_type, 1 e_machine, 2 EI_OSABI), else the number."""
+    name = common.get(value)
+    return name if name is not None else _enum_names()[which].get(value, str(value))
+
+
 class _Reader:
     """One parse, from the program headers alone (section headers are never read).
 
@@ -295,14 +310,13 @@ class _Reader:
         return data
 
     def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]]) -> Image:
-        types, machines, osabis = _enum_names()
         e_type, = struct.unpack_from(self.end + "H", self.header, 16)
-        etype = types.get(e_type, str(e_type))
+        etype = _enum_name(_COMMON_TYPES, 0, e_type)
         details: dict[str, Any] = {
             "elfclass": self.elfclass,
             "endian": "little" if self.little else "big",
-            "machine": machines.get(self.machine, str(self.machine)),
-            "osabi": osabis.get(self.header[7], str(self.header[7])),
+            "machine": _enum_name(_COMMON_MACHINES, 1, self.machine),
+            "osabi": _enum_name(_COMMON_OSABIS, 2, self.header[7]),
             "type": etype,
             "interp": interp,
             "flags_1": fields.flags_1,
@@ -352,15 +366,13 @@ def _kind(etype: str, interp: str | None, fields: _DynFields) -> FileKind:
 
 def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
     """Read one ELF file; any defect becomes a BinaryFormatError naming `path`."""
-    from elftools.common.exceptions import ELFError
-
     try:
         image = _Reader(fp, path).read()
     except BinaryFormatError:
         raise
-    except (ELFError, struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OSError) as exc:
+    except (struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OSError) as exc:
         raise BinaryFormatError(f"cannot parse {path!r}: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # pyelftools' construct errors have no common public base
+    except Exception as exc:  # anything else a corrupt file can cause
         raise BinaryFormatError(f"cannot parse {path!r}: corrupted ELF data ({type(exc).__name__}: {exc})") from None
     return BinaryFile(path=path, format=BinaryFormat.ELF, images=(image,))
 
