@@ -11,18 +11,25 @@ Nothing here extracts a wheel to disk: members are read from the zip.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
 import os
 import posixpath
+import queue
 import stat
 import struct
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from .errors import StageError, WheelFormatError
+
+if TYPE_CHECKING:
+    from .wheel.verify import SharedDigests
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +61,68 @@ def _new_inflater() -> tuple[Any, tuple[type[Exception], ...]]:
     return isal_zlib.decompressobj(-15), (zlib.error, isal_error)
 
 
+_INFLATE_ERRORS: tuple[type[Exception], ...] = _new_inflater()[1]
 _READ_ERRORS: tuple[type[Exception], ...] = (
-    *_new_inflater()[1], zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
+    *_INFLATE_ERRORS, zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
 STREAM_ABOVE = 16 << 20  # deflated members bigger than this are streamed, never held whole
 _RAW_CHUNK = 1 << 18  # compressed bytes read at a time
 _OUT_CHUNK = 1 << 20  # inflated bytes produced at a time
 _HEAD_KEEP = 1 << 16  # the first bytes of a stream stay decoded: headers are read again and again
+PREFETCH_PART = 0.5  # of a member WheelTree.prefetch inflates ahead of its reader at most
+FINISH_MIN = 8 << 20  # compressed bytes a hashing stream always inflates to the end on close
+
+
+def _record_digest(digest: Any) -> str:
+    """A hashlib digest in RECORD form ('sha256=<urlsafe-b64-nopad>')."""
+    return f"{digest.name}=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+
+
+class _HashThread:
+    """sha256 of the chunks given to :meth:`update`, in order, computed on a thread of its own
+    (hashlib releases the GIL): the stream's reader only inflates, the hash runs beside it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.SimpleQueue[bytes | memoryview | None] = queue.SimpleQueue()
+        self._room = threading.BoundedSemaphore(16)  # chunks waiting at most (~16 MiB)
+        self._thread = threading.Thread(target=self._run, name="tree-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+            self._room.release()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._room.acquire()
+        self._queue.put(chunk)
+
+    def result(self) -> str:
+        """The digest of everything given (waits for the thread; call once)."""
+        self._queue.put(None)
+        self._thread.join()
+        return _record_digest(self._hash)
+
+
+class _Pass:
+    """One inflation pass through a member: the inflater, the compressed bytes it took, and the
+    inflated bytes [buf_start, end) it holds."""
+
+    __slots__ = ("buf", "buf_start", "inflater", "raw_pos")
+
+    def __init__(self) -> None:
+        self.inflater: Any = _new_inflater()[0]
+        self.raw_pos = 0
+        self.buf = bytearray()
+        self.buf_start = 0
+
+    def end(self) -> int:
+        return self.buf_start + len(self.buf)
+
+    def park(self) -> _Pass:
+        """Keep only the inflater's state (its next bytes come after end())."""
+        self.buf_start, self.buf = self.end(), bytearray()
+        return self
 
 
 class _InflateStream(io.RawIOBase):
@@ -67,23 +130,28 @@ class _InflateStream(io.RawIOBase):
 
     It inflates forward, keeping only what the current read needs (and the first
     ``_HEAD_KEEP`` bytes); a seek backwards past that restarts inflation from the member's
-    start.  Readers that read in file order (dynawheel's ELF reader does) pay one pass.
+    start, and the pass that got furthest is kept (parked), so a later read beyond it goes on
+    from there.  Readers that read in file order (dynawheel's ELF reader does) pay one pass.
+
+    With `on_digest`, every inflated byte is also hashed once, in order, and closing the stream
+    finishes the member when that is cheap (no more than ``FINISH_MIN`` compressed bytes or
+    than it already inflated are left), then calls ``on_digest(digest or None)``: None when it
+    did not finish.
     """
 
-    def __init__(self, read_raw: Callable[[int, int], bytes], compressed: int, size: int, what: str) -> None:
+    def __init__(self, read_raw: Callable[[int, int], bytes], compressed: int, size: int, what: str,
+                 on_digest: Callable[[str | None], None] | None = None) -> None:
         super().__init__()
         self._read_raw, self._compressed, self._size, self._what = read_raw, compressed, size, what
         self._pos = 0
         self._head = b""
-        self.restarts = -1
-        self._restart()
-
-    def _restart(self) -> None:
-        self._inflater, self._errors = _new_inflater()
-        self._raw_pos = 0
-        self._buf = bytearray()
-        self._buf_start = 0  # the inflated bytes [buf_start, buf_start + len(buf)) are in buf
-        self.restarts += 1
+        self._errors = _INFLATE_ERRORS
+        self._pass = _Pass()
+        self._parked: _Pass | None = None  # the pass that got furthest, when it is not the current one
+        self.restarts = 0
+        self._on_digest = on_digest
+        self._hash = _HashThread() if on_digest is not None else None
+        self._hashed = 0  # inflated bytes fed to _hash (the furthest any pass got)
 
     def readable(self) -> bool:
         return True
@@ -118,43 +186,127 @@ class _InflateStream(io.RawIOBase):
             return b""
         if end <= len(self._head):
             return self._head[start:end]
-        if start < self._buf_start:
-            log.debug("backward seek to %d in %s: inflating again from the start", start, self._what)
-            self._restart()
+        self._choose_pass(start)
         try:
             self._fill(start, end)
         except self._errors as exc:
             raise WheelFormatError(f"cannot inflate {self._what}: {exc}") from None
-        lo = start - self._buf_start
-        return bytes(self._buf[lo : lo + size])
+        lo = start - self._pass.buf_start
+        return bytes(self._pass.buf[lo : lo + size])
+
+    def _choose_pass(self, start: int) -> None:
+        """A pass that can serve a read from `start`: the current one, the parked one, or a new one."""
+        parked = self._parked
+        if parked is not None and start >= parked.end() > self._pass.end():
+            self._pass, self._parked = parked, None  # forward again, beyond where the restart began
+        elif start < self._pass.buf_start:
+            log.debug("backward seek to %d in %s: inflating again from the start", start, self._what)
+            if parked is None or self._pass.end() > parked.end():
+                self._parked = self._pass.park()
+            self._pass = _Pass()
+            self.restarts += 1
 
     def _fill(self, start: int, end: int) -> None:
         """Inflate until byte `end` is in the buffer; drop what lies before `start`."""
-        while self._buf_start + len(self._buf) < end:
+        p = self._pass
+        while p.end() < end:
             chunk = self._next_chunk()
             if chunk is None:
                 break  # the member ends early: the read comes back short
-            self._buf += chunk
-            if self._buf_start == 0 and len(self._head) < _HEAD_KEEP:
-                self._head = bytes(self._buf[:_HEAD_KEEP])
-            if start > self._buf_start:
-                drop = min(start - self._buf_start, len(self._buf))
-                del self._buf[:drop]
-                self._buf_start += drop
+            p.buf += chunk
+            if p.buf_start == 0 and len(self._head) < _HEAD_KEEP:
+                self._head = bytes(p.buf[:_HEAD_KEEP])
+            if start > p.buf_start:
+                drop = min(start - p.buf_start, len(p.buf))
+                del p.buf[:drop]
+                p.buf_start += drop
+        if self._parked is not None and p.end() >= self._parked.end():
+            self._parked = None  # this pass got as far: the parked one is of no more use
 
     def _next_chunk(self) -> bytes | None:
-        if self._inflater.eof:
+        p = self._pass
+        if p.inflater.eof:
             return None
-        raw = self._inflater.unconsumed_tail
+        raw = p.inflater.unconsumed_tail
         if not raw:
-            if self._raw_pos >= self._compressed:
+            if p.raw_pos >= self._compressed:
                 return None
-            raw = self._read_raw(self._raw_pos, min(_RAW_CHUNK, self._compressed - self._raw_pos))
+            raw = self._read_raw(p.raw_pos, min(_RAW_CHUNK, self._compressed - p.raw_pos))
             if not raw:
                 return None
-            self._raw_pos += len(raw)
-        out: bytes = self._inflater.decompress(raw, _OUT_CHUNK)
+            p.raw_pos += len(raw)
+        out: bytes = p.inflater.decompress(raw, _OUT_CHUNK)
+        if self._hash is not None:
+            self._feed(p.end(), out)
         return out
+
+    def _feed(self, at: int, out: bytes) -> None:
+        """Hash the part of `out` (inflated bytes from offset `at`) that is new."""
+        new = at + len(out) - self._hashed
+        if new > 0 and self._hash is not None:
+            self._hash.update(memoryview(out)[len(out) - new :] if new < len(out) else out)
+            self._hashed += new
+
+    def _finish(self) -> str | None:
+        """The digest of the whole member, inflating what is left when that is cheap; else None."""
+        if self._hash is None:
+            return None
+        whole = self._to_the_end()
+        digest = self._hash.result()  # ends the thread in every case
+        return digest if whole else None
+
+    def _to_the_end(self) -> bool:
+        """Inflate (and so hash) the rest of the member, when that is cheap; False when not done."""
+        if self._hash is None:
+            return False
+        if self._parked is not None and self._parked.end() > self._pass.end():
+            self._pass, self._parked = self._parked, None
+        p = self._pass
+        if p.end() != self._hashed:
+            return False
+        left = self._compressed - p.raw_pos + len(p.inflater.unconsumed_tail)
+        if left > max(FINISH_MIN, self._compressed - left):
+            log.debug("not hashing %s to its end: %d of %d compressed bytes left", self._what, left,
+                      self._compressed)
+            return False
+        errors: tuple[type[Exception], ...] = (*self._errors, OSError)
+        try:
+            p.park()
+            while (chunk := self._next_chunk()) is not None:
+                p.buf_start += len(chunk)  # hashed, not kept
+            self._hash.update(p.inflater.flush())
+        except errors as exc:
+            log.debug("cannot hash %s to its end: %s", self._what, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        if not self.closed and self._on_digest is not None:
+            on_digest, self._on_digest = self._on_digest, None
+            on_digest(self._finish())
+        super().close()
+
+    def discard(self) -> None:
+        """Close without finishing the hash: the member goes back to the RECORD check."""
+        if not self.closed and self._on_digest is not None:
+            on_digest, self._on_digest = self._on_digest, None
+            if self._hash is not None:
+                self._hash.result()  # ends its thread
+            on_digest(None)
+        self.close()
+
+    def pump(self, until: int, stop: threading.Event) -> None:
+        """Inflate (and hash) ahead, keeping nothing but the head, up to about `until` inflated
+        bytes or until `stop` is set (the reader takes the stream over)."""
+        p = self._pass
+        try:
+            while p.end() < until and not stop.is_set():
+                at = p.end()
+                self._fill(at + 1, at + 1)
+                if p.end() == at:
+                    break  # the member's end
+        except self._errors as exc:
+            log.debug("prefetch of %s stopped: %s", self._what, exc)  # the reader meets it again, and says so
 
 
 class Tree(Protocol):
@@ -194,6 +346,9 @@ def in_tree(root: str, path: str) -> str | None:
 
 
 def _check_rel(rel: str, where: str) -> str:
+    if (rel and rel[0] not in "/." and rel[-1] != "/" and rel[1:2] != ":" and "\\" not in rel and "/." not in rel
+            and "//" not in rel):
+        return rel  # performance: already normal and safe (no '.', '..' or empty part); most names are
     norm = posixpath.normpath(rel) if rel else ""
     if rel.startswith("/") or "\\" in rel or norm == ".." or norm.startswith("../") or (
         len(rel) > 1 and rel[1] == ":"
@@ -322,6 +477,9 @@ class WheelTree:
     (with ISA-L's ``isal`` when installed: about twice as fast as zlib); bigger deflated ones
     are opened as an :class:`_InflateStream`, never held whole.  CRCs are not checked here:
     RECORD hashes are the wheel's integrity check.
+
+    After :meth:`share_digests`, members read whole (and streams read far enough) are also
+    hashed (sha256) on the bytes inflated anyway, for the RECORD check (wheel/verify.py).
     """
 
     def __init__(
@@ -339,7 +497,64 @@ class WheelTree:
         self.root = root or "/" + os.path.basename(self.path)
         self._members: dict[str, zipfile.ZipInfo] = {}
         self._dirs: set[str] = {""}
+        self._shared: SharedDigests | None = None
+        self._prefetched: dict[str, _InflateStream] = {}
+        self._prefetch_stop = threading.Event()
+        self._prefetch_thread: threading.Thread | None = None
         self._index(require_wheel)
+
+    @property
+    def zip(self) -> zipfile.ZipFile:
+        """The archive, already read (its central directory): for callers that need ZipInfo objects;
+        closed by :meth:`close`."""
+        return self._zip
+
+    def share_digests(self, shared: SharedDigests) -> None:
+        """Performance: from now on, hash the members this tree inflates whole into `shared`, so the
+        RECORD check need not inflate them again (one inflation per member in all)."""
+        self._shared = shared
+
+    def prefetch(self, starts: tuple[bytes, ...], part: float = PREFETCH_PART) -> None:
+        """Performance: start inflating the big (streamed) members whose content starts with one of
+        `starts` now, the biggest first, on a thread, up to `part` of each (a reader that needs
+        bytes before the point reached pays a new pass); open() hands the pass over, so the reader
+        goes on where the prefetch got."""
+        todo = []
+        big = sorted((i for i in self._members.items() if self._streamed(i[1])), key=lambda i: -i[1].file_size)
+        for rel, info in big:
+            if rel in self._prefetched:
+                continue
+            try:
+                if not self._bytes(rel, 16).startswith(starts):
+                    continue
+                stream = self._new_stream(rel, info)
+            except WheelFormatError:
+                continue  # the reader meets it again, and says so
+            self._prefetched[rel] = stream
+            todo.append((stream, int(info.file_size * part)))
+        if not todo:
+            return
+        stop = self._prefetch_stop
+
+        def run() -> None:
+            for stream, until in todo:
+                stream.pump(until, stop)
+
+        self._prefetch_thread = threading.Thread(target=run, name="tree-prefetch", daemon=True)
+        self._prefetch_thread.start()
+
+    def _stop_prefetch(self) -> None:
+        self._prefetch_stop.set()
+        thread = self._prefetch_thread
+        if thread is not None:
+            thread.join()
+
+    def end_prefetch(self) -> None:
+        """Stop prefetching; members prefetched but not opened are hashed to their end when that is
+        cheap (see _InflateStream), else given back to the RECORD check."""
+        self._stop_prefetch()
+        while self._prefetched:
+            self._prefetched.popitem()[1].close()
 
     def _index(self, require_wheel: bool) -> None:
         for info in self._zip.infolist():
@@ -358,6 +573,9 @@ class WheelTree:
             raise WheelFormatError(f"not a wheel: no top-level .dist-info/WHEEL in {self.path!r}")
 
     def close(self) -> None:
+        self._stop_prefetch()
+        while self._prefetched:  # not opened: a failure on the way (end_prefetch() was not called)
+            self._prefetched.popitem()[1].discard()
         self._zip.close()
         os.close(self._fd)
 
@@ -393,31 +611,54 @@ class WheelTree:
         info = self._info(rel)
         try:
             if info.compress_type == zipfile.ZIP_STORED:
-                return self._raw(rel, info, limit)
+                return self._hashed(info, self._raw(rel, info, limit), limit)
             if info.compress_type == zipfile.ZIP_DEFLATED:
                 if limit is None:
-                    return bytes(_inflate(memoryview(self._raw(rel, info)), -15))
+                    return self._hashed(info, bytes(_inflate(memoryview(self._raw(rel, info)), -15)), limit)
                 return zlib.decompressobj(-15).decompress(self._raw(rel, info, max(4096, limit)), limit)
             with self._zip.open(info) as fp:  # bzip2 / lzma: rare in wheels
                 return fp.read(-1 if limit is None else limit)
         except _READ_ERRORS as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
 
+    def _hashed(self, info: zipfile.ZipInfo, data: bytes, limit: int | None) -> bytes:
+        """`data`, the whole member when `limit` is None: hashed for the shared digests first."""
+        shared = self._shared
+        if limit is None and shared is not None and shared.claim(info.filename, "reader"):
+            shared.put(info.filename, _record_digest(hashlib.sha256(data)))
+        return data
+
     def open(self, rel: str) -> BinaryIO:
         info = self._info(rel)
-        if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > STREAM_ABOVE:
-            return self._stream(rel, info)
+        if self._streamed(info):
+            stream = self._prefetched.pop(rel, None)
+            if stream is not None:
+                self._stop_prefetch()  # the reader takes this pass over (and the prefetch ends)
+                return cast(BinaryIO, stream)
+            return cast(BinaryIO, self._new_stream(rel, info))
         return io.BytesIO(self._bytes(rel))
 
-    def _stream(self, rel: str, info: zipfile.ZipInfo) -> BinaryIO:
+    @staticmethod
+    def _streamed(info: zipfile.ZipInfo) -> bool:
+        return info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > STREAM_ABOVE
+
+    def _new_stream(self, rel: str, info: zipfile.ZipInfo) -> _InflateStream:
         """A big deflated member, inflated as it is read (see _InflateStream)."""
         raw = self._data_offset(rel, info)
 
         def read_raw(offset: int, size: int) -> bytes:
             return os.pread(self._fd, size, raw + offset)
 
-        return cast(BinaryIO, _InflateStream(read_raw, info.compress_size, info.file_size,
-                                             f"{rel!r} in {self.path!r}"))
+        on_digest = None
+        shared = self._shared
+        if shared is not None and shared.claim(info.filename, "reader"):
+            def on_digest(digest: str | None) -> None:
+                if digest is None:
+                    shared.release(info.filename)
+                else:
+                    shared.put(info.filename, digest)
+
+        return _InflateStream(read_raw, info.compress_size, info.file_size, f"{rel!r} in {self.path!r}", on_digest)
 
     def head(self, rel: str, size: int) -> bytes:
         return self._bytes(rel, size)

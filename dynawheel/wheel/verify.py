@@ -6,12 +6,20 @@ threads while the caller goes on (analysis, patching, writing): each member's ra
 is read with ``os.pread`` (no shared file position, no locks), inflated with ISA-L when the
 ``isal`` package is installed (about twice zlib's speed) and hashed; zlib and hashlib release
 the GIL on large buffers, so the work runs on the cores the caller leaves idle.
+
+Members someone else inflates anyway (repair's analysis reads every binary of the wheel) are
+hashed there, on the same bytes, and handed over through :class:`SharedDigests`: the check
+leaves them alone and compares the digest it is given, so every member is inflated for the
+check once in total.  Big binaries (sniffed by their magic bytes) are held back until the
+reader is done (:meth:`RecordCheck.reader_done`): by then it has hashed them, or they are
+rewritten and need no check.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -22,6 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from ..errors import WheelFormatError
+
+log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20  # compressed bytes read at a time
 OUT_MAX = 8 << 20  # inflated bytes per call at most
@@ -45,9 +55,26 @@ def _isal() -> tuple[Any, tuple[type[Exception], ...]]:
     return isal_zlib, (zlib.error, isal_error)
 
 
+def _libdeflate() -> tuple[Callable[[bytes, int], bytes] | None, tuple[type[Exception], ...]]:
+    try:
+        import deflate  # optional: libdeflate, inflates a whole buffer about as fast as ISA-L with less overhead
+    except ImportError:
+        return None, ()
+    return cast("Callable[[bytes, int], bytes]", deflate.deflate_decompress), (cast("type[Exception]",
+                                                                                   deflate.DeflateError),)
+
+
 _ISAL, INFLATE_ERRORS = _isal()
+_WHOLE, WHOLE_ERRORS = _libdeflate()
+WHOLE_MAX = 1 << 20  # inflated bytes up to which a member is inflated in one call (libdeflate)
 READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, ValueError, *INFLATE_ERRORS)
 DEFLATED, STORED = 8, 0
+ALGORITHM = "sha256"  # the digest SharedDigests holds
+
+
+def encode(algorithm: str, digest: bytes) -> str:
+    """'<algorithm>=<urlsafe-b64-nopad>', as RECORD writes a digest."""
+    return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _inflater() -> _Inflater:
@@ -69,9 +96,15 @@ class Stopped(Exception):
 
 
 def member_digest(fd: int, header_offset: int, method: int, compressed: int, algorithm: str,
-                  stop: threading.Event | None = None) -> str:
-    """'<algorithm>=<urlsafe-b64-nopad>' of one member's content, as RECORD writes it."""
+                  stop: threading.Event | None = None, size: int = 0) -> str:
+    """'<algorithm>=<urlsafe-b64-nopad>' of one member's content, as RECORD writes it; `size`, the
+    inflated size the zip gives, lets a small deflated member be inflated in one call."""
     offset = _data_offset(fd, header_offset)
+    if _WHOLE is not None and method == DEFLATED and 0 < size <= WHOLE_MAX:
+        try:  # performance: one call, no inflater object (most members of a wheel are small)
+            return encode(algorithm, hashlib.new(algorithm, _WHOLE(os.pread(fd, compressed, offset), size)).digest())
+        except WHOLE_ERRORS:
+            pass  # not `size` bytes, or broken: the streaming path below says what it finds
     digest = hashlib.new(algorithm)
     inflate = _inflater() if method == DEFLATED else None
     left = compressed
@@ -94,7 +127,35 @@ def member_digest(fd: int, header_offset: int, method: int, compressed: int, alg
                 break
     if inflate is not None:
         digest.update(inflate.flush())
-    return f"{algorithm}=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+    return encode(algorithm, digest.digest())
+
+
+class SharedDigests:
+    """Digests of wheel members that a reader (repair's analysis) computed on bytes it inflated
+    anyway, and who has taken each member on, so that a member is inflated for the RECORD check
+    by one side only.  Names are zip member names; digests are ``ALGORITHM`` in RECORD form.
+    Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.digests: dict[str, str] = {}
+        self._owner: dict[str, str] = {}  # name -> 'reader' or 'check'
+
+    def claim(self, name: str, who: str) -> bool:
+        """True when `who` ('reader' or 'check') takes `name` on: not hashed yet, not taken by the other."""
+        with self._lock:
+            return name not in self.digests and self._owner.setdefault(name, who) == who
+
+    def put(self, name: str, digest: str) -> None:
+        """The reader's digest of a member it claimed."""
+        with self._lock:
+            self.digests.setdefault(name, digest)
+
+    def release(self, name: str) -> None:
+        """The reader gives back a member it will not finish (the check hashes it); nothing once put."""
+        with self._lock:
+            if name not in self.digests and self._owner.get(name) == "reader":
+                del self._owner[name]
 
 
 INLINE_MAX = 4 << 20  # compressed bytes below which the check runs in the calling thread
@@ -112,31 +173,47 @@ class _Inline(Executor):
         return done
 
 
+HOLD_MIN = 1 << 20  # compressed bytes from which a binary is left for the reader to hash (RecordCheck)
+# the first bytes of ELF, PE and Mach-O files (platforms/__init__.py sniffs the same)
+BINARY_MAGIC = (b"\x7fELF", b"MZ", b"\xfe\xed\xfa", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba")
 BATCH = 4 << 20  # compressed bytes per task: small members are checked in groups (one future per group)
 
 
-def _check_batch(fd: int, batch: list[tuple[str, int, int, int, str]], skip: set[str],
-                 stop: threading.Event) -> list[tuple[str, str]]:
-    """[(name, digest)] of a group of members: (name, header offset, method, compressed size, algorithm);
-    names in `skip` (which the caller may fill meanwhile) are left out; nothing more once `stop` is set."""
-    out = []
-    for name, offset, method, size, algo in batch:
-        if name not in skip:
-            try:
-                out.append((name, member_digest(fd, offset, method, size, algo, stop)))
-            except Stopped:
-                break
+_Member = tuple[str, int, int, int, str, int]  # name, header offset, method, compressed size, algorithm, size
+
+
+def _check_batch(fd: int, batch: list[_Member], skip: set[str], stop: threading.Event,
+                 shared: SharedDigests | None) -> list[tuple[str, str | Exception]]:
+    """[(name, digest or read error)] of a group of members; names in `skip` (which the caller may
+    fill meanwhile) and members the reader of `shared` hashes are left out; nothing more once
+    `stop` is set."""
+    out: list[tuple[str, str | Exception]] = []
+    for name, offset, method, compressed, algo, size in batch:
+        if name in skip or (shared is not None and algo == ALGORITHM and not shared.claim(name, "check")):
+            continue
+        try:
+            out.append((name, member_digest(fd, offset, method, compressed, algo, stop, size)))
+        except Stopped:
+            break
+        except READ_ERRORS as exc:
+            out.append((name, exc))
     return out
 
 
 class RecordCheck:
     """Starts checking `members` ((ZipInfo, 'algo=digest') pairs) of `wheel` on creation;
-    :meth:`wait` raises WheelFormatError for the first mismatch in name order."""
+    :meth:`wait` raises WheelFormatError for the first mismatch in name order.  Members whose
+    digest a reader puts into `shared` are compared with that digest instead of inflated again;
+    with a reader, the big binaries (or with `hold_all` every member: when the reader keeps the
+    cores busy) wait for :meth:`reader_done`."""
 
-    def __init__(self, wheel: Path, members: Iterable[tuple[Any, str]], workers: int | None = None) -> None:
+    def __init__(self, wheel: Path, members: Iterable[tuple[Any, str]], workers: int | None = None,
+                 shared: SharedDigests | None = None, hold_all: bool = False) -> None:
         self.wheel = wheel
+        self.shared = shared
         members = list(members)
         self.expected = {info.filename: expected for info, expected in members}
+        self.infos = {info.filename: info for info, _ in members}
         todo = sorted(members, key=lambda m: -int(m[0].compress_size))  # the big ones first: better packing
         for info, _ in todo:
             if info.compress_type not in (DEFLATED, STORED):
@@ -151,43 +228,79 @@ class RecordCheck:
         self.skipped: set[str] = set()
         self.stop = threading.Event()
         self.pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="record-check") if workers else _Inline()
-        self.futures: list[tuple[list[str], Future[list[tuple[str, str]]]]] = []
-        batch: list[tuple[str, int, int, int, str]] = []
+        self.futures: list[Future[list[tuple[str, str | Exception]]]] = []
+        self.checked: list[str] = []  # members this check inflated (the others: skipped, or hashed by the reader)
+        self.held: list[tuple[Any, str]] = []  # big binaries left for the reader until reader_done()
+        if shared is not None:
+            self.held = [m for m in todo if hold_all or (m[0].compress_size >= HOLD_MIN and self._binary(m[0]))]
+            held = {id(m[0]) for m in self.held}
+            todo = [m for m in todo if id(m[0]) not in held]
+        self._submit_all(todo, shared)
+
+    def _binary(self, info: Any) -> bool:
+        """Whether a member starts like an ELF, PE or Mach-O file (unreadable: False, the check says why)."""
+        try:
+            raw = os.pread(self.fd, 4096, _data_offset(self.fd, info.header_offset))  # the first block's tables
+            head = zlib.decompressobj(-15).decompress(raw, 4) if info.compress_type == DEFLATED else raw[:4]
+        except READ_ERRORS:
+            return False
+        return head.startswith(BINARY_MAGIC)
+
+    def reader_done(self, rewritten: Iterable[str] = ()) -> None:
+        """The reader of the shared digests is done: members in `rewritten` need no check (the caller
+        writes new content), the held-back binaries it did not hash are checked now."""
+        self.skip(rewritten)
+        held, self.held = self.held, []
+        self._submit_all(held, self.shared)
+
+    def _submit_all(self, todo: list[tuple[Any, str]], shared: SharedDigests | None) -> None:
+        batch: list[_Member] = []
         size = 0
         for info, expected in todo:
             batch.append((info.filename, info.header_offset, info.compress_type, info.compress_size,
-                          expected.partition("=")[0] or "sha256"))
+                          expected.partition("=")[0] or ALGORITHM, info.file_size))
             size += info.compress_size
             if size >= BATCH:
-                self._submit(batch)
+                self.futures.append(self.pool.submit(_check_batch, self.fd, batch, self.skipped, self.stop, shared))
                 batch, size = [], 0
         if batch:
-            self._submit(batch)
-
-    def _submit(self, batch: list[tuple[str, int, int, int, str]]) -> None:
-        self.futures.append(([b[0] for b in batch], self.pool.submit(_check_batch, self.fd, batch, self.skipped,
-                                                                      self.stop)))
+            self.futures.append(self.pool.submit(_check_batch, self.fd, batch, self.skipped, self.stop, shared))
 
     def skip(self, names: Iterable[str]) -> None:
         """Members the caller does not copy (it rewrites them): not checked from now on."""
         self.skipped.update(names)
 
+    def _results(self) -> dict[str, str | Exception]:
+        got: dict[str, str | Exception] = {}
+        for fut in self.futures:
+            got.update(fut.result())
+        self.futures = []
+        return got
+
     def wait(self) -> None:
         try:
-            got: dict[str, str] = {}
-            failed: dict[str, Exception] = {}
-            for names, fut in self.futures:
-                try:
-                    got.update(fut.result())
-                except READ_ERRORS as exc:
-                    failed.update(dict.fromkeys(names, exc))
-            for name in sorted(self.expected.keys() - self.skipped):
-                if name in got and got[name] == self.expected[name]:
-                    continue
-                if name in failed:
-                    raise WheelFormatError(f"cannot read {name!r} from {self.wheel.name!r}: {failed[name]}")
-                raise WheelFormatError(f"broken RECORD in {self.wheel.name!r}: the hash of {name!r} does not match "
-                                       f"{self.expected[name]!r}")
+            self.reader_done()
+            got = self._results()
+            self.checked = list(got)
+            names = sorted(self.expected.keys() - self.skipped)
+            shared = self.shared.digests if self.shared is not None else {}
+            for name in names:
+                if name not in got and name in shared and self.expected[name].startswith(f"{ALGORITHM}="):
+                    got[name] = shared[name]
+            left = [name for name in names if name not in got]
+            if left:  # taken by the reader but not finished (it stopped early): inflated here, now
+                log.debug("RECORD check: %d member(s) left by the reader", len(left))
+                self._submit_all([(self.infos[name], self.expected[name]) for name in left], None)
+                more = self._results()
+                self.checked += list(more)
+                got.update(more)
+            for name in names:
+                value = got.get(name)
+                if isinstance(value, Exception):
+                    raise WheelFormatError(f"cannot read {name!r} from {self.wheel.name!r}: {value}")
+                if value != self.expected[name]:
+                    raise WheelFormatError(f"broken RECORD in {self.wheel.name!r}: the hash of {name!r} does not "
+                                           f"match {self.expected[name]!r}")
         finally:
             self.close()
 
@@ -196,7 +309,7 @@ class RecordCheck:
             return
         self.closed = True
         self.stop.set()  # a member being checked stops at its next block: closing does not wait for it
-        for _, fut in self.futures:
+        for fut in self.futures:
             fut.cancel()
         self.pool.shutdown(wait=True)
         os.close(self.fd)
