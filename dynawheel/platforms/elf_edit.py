@@ -76,6 +76,8 @@ def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]]) -> None:
     """Run the patchelf calls of several files on all cores: (copy, edits, source or None)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    if any(not edits.empty for _, edits, _ in jobs):
+        patchelf()  # found and version-checked once, before the threads ask for it
     with ThreadPoolExecutor() as pool:
         for _ in pool.map(lambda job: apply_elf(*job), jobs):
             pass
