@@ -112,6 +112,7 @@ def build_big_wheel(root: Path) -> tuple[Path, list[str]]:
     if find_lib(BIG_LIBS[0]) is None:
         ensure_apt(("llvm-14",))
     libs = [s for s in BIG_LIBS if find_lib(s) is not None]
+    shutil.rmtree(root, ignore_errors=True)  # --keep: what an earlier run left
     stage = root / "stage"
     (stage / "bigext").mkdir(parents=True)
     (stage / "bigext-1.0.dist-info").mkdir()

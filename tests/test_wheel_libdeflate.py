@@ -1,7 +1,7 @@
 """Whole-member compression (libdeflate, PyPI ``deflate``, on worker threads) must write the same
 kind of wheel as the stream path: valid deflate, RECORD hashes of the input bytes, bytes that do
 not depend on the number of cores, a clean fallback when ``deflate`` is not installed, and an
-output no larger than zlib's at the same level."""
+output within 1 % of zlib's at the same level."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_falls_back_cleanly_without_libdeflate(tmp_path: Path, monkeypatch: pyte
         zipwriter.whole_backend.cache_clear()
 
 
-def test_libdeflate_is_used_when_installed_and_not_larger_than_zlib() -> None:
+def test_libdeflate_is_used_when_installed_and_within_1_percent_of_zlib() -> None:
     pytest.importorskip("deflate", reason="libdeflate (PyPI deflate) is not installed")
     assert zipwriter.whole_backend("auto") is not None
     assert zipwriter.whole_backend("zlib-ng") is None and zipwriter.whole_backend("zlib") is None

@@ -9,8 +9,9 @@
 - ZIP64 records are written when a size, an offset or the entry count needs them.
 - Members up to WHOLE_MAX are compressed whole, one per worker thread, by libdeflate (PyPI
   ``deflate``, which releases the GIL) when it is installed: at the same level number it is
-  about 3x zlib's speed for an output 0-1 % smaller (measured on shared libraries and the
-  standard library; benchmarks/README.md).  libdeflate has no streaming API (its output always
+  about 3.3x zlib's speed for an output within about 1 % of zlib's (1 % smaller on shared
+  libraries and the standard library, 0.6 % larger on an interpreter binary:
+  benchmarks/deflate_matrix.py).  libdeflate has no streaming API (its output always
   ends with a final block), so larger members are streamed in parallel chunks instead.
 - Streams deflate with zlib-ng (PyPI ``zlib-ng``) when it is installed: about 2.4x faster than
   zlib at level 6 for a ratio within a few percent.  zlib-ng's level 1 is a much weaker
