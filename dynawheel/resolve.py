@@ -111,6 +111,20 @@ class _Files:
         self.tree, self.host = tree, HostFS(search.sysroot)
         self._ident: dict[str, tuple[str, str] | None] = {}
         self._parsed: dict[tuple[str, str], BinaryFile | BadFile | None] = {}
+        self._folded: dict[str, str] | None = None  # lower-cased tree path -> its spelling
+
+    def spelled(self, path: str) -> str:
+        """`path`, or when it is a tree path that does not exist, the tree file whose path differs
+        from it only in case (the first in sorted order), as Windows' lookup finds it."""
+        rel = in_tree(self.tree.root, path)
+        if not rel or self.identity(path) is not None:
+            return path
+        if self._folded is None:
+            self._folded = {}
+            for name in self.tree.files():
+                self._folded.setdefault(name.lower(), name)
+        found = self._folded.get(rel.lower())
+        return path if found is None else posixpath.join(self.tree.root, found)
 
     def identity(self, path: str) -> tuple[str, str] | None:
         if path not in self._ident:
@@ -263,14 +277,16 @@ class _Walker:
                         (Attempt(path, "already loaded", "ok"),)), None
         system = backend.is_system(request, loader.image, self.search)
         tried: list[Attempt] = []
+        fold = getattr(backend, "case_insensitive", False)
         for cand in backend.candidates(request, chain, self.search):
-            outcome, image, fatal = self._try(cand.path, loader.image)
-            tried.append(Attempt(cand.path, cand.via, outcome))
+            path = self.files.spelled(cand.path) if fold else cand.path
+            outcome, image, fatal = self._try(path, loader.image)
+            tried.append(Attempt(path, cand.via, outcome))
             if fatal and getattr(backend, "stops_at_bad_file", False):
                 break
             if image is None:
                 continue
-            return self._hit(state, backend, request, loader, cand.path, image, system, tuple(tried), cand.flag)
+            return self._hit(state, backend, request, loader, path, image, system, tuple(tried), cand.flag)
         status = Status.SYSTEM if system else (Status.OPTIONAL_MISSING if request.optional else Status.MISSING)
         return Edge(loader.path, loader.image.arch, request, status, None, tuple(tried)), None
 

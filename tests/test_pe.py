@@ -359,3 +359,47 @@ def test_two_extensions_share_one_loaded_dll(chain_tree: pathlib.Path) -> None:
     assert first[("ext.pyd", "liba.dll")][0] == str(b / "liba.dll")
     # Already loaded by base name: satisfied without a search.
     assert second == {("other.pyd", "liba.dll"): (str(b / "liba.dll"), [])}
+
+
+def _in_tree_hits(tree_path: pathlib.Path) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """(requester, request) -> (status, hit relative to the tree) of every edge of `tree_path`."""
+    from dynawheel.resolve import analyze
+    from dynawheel.tree import open_tree
+
+    tree = open_tree(tree_path)
+    try:
+        analysis = analyze(tree, SearchPaths(use_system=False))
+    finally:
+        close = getattr(tree, "close", None)
+        if close is not None:
+            close()
+    root = analysis.root.rstrip("/") + "/"
+    return {(pathlib.PurePosixPath(e.dependent).name, e.request.name):
+            (e.status.value, None if e.hit is None else e.hit.removeprefix(root))
+            for walk in analysis.walks for e in walk.edges}
+
+
+def test_a_wheel_finds_dlls_whose_names_differ_in_case(tmp_path: pathlib.Path) -> None:
+    """ext.pyd imports 'liba.dll' and the package holds 'LIBA.DLL': Windows loads it, so show and
+    repair find it in the wheel (not only on disk), with the member's own spelling."""
+    import zipfile
+
+    members = {"pkg/ext.pyd": "ext.pyd", "pkg/LIBA.DLL": "liba.dll", "pkg/LibB.Dll": "libb.dll",
+               "pkg/libc.dll": "libc.dll"}
+    stage = tmp_path / "stage"
+    wheel = tmp_path / "pkg-1.0-py3-none-win_amd64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for arcname, fixture in members.items():
+            zf.write(BIN / fixture, arcname)
+            (stage / arcname).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(BIN / fixture, stage / arcname)
+        zf.writestr("pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: py3-none-win_amd64\n")
+    expected = {
+        ("ext.pyd", "liba.dll"): ("in_tree", "pkg/LIBA.DLL"),
+        ("LIBA.DLL", "libb.dll"): ("in_tree", "pkg/LibB.Dll"),
+        ("LibB.Dll", "libc.dll"): ("in_tree", "pkg/libc.dll"),
+    }
+    for tree in (wheel, stage):
+        hits = _in_tree_hits(tree)
+        assert {key: hits[key] for key in expected} == expected, tree
+        assert not [key for key, (status, _) in hits.items() if status == "missing"], hits

@@ -43,6 +43,8 @@ class Backend(Protocol):
     equal to its :attr:`Image.soname` (glibc matches DT_SONAME; Windows does not).
     ``stops_at_bad_file`` (default False): a candidate that exists but cannot be parsed
     ends the search (glibc: "invalid ELF header") instead of being skipped.
+    ``case_insensitive`` (default False): a candidate path matches a file of the tree whose name
+    differs only in case (Windows' file lookup; on the host, the backend spells paths itself).
     """
 
     format: BinaryFormat

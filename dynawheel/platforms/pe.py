@@ -310,6 +310,7 @@ def _spelled(directory: str, name: str) -> str:
 
 class PEBackend:
     format = BinaryFormat.PE
+    case_insensitive = True  # Windows finds 'LIBA.DLL' for an import of 'liba.dll', in a wheel too
 
     def sniff(self, head: bytes) -> bool:
         return head[:2] == b"MZ"
