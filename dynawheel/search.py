@@ -124,6 +124,28 @@ class SearchPaths:
     def elf_ld_library_path(self) -> tuple[str, ...]:
         return tuple(self.host_path(d) for d in self.ld_library_path) if self.use_system else ()
 
+    def musl_dirs(self, arch: str) -> tuple[str, ...]:
+        """musl's system path for `arch`, below the sysroot: the entries of /etc/ld-musl-ARCH.path
+        (separated by ':' or newlines) when that file exists, else /lib, /usr/local/lib, /usr/lib."""
+        if not self.use_system:
+            return ()
+        if self.elf_default_dirs is not None:
+            return tuple(self.host_path(d) for d in self.elf_default_dirs)
+        conf = self.host_path(f"/etc/ld-musl-{MUSL_ARCH.get(arch, arch)}.path")
+        try:
+            with open(conf, encoding="utf-8", errors="replace") as fp:
+                dirs = tuple(d for d in fp.read().replace("\n", ":").split(":") if d.strip())
+        except FileNotFoundError:
+            dirs = MUSL_DEFAULT_DIRS
+        except OSError:
+            dirs = ()  # musl searches nothing more when the file exists but cannot be read
+        return tuple(self.host_path(d.strip()) for d in dirs)
+
+
+# musl's names of the architectures (LDSO_ARCH) and its built-in system path (ldso/dynlink.c)
+MUSL_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "i686": "i386", "armv7l": "armhf", "ppc64le": "powerpc64le",
+             "s390x": "s390x", "riscv64": "riscv64"}
+MUSL_DEFAULT_DIRS = ("/lib", "/usr/local/lib", "/usr/lib")
 
 _HASWELL_FLAGS = frozenset({"avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "popcnt"})
 

@@ -37,6 +37,27 @@ modelled: ``glibc-hwcaps`` and legacy hwcap subdirectories, secure (setuid) mode
 
 An already-loaded object satisfies a request equal to its request name, its path or
 its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
+
+musl's loader (facts from musl ``ldso/dynlink.c``, checked against ``ld-musl-x86_64.so.1
+--list`` in tests/test_musl.py) is used for a chain whose program uses ``ld-musl-*`` or
+whose objects need musl's ``libc.so`` (the musllinux tell, :func:`policy.family_of`):
+
+=====================================  ==============================================
+``N`` is ``libc.so``, ``libm.so``, ...  the loader itself (musl's libc: one file)
+``N`` contains ``/``                   that path only
+otherwise                              1. ``-L`` dirs (ours)
+                                       2. ``LD_LIBRARY_PATH``
+                                       3. the ``DT_RUNPATH`` (else ``DT_RPATH``) of
+                                          ``L``, then of its loader and on up the
+                                          chain: both are inherited; a list with a
+                                          ``$`` other than ``$ORIGIN`` is ignored
+                                       4. ``/etc/ld-musl-ARCH.path`` (``:`` or newline
+                                          separated), else ``/lib``, ``/usr/local/lib``,
+                                          ``/usr/lib``
+=====================================  ==============================================
+
+Not modelled for musl: it takes the first file that opens, even of another class (the load
+then fails); the resolver skips such a file as for glibc.
 """
 
 from __future__ import annotations
@@ -51,7 +72,7 @@ from typing import Any, BinaryIO
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
 from ..errors import BinaryFormatError
-from ..policy import interpreters, system_libraries
+from ..policy import family_of, interpreters, system_libraries
 from ..search import SearchPaths
 from . import Candidate, Loaded
 
@@ -445,12 +466,18 @@ class ElfBackend:
         if interp is not None and name == posixpath.basename(interp) and search.use_system:
             yield Candidate(search.host_path(interp), "program interpreter (loaded first)")
             return
+        musl = family_of(link.image for link in chain) == "musllinux"
+        if musl and "/" not in name and _MUSL_SELF.match(name):
+            musl_loader = interpreters("musllinux").get(chain[0].image.arch)
+            if musl_loader is not None and search.use_system:
+                yield Candidate(search.host_path(musl_loader), "musl's loader (it is the C library)")
+            return
         if "/" in name:
             yield from _direct(name, request.name, loader, search)
             return
         for d in search.extra:
             yield Candidate(posixpath.join(d, name), "extra library path (-L)")
-        yield from _search(name, chain, search)
+        yield from (_musl_search if musl else _search)(name, chain, search)
 
 
 def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterator[Candidate]:
@@ -487,6 +514,31 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
             yield Candidate(posixpath.join(d, name), "ld.so.conf (no ld.so.cache)")
     for d in search.elf_default_dirs_for(loader.image.arch):
         yield Candidate(posixpath.join(d, name), "default directory")
+
+
+# names musl's loader answers itself (dynlink.c: "lib" + c. pthread. rt. m. dl. util. xnet.)
+_MUSL_SELF = re.compile(r"lib(c|pthread|rt|m|dl|util|xnet)\.")
+
+
+def _musl_expands(entries: Sequence[str]) -> bool:
+    """Whether musl uses this RPATH/RUNPATH: every '$' starts '$ORIGIN' or '${ORIGIN}'."""
+    text = ":".join(entries)
+    return all(text.startswith(("$ORIGIN", "${ORIGIN}"), i) for i, c in enumerate(text) if c == "$")
+
+
+def _musl_search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
+    for d in search.elf_ld_library_path():
+        yield Candidate(posixpath.join(d, name), "LD_LIBRARY_PATH")
+    for holder in reversed(chain):  # the requester, then what loaded it (musl's needed_by chain)
+        kind, entries = (("DT_RUNPATH", holder.image.runpaths) if holder.image.runpaths
+                         else ("DT_RPATH", holder.image.rpaths))
+        if not _musl_expands(entries):
+            log.debug("%s of %r has a $ other than $ORIGIN: musl ignores it", kind, holder.path)
+            continue
+        for d in _dirs(entries, holder, search):
+            yield Candidate(posixpath.join(d, name), f"{kind} of {holder.path} (musl)")
+    for d in search.musl_dirs(chain[-1].image.arch):
+        yield Candidate(posixpath.join(d, name), "musl system path")
 
 
 BACKEND = ElfBackend()
