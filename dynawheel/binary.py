@@ -12,6 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# the first bytes that can start a file of each format (each backend's sniff() decides)
+MAGIC_PREFIXES: dict[str, tuple[bytes, ...]] = {
+    "elf": (b"\x7fELF",),
+    "pe": (b"MZ",),
+    "macho": (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce",
+              b"\xca\xfe\xba\xbe", b"\xca\xfe\xba\xbf"),
+}
+BINARY_MAGIC = tuple(m for prefixes in MAGIC_PREFIXES.values() for m in prefixes)  # any of the formats
+
 
 class BinaryFormat(str, enum.Enum):
     ELF = "elf"

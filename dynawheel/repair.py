@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import fsutil
-from .binary import BinaryFormat, DepKind, Image
+from .binary import BINARY_MAGIC, BinaryFormat, DepKind, Image
 from .collect import Choices, Collection, canonical_analysis, collect
 from .dlldirs import with_dll_directories
 from .errors import HeaderSpaceError, OutputError, RepairError, UsageError, WheelFormatError
@@ -39,7 +39,7 @@ from .tree import DirTree, HostFS, Tree, WheelTree
 from .wheel.archive import Entry, RawSource, is_executable, write_wheel
 from .wheel.record import parse_record
 from .wheel.tags import WheelTags, parse_filename, wheel_filename
-from .wheel.verify import BINARY_MAGIC, RecordCheck, SharedDigests
+from .wheel.verify import RecordCheck, SharedDigests
 
 if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
     from .platforms import macho_edit

@@ -11,7 +11,6 @@ Nothing here extracts a wheel to disk: members are read from the zip.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import logging
@@ -27,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from .errors import StageError, WheelFormatError
+from .wheel.record import encode_digest
 
 if TYPE_CHECKING:
     from .wheel.verify import SharedDigests
@@ -72,11 +72,6 @@ PREFETCH_PART = 0.5  # of a member WheelTree.prefetch inflates ahead of its read
 FINISH_MIN = 8 << 20  # compressed bytes a hashing stream always inflates to the end on close
 
 
-def _record_digest(digest: Any) -> str:
-    """A hashlib digest in RECORD form ('sha256=<urlsafe-b64-nopad>')."""
-    return f"{digest.name}=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-
-
 class _HashThread:
     """sha256 of the chunks given to :meth:`update`, in order, computed on a thread of its own
     (hashlib releases the GIL): the stream's reader only inflates, the hash runs beside it."""
@@ -101,7 +96,7 @@ class _HashThread:
         """The digest of everything given (waits for the thread; call once)."""
         self._queue.put(None)
         self._thread.join()
-        return _record_digest(self._hash)
+        return encode_digest(self._hash.digest(), self._hash.name)
 
 
 class _Pass:
@@ -625,7 +620,7 @@ class WheelTree:
         """`data`, the whole member when `limit` is None: hashed for the shared digests first."""
         shared = self._shared
         if limit is None and shared is not None and shared.claim(info.filename, "reader"):
-            shared.put(info.filename, _record_digest(hashlib.sha256(data)))
+            shared.put(info.filename, encode_digest(hashlib.sha256(data).digest()))
         return data
 
     def open(self, rel: str) -> BinaryIO:

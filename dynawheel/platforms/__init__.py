@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, Image
+from ..binary import MAGIC_PREFIXES, BinaryFile, BinaryFormat, Dependency, Image
 from ..search import SearchPaths
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,8 @@ class Backend(Protocol):
 
 BACKEND_MODULES = ("elf", "pe", "macho")
 _FORMAT_MODULES = {BinaryFormat.ELF: "elf", BinaryFormat.PE: "pe", BinaryFormat.MACHO: "macho"}
-# Performance: the first bytes that can start a file of each backend's format, so that a file is
-# sniffed without importing every backend (pe needs pefile, ~3 ms; macho its data tables): a backend
-# is imported when a file may be of its format, and its own sniff() decides.
-_MAGIC_PREFIXES = {
-    "elf": (b"\x7fELF",),
-    "pe": (b"MZ",),
-    "macho": (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce",
-              b"\xca\xfe\xba\xbe", b"\xca\xfe\xba\xbf"),
-}
+# Performance: a backend is imported only when a file's first bytes may be of its format
+# (binary.MAGIC_PREFIXES; pe needs pefile, ~3 ms; macho its data tables), and its own sniff() decides.
 
 
 def backends() -> tuple[Backend, ...]:
@@ -106,7 +99,7 @@ def _load_backend(name: str) -> Backend | None:
 def backend_for(head: bytes) -> Backend | None:
     """The backend whose magic matches `head`, or None for a non-binary file."""
     for name in BACKEND_MODULES:
-        if head.startswith(_MAGIC_PREFIXES.get(name, (b"",))):
+        if head.startswith(MAGIC_PREFIXES.get(name, (b"",))):
             backend = _load_backend(name)
             if backend is not None and backend.sniff(head):
                 return backend

@@ -115,11 +115,7 @@ def _digest(zf: zipfile.ZipFile, name: str, algorithm: str) -> tuple[str, int]:
         while chunk := fp.read(1 << 20):
             h.update(chunk)
             size += len(chunk)
-    if algorithm == "sha256":
-        return encode_digest(h.digest()), size
-    import base64
-
-    return f"{algorithm}=" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode(), size
+    return encode_digest(h.digest(), algorithm), size
 
 
 def _check_record(zf: zipfile.ZipFile, rows: list[RecordRow], names: list[str], dist_info: str,

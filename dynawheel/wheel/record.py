@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from ..errors import WheelFormatError
 
 
-def encode_digest(digest: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
+def encode_digest(digest: bytes, algorithm: str = "sha256") -> str:
+    """'<algorithm>=<urlsafe-b64-nopad>', as RECORD writes a digest."""
+    return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)

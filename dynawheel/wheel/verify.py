@@ -17,7 +17,6 @@ rewritten and need no check.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -29,7 +28,9 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
+from ..binary import BINARY_MAGIC
 from ..errors import WheelFormatError
+from .record import encode_digest
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,6 @@ DEFLATED, STORED = 8, 0
 ALGORITHM = "sha256"  # the digest SharedDigests holds
 
 
-def encode(algorithm: str, digest: bytes) -> str:
-    """'<algorithm>=<urlsafe-b64-nopad>', as RECORD writes a digest."""
-    return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
 def _inflater() -> _Inflater:
     if _ISAL is None:
         return zlib.decompressobj(-15)
@@ -102,7 +98,8 @@ def member_digest(fd: int, header_offset: int, method: int, compressed: int, alg
     offset = _data_offset(fd, header_offset)
     if _WHOLE is not None and method == DEFLATED and 0 < size <= WHOLE_MAX:
         try:  # performance: one call, no inflater object (most members of a wheel are small)
-            return encode(algorithm, hashlib.new(algorithm, _WHOLE(os.pread(fd, compressed, offset), size)).digest())
+            data = _WHOLE(os.pread(fd, compressed, offset), size)
+            return encode_digest(hashlib.new(algorithm, data).digest(), algorithm)
         except WHOLE_ERRORS:
             pass  # not `size` bytes, or broken: the streaming path below says what it finds
     digest = hashlib.new(algorithm)
@@ -127,7 +124,7 @@ def member_digest(fd: int, header_offset: int, method: int, compressed: int, alg
                 break
     if inflate is not None:
         digest.update(inflate.flush())
-    return encode(algorithm, digest.digest())
+    return encode_digest(digest.digest(), algorithm)
 
 
 class SharedDigests:
@@ -174,8 +171,6 @@ class _Inline(Executor):
 
 
 HOLD_MIN = 1 << 20  # compressed bytes from which a binary is left for the reader to hash (RecordCheck)
-# the first bytes of ELF, PE and Mach-O files (platforms/__init__.py sniffs the same)
-BINARY_MAGIC = (b"\x7fELF", b"MZ", b"\xfe\xed\xfa", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba")
 BATCH = 4 << 20  # compressed bytes per task: small members are checked in groups (one future per group)
 
 
