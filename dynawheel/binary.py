@@ -48,6 +48,8 @@ class FileKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Dependency:
+    """One library an image asks its loader for, and how (needed, delay-loaded, weak, ...)."""
+
     name: str  # exactly as written in the binary: 'libfoo.so.1', 'KERNEL32.dll', '@rpath/libx.dylib'
     kind: DepKind = DepKind.NEEDED
 
@@ -82,6 +84,8 @@ class Image:
 
 @dataclass(frozen=True)
 class BinaryFile:
+    """A parsed ELF, PE or Mach-O file: one image, or several in a universal (fat) Mach-O."""
+
     path: str  # as the caller named it (tree-relative posix path, or absolute)
     format: BinaryFormat
     images: tuple[Image, ...]

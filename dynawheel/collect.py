@@ -34,6 +34,8 @@ _SUFFIX = re.compile(r"\.(so(\.[0-9A-Za-z_]+)*|dll|pyd|dylib)$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Choices:
+    """The user's choices about what to vendor, and under which names."""
+
     exclude: tuple[str, ...] = ()  # globs on library names: not vendored, subtree pruned
     include: tuple[str, ...] = ()  # globs on library names: vendored even when system
     no_mangle: tuple[str, ...] = ()  # globs: keep these names
@@ -45,6 +47,8 @@ class Choices:
 
 @dataclass(frozen=True)
 class Vendored:
+    """A library copied into the output: where it came from, its new name and place."""
+
     source: str  # where the library was found (resolver namespace = host path)
     requests: tuple[str, ...]  # names it was requested by
     name: str  # its name in the output (file name, soname / id / import name)
@@ -56,6 +60,8 @@ class Vendored:
 
 @dataclass(frozen=True)
 class Collection:
+    """What a repair vendors, what other wheels provide, and what may stay missing."""
+
     vendored: tuple[Vendored, ...]  # dependencies first
     provided: tuple[tuple[str, str, str], ...]  # (dependent rel, request, provided install path)
     missing_allowed: tuple[Edge, ...] = ()

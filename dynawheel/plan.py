@@ -20,6 +20,8 @@ from .resolve import Analysis, Status
 
 @dataclass
 class FileEdits:
+    """Every edit of one binary: renamed dependencies, new search path, own name."""
+
     format: BinaryFormat
     renames: dict[str, str] = field(default_factory=dict)  # requested name -> new name
     runpath: tuple[str, ...] | None = None  # ELF: new search path (None = unchanged)
@@ -36,6 +38,8 @@ class FileEdits:
 
 @dataclass
 class EditPlan:
+    """The edits of every binary a repair changes, by output tree path."""
+
     files: dict[str, FileEdits] = field(default_factory=dict)  # output tree path -> edits
 
     def edits(self, rel: str, fmt: BinaryFormat) -> FileEdits:

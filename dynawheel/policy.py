@@ -35,6 +35,8 @@ class PolicyDataError(DynawheelError, ValueError):
 
 @dataclass(frozen=True)
 class Policy:
+    """One manylinux/musllinux policy: its tag, the libraries and symbol versions it allows."""
+
     name: str  # manylinux_2_17
     aliases: tuple[str, ...]  # manylinux2014
     family: str  # manylinux | musllinux
@@ -49,6 +51,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class PolicyVerdict:
+    """The best platform tag a set of ELF images qualifies for, and what blocks the better ones."""
+
     tag: str  # the best tag the tree qualifies for ('linux_x86_64' when none)
     blockers: tuple[str, ...]  # why each better policy does not apply
     policy: Policy | None = None

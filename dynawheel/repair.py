@@ -30,13 +30,13 @@ from .collect import Choices, Collection, canonical_analysis, collect
 from .dlldirs import with_dll_directories
 from .errors import HeaderSpaceError, OutputError, RepairError, UsageError, WheelFormatError
 from .plan import EditPlan, FileEdits, make_plan
-from .platforms.elf_edit import ElfEdits, apply_many
+from .platforms.elf_edit import ElfEdits, apply_many, check_patchelf_soon
 from .policy import Policy, best_elf_policy, blockers_for, load_policies
 from .resolve import Analysis, Status, analyze
 from .search import SearchPaths
 from .shim import ShimPlan, add_shim, pth_shim, shim_targets
 from .tree import DirTree, HostFS, Tree, WheelTree
-from .wheel.archive import Entry, RawSource, is_executable, write_wheel
+from .wheel.archive import Entry, Packer, RawSource, is_executable, write_wheel
 from .wheel.record import parse_record
 from .wheel.tags import WheelTags, parse_filename, wheel_filename
 from .wheel.verify import RecordCheck, SharedDigests
@@ -51,6 +51,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class RepairOptions:
+    """How to repair: what to vendor, where to look, which tag to aim for, how to write."""
+
     choices: Choices = field(default_factory=Choices)
     search: SearchPaths = field(default_factory=SearchPaths)
     plat: str | None = None  # ELF: the policy to meet (manylinux_2_17_x86_64, manylinux2014_x86_64, ...)
@@ -64,6 +66,8 @@ class RepairOptions:
 
 @dataclass(frozen=True)
 class RepairResult:
+    """What a repair did: its output, the vendored libraries, the edits and the new tags."""
+
     target: Path
     output: Path | None  # the repaired wheel or directory (None for a dry run)
     collection: Collection
@@ -281,9 +285,11 @@ def _macho_edits(edits: FileEdits) -> list[macho_edit.Edit]:
     return out
 
 
-def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Path, str] | None = None) -> None:
+def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Path, str] | None = None,
+                done: Callable[[Path], None] | None = None) -> None:
     """Apply every file's edits to its private copy: one write per file.  An ELF copy named in
-    `sources` does not exist yet: it is written from its source."""
+    `sources` does not exist yet: it is written from its source.  `done` is called with each ELF
+    copy once it is written (on a worker thread)."""
     elf = []
     macho: list[tuple[Path, macho_edit.FilePlan]] = []
     for path, (label, edits) in files.items():
@@ -303,7 +309,7 @@ def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Pa
         raise HeaderSpaceError("; ".join(no_room))
     for path, fp in macho:
         path.write_bytes(macho_edit.apply_plan(path.read_bytes(), fp))
-    apply_many(elf)
+    apply_many(elf, done)
 
 
 # ---- tags ----------------------------------------------------------------------------------
@@ -466,9 +472,11 @@ def _check_record(zf: zipfile.ZipFile, dist_info: str, wheel: Path,
     return hashes, check
 
 
-def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions) -> dict[str, Path]:
+def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions,
+               ready: Callable[[Path], None] | None = None) -> dict[str, Path]:
     """Private, edited copies of every changed or vendored binary: tree path -> file.  A host
-    library with ELF edits is not copied first: patchelf reads it and writes the copy."""
+    library with ELF edits is not copied first: patchelf reads it and writes the copy.  `ready`
+    is called with each copy once it is final (ELF copies as soon as patchelf wrote them)."""
     out: dict[str, Path] = {}
     sources: dict[Path, str] = {}
     host = HostFS(opts.search.sysroot)
@@ -485,9 +493,11 @@ def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions) -> dict[s
         with src_fp as src, open(dest, "wb") as fp:
             shutil.copyfileobj(src, fp, 1 << 20)
     _say(opts, f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
-    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources)
+    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources, ready)
     for dest in out.values():
         os.chmod(dest, 0o755)
+        if ready is not None:
+            ready(dest)  # again for an ELF copy: a no-op
     return out
 
 
@@ -535,6 +545,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         early = None
         shared = SharedDigests()
         if not opts.dry_run:  # performance: the RECORD check starts before the analysis (see there)
+            check_patchelf_soon()  # and patchelf's version check (ELF edits need it; else it is not asked)
             fp = stack.enter_context(open(wheel, "rb"))
             zf = tree.zip  # performance: the central directory is read once (12 248 members: 40 ms)
             tree.share_digests(shared)  # the analysis hashes what it inflates: the check skips those
@@ -557,7 +568,8 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         hashes, record_check = _check_record(zf, dist_info, wheel, early, shared)
         stack.callback(record_check.close)
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynawheel-repair-")))
-        edited = _edit_copy(job, tree, work, opts)
+        packer = stack.enter_context(Packer(opts.compression_level, opts.deflate))  # before `work` goes
+        edited = _edit_copy(job, tree, work, opts, packer.pack_soon)
         extra = _shim_files(job, zf.read, name)
         extra[f"{dist_info}/WHEEL"] = _wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
         extra[f"{dist_info}/METADATA"] = _metadata(zf.read(f"{dist_info}/METADATA"), job.requires)
@@ -566,8 +578,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         entries = _wheel_entries(zf, fp, hashes, edited, extra, dist_info)
         out = wheel_dir / wheel_filename(name, version, tags2, build)
         _say(opts, f"writing {out.name}")
-        write_wheel(out, entries, dist_info, compression_level=opts.compression_level, deflate=opts.deflate,
-                    before_commit=record_check.wait)
+        write_wheel(out, entries, dist_info, before_commit=record_check.wait, packer=packer)
         return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim)
 
 
@@ -638,6 +649,8 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
     if out is None and not in_place and not opts.dry_run:
         raise RepairError("give an output directory (-o DIR) or --in-place")
     tree = DirTree(target)
+    if not opts.dry_run:
+        check_patchelf_soon()  # performance: beside the analysis (ELF edits need it; else it is not asked)
     job = decide(tree, opts, dist)
     if opts.dry_run:
         return RepairResult(target, None, job.collection, job.plan, None, tuple(job.notes), job.shim)

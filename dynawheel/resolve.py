@@ -53,6 +53,8 @@ class Status(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Attempt:
+    """One place the resolver looked for a library, and what it found there."""
+
     path: str  # where it looked (resolver namespace)
     via: str  # why it looked there
     outcome: str  # 'ok', 'not found', 'wrong arch (i686, need x86_64)', 'not loadable: ...'
@@ -60,6 +62,8 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Edge:
+    """One request of one image: how it resolved (or not), to which path, after which attempts."""
+
     dependent: str  # path of the image that makes the request
     arch: str
     request: Dependency
@@ -72,12 +76,16 @@ class Edge:
 
 @dataclass(frozen=True)
 class BadFile:
+    """A file of the tree that looks like a binary but cannot be parsed, and why."""
+
     path: str
     message: str
 
 
 @dataclass(frozen=True)
 class Walk:
+    """The load chain from one root binary of the tree: its edges and the load order."""
+
     root: str
     arch: str
     edges: tuple[Edge, ...]
@@ -86,6 +94,8 @@ class Walk:
 
 @dataclass(frozen=True)
 class Analysis:
+    """Everything `analyze` found in a tree: its binaries, their load chains, bad files."""
+
     root: str  # the tree's root in the resolver's namespace
     files: tuple[str, ...]  # every file of the tree (relative)
     binaries: Mapping[str, BinaryFile] = field(compare=False)  # namespace path -> parsed file

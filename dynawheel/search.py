@@ -36,6 +36,9 @@ _CACHE_ENTRY = struct.Struct("<iIIIQ")
 
 @dataclass(frozen=True)
 class SearchPaths:
+    """Every input of library lookup outside the tree: the one explicit search-path object
+    (library code reads no environment or host state except through it)."""
+
     # Paths outside the tree are read below this root ("/" = the host).
     sysroot: str = "/"
     # Searched before anything else, for every format (-L/--lib-path).

@@ -137,6 +137,8 @@ def add_shim(init_source: str, dll_dir: str | Sequence[str], where: str = "__ini
 
 @dataclass(frozen=True)
 class ShimPlan:
+    """Where the Windows DLL-directory shim goes: package __init__ files and .pth helpers."""
+
     # package __init__.py (tree path) -> DLL directories relative to that package's directory
     init_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # DLL directories (tree paths) of extensions that have no regular package above them:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from .errors import StageError, WheelFormatError
+from .inflate import errors, inflate_whole, inflater
 from .wheel.record import encode_digest
 
 if TYPE_CHECKING:
@@ -36,34 +37,16 @@ log = logging.getLogger(__name__)
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
 
 
-def _zlib_inflate(data: memoryview, wbits: int) -> bytes:
-    return zlib.decompress(data, wbits)
+def _finish_errors() -> tuple[type[Exception], ...]:
+    return (*errors(), OSError)
 
 
-def _fast_inflate() -> Callable[[memoryview, int], bytes]:
-    try:
-        from isal import isal_zlib  # optional: ISA-L, ~2x faster inflate
-    except ImportError:
-        return _zlib_inflate
-    return cast("Callable[[memoryview, int], bytes]", isal_zlib.decompress)
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What reading a member may raise (evaluated in ``except`` clauses only: see inflate.py)."""
+    return (*errors(), zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
 
 
-_inflate = _fast_inflate()
-
-
-def _new_inflater() -> tuple[Any, tuple[type[Exception], ...]]:
-    """A raw-deflate decompressor (ISA-L's when installed) and the errors it raises."""
-    try:
-        from isal import isal_zlib
-    except ImportError:
-        return zlib.decompressobj(-15), (zlib.error,)
-    isal_error = cast("type[Exception]", isal_zlib.error)  # a class; typed as an instance
-    return isal_zlib.decompressobj(-15), (zlib.error, isal_error)
-
-
-_INFLATE_ERRORS: tuple[type[Exception], ...] = _new_inflater()[1]
-_READ_ERRORS: tuple[type[Exception], ...] = (
-    *_INFLATE_ERRORS, zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
+KEEP_MIN, KEEP_BYTES = 256 << 10, 32 << 20  # members kept inflated for a second read: size, total
 STREAM_ABOVE = 16 << 20  # deflated members bigger than this are streamed, never held whole
 _RAW_CHUNK = 1 << 18  # compressed bytes read at a time
 _OUT_CHUNK = 1 << 20  # inflated bytes produced at a time
@@ -106,7 +89,7 @@ class _Pass:
     __slots__ = ("buf", "buf_start", "inflater", "raw_pos")
 
     def __init__(self) -> None:
-        self.inflater: Any = _new_inflater()[0]
+        self.inflater: Any = inflater()
         self.raw_pos = 0
         self.buf = bytearray()
         self.buf_start = 0
@@ -140,7 +123,6 @@ class _InflateStream(io.RawIOBase):
         self._read_raw, self._compressed, self._size, self._what = read_raw, compressed, size, what
         self._pos = 0
         self._head = b""
-        self._errors = _INFLATE_ERRORS
         self._pass = _Pass()
         self._parked: _Pass | None = None  # the pass that got furthest, when it is not the current one
         self.restarts = 0
@@ -184,7 +166,7 @@ class _InflateStream(io.RawIOBase):
         self._choose_pass(start)
         try:
             self._fill(start, end)
-        except self._errors as exc:
+        except errors() as exc:
             raise WheelFormatError(f"cannot inflate {self._what}: {exc}") from None
         lo = start - self._pass.buf_start
         return bytes(self._pass.buf[lo : lo + size])
@@ -264,13 +246,12 @@ class _InflateStream(io.RawIOBase):
             log.debug("not hashing %s to its end: %d of %d compressed bytes left", self._what, left,
                       self._compressed)
             return False
-        errors: tuple[type[Exception], ...] = (*self._errors, OSError)
         try:
             p.park()
             while (chunk := self._next_chunk()) is not None:
                 p.buf_start += len(chunk)  # hashed, not kept
             self._hash.update(p.inflater.flush())
-        except errors as exc:
+        except _finish_errors() as exc:
             log.debug("cannot hash %s to its end: %s", self._what, exc)
             return False
         return True
@@ -300,7 +281,7 @@ class _InflateStream(io.RawIOBase):
                 self._fill(at + 1, at + 1)
                 if p.end() == at:
                     break  # the member's end
-        except self._errors as exc:
+        except errors() as exc:
             log.debug("prefetch of %s stopped: %s", self._what, exc)  # the reader meets it again, and says so
 
 
@@ -469,8 +450,9 @@ class WheelTree:
 
     Stored bytes are read with ``os.pread`` (thread-safe; not mapped: mapped pages that were
     read count in the process's RSS).  Members up to ``STREAM_ABOVE`` are inflated in one call
-    (with ISA-L's ``isal`` when installed: about twice as fast as zlib); bigger deflated ones
-    are opened as an :class:`_InflateStream`, never held whole.  CRCs are not checked here:
+    (libdeflate when installed, see inflate.py), and the big ones among them kept for a second
+    read (``KEEP_BYTES`` in all); bigger deflated ones are opened as an :class:`_InflateStream`,
+    never held whole.  CRCs are not checked here:
     RECORD hashes are the wheel's integrity check.
 
     After :meth:`share_digests`, members read whole (and streams read far enough) are also
@@ -496,6 +478,8 @@ class WheelTree:
         self._prefetched: dict[str, _InflateStream] = {}
         self._prefetch_stop = threading.Event()
         self._prefetch_thread: threading.Thread | None = None
+        self._kept: dict[str, bytes] = {}  # big members inflated whole lately, oldest first (see _keep)
+        self._kept_lock = threading.Lock()
         self._index(require_wheel)
 
     @property
@@ -571,6 +555,7 @@ class WheelTree:
         self._stop_prefetch()
         while self._prefetched:  # not opened: a failure on the way (end_prefetch() was not called)
             self._prefetched.popitem()[1].discard()
+        self._kept.clear()
         self._zip.close()
         os.close(self._fd)
 
@@ -609,12 +594,25 @@ class WheelTree:
                 return self._hashed(info, self._raw(rel, info, limit), limit)
             if info.compress_type == zipfile.ZIP_DEFLATED:
                 if limit is None:
-                    return self._hashed(info, bytes(_inflate(memoryview(self._raw(rel, info)), -15)), limit)
+                    return self._kept.get(rel) or self._keep(rel, self._hashed(
+                        info, inflate_whole(self._raw(rel, info), info.file_size), limit))
                 return zlib.decompressobj(-15).decompress(self._raw(rel, info, max(4096, limit)), limit)
             with self._zip.open(info) as fp:  # bzip2 / lzma: rare in wheels
                 return fp.read(-1 if limit is None else limit)
-        except _READ_ERRORS as exc:
+        except _read_errors() as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
+
+    def _keep(self, rel: str, data: bytes) -> bytes:
+        """Performance: keep a big member's inflated bytes (up to KEEP_BYTES in all, the latest):
+        the binaries a repair analyses are read again to be copied and patched."""
+        if len(data) < KEEP_MIN or len(data) > KEEP_BYTES:
+            return data
+        with self._kept_lock:
+            self._kept[rel] = data
+            total = sum(map(len, self._kept.values()))
+            while total > KEEP_BYTES:
+                total -= len(self._kept.pop(next(iter(self._kept))))
+        return data
 
     def _hashed(self, info: zipfile.ZipInfo, data: bytes, limit: int | None) -> bytes:
         """`data`, the whole member when `limit` is None: hashed for the shared digests first."""

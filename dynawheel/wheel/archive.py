@@ -9,20 +9,23 @@ name and renamed into place, so a reader never sees half a wheel.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import mmap
 import os
 import re
 import stat
+import threading
 import time
 import zipfile
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
@@ -107,24 +110,41 @@ class _Packed:
 
 
 MMAP_MIN = 1 << 20  # files at least this large are mapped, not read into a buffer
+DIGESTS_APART_MIN = 256 << 10  # members at least this large are hashed apart from their compression
+T = TypeVar("T")
+
+
+def _deflated(data: Buffer, level: int, backend: str) -> tuple[bytes | bytearray, int]:
+    """(compressed bytes, method): stored when `level` is 0 or the member is empty."""
+    if level and memoryview(data).nbytes:
+        return compress_whole(data, level, backend), DEFLATED
+    return bytes(data), STORED
+
+
+def _digests(data: Buffer, backend: str) -> tuple[int, int, bytes]:
+    """(CRC-32, size, sha256) of a member's content."""
+    return crc32(data, 0, backend), memoryview(data).nbytes, hashlib.sha256(data).digest()
 
 
 def _pack(data: Buffer, level: int, backend: str) -> _Packed:
-    size = memoryview(data).nbytes
-    method = DEFLATED if level and size else STORED
-    out = compress_whole(data, level, backend) if method == DEFLATED else bytes(data)
-    return _Packed(out, method, crc32(data, 0, backend), size, hashlib.sha256(data).digest())
+    (out, method), (crc, size, sha256) = _deflated(data, level, backend), _digests(data, backend)
+    return _Packed(out, method, crc, size, sha256)
+
+
+def _on_whole(source: Path | bytes, work: Callable[[Buffer], T]) -> T:
+    """`work` applied to all of a member's content at once (a file of MMAP_MIN or more is mapped)."""
+    if isinstance(source, bytes):
+        return work(source)
+    with source.open("rb") as fp:
+        if os.fstat(fp.fileno()).st_size < MMAP_MIN:
+            return work(fp.read())
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return work(view)
 
 
 def _pack_whole(source: Path | bytes, level: int, backend: str = "auto") -> _Packed:
     """Hash, CRC and compress a whole member (libdeflate's one-shot API needs all of it at once)."""
-    if isinstance(source, bytes):
-        return _pack(source, level, backend)
-    with source.open("rb") as fp:
-        if os.fstat(fp.fileno()).st_size < MMAP_MIN:
-            return _pack(fp.read(), level, backend)
-        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            return _pack(view, level, backend)
+    return _on_whole(source, functools.partial(_pack, level=level, backend=backend))
 
 
 def _whole_size(entry: Entry, limit: int) -> int | None:
@@ -136,44 +156,103 @@ def _whole_size(entry: Entry, limit: int) -> int | None:
     return size if size < limit else None
 
 
-class _Writer:
-    """Writes entries in order; members below the whole-member limit are compressed ahead by
-    worker threads, within a budget of input bytes in flight."""
+class Packer:
+    """Compresses whole members (below the whole-member limit) on worker threads, for write_wheel.
 
-    def __init__(self, fp: BinaryIO, level: int, date_time: tuple[int, ...], pool: ThreadPoolExecutor,
-                 backend: str = "auto") -> None:
-        self.zw = ZipWriter(fp, level=level, executor=pool, backend=backend)
+    :meth:`pack_soon` starts on a file before write_wheel is called: repair hands each binary
+    over as soon as it is patched, so the biggest one compresses while the others are still being
+    patched (performance: that compression is the critical path of a small repair).  The output
+    is the same whenever a member is compressed."""
+
+    def __init__(self, level: int = 6, backend: str = "auto") -> None:
         self.level = level
         self.backend = backend
-        self.date_time = date_time
-        self.pool = pool
-        self.window = 4 * (os.cpu_count() or 1) + 8
+        self.pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1))
         self.limit = whole_limit(level, backend)
-        self.budget = 2 * self.limit
+        self.budget = 2 * self.limit  # input bytes compressed ahead of the writer, at most
+        self._lock = threading.Lock()
+        self._soon: dict[Path, tuple[int, Callable[[], _Packed]]] = {}
+        self._soon_bytes = 0
+
+    def __enter__(self) -> Packer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def pack_soon(self, path: Path) -> None:
+        """Start compressing the file `path` now (thread-safe); write_wheel takes the result for the
+        entry whose source is `path`.  Skipped when it is too big or the budget is spent."""
+        size = path.stat().st_size
+        with self._lock:
+            if size >= self.limit or self._soon_bytes + size > self.budget // 2 or path in self._soon:
+                return
+            self._soon_bytes += size
+            self._soon[path] = (size, self.submit(path, size))
+
+    def take(self, source: Path | bytes | RawSource) -> tuple[int, Callable[[], _Packed]] | None:
+        """(size, result) of a pack_soon() of `source`, if any."""
+        if not isinstance(source, Path):
+            return None
+        with self._lock:
+            return self._soon.pop(source, None)
+
+    def submit(self, source: Path | bytes, size: int) -> Callable[[], _Packed]:
+        """Start packing a member on the workers; the call returns it when done.  A big member's
+        digests run on a worker of their own, beside its compression (performance: a lone big
+        member is not hashed after it is compressed, on the same core)."""
+        if size < DIGESTS_APART_MIN:
+            return self.pool.submit(_pack_whole, source, self.level, self.backend).result
+        deflated = self.pool.submit(_on_whole, source, functools.partial(
+            _deflated, level=self.level, backend=self.backend))
+        digests = self.pool.submit(_on_whole, source, functools.partial(_digests, backend=self.backend))
+
+        def done() -> _Packed:
+            (data, method), (crc, size, sha256) = deflated.result(), digests.result()
+            return _Packed(data, method, crc, size, sha256)
+
+        return done
+
+
+class _Writer:
+    """Writes entries in order; members below the whole-member limit are compressed ahead by
+    the packer's workers, within a budget of input bytes in flight."""
+
+    def __init__(self, fp: BinaryIO, date_time: tuple[int, ...], packer: Packer) -> None:
+        self.zw = ZipWriter(fp, level=packer.level, executor=packer.pool, backend=packer.backend)
+        self.packer = packer
+        self.date_time = date_time
+        self.window = 4 * (os.cpu_count() or 1) + 8
 
     def write_all(self, entries: list[Entry]) -> list[RecordRow]:
-        sizes = [_whole_size(e, self.limit) for e in entries]
-        queue = deque(i for i, size in enumerate(sizes) if size is not None)
-        ahead: dict[int, Future[_Packed]] = {}
+        packer = self.packer
+        sizes = [_whole_size(e, packer.limit) for e in entries]
+        ahead: dict[int, Callable[[], _Packed]] = {}
         in_flight = 0
+        for i, entry in enumerate(entries):  # started by pack_soon(): in flight already
+            started = packer.take(entry.source)
+            if started is not None:
+                sizes[i], ahead[i] = started
+                in_flight += started[0]
+        queue = deque(i for i, size in enumerate(sizes) if size is not None and i not in ahead)
         rows = []
         for i, entry in enumerate(entries):
             while queue and self._room(len(ahead), in_flight, sizes[queue[0]] or 0):
                 nxt = queue.popleft()
                 src = entries[nxt].source
                 assert not isinstance(src, RawSource)
-                ahead[nxt] = self.pool.submit(_pack_whole, src, self.level, self.backend)
+                ahead[nxt] = packer.submit(src, sizes[nxt] or 0)
                 in_flight += sizes[nxt] or 0
             packed = None
             if i in ahead:
-                packed = ahead.pop(i).result()
+                packed = ahead.pop(i)()
                 in_flight -= sizes[i] or 0
             rows.append(self.write(entry, packed))
         return rows
 
     def _room(self, count: int, in_flight: int, size: int) -> bool:
         """May one more member of `size` bytes be compressed ahead?  (Always, when none is.)"""
-        return count == 0 or (count < self.window and in_flight + size <= self.budget)
+        return count == 0 or (count < self.window and in_flight + size <= self.packer.budget)
 
     def write(self, entry: Entry, packed: _Packed | None) -> RecordRow:
         mode = 0o755 if entry.executable else 0o644
@@ -185,7 +264,7 @@ class _Writer:
                             date_time=self.date_time)
             return RecordRow(entry.arcname, src.record_hash, src.info.file_size)
         if packed is None and isinstance(src, bytes):
-            packed = _pack_whole(src, self.level, self.backend)
+            packed = _pack_whole(src, self.packer.level, self.packer.backend)
         if packed is not None:
             self.zw.add_packed(entry.arcname, packed.data, method=packed.method, crc=packed.crc, size=packed.size,
                                sha256=packed.sha256, mode=mode, date_time=self.date_time)
@@ -206,11 +285,13 @@ def write_wheel(
     deflate: str = "auto",
     environ: Mapping[str, str] | None = None,
     before_commit: Callable[[], None] | None = None,
+    packer: Packer | None = None,
 ) -> Path:
     """Write `entries` plus a generated RECORD as the wheel `path`; return `path`.
 
     `before_commit` runs after the last byte is written and before the wheel is renamed into
-    place: when it raises, no wheel appears (repair uses it to wait for a background check)."""
+    place: when it raises, no wheel appears (repair uses it to wait for a background check).
+    With a `packer` (already compressing some of the files), its level and backend are used."""
     record_name = f"{dist_info}/RECORD"
     seen: set[str] = set()
     for entry in entries:
@@ -221,8 +302,10 @@ def write_wheel(
     ordered = sorted(entries, key=_sort_key(dist_info))
     date_time = zip_date_time(environ)
     try:
-        with atomic_output(path) as fp, ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-            writer = _Writer(fp, compression_level, date_time, pool, deflate)
+        with atomic_output(path) as fp, ExitStack() as stack:
+            if packer is None:
+                packer = stack.enter_context(Packer(compression_level, deflate))
+            writer = _Writer(fp, date_time, packer)
             rows = writer.write_all(ordered)
             rows.append(RecordRow(record_name, "", None))
             writer.write(Entry(record_name, format_record(rows)), None)

@@ -18,6 +18,8 @@ def encode_digest(digest: bytes, algorithm: str = "sha256") -> str:
 
 @dataclass(frozen=True)
 class RecordRow:
+    """One line of a wheel's RECORD: path, 'sha256=...' digest and size."""
+
     path: str
     hash: str  # 'sha256=...', or '' for RECORD itself
     size: int | None

@@ -26,10 +26,11 @@ import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar
 
 from ..binary import BINARY_MAGIC
 from ..errors import WheelFormatError
+from ..inflate import errors, inflate_whole, inflater
 from .record import encode_digest
 
 log = logging.getLogger(__name__)
@@ -37,46 +38,16 @@ log = logging.getLogger(__name__)
 BLOCK = 1 << 20  # compressed bytes read at a time
 OUT_MAX = 8 << 20  # inflated bytes per call at most
 T = TypeVar("T")
-
-
-class _Inflater(Protocol):
-    @property
-    def unconsumed_tail(self) -> bytes: ...
-
-    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
-    def flush(self) -> bytes: ...
-
-
-def _isal() -> tuple[Any, tuple[type[Exception], ...]]:
-    try:
-        from isal import isal_zlib
-    except ImportError:
-        return None, (zlib.error,)
-    isal_error = cast("type[Exception]", isal_zlib.error)
-    return isal_zlib, (zlib.error, isal_error)
-
-
-def _libdeflate() -> tuple[Callable[[bytes, int], bytes] | None, tuple[type[Exception], ...]]:
-    try:
-        import deflate  # optional: libdeflate, inflates a whole buffer about as fast as ISA-L with less overhead
-    except ImportError:
-        return None, ()
-    return cast("Callable[[bytes, int], bytes]", deflate.deflate_decompress), (cast("type[Exception]",
-                                                                                   deflate.DeflateError),)
-
-
-_ISAL, INFLATE_ERRORS = _isal()
-_WHOLE, WHOLE_ERRORS = _libdeflate()
 WHOLE_MAX = 1 << 20  # inflated bytes up to which a member is inflated in one call (libdeflate)
-READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, ValueError, *INFLATE_ERRORS)
+
+
+def read_errors() -> tuple[type[Exception], ...]:
+    """What reading a member may raise (evaluated in ``except`` clauses only: see inflate.py)."""
+    return (OSError, EOFError, ValueError, *errors())
+
+
 DEFLATED, STORED = 8, 0
 ALGORITHM = "sha256"  # the digest SharedDigests holds
-
-
-def _inflater() -> _Inflater:
-    if _ISAL is None:
-        return zlib.decompressobj(-15)
-    return cast(_Inflater, _ISAL.decompressobj(-15))
 
 
 def _data_offset(fd: int, header_offset: int) -> int:
@@ -96,14 +67,11 @@ def member_digest(fd: int, header_offset: int, method: int, compressed: int, alg
     """'<algorithm>=<urlsafe-b64-nopad>' of one member's content, as RECORD writes it; `size`, the
     inflated size the zip gives, lets a small deflated member be inflated in one call."""
     offset = _data_offset(fd, header_offset)
-    if _WHOLE is not None and method == DEFLATED and 0 < size <= WHOLE_MAX:
-        try:  # performance: one call, no inflater object (most members of a wheel are small)
-            data = _WHOLE(os.pread(fd, compressed, offset), size)
-            return encode_digest(hashlib.new(algorithm, data).digest(), algorithm)
-        except WHOLE_ERRORS:
-            pass  # not `size` bytes, or broken: the streaming path below says what it finds
+    if method == DEFLATED and 0 < size <= WHOLE_MAX:  # performance: one call (most members are small)
+        data = inflate_whole(os.pread(fd, compressed, offset), size)
+        return encode_digest(hashlib.new(algorithm, data).digest(), algorithm)
     digest = hashlib.new(algorithm)
-    inflate = _inflater() if method == DEFLATED else None
+    inflate = inflater() if method == DEFLATED else None
     left = compressed
     while left:
         if stop is not None and stop.is_set():
@@ -190,7 +158,7 @@ def _check_batch(fd: int, batch: list[_Member], skip: set[str], stop: threading.
             out.append((name, member_digest(fd, offset, method, compressed, algo, stop, size)))
         except Stopped:
             break
-        except READ_ERRORS as exc:
+        except read_errors() as exc:
             out.append((name, exc))
     return out
 
@@ -237,7 +205,7 @@ class RecordCheck:
         try:
             raw = os.pread(self.fd, 4096, _data_offset(self.fd, info.header_offset))  # the first block's tables
             head = zlib.decompressobj(-15).decompress(raw, 4) if info.compress_type == DEFLATED else raw[:4]
-        except READ_ERRORS:
+        except read_errors():
             return False
         return head.startswith(BINARY_MAGIC)
 
