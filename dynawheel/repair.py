@@ -9,6 +9,7 @@ renamed into place.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -491,7 +492,11 @@ def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions,
             continue
         src_fp = host.open(vendored[rel].source) if rel in vendored else tree.open(rel)
         with src_fp as src, open(dest, "wb") as fp:
-            shutil.copyfileobj(src, fp, 1 << 20)
+            if isinstance(src, io.BytesIO):  # performance: a member inflated whole, written in one call
+                with src.getbuffer() as view:
+                    fp.write(view)
+            else:
+                shutil.copyfileobj(src, fp, 1 << 20)
     _say(opts, f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
     apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources, ready)
     for dest in out.values():
@@ -544,6 +549,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         stack.callback(tree.close)
         early = None
         shared = SharedDigests()
+        stack.callback(shared.close)
         if not opts.dry_run:  # performance: the RECORD check starts before the analysis (see there)
             check_patchelf_soon()  # and patchelf's version check (ELF edits need it; else it is not asked)
             fp = stack.enter_context(open(wheel, "rb"))

@@ -46,6 +46,7 @@ def _read_errors() -> tuple[type[Exception], ...]:
     return (*errors(), zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
 
 
+HASH_APART_MIN = 256 << 10  # members read whole from this size on are hashed on a thread of their own
 KEEP_MIN, KEEP_BYTES = 256 << 10, 32 << 20  # members kept inflated for a second read: size, total
 STREAM_ABOVE = 16 << 20  # deflated members bigger than this are streamed, never held whole
 _RAW_CHUNK = 1 << 18  # compressed bytes read at a time
@@ -615,10 +616,14 @@ class WheelTree:
         return data
 
     def _hashed(self, info: zipfile.ZipInfo, data: bytes, limit: int | None) -> bytes:
-        """`data`, the whole member when `limit` is None: hashed for the shared digests first."""
+        """`data`, the whole member when `limit` is None: hashed for the shared digests (a big one
+        on the digests' own thread, beside the reader)."""
         shared = self._shared
         if limit is None and shared is not None and shared.claim(info.filename, "reader"):
-            shared.put(info.filename, encode_digest(hashlib.sha256(data).digest()))
+            if len(data) >= HASH_APART_MIN:
+                shared.put_soon(info.filename, data)
+            else:
+                shared.put(info.filename, encode_digest(hashlib.sha256(data).digest()))
         return data
 
     def open(self, rel: str) -> BinaryIO:

@@ -1,7 +1,8 @@
 """The paths that make a small repair fast must not change what it writes or what it reports:
 the `dynawheel` program's quick exit (every byte out, the right exit code), whole-member
-inflation through inflate.py, the tree's second read of a big member from memory, patchelf's
-version check on a thread, and members compressed before write_wheel is called."""
+inflation through inflate.py, the tree's second read of a big member from memory and its
+hashing on a thread, patchelf's version check on a thread, and members compressed before
+write_wheel is called."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from dynawheel.errors import ToolError, WheelFormatError
 from dynawheel.platforms import elf_edit
 from dynawheel.tree import WheelTree
 from dynawheel.wheel.archive import Entry, Packer, write_wheel
+from dynawheel.wheel.record import encode_digest
+from dynawheel.wheel.verify import RecordCheck, SharedDigests
 
 from .conftest import assert_user_error, run_cli
 
@@ -214,3 +217,36 @@ def test_pack_soon_keeps_within_its_budget(tmp_path: Path, monkeypatch: pytest.M
         packer.pack_soon(files["demo/small.py"])
         assert packer.take(files["demo/small.py"]) is not None
         assert packer.take(b"bytes") is None
+
+
+# ---- a big member read whole is hashed beside the reader -----------------------------------------
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_big_whole_member_hashed_on_a_thread(tmp_path: Path, tampered: bool) -> None:
+    data = _content(600_000)
+    assert len(data) >= tree_mod.HASH_APART_MIN
+    wheel = _wheel(tmp_path / "demo-1.0-py3-none-any.whl", {"pk/a.so": data, "pk/b.py": b"x = 1\n"})
+    shared = SharedDigests()
+    tree = WheelTree(wheel)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            expected = {i.filename: encode_digest(hashlib.sha256(zf.read(i)).digest()) for i in zf.infolist()}
+            if tampered:
+                expected["pk/a.so"] = encode_digest(hashlib.sha256(b"other").digest())
+            check = RecordCheck(wheel, [(i, expected[i.filename]) for i in zf.infolist()], shared=shared,
+                                hold_all=True)
+        tree.share_digests(shared)
+        with tree.open("pk/a.so") as fp:
+            assert fp.read() == data
+        assert shared.claim("pk/a.so", "check") is False  # taken by the reader while it is being hashed
+        check.reader_done()
+        if tampered:
+            with pytest.raises(WheelFormatError, match="does not match"):
+                check.wait()
+        else:
+            check.wait()
+            assert "pk/a.so" not in check.checked  # the reader's digest was used, not a second inflation
+        assert shared.digests["pk/a.so"] == encode_digest(hashlib.sha256(data).digest())
+    finally:
+        shared.close()
+        tree.close()

@@ -103,24 +103,53 @@ class SharedDigests:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.digests: dict[str, str] = {}
+        self._digests: dict[str, str] = {}
+        self._pending: dict[str, Future[str]] = {}  # put_soon(): being hashed
         self._owner: dict[str, str] = {}  # name -> 'reader' or 'check'
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """Every digest the reader gave (waits for those still being computed)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for name, future in pending.items():
+            self.put(name, future.result())
+        with self._lock:
+            return dict(self._digests)
 
     def claim(self, name: str, who: str) -> bool:
         """True when `who` ('reader' or 'check') takes `name` on: not hashed yet, not taken by the other."""
         with self._lock:
-            return name not in self.digests and self._owner.setdefault(name, who) == who
+            return (name not in self._digests and name not in self._pending
+                    and self._owner.setdefault(name, who) == who)
 
     def put(self, name: str, digest: str) -> None:
         """The reader's digest of a member it claimed."""
         with self._lock:
-            self.digests.setdefault(name, digest)
+            self._digests.setdefault(name, digest)
+
+    def put_soon(self, name: str, data: bytes) -> None:
+        """The reader's bytes of a member it claimed, hashed on a thread of this object's (hashlib
+        releases the GIL) while the reader goes on."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="shared-digests")
+            self._pending[name] = self._pool.submit(_sha256, data)
 
     def release(self, name: str) -> None:
         """The reader gives back a member it will not finish (the check hashes it); nothing once put."""
         with self._lock:
-            if name not in self.digests and self._owner.get(name) == "reader":
+            if name not in self._digests and name not in self._pending and self._owner.get(name) == "reader":
                 del self._owner[name]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _sha256(data: bytes) -> str:
+    return encode_digest(hashlib.sha256(data).digest())
 
 
 INLINE_MAX = 4 << 20  # compressed bytes below which the check runs in the calling thread
