@@ -61,6 +61,7 @@ class RepairOptions:
     provided_by: tuple[Path, ...] = ()
     compression_level: int = 6
     deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' or 'zlib-ng'
+    elf_editor: str = "auto"  # 'auto': shared libraries in this process (platforms/elf_rewrite.py); 'patchelf'
     dry_run: bool = False
     progress: Progress | None = None
 
@@ -287,7 +288,7 @@ def _macho_edits(edits: FileEdits) -> list[macho_edit.Edit]:
 
 
 def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Path, str] | None = None,
-                done: Callable[[Path], None] | None = None) -> None:
+                done: Callable[[Path], None] | None = None, elf_editor: str = "auto") -> None:
     """Apply every file's edits to its private copy: one write per file.  An ELF copy named in
     `sources` does not exist yet: it is written from its source.  `done` is called with each ELF
     copy once it is written (on a worker thread)."""
@@ -310,7 +311,7 @@ def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Pa
         raise HeaderSpaceError("; ".join(no_room))
     for path, fp in macho:
         path.write_bytes(macho_edit.apply_plan(path.read_bytes(), fp))
-    apply_many(elf, done)
+    apply_many(elf, done, in_process=elf_editor != "patchelf")
 
 
 # ---- tags ----------------------------------------------------------------------------------
@@ -498,7 +499,7 @@ def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions,
             else:
                 shutil.copyfileobj(src, fp, 1 << 20)
     _say(opts, f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
-    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources, ready)
+    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources, ready, opts.elf_editor)
     for dest in out.values():
         os.chmod(dest, 0o755)
         if ready is not None:

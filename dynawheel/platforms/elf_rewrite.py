@@ -1,0 +1,251 @@
+"""In-process ELF edits of a shared library: the repair edits (rename DT_NEEDED entries, set or
+remove DT_RUNPATH / DT_RPATH, set DT_SONAME) without starting patchelf.
+
+The layout is the one patchelf uses for libraries, kept minimal: the old bytes stay where they
+are, and one new PT_LOAD segment is appended at the end of the file, holding
+
+- the program header table (one entry longer: the new segment's own),
+- a copy of ``.dynstr`` with the new strings after the old ones (every old offset stays valid:
+  symbol names, version needs and definitions keep pointing at the same text), and
+- ``.dynamic``, only when the new entry list does not fit where the old one was.
+
+DT_STRTAB/DT_STRSZ (and PT_DYNAMIC, PT_PHDR and the section headers of ``.dynstr`` and
+``.dynamic``) point at the new places.  The new segment is writable when it holds ``.dynamic``
+(glibc adjusts its pointers in place), and its address is congruent with its file offset modulo
+the largest alignment of the existing PT_LOAD segments, so no padding is added to the file.
+patchelf instead may shift a whole library by pages (7.5 MB on libLLVM).
+
+:func:`rewrite` returns None for files it does not handle, and the caller uses patchelf: anything
+but a shared library without an interpreter (executables are started by the kernel, which finds
+the program headers at a fixed place on older kernels), big-endian files, files with unusual
+headers, and extended section numbering.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from .elf_edit import ElfEdits
+
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_PHDR = 1, 2, 3, 6
+PF_W, PF_R = 2, 4
+ET_DYN = 3
+SHT_STRTAB, SHT_DYNAMIC = 3, 6
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 10, 14, 15, 29
+SPARE_DYNAMIC = 4  # DT_NULL entries after a moved .dynamic: room for later edits in place
+MIN_ALIGN = 4096
+
+
+class _Headers:
+    """The ELF, program and section headers of a file, and how to pack them back."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.wide = data[4] == 2
+        end = "<" if data[5] == 1 else ">"
+        if self.wide:
+            self.ehdr = struct.Struct(end + "16sHHIQQQIHHHHHH")
+            self.phdr = struct.Struct(end + "IIQQQQQQ")
+            self.shdr = struct.Struct(end + "IIQQQQIIQQ")
+            self.dyn = struct.Struct(end + "qQ")
+        else:
+            self.ehdr = struct.Struct(end + "16sHHIIIIIHHHHHH")
+            self.phdr = struct.Struct(end + "IIIIIIII")
+            self.shdr = struct.Struct(end + "IIIIIIIIII")
+            self.dyn = struct.Struct(end + "iI")
+        self.e = list(self.ehdr.unpack_from(data, 0))
+        self.phoff, self.shoff = self.e[5], self.e[6]
+        self.phentsize, self.phnum, self.shentsize, self.shnum = self.e[9], self.e[10], self.e[11], self.e[12]
+        self.phdrs = [self._unpack_phdr(self.phoff + i * self.phentsize) for i in range(self.phnum)]
+
+    # program headers as [type, flags, offset, vaddr, paddr, filesz, memsz, align] in both classes
+    def _unpack_phdr(self, at: int) -> list[int]:
+        f = list(self.phdr.unpack_from(self.data, at))
+        return f if self.wide else [f[0], f[6], f[1], f[2], f[3], f[4], f[5], f[7]]
+
+    def pack_phdr(self, p: list[int]) -> bytes:
+        if self.wide:
+            return self.phdr.pack(*p)
+        return self.phdr.pack(p[0], p[2], p[3], p[4], p[5], p[6], p[1], p[7])
+
+    def loads(self) -> list[list[int]]:
+        return [p for p in self.phdrs if p[0] == PT_LOAD]
+
+    def file_offset(self, vaddr: int, size: int) -> int | None:
+        """The file offset of `size` bytes at `vaddr`, when one PT_LOAD holds them in the file."""
+        for p in self.loads():
+            if p[3] <= vaddr and vaddr + size <= p[3] + p[5]:
+                return p[2] + vaddr - p[3]
+        return None
+
+    def sections(self) -> Iterator[tuple[int, list[int]]]:
+        for i in range(self.shnum):
+            at = self.shoff + i * self.shentsize
+            yield at, list(self.shdr.unpack_from(self.data, at))
+
+
+def _supported(h: _Headers) -> bool:
+    """Whether `h` is a shared library whose headers this editor understands."""
+    loads = h.loads()
+    sizes_ok = h.phentsize == h.phdr.size and (h.shnum == 0 or h.shentsize == h.shdr.size)
+    in_file = (h.phoff + h.phnum * h.phentsize <= len(h.data)
+               and h.shoff + h.shnum * h.shentsize <= len(h.data))
+    aligned = all(p[7] >= MIN_ALIGN and p[7] & (p[7] - 1) == 0 for p in loads)
+    ordered = all(a[3] < b[3] for a, b in zip(loads, loads[1:], strict=False))
+    return (h.e[1] == ET_DYN and sizes_ok and in_file and bool(loads) and aligned and ordered
+            and 0 < h.phnum < 0xFFFE and not (h.shnum == 0 and h.shoff != 0)
+            and sum(p[0] == PT_DYNAMIC for p in h.phdrs) == 1 and not any(p[0] == PT_INTERP for p in h.phdrs))
+
+
+def _dynamic(h: _Headers, dyn_phdr: list[int]) -> list[tuple[int, int]] | None:
+    """The entries of PT_DYNAMIC up to DT_NULL, or None when it does not end inside the file."""
+    out: list[tuple[int, int]] = []
+    start, size = dyn_phdr[2], dyn_phdr[5]
+    if start + size > len(h.data):
+        return None
+    for at in range(start, start + size - h.dyn.size + 1, h.dyn.size):
+        tag, val = h.dyn.unpack_from(h.data, at)
+        if tag == DT_NULL:
+            return out
+        out.append((tag, val))
+    return None
+
+
+class _Strings:
+    """A copy of .dynstr that new strings are appended to (old offsets stay valid)."""
+
+    def __init__(self, old: bytes) -> None:
+        self.old = old
+        self.table = bytearray(old)
+
+    def text(self, offset: int) -> str | None:
+        end = self.old.find(b"\0", offset)
+        return None if offset >= len(self.old) or end < 0 else self.old[offset:end].decode("utf-8", "surrogateescape")
+
+    def add(self, text: str) -> int:
+        offset = len(self.table)
+        self.table += text.encode("utf-8", "surrogateescape") + b"\0"
+        return offset
+
+
+def _edited_entries(entries: list[tuple[int, int]], edits: ElfEdits,
+                    strings: _Strings) -> list[tuple[int, int]] | None:
+    """The new .dynamic entries (without DT_NULL); None when a string entry points outside .dynstr."""
+    renames = dict(edits.replace_needed)
+    out: list[tuple[int, int]] = []
+    has_soname = False
+    for tag, val in entries:
+        if tag in (DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH) and strings.text(val) is None:
+            return None
+        if tag == DT_NEEDED and strings.text(val) in renames:
+            val = strings.add(renames[str(strings.text(val))])
+        elif tag == DT_SONAME and edits.soname is not None:
+            val, has_soname = strings.add(edits.soname), True
+        elif tag in (DT_RPATH, DT_RUNPATH) and edits.runpath is not None:
+            continue  # replaced (or removed) below
+        out.append((tag, val))
+    if edits.soname is not None and not has_soname:
+        out.append((DT_SONAME, strings.add(edits.soname)))
+    if edits.runpath:
+        out.append((DT_RPATH if edits.force_rpath else DT_RUNPATH, strings.add(":".join(edits.runpath))))
+    return out
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+def rewrite(data: bytes, edits: ElfEdits) -> bytes | None:
+    """`data` (an ELF file) with `edits` applied, or None when it is not a file this editor handles."""
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] != 1:
+        return None  # big-endian files: patchelf (no big-endian linker here to prove this editor on)
+    h = _Headers(data)
+    if not _supported(h):
+        return None
+    dyn_phdr = next(p for p in h.phdrs if p[0] == PT_DYNAMIC)
+    entries = _dynamic(h, dyn_phdr)
+    if entries is None:
+        return None
+    tags = dict(entries)
+    strtab, strsz = tags.get(DT_STRTAB), tags.get(DT_STRSZ)
+    str_at = None if strtab is None or strsz is None else h.file_offset(strtab, strsz)
+    if strtab is None or strsz is None or str_at is None:
+        return None
+    strings = _Strings(data[str_at : str_at + strsz])
+    new_entries = _edited_entries(entries, edits, strings)
+    if new_entries is None:
+        return None
+    return _Writer(h, dyn_phdr, strtab).write(new_entries, strings)
+
+
+class _Writer:
+    """Lays out the new segment and patches the headers."""
+
+    def __init__(self, h: _Headers, dyn_phdr: list[int], strtab: int) -> None:
+        self.h = h
+        self.dyn_phdr = dyn_phdr
+        self.strtab = strtab
+        self.out = bytearray(h.data)
+
+    def write(self, entries: list[tuple[int, int]], strings: _Strings) -> bytes:
+        h = self.h
+        capacity = self.dyn_phdr[5] // h.dyn.size
+        grown = len(strings.table) > len(strings.old)
+        if not grown and len(entries) < capacity:  # nothing new to place: .dynamic in place
+            self._put_dynamic(self.dyn_phdr[2], entries, capacity)
+            return bytes(self.out)
+        move_dynamic = len(entries) >= capacity
+        align = max(p[7] for p in h.loads())
+        seg_off = _align(len(self.out), 16)
+        end_vaddr = max(p[3] + p[6] for p in h.loads())
+        seg_vaddr = _align(end_vaddr, align) + seg_off % align
+        phdr_size = (h.phnum + 1) * h.phentsize
+        str_off = seg_off + phdr_size
+        dyn_off = _align(str_off + len(strings.table), 8)
+        dyn_count = len(entries) + SPARE_DYNAMIC if move_dynamic else 0
+        seg_end = dyn_off + dyn_count * h.dyn.size if move_dynamic else str_off + len(strings.table)
+
+        def vaddr_of(offset: int) -> int:
+            return seg_vaddr + offset - seg_off
+
+        new_str_vaddr = vaddr_of(str_off)
+        entries = [(DT_STRTAB, new_str_vaddr) if t == DT_STRTAB else (DT_STRSZ, len(strings.table)) if t == DT_STRSZ
+                   else (t, v) for t, v in entries]
+        self.out += bytes(seg_end - len(self.out))
+        self.out[str_off : str_off + len(strings.table)] = strings.table
+        if move_dynamic:
+            self._put_dynamic(dyn_off, entries, dyn_count)
+            self.dyn_phdr[2:7] = [dyn_off, vaddr_of(dyn_off), vaddr_of(dyn_off), dyn_count * h.dyn.size,
+                                  dyn_count * h.dyn.size]
+        else:
+            self._put_dynamic(self.dyn_phdr[2], entries, capacity)
+        flags = PF_R | (PF_W if move_dynamic else 0)
+        size = seg_end - seg_off
+        phdrs = [*h.phdrs, [PT_LOAD, flags, seg_off, seg_vaddr, seg_vaddr, size, size, align]]
+        for p in phdrs:
+            if p[0] == PT_PHDR:
+                p[2:7] = [seg_off, seg_vaddr, seg_vaddr, phdr_size, phdr_size]
+        self.out[seg_off : seg_off + phdr_size] = b"".join(h.pack_phdr(p) for p in phdrs)
+        e = list(h.e)
+        e[5], e[10] = seg_off, h.phnum + 1
+        self.out[: h.ehdr.size] = h.ehdr.pack(*e)
+        self._fix_sections(str_off, new_str_vaddr, len(strings.table), move_dynamic)
+        return bytes(self.out)
+
+    def _put_dynamic(self, at: int, entries: list[tuple[int, int]], count: int) -> None:
+        pack = self.h.dyn.pack
+        padded = [*entries, *([(DT_NULL, 0)] * (count - len(entries)))]
+        self.out[at : at + count * self.h.dyn.size] = b"".join(pack(t, v) for t, v in padded)
+
+    def _fix_sections(self, str_off: int, str_vaddr: int, str_size: int, move_dynamic: bool) -> None:
+        """Point the section headers of .dynstr (and of a moved .dynamic) at the new places."""
+        h = self.h
+        for at, s in h.sections():
+            if s[1] == SHT_STRTAB and s[3] == self.strtab and s[3] != 0:
+                s[3:6] = [str_vaddr, str_off, str_size]
+            elif s[1] == SHT_DYNAMIC and move_dynamic:
+                s[3:6] = [self.dyn_phdr[3], self.dyn_phdr[2], self.dyn_phdr[5]]
+            else:
+                continue
+            self.out[at : at + h.shentsize] = h.shdr.pack(*s)
