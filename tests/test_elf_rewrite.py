@@ -73,7 +73,8 @@ def test_system_libraries_edit_like_patchelf(tmp_path: Path) -> None:
             assert b"ld-linux" in data, lib
             continue
         ours = tmp_path / f"{lib.name}.ours"
-        ours.write_bytes(new)
+        apply_elf(ours, edits, str(lib))  # a kernel copy, patched in place: the same bytes
+        assert ours.read_bytes() == new, lib
         ref = tmp_path / f"{lib.name}.patchelf"
         subprocess.run(["patchelf", *patchelf_args(edits), "--output", str(ref), str(lib)], check=True,
                        capture_output=True)

@@ -8,6 +8,7 @@ Debian's patchelf 0.14 corrupts files when --replace-needed and --set-rpath shar
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -107,18 +108,30 @@ def apply_elf(path: Path, edits: ElfEdits, source: str | None = None, in_process
 
 
 def _rewritten(path: Path, edits: ElfEdits, source: str | None) -> bool:
-    """Apply `edits` in this process; False (nothing written) when elf_rewrite does not handle the file."""
+    """Apply `edits` in this process; False (nothing written) when elf_rewrite does not handle the
+    file.  Only the headers and dynamic tables are read (the file is mapped), and only the changed
+    bytes written: a copy made by the kernel, then patched."""
     if edits.empty:
         if source is not None:
             shutil.copyfile(source, path)
         return True
-    from .elf_rewrite import rewrite  # performance: loaded when an ELF file is edited
+    from .elf_rewrite import plan  # performance: loaded when an ELF file is edited
 
-    new = rewrite(Path(source or path).read_bytes(), edits)
-    if new is None:
+    with open(source or path, "rb") as fp:
+        if os.fstat(fp.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            patch = plan(view, edits)
+    if patch is None:
         log.debug("%s: not a shared library the in-process editor handles: patchelf edits it", source or path)
         return False
-    path.write_bytes(new)
+    if source is not None:
+        shutil.copyfile(source, path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        patch.apply(fd)
+    finally:
+        os.close(fd)
     return True
 
 

@@ -23,10 +23,15 @@ headers, and extended section numbering.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .elf_edit import ElfEdits
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_PHDR = 1, 2, 3, 6
 PF_W, PF_R = 2, 4
@@ -40,7 +45,7 @@ MIN_ALIGN = 4096
 class _Headers:
     """The ELF, program and section headers of a file, and how to pack them back."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: memoryview) -> None:
         self.data = data
         self.wide = data[4] == 2
         end = "<" if data[5] == 1 else ">"
@@ -156,11 +161,47 @@ def _align(value: int, to: int) -> int:
     return (value + to - 1) // to * to
 
 
+class Patch:
+    """The edits of one file as writes: bytes at offsets, and a new end of file."""
+
+    def __init__(self, size: int) -> None:
+        self.writes: list[tuple[int, bytes]] = []
+        self.size = size  # the file's new length (the writes may extend it)
+
+    def put(self, offset: int, data: bytes) -> None:
+        self.writes.append((offset, data))
+
+    def apply(self, fd: int) -> None:
+        """Apply to the open file `fd` (a copy of the original)."""
+        os.ftruncate(fd, self.size)
+        for offset, data in self.writes:
+            os.pwrite(fd, data, offset)
+
+    def applied(self, data: bytes) -> bytes:
+        """The patched file as bytes."""
+        out = bytearray(data) + bytes(max(0, self.size - len(data)))
+        for offset, piece in self.writes:
+            out[offset : offset + len(piece)] = piece
+        return bytes(out[: self.size])
+
+
 def rewrite(data: bytes, edits: ElfEdits) -> bytes | None:
     """`data` (an ELF file) with `edits` applied, or None when it is not a file this editor handles."""
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] != 1:
+    patch = plan(data, edits)
+    return None if patch is None else patch.applied(data)
+
+
+def plan(data: Buffer, edits: ElfEdits) -> Patch | None:
+    """The writes that apply `edits` to `data` (an ELF file: bytes or a read-only mapping; only its
+    headers and dynamic tables are read), or None when it is not a file this editor handles."""
+    with memoryview(data).cast("B") as view:
+        return _plan(view, edits)
+
+
+def _plan(view: memoryview, edits: ElfEdits) -> Patch | None:
+    if len(view) < 64 or bytes(view[:4]) != b"\x7fELF" or view[4] not in (1, 2) or view[5] != 1:
         return None  # big-endian files: patchelf (no big-endian linker here to prove this editor on)
-    h = _Headers(data)
+    h = _Headers(view)
     if not _supported(h):
         return None
     dyn_phdr = next(p for p in h.phdrs if p[0] == PT_DYNAMIC)
@@ -172,7 +213,7 @@ def rewrite(data: bytes, edits: ElfEdits) -> bytes | None:
     str_at = None if strtab is None or strsz is None else h.file_offset(strtab, strsz)
     if strtab is None or strsz is None or str_at is None:
         return None
-    strings = _Strings(data[str_at : str_at + strsz])
+    strings = _Strings(bytes(view[str_at : str_at + strsz]))
     new_entries = _edited_entries(entries, edits, strings)
     if new_entries is None:
         return None
@@ -186,18 +227,18 @@ class _Writer:
         self.h = h
         self.dyn_phdr = dyn_phdr
         self.strtab = strtab
-        self.out = bytearray(h.data)
+        self.patch = Patch(len(h.data))
 
-    def write(self, entries: list[tuple[int, int]], strings: _Strings) -> bytes:
+    def write(self, entries: list[tuple[int, int]], strings: _Strings) -> Patch:
         h = self.h
         capacity = self.dyn_phdr[5] // h.dyn.size
         grown = len(strings.table) > len(strings.old)
         if not grown and len(entries) < capacity:  # nothing new to place: .dynamic in place
             self._put_dynamic(self.dyn_phdr[2], entries, capacity)
-            return bytes(self.out)
+            return self.patch
         move_dynamic = len(entries) >= capacity
         align = max(p[7] for p in h.loads())
-        seg_off = _align(len(self.out), 16)
+        seg_off = _align(len(h.data), 16)
         end_vaddr = max(p[3] + p[6] for p in h.loads())
         seg_vaddr = _align(end_vaddr, align) + seg_off % align
         phdr_size = (h.phnum + 1) * h.phentsize
@@ -212,8 +253,8 @@ class _Writer:
         new_str_vaddr = vaddr_of(str_off)
         entries = [(DT_STRTAB, new_str_vaddr) if t == DT_STRTAB else (DT_STRSZ, len(strings.table)) if t == DT_STRSZ
                    else (t, v) for t, v in entries]
-        self.out += bytes(seg_end - len(self.out))
-        self.out[str_off : str_off + len(strings.table)] = strings.table
+        self.patch.size = seg_end
+        self.patch.put(str_off, bytes(strings.table))
         if move_dynamic:
             self._put_dynamic(dyn_off, entries, dyn_count)
             self.dyn_phdr[2:7] = [dyn_off, vaddr_of(dyn_off), vaddr_of(dyn_off), dyn_count * h.dyn.size,
@@ -226,17 +267,17 @@ class _Writer:
         for p in phdrs:
             if p[0] == PT_PHDR:
                 p[2:7] = [seg_off, seg_vaddr, seg_vaddr, phdr_size, phdr_size]
-        self.out[seg_off : seg_off + phdr_size] = b"".join(h.pack_phdr(p) for p in phdrs)
+        self.patch.put(seg_off, b"".join(h.pack_phdr(p) for p in phdrs))
         e = list(h.e)
         e[5], e[10] = seg_off, h.phnum + 1
-        self.out[: h.ehdr.size] = h.ehdr.pack(*e)
+        self.patch.put(0, h.ehdr.pack(*e))
         self._fix_sections(str_off, new_str_vaddr, len(strings.table), move_dynamic)
-        return bytes(self.out)
+        return self.patch
 
     def _put_dynamic(self, at: int, entries: list[tuple[int, int]], count: int) -> None:
         pack = self.h.dyn.pack
         padded = [*entries, *([(DT_NULL, 0)] * (count - len(entries)))]
-        self.out[at : at + count * self.h.dyn.size] = b"".join(pack(t, v) for t, v in padded)
+        self.patch.put(at, b"".join(pack(t, v) for t, v in padded))
 
     def _fix_sections(self, str_off: int, str_vaddr: int, str_size: int, move_dynamic: bool) -> None:
         """Point the section headers of .dynstr (and of a moved .dynamic) at the new places."""
@@ -248,4 +289,4 @@ class _Writer:
                 s[3:6] = [self.dyn_phdr[3], self.dyn_phdr[2], self.dyn_phdr[5]]
             else:
                 continue
-            self.out[at : at + h.shentsize] = h.shdr.pack(*s)
+            self.patch.put(at, h.shdr.pack(*s))
