@@ -45,6 +45,7 @@ from _common import HEADER, Case, Timing, bench_venv, dynawheel_cmd, run, tool_c
 
 PYYAML = "pyyaml==6.0.3"
 PYTHON_LDAP = "python-ldap==3.4.8"
+EXTENSIONS = {PYYAML: "yaml._yaml", PYTHON_LDAP: "_ldap"}  # imported from each repaired wheel
 SDISTS = {  # requirement -> (Debian packages it builds against, environment for the build)
     PYYAML: (("libyaml-dev",), {"PYYAML_FORCE_LIBYAML": "1"}),
     PYTHON_LDAP: (("libldap2-dev", "libsasl2-dev"), {}),
@@ -227,8 +228,23 @@ def case2(root: Path, runs: int) -> list[Case]:
                                              f"theirs only {sorted(other - mine)}")
         say(f"    vendored: {len(mine)} libraries ({', '.join(sorted(mine))}); {same}")
         case.name += f"; {len(mine)} libs vendored, {'same set' if mine == other else 'SETS DIFFER'}"
+        if not imports(ours, EXTENSIONS[requirement]):
+            case.name += f" (OUR OUTPUT DOES NOT IMPORT {EXTENSIONS[requirement]})"
         cases.append(case)
     return cases
+
+
+def imports(wheel: Path, module: str) -> bool:
+    """Whether `module` imports from the unpacked `wheel` and maps a vendored library from there."""
+    with tempfile.TemporaryDirectory(prefix="dynawheel-bench-import-") as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(tmp)
+        code = (f"import {module}, sys; here = {{line.split()[-1] for line in open('/proc/self/maps') "
+                f"if line.split()[-1].startswith(sys.argv[1] + '/')}}; sys.exit(0 if len(here) >= 2 else 1)")
+        proc = subprocess.run([str(bench_venv()), "-c", code, tmp], capture_output=True, text=True, cwd=tmp)
+    say(f"    import {module} from our output: {'ok, vendored copies mapped' if proc.returncode == 0 else 'FAILED'}"
+        + ("" if proc.returncode == 0 else f"\n{proc.stderr.strip()}"))
+    return proc.returncode == 0
 
 
 FAST_LEVEL = "4"  # case 3's extra row: the fastest dynawheel level whose output stays within 5 % of -z 6

