@@ -548,6 +548,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
     with ExitStack() as stack:
         tree = WheelTree(wheel)
         stack.callback(tree.close)
+        tree.keep_reads()  # performance: the binaries edited are read again (inflated once)
         early = None
         shared = SharedDigests()
         stack.callback(shared.close)

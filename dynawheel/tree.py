@@ -451,8 +451,8 @@ class WheelTree:
 
     Stored bytes are read with ``os.pread`` (thread-safe; not mapped: mapped pages that were
     read count in the process's RSS).  Members up to ``STREAM_ABOVE`` are inflated in one call
-    (libdeflate when installed, see inflate.py), and the big ones among them kept for a second
-    read (``KEEP_BYTES`` in all); bigger deflated ones are opened as an :class:`_InflateStream`,
+    (libdeflate when installed, see inflate.py), and after :meth:`keep_reads` the big ones among
+    them kept for a second read; bigger deflated ones are opened as an :class:`_InflateStream`,
     never held whole.  CRCs are not checked here:
     RECORD hashes are the wheel's integrity check.
 
@@ -481,6 +481,7 @@ class WheelTree:
         self._prefetch_thread: threading.Thread | None = None
         self._kept: dict[str, bytes] = {}  # big members inflated whole lately, oldest first (see _keep)
         self._kept_lock = threading.Lock()
+        self._keep_bytes = 0  # keep_reads()
         self._index(require_wheel)
 
     @property
@@ -603,15 +604,19 @@ class WheelTree:
         except _read_errors() as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
 
+    def keep_reads(self, limit: int = KEEP_BYTES) -> None:
+        """Performance: from now on keep the big members read whole (`limit` bytes of them in all,
+        the latest) for a second read: repair reads the binaries it analysed again to edit them."""
+        self._keep_bytes = limit
+
     def _keep(self, rel: str, data: bytes) -> bytes:
-        """Performance: keep a big member's inflated bytes (up to KEEP_BYTES in all, the latest):
-        the binaries a repair analyses are read again to be copied and patched."""
-        if len(data) < KEEP_MIN or len(data) > KEEP_BYTES:
+        limit = self._keep_bytes
+        if len(data) < KEEP_MIN or len(data) > limit:
             return data
         with self._kept_lock:
             self._kept[rel] = data
             total = sum(map(len, self._kept.values()))
-            while total > KEEP_BYTES:
+            while total > limit:
                 total -= len(self._kept.pop(next(iter(self._kept))))
         return data
 

@@ -7,7 +7,7 @@
   only under its new name through the new DT_RUNPATH / DT_RPATH, then loaded by glibc's and
   musl's loaders: /proc/self/maps shows the renamed copy;
 * a .dynamic section without room for a new entry moves to the new segment and still loads;
-* a 32-bit library is edited; executables are left to patchelf.
+* a 32-bit library is edited; executables and machines not known here are left to patchelf.
 """
 
 from __future__ import annotations
@@ -184,10 +184,14 @@ def test_32_bit_library(tmp_path: Path) -> None:
                              "version needs": []}
 
 
-def test_executables_are_left_to_patchelf(chain: dict[str, Path], tmp_path: Path) -> None:
+def test_executables_and_other_machines_are_left_to_patchelf(chain: dict[str, Path], tmp_path: Path) -> None:
+    edits = ElfEdits(runpath=("$ORIGIN",))
     for pie in (True, False):
         exe = elfbuild.executable(tmp_path / f"prog{pie}", needs=[chain["b"]], pie=pie)
-        assert rewrite(exe.read_bytes(), ElfEdits(runpath=("$ORIGIN",))) is None
+        assert rewrite(exe.read_bytes(), edits) is None
+    mips = elfbuild.patch_machine(chain["b"], tmp_path / "libmips.so", 8)  # EM_MIPS
+    assert rewrite(mips.read_bytes(), edits) is None
+    assert rewrite(chain["b"].read_bytes(), edits) is not None  # the same file as x86-64: edited here
 
 
 MUSL = "/lib/ld-musl-x86_64.so.1"

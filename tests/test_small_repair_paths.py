@@ -114,9 +114,13 @@ def test_big_members_are_inflated_once_for_two_reads(tmp_path: Path, monkeypatch
         return real(raw, size)
 
     monkeypatch.setattr(tree_mod, "inflate_whole", counting)
-    monkeypatch.setattr(tree_mod, "KEEP_BYTES", 1_400_000)  # room for two of the three
     tree = WheelTree(_wheel(tmp_path / "demo-1.0-py3-none-any.whl", members))
     try:
+        with tree.open("pk/a.so") as fp:  # without keep_reads() (show): nothing is kept
+            assert fp.read() == members["pk/a.so"]
+        assert tree._kept == {} and calls == [600_000]
+        calls.clear()
+        tree.keep_reads(1_400_000)  # room for two of the three
         for _ in range(2):
             for name in ("pk/a.so", "pk/b.so"):
                 with tree.open(name) as fp:

@@ -18,8 +18,9 @@ patchelf instead may shift a whole library by pages (7.5 MB on libLLVM).
 
 :func:`rewrite` returns None for files it does not handle, and the caller uses patchelf: anything
 but a shared library without an interpreter (executables are started by the kernel, which finds
-the program headers at a fixed place on older kernels), big-endian files, files with unusual
-headers, and extended section numbering.
+the program headers at a fixed place on older kernels), big-endian files, machines other than
+x86-64, i386, AArch64, ARM, ppc64le and RISC-V, files with unusual headers, and extended
+section numbering.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ VN_FILE = struct.Struct("<I")
 MAX_VERNEED = 4096
 SPARE_DYNAMIC = 4  # DT_NULL entries after a moved .dynamic: room for later edits in place
 MIN_ALIGN = 4096
+# e_machine values edited here: x86-64, i386, AArch64, ARM, PowerPC 64 (little-endian), RISC-V.  Others
+# (MIPS keeps .dynamic read-only and has entries relative to its address) go to patchelf.
+MACHINES = frozenset({62, 3, 183, 40, 21, 243})
 
 
 class _Headers:
@@ -103,7 +107,7 @@ def _supported(h: _Headers) -> bool:
                and h.shoff + h.shnum * h.shentsize <= len(h.data))
     aligned = all(p[7] >= MIN_ALIGN and p[7] & (p[7] - 1) == 0 for p in loads)
     ordered = all(a[3] < b[3] for a, b in zip(loads, loads[1:], strict=False))
-    return (h.e[1] == ET_DYN and sizes_ok and in_file and bool(loads) and aligned and ordered
+    return (h.e[1] == ET_DYN and h.e[2] in MACHINES and sizes_ok and in_file and bool(loads) and aligned and ordered
             and 0 < h.phnum < 0xFFFE and not (h.shnum == 0 and h.shoff != 0)
             and sum(p[0] == PT_DYNAMIC for p in h.phdrs) == 1 and not any(p[0] == PT_INTERP for p in h.phdrs))
 
