@@ -1,8 +1,8 @@
 """In-process ELF edits of a shared library: the repair edits (rename DT_NEEDED entries, set or
 remove DT_RUNPATH / DT_RPATH, set DT_SONAME) without starting patchelf.
 
-The layout is the one patchelf uses for libraries, kept minimal: the old bytes stay where they
-are, and one new PT_LOAD segment is appended at the end of the file, holding
+The layout follows patchelf's idea for libraries (a new PT_LOAD segment at the end), kept minimal:
+the old bytes stay where they are, and the one new segment appended at the end of the file holds
 
 - the program header table (one entry longer: the new segment's own),
 - a copy of ``.dynstr`` with the new strings after the old ones (every old offset stays valid:
@@ -16,11 +16,12 @@ DT_STRTAB/DT_STRSZ (and PT_DYNAMIC, PT_PHDR and the section headers of ``.dynstr
 the largest alignment of the existing PT_LOAD segments, so no padding is added to the file.
 patchelf instead may shift a whole library by pages (7.5 MB on libLLVM).
 
-:func:`rewrite` returns None for files it does not handle, and the caller uses patchelf: anything
-but a shared library without an interpreter (executables are started by the kernel, which finds
-the program headers at a fixed place on older kernels), big-endian files, machines other than
-x86-64, i386, AArch64, ARM, ppc64le and RISC-V, files with unusual headers, and extended
-section numbering.
+:func:`plan` reads only the headers and dynamic tables (of a mapping) and returns the changed bytes
+as a :class:`Patch`, applied to a kernel-made copy of the file.  It returns None for files it does
+not handle, and the caller uses patchelf: anything but a shared library without an interpreter
+(executables are started by the kernel, which finds the program headers at a fixed place on older
+kernels), big-endian files, machines other than x86-64, i386, AArch64, ARM, ppc64le and RISC-V,
+files with unusual headers, and extended section numbering.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .elf import DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRTAB, DT_VERNEED, DT_VERNEEDNUM
 from .elf_edit import ElfEdits
 
 if TYPE_CHECKING:
@@ -39,8 +41,7 @@ PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_PHDR = 1, 2, 3, 6
 PF_W, PF_R = 2, 4
 ET_DYN = 3
 SHT_STRTAB, SHT_DYNAMIC = 3, 6
-DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 10, 14, 15, 29
-DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFE, 0x6FFFFFFF
+DT_STRSZ = 10
 VERNEED = struct.Struct("<HHIII")  # Elf32/64_Verneed (little-endian): version, cnt, file, aux, next
 VN_FILE = struct.Struct("<I")
 MAX_VERNEED = 4096
