@@ -221,3 +221,19 @@ def test_musl_loader_follows_the_edits(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     listing = subprocess.run([MUSL, "--list", str(prog)], capture_output=True, text=True).stdout
     assert re.search(r"libb-5eed\.so => \S*/a/deps/libb-5eed\.so", listing), listing
+
+
+def test_an_edited_library_edits_again(chain: dict[str, Path], tmp_path: Path) -> None:
+    """A second repair of a repaired library: another segment on top of the first, still loadable."""
+    deps = tmp_path / "a" / "deps"
+    deps.mkdir()
+    apply_elf(deps / "libb-2.so.1", ElfEdits(soname="libb-2.so.1"), str(chain["b"]))
+    apply_elf(chain["a"], ElfEdits((("libb.so.1", "libb-1.so.1"),), ("$ORIGIN/nowhere",)))
+    size = chain["a"].stat().st_size
+    apply_elf(chain["a"], ElfEdits((("libb-1.so.1", "libb-2.so.1"),), ("$ORIGIN/deps",)))
+    assert chain["a"].stat().st_size < size + 8192
+    found = _readelf(chain["a"])
+    assert found["NEEDED"][0] == "libb-2.so.1" and found["RUNPATH"] == ["$ORIGIN/deps"]
+    assert "libb-2.so.1" in found["version needs"]
+    shutil.rmtree(tmp_path / "b")
+    assert _load(chain["a"], "libb-2") == str(deps / "libb-2.so.1")
