@@ -254,3 +254,15 @@ def test_big_whole_member_hashed_on_a_thread(tmp_path: Path, tampered: bool) -> 
     finally:
         shared.close()
         tree.close()
+
+
+def test_patchelf_check_reports_any_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error in the check reaches the caller; nobody is left waiting for it."""
+    def check() -> str:
+        raise OSError("no scripts directory")
+
+    monkeypatch.setattr(elf_edit, "_checked_patchelf", check)
+    monkeypatch.setattr(elf_edit, "_check", None)
+    with pytest.raises(OSError, match="no scripts directory"):
+        elf_edit.patchelf()
+    assert elf_edit._check is None

@@ -49,7 +49,7 @@ def patchelf() -> str:
     future = check_patchelf_soon()
     try:
         return future.result()
-    except ToolError:
+    except Exception:
         with _check_lock:
             if _check is future:
                 _check = None
@@ -70,7 +70,7 @@ def check_patchelf_soon() -> Future[str]:
 def _find_patchelf(future: Future[str]) -> None:
     try:
         future.set_result(_checked_patchelf())
-    except ToolError as exc:
+    except Exception as exc:  # any failure reaches the caller of patchelf(): none may leave it waiting
         future.set_exception(exc)
 
 
