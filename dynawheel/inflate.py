@@ -59,8 +59,10 @@ def errors() -> tuple[type[Exception], ...]:
 
 
 def inflate_whole(raw: bytes, size: int) -> bytes:
-    """All of a member's raw deflate data `raw`, whose inflated size the zip says is `size`.
-    When it is not `size` bytes (or is broken), the streaming backend inflates it and says why."""
+    """All of a member's raw deflate data `raw`, whose inflated size the zip says is `size`.  A
+    member that is broken or not `size` bytes goes through the streaming backend, which says why,
+    and never more than `size` + 1 bytes are inflated (a member that inflates to more than the zip
+    says is an error, not gigabytes in memory)."""
     lib = _libdeflate()
     if lib is not None and size > 0:
         decompress, error = lib
@@ -70,10 +72,11 @@ def inflate_whole(raw: bytes, size: int) -> bytes:
                 return data
         except error:
             pass
-    isal = _isal()
-    if isal is not None:
-        return bytes(isal.decompress(raw, -15))
-    return zlib.decompress(raw, -15)
+    stream = inflater()
+    data = bytes(stream.decompress(raw, size + 1))
+    if len(data) > size:
+        raise zlib.error(f"inflates to more than the {size} bytes the zip gives")
+    return data
 
 
 def inflater() -> Inflater:

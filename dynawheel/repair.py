@@ -60,7 +60,7 @@ class RepairOptions:
     macos_target: str | None = None  # MACOSX_DEPLOYMENT_TARGET, given by the caller
     provided_by: tuple[Path, ...] = ()
     compression_level: int = 6
-    deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' or 'zlib-ng'
+    deflate: str = "auto"  # 'auto' (libdeflate; zlib-ng for streams), 'libdeflate', 'zlib-ng' or 'zlib'
     elf_editor: str = "auto"  # 'auto': shared libraries in this process (platforms/elf_rewrite.py); 'patchelf'
     dry_run: bool = False
     progress: Progress | None = None
@@ -291,7 +291,7 @@ def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Pa
                 done: Callable[[Path], None] | None = None, elf_editor: str = "auto") -> None:
     """Apply every file's edits to its private copy: one write per file.  An ELF copy named in
     `sources` does not exist yet: it is written from its source.  `done` is called with each ELF
-    copy once it is written (on a worker thread)."""
+    copy once it is written (on this thread when edited in process, on a worker for patchelf)."""
     elf = []
     macho: list[tuple[Path, macho_edit.FilePlan]] = []
     for path, (label, edits) in files.items():
@@ -477,8 +477,8 @@ def _check_record(zf: zipfile.ZipFile, dist_info: str, wheel: Path,
 def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions,
                ready: Callable[[Path], None] | None = None) -> dict[str, Path]:
     """Private, edited copies of every changed or vendored binary: tree path -> file.  A host
-    library with ELF edits is not copied first: patchelf reads it and writes the copy.  `ready`
-    is called with each copy once it is final (ELF copies as soon as patchelf wrote them)."""
+    library with ELF edits is not copied first: the editor reads it and writes the copy.  `ready`
+    is called with each copy once it is final (ELF copies as soon as they are edited)."""
     out: dict[str, Path] = {}
     sources: dict[Path, str] = {}
     host = HostFS(opts.search.sysroot)
@@ -553,7 +553,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         shared = SharedDigests()
         stack.callback(shared.close)
         if not opts.dry_run:  # performance: the RECORD check starts before the analysis (see there)
-            check_patchelf_soon()  # and patchelf's version check (ELF edits need it; else it is not asked)
+            check_patchelf_soon()  # and patchelf's version check (executables' edits need it; else not asked)
             fp = stack.enter_context(open(wheel, "rb"))
             zf = tree.zip  # performance: the central directory is read once (12 248 members: 40 ms)
             tree.share_digests(shared)  # the analysis hashes what it inflates: the check skips those
@@ -658,7 +658,7 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
         raise RepairError("give an output directory (-o DIR) or --in-place")
     tree = DirTree(target)
     if not opts.dry_run:
-        check_patchelf_soon()  # performance: beside the analysis (ELF edits need it; else it is not asked)
+        check_patchelf_soon()  # performance: beside the analysis (executables' edits need it; else not asked)
     job = decide(tree, opts, dist)
     if opts.dry_run:
         return RepairResult(target, None, job.collection, job.plan, None, tuple(job.notes), job.shim)
