@@ -189,6 +189,10 @@ def test_executables_and_other_machines_are_left_to_patchelf(chain: dict[str, Pa
     for pie in (True, False):
         exe = elfbuild.executable(tmp_path / f"prog{pie}", needs=[chain["b"]], pie=pie)
         assert rewrite(exe.read_bytes(), edits) is None
+    static_pie = tmp_path / "static-pie"  # ET_DYN without an interpreter, but a program (DF_1_PIE)
+    (tmp_path / "sp.c").write_text("int main(void) { return 0; }\n")
+    subprocess.run(["gcc", "-static-pie", "-o", str(static_pie), str(tmp_path / "sp.c")], check=True)
+    assert rewrite(static_pie.read_bytes(), edits) is None
     mips = elfbuild.patch_machine(chain["b"], tmp_path / "libmips.so", 8)  # EM_MIPS
     assert rewrite(mips.read_bytes(), edits) is None
     assert rewrite(chain["b"].read_bytes(), edits) is not None  # the same file as x86-64: edited here

@@ -19,9 +19,9 @@ patchelf instead may shift a whole library by pages (7.5 MB on libLLVM).
 :func:`plan` reads only the headers and dynamic tables (of a mapping) and returns the changed bytes
 as a :class:`Patch`, applied to a kernel-made copy of the file.  It returns None for files it does
 not handle, and the caller uses patchelf: anything but a shared library without an interpreter
-(executables are started by the kernel, which finds the program headers at a fixed place on older
-kernels), big-endian files, machines other than x86-64, i386, AArch64, ARM, ppc64le and RISC-V,
-files with unusual headers, and extended section numbering.
+(executables, static-pie ones included, are started by the kernel, which finds the program
+headers at a fixed place on older kernels), big-endian files, machines other than x86-64, i386,
+AArch64, ARM, ppc64le and RISC-V, files with unusual headers, and extended section numbering.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_PHDR = 1, 2, 3, 6
 PF_W, PF_R = 2, 4
 ET_DYN = 3
 SHT_STRTAB, SHT_DYNAMIC = 3, 6
-DT_STRSZ = 10
+DT_STRSZ, DT_FLAGS_1, DF_1_PIE = 10, 0x6FFFFFFB, 0x08000000
 VERNEED = struct.Struct("<HHIII")  # Elf32/64_Verneed (little-endian): version, cnt, file, aux, next
 VN_FILE = struct.Struct("<I")
 MAX_VERNEED = 4096
@@ -222,6 +222,8 @@ def _plan(view: memoryview, edits: ElfEdits) -> Patch | None:
     if entries is None:
         return None
     tags = dict(entries)
+    if tags.get(DT_FLAGS_1, 0) & DF_1_PIE:  # an executable without an interpreter (static-pie)
+        return None
     strtab, strsz = tags.get(DT_STRTAB), tags.get(DT_STRSZ)
     str_at = None if strtab is None or strsz is None else h.file_offset(strtab, strsz)
     if strtab is None or strsz is None or str_at is None:
