@@ -241,3 +241,45 @@ def test_an_edited_library_edits_again(chain: dict[str, Path], tmp_path: Path) -
     assert "libb-2.so.1" in found["version needs"]
     shutil.rmtree(tmp_path / "b")
     assert _load(chain["a"], "libb-2") == str(deps / "libb-2.so.1")
+
+
+_DLOPEN_ALL = """
+import ctypes, sys
+for path in sys.argv[1:]:
+    try:
+        ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+        print("ok")
+    except OSError as exc:
+        print("error", str(exc).split(":")[-1].strip())
+"""
+
+
+def test_system_libraries_load_the_same_after_an_edit(tmp_path: Path) -> None:
+    """glibc loads each edited library as it loads the original, for a sample of this system's
+    libraries.  The edit renames a dependency to a name that only the new strings give: a link
+    beside the copy, found through the new DT_RUNPATH ($ORIGIN, then the library's own list)."""
+    pairs = []
+    for i, lib in enumerate(_system_sample()[::2]):
+        with lib.open("rb") as fp:
+            image = parse_elf(fp, str(lib)).images[0]
+        deps = [d.name for d in image.needed if d.name != "libc.so.6" and (LIBDIR / d.name).exists()]
+        if not deps:
+            continue
+        copy = tmp_path / str(i) / f"libedited{i}.so"
+        copy.parent.mkdir()
+        (copy.parent / f"{deps[0]}.renamed").symlink_to((LIBDIR / deps[0]).resolve())
+        new = rewrite(lib.read_bytes(), ElfEdits(((deps[0], f"{deps[0]}.renamed"),),
+                                                 ("$ORIGIN", *image.runpaths, *image.rpaths), f"libedited{i}.so"))
+        if new is not None:
+            copy.write_bytes(new)
+            pairs.append((str(lib), str(copy)))
+    assert len(pairs) >= 20
+
+    def outcomes(paths: list[str]) -> list[str]:
+        proc = subprocess.run([sys.executable, "-c", _DLOPEN_ALL, *paths], capture_output=True, text=True,
+                              timeout=300)
+        return proc.stdout.splitlines()
+
+    before, after = outcomes([a for a, _ in pairs]), outcomes([b for _, b in pairs])
+    assert len(before) == len(pairs) and before.count("ok") >= len(pairs) // 2
+    assert after == before
