@@ -115,3 +115,14 @@ def unshare_problem() -> str | None:
     proc = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /dev/null /dev/null"], capture_output=True,
                           text=True)
     return None if proc.returncode == 0 else f"unshare -m is not permitted here: {proc.stderr.strip()}"
+
+
+def pypi_problem(project: str, need: str) -> str | None:
+    """Why PyPI cannot serve `project` here (`need` says what the test wanted from it); None when it can."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"https://pypi.org/simple/{project}/", timeout=20):
+            return None
+    except OSError as exc:
+        return f"PyPI is unreachable ({exc}): {need}"

@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -31,7 +30,7 @@ from dynawheel.search import SearchPaths
 from dynawheel.shim import add_shim, pth_shim
 from dynawheel.tree import DirTree, open_tree
 
-from .conftest import run_cli
+from .conftest import pypi_problem, run_cli
 
 # numpy 2.3.5 ships cp311 wheels for all three targets: manylinux_2_27/2_28 x86_64 (OpenBLAS,
 # libgfortran and libquadmath vendored in numpy.libs/ by auditwheel), win_amd64 (delvewheel:
@@ -45,14 +44,6 @@ TARGETS = {  # name -> (pip --platform, file name glob)
 HERMETIC = SearchPaths(use_system=False)  # nothing of this host: only the tree itself
 
 
-def _pypi_unreachable() -> str | None:
-    try:
-        with urllib.request.urlopen("https://pypi.org/simple/numpy/", timeout=15):
-            return None
-    except OSError as exc:
-        return f"PyPI is unreachable ({exc}); CI downloads the numpy {NUMPY} wheels"
-
-
 def _download(cache: Path, target: str) -> Path:
     platform, pattern = TARGETS[target]
     with open(cache / ".lock", "w") as lock:  # pytest-xdist workers share the cache
@@ -60,7 +51,7 @@ def _download(cache: Path, target: str) -> Path:
         found = sorted(cache.glob(pattern))
         if found:
             return found[0]
-        reason = _pypi_unreachable()
+        reason = pypi_problem("numpy", f"CI downloads the numpy {NUMPY} wheels")
         if reason:
             pytest.skip(reason)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:

@@ -27,13 +27,12 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from .conftest import make_venv, run_cli, unshare_problem
+from .conftest import make_venv, pypi_problem, run_cli, unshare_problem
 from .repairkit import dynamic, have_patchelf, only_wheel
 
 PYYAML = "6.0.3"
@@ -45,14 +44,6 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64", reason="Debian x86_64 test"),
     pytest.mark.skipif(not have_patchelf(), reason="patchelf (PyPI, >= 0.18) is needed"),
 ]
-
-
-def _pypi_problem() -> str | None:
-    try:
-        with urllib.request.urlopen("https://pypi.org/simple/pyyaml/", timeout=20):
-            return None
-    except OSError as exc:
-        return f"PyPI is unreachable ({exc}): the PyYAML {PYYAML} sdist and Cython cannot be fetched"
 
 
 def _ensure_libyaml_dev() -> str | None:
@@ -76,7 +67,8 @@ def _ensure_libyaml_dev() -> str | None:
 @pytest.fixture(scope="session")
 def pyyaml_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PyYAML built from its sdist against the system libyaml: yaml/_yaml*.so needs libyaml-0.so.2."""
-    problem = _ensure_libyaml_dev() or _pypi_problem()
+    problem = _ensure_libyaml_dev() or pypi_problem(
+        "pyyaml", f"the PyYAML {PYYAML} sdist and Cython cannot be fetched")
     if problem:
         pytest.skip(problem)
     out = tmp_path_factory.mktemp("pyyaml-sdist")
