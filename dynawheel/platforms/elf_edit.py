@@ -103,18 +103,24 @@ def apply_elf(path: Path, edits: ElfEdits, source: str | None = None, in_process
     """Apply all `edits` to the file at `path` (a private copy): in this process when it is a
     shared library elf_rewrite handles (and `in_process`), else in one patchelf call.  With a
     `source`, that file is read and `path` written (one write instead of copy + rewrite)."""
-    if not (in_process and _rewritten(path, edits, source)):
+    if not _done_here(path, edits, source, in_process):
         _patchelf(path, edits, source)
+
+
+def _done_here(path: Path, edits: ElfEdits, source: str | None, in_process: bool) -> bool:
+    """Apply `edits` without patchelf when that can be done (no edits: a copy; a shared library
+    elf_rewrite handles); False (nothing written) when patchelf must."""
+    if edits.empty:
+        if source is not None:
+            shutil.copyfile(source, path)
+        return True
+    return in_process and _rewritten(path, edits, source)
 
 
 def _rewritten(path: Path, edits: ElfEdits, source: str | None) -> bool:
     """Apply `edits` in this process; False (nothing written) when elf_rewrite does not handle the
     file.  Only the headers and dynamic tables are read (the file is mapped), and only the changed
     bytes written: a copy made by the kernel, then patched."""
-    if edits.empty:
-        if source is not None:
-            shutil.copyfile(source, path)
-        return True
     from .elf_rewrite import plan  # performance: loaded when an ELF file is edited
 
     with open(source or path, "rb") as fp:
@@ -136,10 +142,7 @@ def _rewritten(path: Path, edits: ElfEdits, source: str | None) -> bool:
 
 
 def _patchelf(path: Path, edits: ElfEdits, source: str | None) -> None:
-    if edits.empty:
-        if source is not None:
-            shutil.copyfile(source, path)
-    elif source is None:
+    if source is None:
         run_tool([patchelf(), *patchelf_args(edits), str(path)])
     else:
         run_tool([patchelf(), *patchelf_args(edits), "--output", str(path), source])
@@ -158,7 +161,7 @@ def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable
 
     left = []
     for job in sorted(jobs, key=size, reverse=True) if in_process else jobs:
-        if in_process and _rewritten(*job):
+        if _done_here(*job, in_process):
             if done is not None:
                 done(job[0])
         else:
