@@ -25,6 +25,7 @@ from .policy import best_elf_policy, interpreters, read_data
 from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
 from .search import SearchPaths
 from .tree import open_tree
+from .wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: st
 
 def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     a = report.analysis
-    lines = [f"{report.target}: {len(a.tree_binaries)} binaries, {len(a.files)} files"]
+    lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
     for walk in a.walks:
         lines.append("")
         lines.append(f"{_where(a, walk.root)} ({walk.arch}) {_describe(a, walk.root)}")
@@ -251,7 +252,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         lines.append(f"bad file: {bad.message}")
     missing = report.graph.missing()
     external = report.graph.external()
-    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {len(a.bad)} bad file(s)")
+    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {counted(len(a.bad), 'bad file')}")
     return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,7 @@ from .wheel.archive import Entry, Packer, RawSource, is_executable, write_wheel
 from .wheel.record import parse_record
 from .wheel.tags import WheelTags, parse_filename, wheel_filename
 from .wheel.verify import RecordCheck, SharedDigests
+from .wording import counted
 
 if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
     from .platforms import macho_edit
@@ -498,7 +499,8 @@ def _edit_copy(job: _Job, tree: Tree, work: Path, opts: RepairOptions,
                     fp.write(view)
             else:
                 shutil.copyfileobj(src, fp, 1 << 20)
-    _say(opts, f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
+    libraries = counted(len(vendored), "library", "libraries")
+    _say(opts, f"patching {counted(len(job.plan.files), 'file')}, vendoring {libraries}")
     apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, sources, ready, opts.elf_editor)
     for dest in out.values():
         os.chmod(dest, 0o755)
@@ -656,6 +658,11 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
         raise RepairError(f"not a directory: {str(target)!r}")
     if out is None and not in_place and not opts.dry_run:
         raise RepairError("give an output directory (-o DIR) or --in-place")
+    if out is not None and not in_place:
+        real_target, real_out = target.resolve(), out.resolve()
+        if real_out == real_target or real_target in real_out.parents:
+            raise UsageError(f"output directory {str(out)!r} is inside the input {str(target)!r}: the repaired copy "
+                             "would be part of what it copies; give a directory outside it (or --in-place)")
     tree = DirTree(target)
     if not opts.dry_run:
         check_patchelf_soon()  # performance: beside the analysis (executables' edits need it; else not asked)

@@ -293,7 +293,7 @@ def test_cli_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wh = tmp_path / "wh"
     whl = make_wheel(wh, "pkg", "1.0")
     assert main(["index", str(wh), "-o", str(tmp_path / "site"), "--yank", f"{whl.name}=bad"]) == 0
-    assert "1 files in 1 projects" in capsys.readouterr().out
+    assert "1 file in 1 project" in capsys.readouterr().out
     (wh / "notes.txt").write_text("x")
     assert main(["index", str(wh), "--flat", "-o", str(tmp_path / "flat")]) == 3
     assert "skipped: notes.txt" in capsys.readouterr().err

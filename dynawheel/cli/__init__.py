@@ -38,12 +38,22 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Build, repair, audit and publish wheels that ship shared libraries.",
     )
     parser.add_argument("--version", action="version", version=f"dynawheel {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    _add_verbosity(parser, default=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _modules(argv):
         module.register(sub)
+    for command in sub.choices.values():  # `dynawheel repair -v ...` as well as `dynawheel -v repair ...`
+        _add_verbosity(command, default=False)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """-v/-q; a subcommand's own leave the values of the main parser alone unless they are given."""
+    g = parser.add_argument_group("verbosity")
+    g.add_argument("-v", "--verbose", action="count", default=0 if default else argparse.SUPPRESS,
+                   help="more log output (-vv: debug)")
+    g.add_argument("-q", "--quiet", action="store_true", default=False if default else argparse.SUPPRESS,
+                   help="only errors: no progress, notes or 'wrote'/'repaired' lines")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

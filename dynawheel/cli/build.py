@@ -14,6 +14,7 @@ from ..wheel.check import CheckReport, check_wheels
 from ..wheel.metadata import MetadataOptions
 from ..wheel.stage import AddStep
 from ..wheel.tags import WheelTags, make_tags, parse_tags
+from ..wording import counted
 from .options import add_deflate_option
 
 
@@ -97,6 +98,8 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
 
 def run_build(args: argparse.Namespace) -> int:
     result = build(options_from_args(args), args.wheel_dir)
+    if args.quiet:  # only errors
+        return EXIT_OK
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {result.path}")
@@ -113,12 +116,17 @@ def report_json(report: CheckReport) -> dict[str, Any]:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    for path in args.wheels:  # a path that is not there is a mistyped argument, not a broken wheel
+        if not path.exists():
+            raise UsageError(f"no such file: {str(path)!r}")
+        if path.is_dir():
+            raise UsageError(f"{str(path)!r} is a directory: check takes .whl files")
     report = check_wheels(args.wheels)
     if args.json:
         print(json.dumps(report_json(report), indent=2))
         return EXIT_OK if report.ok else EXIT_FINDINGS
     for wheel in report.wheels:
-        print(f"{wheel.path.name}: {'ok' if wheel.ok else f'{len(wheel.problems)} problem(s)'}")
+        print(f"{wheel.path.name}: {'ok' if wheel.ok else counted(len(wheel.problems), 'problem')}")
         for problem in wheel.problems:
             print(f"  - {problem}")
     for conflict in report.conflicts:

@@ -140,7 +140,7 @@ def run_repair(args: argparse.Namespace) -> int:
         repair_tree(dirs[0], args.output, opts, in_place=args.in_place, dist=args.name)]
     if args.dry_run:
         return _report_dry_run(args, results, strict)
-    for result in results:
+    for result in [] if args.quiet else results:  # -q: only errors
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         vendored = len(result.collection.vendored)

@@ -32,6 +32,10 @@ def run_show(args: argparse.Namespace) -> int:
     if not args.path.exists():
         raise UsageError(f"no such file or directory: {str(args.path)!r}")
     report = audit(args.path, search_from_args(args))
+    single = args.path.is_file() and args.path.suffix != ".whl"
+    if single and not report.analysis.tree_binaries and not report.analysis.bad:
+        raise UsageError(f"{str(args.path)!r} is not a binary (not an ELF, PE or Mach-O file): show reads a binary, "
+                         "a .whl or a directory")
     if args.json:
         print(json.dumps(to_json(report), indent=2))
     elif args.dot:
