@@ -141,6 +141,12 @@ def _where(analysis: Analysis, path: str | None) -> str | None:
     return rel if rel is not None else path
 
 
+def _in_tree_names(analysis: Analysis, text: str) -> str:
+    """'DT_RUNPATH of <tree root>/pkg/_ext.so' -> 'DT_RUNPATH of pkg/_ext.so' (a wheel's root is no real path)."""
+    root = analysis.root.rstrip("/") + "/"
+    return text.replace(root, "") if root != "/" else text
+
+
 def _image_json(image: Image) -> dict[str, Any]:
     return {
         "arch": image.arch, "kind": image.kind.value, "soname": image.soname,
@@ -226,7 +232,8 @@ def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: st
             " =>  [", " => [")
         if edge.status in (Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING):
             for attempt in edge.tried:
-                yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({attempt.via}): {attempt.outcome}"
+                via = _in_tree_names(analysis, attempt.via)
+                yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({via}): {attempt.outcome}"
         if edge.hit and edge.loaded_here and edge.hit not in shown and edge.status is not Status.SYSTEM:
             shown.add(edge.hit)
             yield from _edge_lines(analysis, children, edge.hit, prefix + cont, shown)

@@ -101,13 +101,18 @@ def canonical_analysis(analysis: Analysis, real: Callable[[str], str | None]) ->
 
 
 def describe_missing(analysis: Analysis, edges: Iterable[Edge]) -> str:
-    """A header line, then one line per library that cannot be found: who needs it, every place searched."""
-    lines = []
+    """A header line, then for each library that cannot be found a line naming it and who needs it, and one
+    indented line per place searched (paths inside the tree are shown relative to it)."""
+    lines, count = [], 0
+    root = analysis.root.rstrip("/") + "/"
     for edge in edges:
+        count += 1
         where = analysis.relpath(edge.dependent) or edge.dependent
-        searched = "; ".join(f"{a.path} ({a.via}): {a.outcome}" for a in edge.tried) or "nowhere to look"
-        lines.append(f"  {edge.request.name!r} needed by {where!r}; searched: {searched}")
-    head = f"cannot find {len(lines)} needed librar{'y' if len(lines) == 1 else 'ies'} " \
+        lines.append(f"  {edge.request.name!r} needed by {where!r}, searched:" if edge.tried else
+                     f"  {edge.request.name!r} needed by {where!r}: nowhere to look")
+        lines += [f"    {a.path} ({a.via.replace(root, '') if root != '/' else a.via}): {a.outcome}"
+                  for a in edge.tried]
+    head = f"cannot find {count} needed librar{'y' if count == 1 else 'ies'} " \
            "(add a directory with -L DIR, or go on with --allow-missing):"
     return "\n".join([head, *lines])
 

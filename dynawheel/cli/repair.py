@@ -119,9 +119,11 @@ def _report_dry_run(args: argparse.Namespace, results: list[RepairResult], stric
             _print_plan(result)
     if not (missing and strict):
         return EXIT_OK
-    for m in missing:
-        print(f"dynawheel: missing: {m['request']!r} needed by {m['needed_by']!r}; searched: "
-              f"{'; '.join(m['searched']) or 'nowhere to look'}", file=sys.stderr)
+    for m in missing:  # one line per library, then one per place searched
+        print(f"dynawheel: missing: {m['request']!r} needed by {m['needed_by']!r}"
+              f"{', searched:' if m['searched'] else ': nowhere to look'}", file=sys.stderr)
+        for place in m["searched"]:
+            print(f"    {place}", file=sys.stderr)
     return EXIT_FINDINGS
 
 
