@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .project import Project, build_project_editable, build_project_wheel, write_metadata
 from .project import build_sdist as _build_sdist
@@ -32,7 +32,7 @@ __all__ = [
     "prepare_metadata_for_build_wheel",
 ]
 
-ConfigSettings = dict[str, Any] | None
+ConfigSettings = Optional[dict[str, Any]]  # a runtime alias: no `X | None` before Python 3.10
 
 
 def _project() -> Project:

@@ -64,7 +64,6 @@ def _env(wheelhouse: Path, *more: Path) -> dict[str, str]:
     """Front ends and their isolated build environments install from the wheelhouse only."""
     links = " ".join(str(p) for p in (wheelhouse, *more))
     return {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": links,
-            "UV_NO_INDEX": "1", "UV_FIND_LINKS": ",".join(str(p) for p in (wheelhouse, *more)),
             "UV_NO_CACHE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -165,7 +164,8 @@ def test_uv_build(tmp_path: Path, wheelhouse: Path) -> None:
     _needs_tools()
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     project = _copy_example(tmp_path)
-    _run([uv, "build", "--python", sys.executable, "--out-dir", tmp_path / "dist", "."], _env(wheelhouse), project)
+    _run([uv, "build", "--python", sys.executable, "--no-index", "--find-links", wheelhouse, "--out-dir",
+          tmp_path / "dist", "."], _env(wheelhouse), project)
     assert (tmp_path / "dist" / "yamlgreet-1.0.0.tar.gz").exists()
     wheel = next((tmp_path / "dist").glob("yamlgreet-*.whl"))
     _check_wheel(wheel)
