@@ -53,7 +53,9 @@ class SearchPaths:
     elf_default_dirs: tuple[str, ...] | None = None
     elf_platform: str = "x86_64"  # what $PLATFORM expands to
     elf_lib: str = "lib"  # what $LIB expands to (lib, lib64, lib/x86_64-linux-gnu)
-    # Read <sysroot>/etc/ld.so.cache as ld.so does; without a cache the ld.so.conf dirs are scanned.
+    # True: read <sysroot>/etc/ld.so.cache as ld.so does (ld.so reads only the cache: without one,
+    # the ld.so.conf directories are not searched).  False: the ld.so.conf directories stand in
+    # for the cache, as though ldconfig had been run on them (a staged root without its cache).
     use_ld_so_cache: bool = True
     # ---- PE (CPython >= 3.8 on Windows) ----
     dll_directories: tuple[str, ...] = ()  # os.add_dll_directory() dirs

@@ -30,8 +30,14 @@ def ldso_trace(path: Path, env: dict[str, str] | None = None, chroot: Path | Non
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
     clean.update(env or {})
     clean["LD_TRACE_LOADED_OBJECTS"] = "1"
-    cmd = [LDSO, str(path)] if chroot is None else ["chroot", str(chroot), LDSO, str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=clean, check=False)
+
+    def enter() -> None:  # chroot in the child (not the chroot program: the trace would list it)
+        if chroot is not None:
+            os.chroot(chroot)
+            os.chdir("/")
+
+    proc = subprocess.run([LDSO, str(path)], capture_output=True, text=True, env=clean, check=False,
+                          preexec_fn=enter)
     out: dict[str, str | None] = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"^\s*(\S+) => (?:(\S+) \(0x[0-9a-f]+\)|not found)", line)
@@ -104,3 +110,87 @@ def test_soname_links_share_one_walk(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert shared == fresh.walk(alias, alone.binaries[alias].images[0])
     assert ours(analysis, f"{root}/libtop.so")["libdep.so.2"] == str(dep)
     assert top.exists()
+
+
+# ---- a root of its own: ld.so.conf without ld.so.cache, DF_1_NODEFLIB, checked by chroot ------
+
+def _chroot_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "chroot needs root"
+    if not (os.path.exists("/sbin/ldconfig") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6")):
+        return "needs Debian's x86_64 glibc layout and ldconfig"
+    return None
+
+
+needs_chroot = pytest.mark.skipif(_chroot_problem() is not None, reason=_chroot_problem() or "")
+
+
+def make_root(root: Path) -> Path:
+    """A minimal glibc root, not /usr-merged: /lib64/ld-linux-x86-64.so.2, /lib/<triplet>/libc.so.6,
+    an empty /usr/lib/<triplet>; `chroot ROOT /lib64/ld-linux-x86-64.so.2 FILE` lists FILE in it."""
+    (root / "lib64").mkdir(parents=True)
+    (root / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (root / "usr" / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (root / "etc").mkdir()
+    for src, dest in ((LDSO, "lib64/ld-linux-x86-64.so.2"), ("/lib/x86_64-linux-gnu/libc.so.6",
+                                                           "lib/x86_64-linux-gnu/libc.so.6")):
+        (root / dest).write_bytes(Path(os.path.realpath(src)).read_bytes())
+        (root / dest).chmod(0o755)
+    return root
+
+
+def agree_in_root(root: Path, inside: str, search: SearchPaths | None = None) -> dict[str, str | None]:
+    """Our closure of ROOT/inside under --sysroot ROOT equals ld.so's in `chroot ROOT`."""
+    search = search or SearchPaths(sysroot=str(root))
+    mine = ours(analyze(FileTree(root / inside.lstrip("/")), search), f"{root}{inside}")
+    theirs = ldso_trace(Path(inside), chroot=root)
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    assert mine == theirs
+    return mine
+
+
+def ldconfig(root: Path) -> None:
+    subprocess.run(["/sbin/ldconfig", "-X", "-r", str(root)], check=True, capture_output=True)
+
+
+@needs_chroot
+def test_ld_so_conf_without_cache_is_not_read(tmp_path: Path) -> None:
+    """ld.so reads only ld.so.cache: a root with ld.so.conf naming a directory but no cache does
+    not find what that directory holds, until ldconfig writes the cache."""
+    root = make_root(tmp_path / "root")
+    (root / "etc" / "ld.so.conf").write_text("/opt/conf\n")
+    conf = elfbuild.shared_lib(root / "opt" / "conf" / "libconf.so.1", soname="libconf.so.1")
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=[conf])
+    before = agree_in_root(root, "/app/libapp.so")
+    assert before["libconf.so.1"] is None
+    assert before["libc.so.6"] == f"{root}/lib/x86_64-linux-gnu/libc.so.6"
+    # the explicit stand-in (use_ld_so_cache=False) reads ld.so.conf as ldconfig would cache it
+    standin = SearchPaths(sysroot=str(root), use_ld_so_cache=False)
+    assert ours(analyze(FileTree(root / "app" / "libapp.so"), standin), f"{root}/app/libapp.so")[
+        "libconf.so.1"] == str(conf)
+    ldconfig(root)
+    after = agree_in_root(root, "/app/libapp.so")
+    assert after["libconf.so.1"] == str(conf)
+
+
+@needs_chroot
+def test_nodeflib_drops_only_default_directory_results(tmp_path: Path) -> None:
+    """DF_1_NODEFLIB: the default directories are not searched and a cache entry inside one of them
+    is not used, but a cache entry elsewhere (/opt/conf from ld.so.conf) is."""
+    root = make_root(tmp_path / "root")
+    (root / "etc" / "ld.so.conf").write_text("/opt/conf\n")
+    conf = elfbuild.shared_lib(root / "opt" / "conf" / "libconf.so.1", soname="libconf.so.1")
+    sys_lib = elfbuild.shared_lib(root / "usr" / "lib" / "x86_64-linux-gnu" / "libsys.so.1", soname="libsys.so.1")
+    for lib in (conf, sys_lib):
+        lib.with_suffix(lib.suffix + ".c").unlink()
+    ldconfig(root)
+    plain = elfbuild.shared_lib(root / "app" / "libplain.so", needs=[conf, sys_lib])
+    nodef = elfbuild.shared_lib(root / "app" / "libnodef.so", needs=[conf, sys_lib],
+                                runpath=["/lib/x86_64-linux-gnu"], extra=["-Wl,-z,nodefaultlib"])
+    assert plain.exists() and nodef.exists()
+    both = agree_in_root(root, "/app/libplain.so")
+    assert both["libconf.so.1"] == str(conf) and both["libsys.so.1"] == str(sys_lib)
+    only = agree_in_root(root, "/app/libnodef.so")
+    assert only["libconf.so.1"] == str(conf)  # a cache entry outside the default directories
+    assert only["libsys.so.1"] is None  # its cache entry is in /usr/lib/x86_64-linux-gnu
+    assert only["libc.so.6"] == f"{root}/lib/x86_64-linux-gnu/libc.so.6"  # through the RUNPATH

@@ -502,17 +502,21 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
         yield Candidate(posixpath.join(d, name), "LD_LIBRARY_PATH")
     for d in _dirs(loader.image.runpaths, loader, search):
         yield Candidate(posixpath.join(d, name), f"DT_RUNPATH of {loader.path}")
-    if loader.image.details.get("nodeflib"):
-        return
+    # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
+    # lies in one of them (a prefix test); cache entries elsewhere still count.
+    nodeflib = bool(loader.image.details.get("nodeflib"))
+    defaults = search.elf_default_dirs_for(loader.image.arch)
     cache = search.elf_cache(loader.image.arch)
     if cache is not None:
         hit = cache.get(name)
-        if hit is not None:
+        if hit is not None and not (nodeflib and hit.startswith(tuple(d.rstrip("/") + "/" for d in defaults))):
             yield Candidate(hit, "ld.so.cache")
-    else:
+    elif not search.use_ld_so_cache:  # an explicit stand-in: the ld.so.conf dirs as ldconfig would cache them
         for d in search.elf_conf_dirs():
-            yield Candidate(posixpath.join(d, name), "ld.so.conf (no ld.so.cache)")
-    for d in search.elf_default_dirs_for(loader.image.arch):
+            yield Candidate(posixpath.join(d, name), "ld.so.conf (standing in for ld.so.cache)")
+    if nodeflib:
+        return
+    for d in defaults:
         yield Candidate(posixpath.join(d, name), "default directory")
 
 
