@@ -341,6 +341,8 @@ class _Walker:
         for cand in backend.candidates(request, chain, self.search):
             path = self.files.spelled(cand.path) if fold else cand.path
             outcome, image, fatal = self._try(path, loader.image)
+            if cand.quiet and outcome == "not found":
+                continue
             tried.append(Attempt(path, cand.via, outcome))
             if fatal and getattr(backend, "stops_at_bad_file", False):
                 break

@@ -194,3 +194,76 @@ def test_nodeflib_drops_only_default_directory_results(tmp_path: Path) -> None:
     assert only["libconf.so.1"] == str(conf)  # a cache entry outside the default directories
     assert only["libsys.so.1"] is None  # its cache entry is in /usr/lib/x86_64-linux-gnu
     assert only["libc.so.6"] == f"{root}/lib/x86_64-linux-gnu/libc.so.6"  # through the RUNPATH
+
+
+# ---- glibc-hwcaps and legacy hwcaps subdirectories ----------------------------------------------
+
+def _ldso_help() -> str:
+    return subprocess.run([LDSO, "--help"], capture_output=True, text=True, check=False).stdout
+
+
+def test_host_hwcaps_are_what_ld_so_says() -> None:
+    """The levels and legacy subdirectories SearchPaths.from_host finds are the ones this ld.so
+    searches: its --help for the glibc-hwcaps levels, LD_DEBUG=libs for the legacy order."""
+    supported = re.findall(r"^\s+(\S+) \(supported, searched\)", _ldso_help().split("glibc-hwcaps", 1)[-1]
+                           .split("Legacy HWCAP", 1)[0], re.MULTILINE)
+    assert HOST.elf_hwcaps == tuple(supported)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+    env.update(LD_DEBUG="libs", LD_LIBRARY_PATH="/nonexistent-dw")
+    debug = subprocess.run([LDSO, "--list", "/bin/true"], capture_output=True, text=True, env=env, check=False).stderr
+    line = next(ln for ln in debug.splitlines() if "search path=/nonexistent-dw" in ln)
+    dirs = line.split("search path=", 1)[1].split()[0].split(":")
+    subs = [d.removeprefix("/nonexistent-dw").lstrip("/") for d in dirs]
+    assert tuple(dict.fromkeys(s for s in subs if s)) == HOST.elf_subdirs()
+
+
+@pytest.fixture(scope="module")
+def hwcaps_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """D with libraries in its glibc-hwcaps and legacy subdirectories (and in D itself)."""
+    d = tmp_path_factory.mktemp("hwcaps") / "d"
+    best = HOST.elf_hwcaps[0] if HOST.elf_hwcaps else "x86-64-v2"
+    legacy = HOST.elf_legacy_hwcaps[-1] if HOST.elf_legacy_hwcaps else "x86_64"
+    places = {
+        "libh1.so.1": ["glibc-hwcaps/x86-64-v2", ""],  # the lowest level beats the directory
+        "libh2.so.1": [legacy, ""],  # a legacy subdirectory beats the directory
+        "libh3.so.1": ["tls", f"glibc-hwcaps/{best}", "glibc-hwcaps/x86-64-v2"],  # the best level first
+        "libh4.so.1": ["glibc-hwcaps/x86-64-v9", ""],  # a level glibc does not know: not searched
+    }
+    for name, subs in places.items():
+        for sub in subs:
+            elfbuild.shared_lib(d / sub / name, soname=name, func=name.split(".")[0])
+    for c in d.rglob("*.c"):
+        c.unlink()
+    return d
+
+
+def test_hwcaps_subdirectories_as_ld_so(hwcaps_dir: Path, tmp_path: Path) -> None:
+    libs = [hwcaps_dir / name for name in ("libh1.so.1", "libh2.so.1", "libh4.so.1")]
+    libs.append(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh3.so.1")
+    for kind in ("runpath", "rpath"):
+        root = elfbuild.shared_lib(tmp_path / kind / "libroot.so", needs=libs, **{kind: [str(hwcaps_dir)]})
+        got = agree(root)
+        if HOST.elf_hwcaps:
+            assert got["libh1.so.1"] == str(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh1.so.1")
+            assert got["libh3.so.1"] == str(hwcaps_dir / "glibc-hwcaps" / HOST.elf_hwcaps[0] / "libh3.so.1")
+        assert got["libh4.so.1"] == str(hwcaps_dir / "libh4.so.1")
+    # LD_LIBRARY_PATH directories have them too
+    plain = elfbuild.shared_lib(tmp_path / "plain" / "libroot.so", needs=libs)
+    env_search = SearchPaths.from_host({"LD_LIBRARY_PATH": str(hwcaps_dir)})
+    mine = ours(analyze(FileTree(plain), env_search), str(plain))
+    theirs = ldso_trace(plain, {"LD_LIBRARY_PATH": str(hwcaps_dir)})
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    assert mine == theirs
+
+
+def test_hwcaps_levels_are_settable_for_a_target(hwcaps_dir: Path, tmp_path: Path) -> None:
+    """A target CPU with no glibc-hwcaps level (or a glibc without them) and no legacy
+    subdirectories: only the directory itself is searched."""
+    libs = [hwcaps_dir / n for n in ("libh1.so.1", "libh2.so.1")]
+    root = elfbuild.shared_lib(tmp_path / "libroot.so", needs=libs, runpath=[str(hwcaps_dir)])
+    v2 = SearchPaths(elf_hwcaps=("x86-64-v2",))
+    got = ours(analyze(FileTree(root), v2), str(root))
+    assert got["libh1.so.1"] == str(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh1.so.1")
+    assert got["libh2.so.1"] == str(hwcaps_dir / "libh2.so.1")
+    bare = ours(analyze(FileTree(root), SearchPaths()), str(root))
+    assert bare["libh1.so.1"] == str(hwcaps_dir / "libh1.so.1")

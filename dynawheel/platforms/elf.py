@@ -490,18 +490,27 @@ def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterato
         yield Candidate(search.host_path(name), f"DT_NEEDED path of {loader.path}")
 
 
+def _in(d: str, name: str, subdirs: tuple[str, ...], via: str) -> Iterator[Candidate]:
+    """`name` in the glibc-hwcaps and legacy subdirectories of `d` (misses there not recorded),
+    then in `d` itself."""
+    for sub in subdirs:
+        yield Candidate(posixpath.join(d, sub, name), via, quiet=True)
+    yield Candidate(posixpath.join(d, name), via)
+
+
 def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
     loader = chain[-1]
+    subdirs = search.elf_subdirs()
     if not loader.image.runpaths:
         for holder in reversed(chain):
             if holder.image.runpaths:
                 continue
             for d in _dirs(holder.image.rpaths, holder, search):
-                yield Candidate(posixpath.join(d, name), f"DT_RPATH of {holder.path}")
+                yield from _in(d, name, subdirs, f"DT_RPATH of {holder.path}")
     for d in search.elf_ld_library_path():
-        yield Candidate(posixpath.join(d, name), "LD_LIBRARY_PATH")
+        yield from _in(d, name, subdirs, "LD_LIBRARY_PATH")
     for d in _dirs(loader.image.runpaths, loader, search):
-        yield Candidate(posixpath.join(d, name), f"DT_RUNPATH of {loader.path}")
+        yield from _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
     # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
     # lies in one of them (a prefix test); cache entries elsewhere still count.
     nodeflib = bool(loader.image.details.get("nodeflib"))
@@ -517,7 +526,7 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
     if nodeflib:
         return
     for d in defaults:
-        yield Candidate(posixpath.join(d, name), "default directory")
+        yield from _in(d, name, subdirs, "default directory")
 
 
 # names musl's loader answers itself (dynlink.c: "lib" + c. pthread. rt. m. dl. util. xnet.)
