@@ -258,7 +258,12 @@ def legacy_hwcap_dirs(hwcaps: tuple[str, ...], platform: str | None) -> tuple[st
     return tuple(dict.fromkeys(out))
 
 
-def _host_hwcaps(platform: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def host_glibc_hwcaps() -> tuple[str, ...]:
+    """The glibc-hwcaps levels this host's CPU supports, best first (x86_64 glibc >= 2.33)."""
+    return _host_hwcaps(None)[0]
+
+
+def _host_hwcaps(platform: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(glibc-hwcaps subdirectories, legacy subdirectories) this host's ld.so searches; none
     known off x86_64 glibc (set them for such a target)."""
     libc, version = _libc_ver()

@@ -338,3 +338,31 @@ def test_dotdot_below_a_sysroot(tmp_path: Path) -> None:
     app = elfbuild.shared_lib(tmp_path / "tree" / "libroot.so", needs=[real], runpath=["/opt/app/link/../lib"])
     got = ours(analyze(FileTree(app), SearchPaths(sysroot=str(root))), str(app))
     assert got["libdd.so.1"] == str(real)
+
+
+@needs_chroot
+def test_hwcaps_through_the_sysroot_option(tmp_path: Path) -> None:
+    """`show --sysroot ROOT` (and --glibc-hwcaps for another CPU): the glibc-hwcaps subdirectories of
+    the root's default directories, as ld.so in `chroot ROOT` searches them (no cache here)."""
+    import json
+
+    from .conftest import run_cli
+
+    root = make_root(tmp_path / "root")
+    multiarch = root / "usr" / "lib" / "x86_64-linux-gnu"
+    for sub in ("glibc-hwcaps/x86-64-v2", ""):
+        elfbuild.shared_lib(multiarch / sub / "libhw.so.1", soname="libhw.so.1", func="libhw")
+    for c in multiarch.rglob("*.c"):
+        c.unlink()
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=[multiarch / "libhw.so.1"])
+    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
+
+    def hit(*options: str) -> str | None:
+        result = run_cli("show", "--json", "--sysroot", root, *options, root / "app" / "libapp.so")
+        edges = [e for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] == "libhw.so.1"]
+        return os.path.realpath(edges[0]["hit"]) if edges[0]["hit"] else None
+
+    assert hit() == theirs["libhw.so.1"]
+    if HOST.elf_hwcaps:
+        assert theirs["libhw.so.1"] == str(multiarch / "glibc-hwcaps" / "x86-64-v2" / "libhw.so.1")
+    assert hit("--glibc-hwcaps", "none") == str(multiarch / "libhw.so.1")
