@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time ``dynawheel.resolve.analyze`` on a wheel, a directory or a file.
+"""Time ``dynawheel.analysis.resolve.analyze`` on a wheel, a directory or a file.
 
 Usage: python benchmarks/analyze_speed.py PATH [--repeat N] [--auditwheel]
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynawheel.graph import DependencyGraph
-from dynawheel.resolve import analyze
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import open_tree
 

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 # The public API, imported on first use (PEP 562) so that `import dynawheel` and the CLI stay quick.
 _EXPORTS = {
     "AuditReport": "audit", "audit": "audit",
-    "BuildOptions": "build", "BuildResult": "build", "build": "build", "build_wheel": "build",
+    "BuildOptions": "wheel.build", "BuildResult": "wheel.build", "build": "wheel.build", "build_wheel": "wheel.build",
     "DynawheelError": "errors",
-    "build_index": "index",
-    "RepairOptions": "repair", "RepairResult": "repair", "repair_tree": "repair", "repair_wheel": "repair",
-    "analyze": "resolve",
+    "build_index": "publish.index",
+    "RepairOptions": "repair.pipeline", "RepairResult": "repair.pipeline", "repair_tree": "repair.pipeline",
+    "repair_wheel": "repair.pipeline",
+    "analyze": "analysis.resolve",
     "SearchPaths": "search",
     "check_wheels": "wheel.check",
     "Stage": "wheel.stage",
@@ -34,13 +35,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .analysis.resolve import analyze
     from .audit import AuditReport, audit
-    from .build import BuildOptions, BuildResult, build, build_wheel
     from .errors import DynawheelError
-    from .index import build_index
-    from .repair import RepairOptions, RepairResult, repair_tree, repair_wheel
-    from .resolve import analyze
+    from .publish.index import build_index
+    from .repair.pipeline import RepairOptions, RepairResult, repair_tree, repair_wheel
     from .search import SearchPaths
+    from .wheel.build import BuildOptions, BuildResult, build, build_wheel
     from .wheel.check import check_wheels
     from .wheel.stage import Stage
 
@@ -82,7 +83,7 @@ def dynawheel(
     if aliases:
         raise TypeError(f"dynawheel() got unexpected keyword arguments {sorted(aliases)!r}")
     del cleanup_dist_info_dir
-    from .build import BuildOptions, build
+    from .wheel.build import BuildOptions, build
     from .wheel.tags import make_tags
 
     tags = make_tags(pyver or "py3", abi, arch or "any")

@@ -17,12 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .analysis.dlldirs import dll_directories_in, with_dll_directories
+from .analysis.graph import DependencyGraph
+from .analysis.resolve import Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
-from .dlldirs import dll_directories_in, with_dll_directories
 from .errors import WheelFormatError
-from .graph import DependencyGraph
 from .policy import best_elf_policy, interpreters, read_data
-from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
 from .search import SearchPaths
 from .tree import open_tree
 

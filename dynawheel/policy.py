@@ -21,8 +21,8 @@ from .binary import BinaryFormat, Image
 from .errors import DynawheelError
 
 if TYPE_CHECKING:
-    from .graph import DependencyGraph
-    from .resolve import Analysis
+    from .analysis.graph import DependencyGraph
+    from .analysis.resolve import Analysis
 
 log = logging.getLogger(__name__)
 

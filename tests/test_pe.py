@@ -363,7 +363,7 @@ def test_two_extensions_share_one_loaded_dll(chain_tree: pathlib.Path) -> None:
 
 def _in_tree_hits(tree_path: pathlib.Path) -> dict[tuple[str, str], tuple[str, str | None]]:
     """(requester, request) -> (status, hit relative to the tree) of every edge of `tree_path`."""
-    from dynawheel.resolve import analyze
+    from dynawheel.analysis.resolve import analyze
     from dynawheel.tree import open_tree
 
     tree = open_tree(tree_path)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import analyze
 from dynawheel.binary import BinaryFormat, Dependency, FileKind, Image
-from dynawheel.graph import DependencyGraph
 from dynawheel.policy import (
     best_elf_policy,
     get_policy,
@@ -20,7 +21,6 @@ from dynawheel.policy import (
     system_libraries,
     tree_verdict,
 )
-from dynawheel.resolve import analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree
 

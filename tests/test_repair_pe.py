@@ -29,13 +29,13 @@ from typing import Any
 import pefile
 import pytest
 
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import Status, analyze
 from dynawheel.audit import dll_directories_in
-from dynawheel.graph import DependencyGraph
 from dynawheel.platforms.pe import DELAY_FLAG, is_system_name
-from dynawheel.repair import RepairOptions, _shim_plan, decide
-from dynawheel.resolve import Status, analyze
+from dynawheel.repair.pipeline import RepairOptions, _shim_plan, decide
+from dynawheel.repair.shim import END, START
 from dynawheel.search import SearchPaths
-from dynawheel.shim import END, START
 from dynawheel.tree import DirTree
 from dynawheel.wheel.archive import Entry, write_wheel
 

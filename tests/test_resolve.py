@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import Analysis, Edge, Status, analyze
 from dynawheel.errors import WheelFormatError
-from dynawheel.graph import DependencyGraph
-from dynawheel.resolve import Analysis, Edge, Status, analyze
 from dynawheel.search import SearchPaths, read_ld_so_cache, read_ld_so_conf
 from dynawheel.tree import DirTree, FileTree, HostFS, WheelTree
 

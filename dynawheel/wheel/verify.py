@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from ..binary import BINARY_MAGIC
 from ..errors import WheelFormatError
-from ..inflate import errors, inflate_whole, inflater
+from .inflate import errors, inflate_whole, inflater
 from .record import encode_digest
 
 log = logging.getLogger(__name__)

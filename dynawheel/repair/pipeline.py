@@ -25,25 +25,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from . import fsutil
-from .binary import BINARY_MAGIC, BinaryFormat, DepKind, Image
+from .. import fsutil
+from ..analysis.dlldirs import with_dll_directories
+from ..analysis.resolve import Analysis, Status, analyze
+from ..binary import BINARY_MAGIC, BinaryFormat, DepKind, Image
+from ..errors import HeaderSpaceError, OutputError, RepairError, UsageError, WheelFormatError
+from ..platforms.elf_edit import ElfEdits, apply_many, check_patchelf_soon
+from ..policy import Policy, best_elf_policy, blockers_for, load_policies
+from ..search import SearchPaths
+from ..tree import DirTree, HostFS, Tree, WheelTree
+from ..wheel.archive import Entry, Packer, RawSource, is_executable, write_wheel
+from ..wheel.record import parse_record
+from ..wheel.tags import WheelTags, parse_filename, wheel_filename
+from ..wheel.verify import RecordCheck, SharedDigests
 from .collect import Choices, Collection, canonical_analysis, collect
-from .dlldirs import with_dll_directories
-from .errors import HeaderSpaceError, OutputError, RepairError, UsageError, WheelFormatError
 from .plan import EditPlan, FileEdits, make_plan
-from .platforms.elf_edit import ElfEdits, apply_many, check_patchelf_soon
-from .policy import Policy, best_elf_policy, blockers_for, load_policies
-from .resolve import Analysis, Status, analyze
-from .search import SearchPaths
 from .shim import ShimPlan, add_shim, pth_shim, shim_targets
-from .tree import DirTree, HostFS, Tree, WheelTree
-from .wheel.archive import Entry, Packer, RawSource, is_executable, write_wheel
-from .wheel.record import parse_record
-from .wheel.tags import WheelTags, parse_filename, wheel_filename
-from .wheel.verify import RecordCheck, SharedDigests
 
 if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
-    from .platforms import macho_edit
+    from ..platforms import macho_edit
 
 log = logging.getLogger(__name__)
 MANIFEST = "dynawheel-vendored.json"
@@ -277,7 +277,7 @@ def _delay_loaded(analysis: Analysis, collection: Collection) -> dict[str, list[
 # ---- editing -------------------------------------------------------------------------------
 
 def _macho_edits(edits: FileEdits) -> list[macho_edit.Edit]:
-    from .platforms import macho_edit  # performance: Mach-O/PE/email modules load only when used (~25 ms)
+    from ..platforms import macho_edit  # performance: Mach-O/PE/email modules load only when used (~25 ms)
 
     out: list[macho_edit.Edit] = [macho_edit.ChangeDependency(o, n) for o, n in sorted(edits.renames.items())]
     if edits.own_name:
@@ -299,11 +299,11 @@ def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], sources: Mapping[Pa
             elf.append((path, ElfEdits(tuple(sorted(edits.renames.items())), edits.runpath, edits.own_name,
                                        edits.old_style), (sources or {}).get(path)))
         elif edits.format is BinaryFormat.MACHO:  # planned under the tree path: errors name it, not the copy
-            from .platforms import macho_edit  # performance: loaded only when used
+            from ..platforms import macho_edit  # performance: loaded only when used
 
             macho.append((path, macho_edit.plan(path.read_bytes(), _macho_edits(edits), label)))
         elif edits.renames:
-            from .platforms.pe_edit import rename_imports  # performance: loaded only when used
+            from ..platforms.pe_edit import rename_imports  # performance: loaded only when used
 
             path.write_bytes(rename_imports(path.read_bytes(), edits.renames, label))
     no_room = [error for _path, fp in macho for error in fp.space_errors()]

@@ -11,11 +11,11 @@ import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .binary import BinaryFile, BinaryFormat, Image
+from ..analysis.graph import DependencyGraph
+from ..analysis.resolve import Analysis, Status
+from ..binary import BinaryFile, BinaryFormat, Image
+from ..errors import RepairError
 from .collect import Collection, Vendored
-from .errors import RepairError
-from .graph import DependencyGraph
-from .resolve import Analysis, Status
 
 
 @dataclass

@@ -29,11 +29,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .binary import BinaryFile, Dependency, Image
-from .errors import BinaryFormatError, DynawheelError
-from .platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
-from .search import SearchPaths
-from .tree import HostFS, Tree, in_tree
+from ..binary import BinaryFile, Dependency, Image
+from ..errors import BinaryFormatError, DynawheelError
+from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
+from ..search import SearchPaths
+from ..tree import HostFS, Tree, in_tree
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import MetadataError, StageError, TagError, UsageError
-from .wheel.assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
-from .wheel.metadata import (
+from ..errors import MetadataError, StageError, TagError, UsageError
+from .assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
+from .metadata import (
     MetadataOptions,
     ProjectMetadata,
     from_metadata_text,
@@ -17,8 +17,8 @@ from .wheel.metadata import (
     from_project_table,
     read_pyproject,
 )
-from .wheel.stage import AddStep, Stage
-from .wheel.tags import WheelTags, interpreter_tags, parse_tags
+from .stage import AddStep, Stage
+from .tags import WheelTags, interpreter_tags, parse_tags
 
 log = logging.getLogger(__name__)
 

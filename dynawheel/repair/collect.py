@@ -24,10 +24,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .binary import BinaryFormat
-from .errors import RepairError, ResolveError
-from .graph import DependencyGraph
-from .resolve import Analysis, Edge, Status
+from ..analysis.graph import DependencyGraph
+from ..analysis.resolve import Analysis, Edge, Status
+from ..binary import BinaryFormat
+from ..errors import RepairError, ResolveError
 
 _SUFFIX = re.compile(r"\.(so(\.[0-9A-Za-z_]+)*|dll|pyd|dylib)$", re.IGNORECASE)
 

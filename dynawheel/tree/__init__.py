@@ -25,12 +25,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
-from .errors import StageError, WheelFormatError
-from .inflate import errors, inflate_whole, inflater
-from .wheel.record import encode_digest
+from ..errors import StageError, WheelFormatError
+from ..wheel.inflate import errors, inflate_whole, inflater
+from ..wheel.record import encode_digest
 
 if TYPE_CHECKING:
-    from .wheel.verify import SharedDigests
+    from ..wheel.verify import SharedDigests
 
 log = logging.getLogger(__name__)
 

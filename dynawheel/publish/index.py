@@ -52,8 +52,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from . import fsutil
-from .errors import PackageIndexError
+from .. import fsutil
+from ..errors import PackageIndexError
 
 logger = logging.getLogger(__name__)
 

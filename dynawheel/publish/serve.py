@@ -45,7 +45,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import PackageIndexError
+from ..errors import PackageIndexError
 from .index import JSON_CONTENT_TYPE, build_index, inspect_distribution, normalize_name, write_atomic
 
 logger = logging.getLogger(__name__)
