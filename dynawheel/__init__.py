@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 # The public API, imported on first use (PEP 562) so that `import dynawheel` and the CLI stay quick.
 _EXPORTS = {
-    "AuditReport": "audit", "audit": "audit",
+    "AuditReport": "report", "audit": "report",
     "BuildOptions": "wheel.build", "BuildResult": "wheel.build", "build": "wheel.build", "build_wheel": "wheel.build",
     "DynawheelError": "errors",
     "build_index": "publish.index",
-    "RepairOptions": "repair.pipeline", "RepairResult": "repair.pipeline", "repair_tree": "repair.pipeline",
+    "RepairOptions": "repair.options", "RepairResult": "repair.pipeline", "repair_tree": "repair.pipeline",
     "repair_wheel": "repair.pipeline",
     "analyze": "analysis.resolve",
     "SearchPaths": "search",
@@ -36,10 +36,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .analysis.resolve import analyze
-    from .audit import AuditReport, audit
     from .errors import DynawheelError
     from .publish.index import build_index
-    from .repair.pipeline import RepairOptions, RepairResult, repair_tree, repair_wheel
+    from .repair.options import RepairOptions
+    from .repair.pipeline import RepairResult, repair_tree, repair_wheel
+    from .report import AuditReport, audit
     from .search import SearchPaths
     from .wheel.build import BuildOptions, BuildResult, build, build_wheel
     from .wheel.check import check_wheels

@@ -27,12 +27,13 @@ from pathlib import Path
 import pytest
 
 from dynawheel.analysis.resolve import Status
-from dynawheel.audit import audit
 from dynawheel.binary import BinaryFile
 from dynawheel.errors import HeaderSpaceError
 from dynawheel.platforms.codesign import verify_signature
 from dynawheel.platforms.macho import BACKEND, CPU_TYPE_ARM64, LC_CODE_SIGNATURE, headers_of_bytes
-from dynawheel.repair.pipeline import RepairOptions, repair_tree
+from dynawheel.repair.options import RepairOptions
+from dynawheel.repair.pipeline import repair_tree
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 from dynawheel.wheel.archive import Entry, write_wheel
 

@@ -24,9 +24,9 @@ import jsonschema
 import pytest
 
 from dynawheel.analysis.resolve import Status, analyze
-from dynawheel.audit import AuditReport, audit, dll_directories_in, json_schema
 from dynawheel.binary import BinaryFormat
 from dynawheel.repair.shim import add_shim, pth_shim
+from dynawheel.report import AuditReport, audit, dll_directories_in, json_schema
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree, open_tree
 

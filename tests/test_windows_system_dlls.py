@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from dynawheel.analysis.resolve import Status
-from dynawheel.audit import audit
 from dynawheel.binary import BinaryFormat
 from dynawheel.platforms.pe import is_system_name, is_vc_redist
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 
 from .conftest import pypi_problem

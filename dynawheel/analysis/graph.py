@@ -51,9 +51,6 @@ class DependencyGraph:
         """Requests nothing satisfies (weak ones excluded)."""
         return self._with(Status.MISSING)
 
-    def optional_missing(self) -> tuple[Edge, ...]:
-        return self._with(Status.OPTIONAL_MISSING)
-
     def external(self) -> tuple[Edge, ...]:
         return self._with(Status.EXTERNAL)
 

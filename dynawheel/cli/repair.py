@@ -12,7 +12,8 @@ from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..repair.collect import Choices
-from ..repair.pipeline import RepairOptions, RepairResult, repair_tree, repair_wheel
+from ..repair.options import RepairOptions
+from ..repair.pipeline import RepairResult, repair_tree, repair_wheel
 from .options import add_deflate_option, add_search_options, search_from_args
 
 

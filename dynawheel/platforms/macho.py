@@ -534,6 +534,9 @@ class MachOBackend:
     def loaded_key(self, name: str) -> str:
         return name
 
+    def missing_note(self, name: str) -> str | None:
+        return None
+
     def candidates(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
         name = request.name
         leaf = posixpath.basename(name)

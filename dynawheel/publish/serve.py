@@ -318,10 +318,6 @@ class IndexServer(ThreadingHTTPServer):
             self.request_log.append(entry)
             del self.request_log[:-100_000]
 
-    def rebuild(self) -> None:
-        with self.index_lock:
-            build_index(self.wheelhouse)
-
     def store_upload(self, filename: str, content: bytes) -> None:
         """Validate an uploaded file, move it into the wheelhouse and rebuild the index (under the lock)."""
         staging = Path(tempfile.mkdtemp(dir=self.wheelhouse, prefix=".upload-"))

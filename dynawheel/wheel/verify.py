@@ -28,8 +28,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..binary import BINARY_MAGIC
 from ..errors import WheelFormatError
+from ..magic import BINARY_MAGIC
 from .inflate import errors, inflate_whole, inflater
 from .record import encode_digest
 
