@@ -65,9 +65,7 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
     try:
         analysis = analyze(tree, with_dll_directories(tree, search))
     finally:
-        close = getattr(tree, "close", None)
-        if close is not None:
-            close()
+        tree.close()
     analysis = _with_fake_libraries(analysis)
     return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
 

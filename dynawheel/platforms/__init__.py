@@ -46,17 +46,18 @@ class Candidate:
 
 
 class Backend(Protocol):
-    """One binary format.  Optional class attributes the resolver reads with ``getattr``:
-
-    ``match_soname`` (default False): an already-loaded image also satisfies a request
-    equal to its :attr:`Image.soname` (glibc matches DT_SONAME; Windows does not).
-    ``stops_at_bad_file`` (default False): a candidate that exists but cannot be parsed
-    ends the search (glibc: "invalid ELF header") instead of being skipped.
-    ``case_insensitive`` (default False): a candidate path matches a file of the tree whose name
-    differs only in case (Windows' file lookup; on the host, the backend spells paths itself).
-    """
+    """One binary format: its reader and its loader's search rules."""
 
     format: BinaryFormat
+    # an already-loaded image also satisfies a request equal to its Image.soname (glibc matches
+    # DT_SONAME; Windows and dyld do not)
+    match_soname: bool
+    # a candidate that exists but cannot be parsed ends the search (glibc: "invalid ELF header")
+    # instead of being skipped
+    stops_at_bad_file: bool
+    # a candidate path matches a file of the tree whose name differs only in case (Windows' file
+    # lookup; on the host, the backend spells paths itself)
+    case_insensitive: bool
 
     def sniff(self, head: bytes) -> bool:
         """True if these first bytes (MAGIC_READ of them) start a file of this format."""

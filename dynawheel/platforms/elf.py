@@ -436,6 +436,7 @@ class ElfBackend:
     format = BinaryFormat.ELF
     match_soname = True  # an already-loaded object also answers to its DT_SONAME
     stops_at_bad_file = True  # ld.so fails ("invalid ELF header") instead of searching on
+    case_insensitive = False
 
     def sniff(self, head: bytes) -> bool:
         return head[:4] == MAGIC

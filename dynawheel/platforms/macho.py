@@ -509,6 +509,9 @@ def system_prefixes() -> tuple[str, ...]:
 
 class MachOBackend:
     format = BinaryFormat.MACHO
+    match_soname = False  # dyld matches install names as paths
+    stops_at_bad_file = False
+    case_insensitive = False
 
     def sniff(self, head: bytes) -> bool:
         if len(head) < 4:

@@ -342,6 +342,8 @@ def _spelled(directory: str, name: str) -> str:
 class PEBackend:
     format = BinaryFormat.PE
     case_insensitive = True  # Windows finds 'LIBA.DLL' for an import of 'liba.dll', in a wheel too
+    match_soname = False  # the key of a loaded DLL is its base name, never its export-directory name
+    stops_at_bad_file = False  # the loader skips a file of another machine type and searches on
 
     def sniff(self, head: bytes) -> bool:
         return head[:2] == b"MZ"
