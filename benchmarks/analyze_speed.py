@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     edges = sum(len(w.edges) for w in analysis.walks)
     print(f"analyze {args.path}: {best:.2f} s (best of {args.repeat}); {len(analysis.files)} files, "
           f"{len(analysis.tree_binaries)} binaries, {len(analysis.bad)} bad, {edges} edges, "
-          f"{len(graph.missing())} missing, {len(graph.to_vendor())} to vendor")
+          f"{len(graph.missing())} missing, {len({e.hit for e in graph.external()})} external")
     if args.auditwheel:
         start = time.perf_counter()
         subprocess.run(["auditwheel", "show", args.path], capture_output=True, check=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import posixpath
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -17,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
-from .analysis.graph import DependencyGraph
+from .analysis.graph import DependencyGraph, outside_names
 from .analysis.resolve import LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
-from .policy import best_elf_policy, interpreters, read_data
+from .policy import best_elf_policy, read_data
 from .search import SearchPaths
 from .tree import open_tree
 
@@ -93,10 +92,7 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
     graph = DependencyGraph(analysis)
     elf = _images(analysis, BinaryFormat.ELF)
     if elf:
-        loaders = {posixpath.basename(path) for path in interpreters(None).values()}
-        outside = {posixpath.basename(e.request.name) for e in graph.edges
-                   if e.status in (Status.SYSTEM, Status.EXTERNAL) and e.dependent in analysis.tree_binaries}
-        outside -= loaders  # the program interpreter is always there (auditwheel excludes it too)
+        outside = outside_names(graph.edges, set(analysis.tree_binaries), (Status.SYSTEM, Status.EXTERNAL))
         verdict = best_elf_policy(elf, outside)
         yield Verdict(BinaryFormat.ELF, verdict.tag, verdict.blockers)
     macho = _images(analysis, BinaryFormat.MACHO)

@@ -3,11 +3,11 @@ architectures for Mach-O), and the WHEEL file that carries it."""
 
 from __future__ import annotations
 
-import posixpath
 import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..analysis.graph import outside_names
 from ..analysis.resolve import Status
 from ..binary import BinaryFormat, Image
 from ..errors import RepairError
@@ -26,8 +26,7 @@ def _elf_images(job: Job) -> tuple[list[tuple[str, Image]], set[str]]:
     images += [(v.dest, i) for v in job.collection.vendored for i in a.binaries[v.source].images
                if v.format is BinaryFormat.ELF]
     sources = {*a.tree_binaries, *(v.source for v in job.collection.vendored)}
-    external = {posixpath.basename(e.request.name) for w in a.walks for e in w.edges
-                if e.dependent in sources and e.status is Status.SYSTEM}
+    external = outside_names((e for w in a.walks for e in w.edges), sources, (Status.SYSTEM,))
     return images, external
 
 
