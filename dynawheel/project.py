@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .build import BuildOptions, build
 from .errors import BuildStepError, MetadataError, StageError
 from .fsutil import atomic_output
 from .wheel.assemble import dist_info_name
+from .wheel.build import BuildOptions, build
 from .wheel.metadata import MetadataOptions, ProjectMetadata, from_project_table, read_pyproject
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ def build_project_wheel(project: Project, wheel_dir: Path) -> Path:
     opts = BuildOptions(pyproject=project.root / PYPROJECT)
     if not project.repair():
         return build(opts, wheel_dir).path
-    from .repair import RepairOptions, repair_wheel
+    from .repair.options import RepairOptions
+    from .repair.pipeline import repair_wheel
     from .search import SearchPaths
 
     with tempfile.TemporaryDirectory(prefix="dynawheel-build-") as tmp:
@@ -238,7 +239,7 @@ def editable_layout(project: Project) -> EditableLayout:
     """A directory on disk whose files sit at their wheel paths (`python/` for `python/greet/__init__.py` packed
     as `greet/__init__.py`) is put on sys.path; every other file of the wheel (a binary the steps left in
     `build/`) is copied into place there, as `setup.py build_ext --inplace` does."""
-    from .build import _tool_options, collect
+    from .wheel.build import _tool_options, collect
 
     stage = collect(_tool_options(BuildOptions(), project.tool, project.root), None)
     root = project.root.resolve()
