@@ -14,8 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .binary import BinaryFile, BinaryFormat, Image
 from .dlldirs import dll_directories_in, with_dll_directories
@@ -25,6 +24,9 @@ from .policy import best_elf_policy, interpreters, read_data
 from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
 from .search import SearchPaths
 from .tree import open_tree
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
