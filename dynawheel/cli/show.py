@@ -7,8 +7,8 @@ import os
 import sys
 from typing import Any
 
-from ..audit import audit, to_dot, to_json, to_text
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from ..report import audit, to_dot, to_json, to_text
 from .options import add_search_options, search_from_args
 
 
