@@ -12,8 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph, outside_names
@@ -24,6 +23,9 @@ from .platforms import PATH_FLAG, backend_of
 from .policy import best_elf_policy, read_data
 from .search import SearchPaths
 from .tree import open_tree
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
