@@ -21,7 +21,7 @@ from .binary import BinaryFile, BinaryFormat, Image
 from .dlldirs import dll_directories_in, with_dll_directories
 from .errors import WheelFormatError
 from .graph import DependencyGraph
-from .policy import best_elf_policy, interpreters, read_data
+from .policy import best_elf_policy, loader_names, read_data
 from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
 from .search import SearchPaths
 from .tree import open_tree
@@ -69,7 +69,10 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
         if close is not None:
             close()
     analysis = _with_fake_libraries(analysis)
-    return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
+    graph = DependencyGraph(analysis)
+    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)))
+    report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
+    return report
 
 
 _LIB_SUFFIX = re.compile(r"\.(so(\.[0-9]+)*|dll|pyd|dylib)$", re.IGNORECASE)
@@ -94,14 +97,13 @@ def _images(analysis: Analysis, fmt: BinaryFormat) -> list[tuple[str, Image]]:
     return out
 
 
-def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
-    graph = DependencyGraph(analysis)
+def _verdicts(analysis: Analysis, graph: DependencyGraph) -> Iterator[Verdict]:
     elf = _images(analysis, BinaryFormat.ELF)
     if elf:
-        loaders = {posixpath.basename(path) for path in interpreters(None).values()}
+        inside = set(analysis.tree_binaries)
         outside = {posixpath.basename(e.request.name) for e in graph.edges
-                   if e.status in (Status.SYSTEM, Status.EXTERNAL) and e.dependent in analysis.tree_binaries}
-        outside -= loaders  # the program interpreter is always there (auditwheel excludes it too)
+                   if e.status in (Status.SYSTEM, Status.EXTERNAL) and e.dependent in inside}
+        outside -= loader_names()  # the program interpreter is always there (auditwheel excludes it too)
         verdict = best_elf_policy(elf, outside)
         yield Verdict(BinaryFormat.ELF, verdict.tag, verdict.blockers)
     macho = _images(analysis, BinaryFormat.MACHO)
