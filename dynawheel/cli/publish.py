@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import logging
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
@@ -39,6 +44,8 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
     serve.add_argument("--add-user", metavar="NAME",
                        help="add NAME to --password-file (password from --password, stdin or a prompt) and exit")
     serve.add_argument("--password", help="password for --add-user (visible in the process list: prefer stdin)")
+    serve.add_argument("-q", "--quiet", dest="no_access_log", action="store_true",
+                       help="no access log (by default one line per request, common log format, on stderr)")
     serve.set_defaults(func=_serve)
 
 
@@ -77,11 +84,38 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("serve needs a WHEELHOUSE (or --add-user NAME --password-file FILE)")
     config = ServeConfig(password_file=args.password_file, allow_anonymous_upload=args.allow_anonymous_upload,
                          allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size)
+    if not (args.no_access_log or args.quiet):
+        _access_log_to_stderr()
     server = make_server(args.wheelhouse, args.host, args.port, config)
     print(_banner(server), flush=True)
-    serve_forever(server)
+    with _stop_on_signals():
+        serve_forever(server)
     print("dynawheel: server stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _access_log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("dynawheel.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the server, even when SIGINT came in ignored (``serve ... &`` from a script)."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _add_user(args: argparse.Namespace) -> int:
