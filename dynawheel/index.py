@@ -29,12 +29,15 @@ import hashlib
 import html
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
+import struct
 import tarfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
@@ -61,6 +64,12 @@ REPOSITORY_VERSION = "1.1"
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 MAX_METADATA_SIZE = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
+# what the zip, tar, deflate, bzip2 and lzma layers raise on damaged archives (bad CRC, junk streams,
+# unsupported methods, the encryption flag, truncation, non-UTF-8 names)
+ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, ValueError, NotImplementedError,
+    RuntimeError, OSError, zlib.error, lzma.LZMAError, struct.error, UnicodeError,
+)
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 Kind = Literal["wheel", "sdist"]
@@ -140,19 +149,22 @@ _cache: dict[tuple[str, int, int, int], DistFile] = {}
 _cache_lock = threading.Lock()
 
 
-def inspect_distribution(path: Path) -> DistFile:
+def inspect_distribution(path: Path, filename: str | None = None) -> DistFile:
     """Read a wheel or sdist: name, version, hash, requires-python, METADATA.
 
+    ``filename`` is the name the file is published under (default: its own name; an upload
+    is inspected in a temporary file before it gets its name).
     Raises :class:`PackageIndexError` naming the file when it is not a valid
     distribution (bad name, not a zip/tar, no or inconsistent metadata).
     """
+    name = path.name if filename is None else filename
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     with _cache_lock:
         hit = _cache.get(key)
-    if hit is not None and hit.filename == path.name:
+    if hit is not None and hit.filename == name:
         return hit
-    dist = _inspect_uncached(path, st.st_size)
+    dist = _inspect_uncached(path, st.st_size, name)
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -160,22 +172,21 @@ def inspect_distribution(path: Path) -> DistFile:
     return dist
 
 
-def _inspect_uncached(path: Path, size: int) -> DistFile:
-    name = path.name
+def _inspect_uncached(path: Path, size: int, name: str) -> DistFile:
     if name.endswith(".whl"):
         kind: Kind = "wheel"
         try:
             fname, fversion, _build, _tags = parse_wheel_filename(name)
         except (InvalidWheelFilename, InvalidVersion) as exc:
             raise PackageIndexError(f"not a valid wheel file name ({exc}): {name!r}") from None
-        meta, metadata = _read_wheel_metadata(path, str(fname))
+        meta, metadata = _read_wheel_metadata(path, str(fname), name)
     elif name.endswith(".tar.gz"):
         kind = "sdist"
         try:
             fname, fversion = parse_sdist_filename(name)
         except (InvalidSdistFilename, InvalidVersion) as exc:
             raise PackageIndexError(f"not a valid sdist file name ({exc}): {name!r}") from None
-        meta, metadata = _read_sdist_pkg_info(path, name[: -len(".tar.gz")]), None
+        meta, metadata = _read_sdist_pkg_info(path, name), None
     else:
         raise PackageIndexError(f"not a wheel (.whl) or sdist (.tar.gz): {name!r}")
     project, version = _check_claims(name, meta, str(fname), fversion)
@@ -214,12 +225,13 @@ def _parse_metadata(data: bytes, what: str) -> Message:
     return email.parser.Parser().parsestr(text, headersonly=True)
 
 
-def _read_wheel_metadata(path: Path, fname: str) -> tuple[Message, bytes]:
+def _read_wheel_metadata(path: Path, fname: str, name: str) -> tuple[Message, bytes]:
     """METADATA of a wheel, read from the zip without extracting anything.
 
     Only the entry ``<name>-<version>.dist-info/METADATA`` at the top level is read; no
     archive path is ever used to touch the file system.
     """
+    member = "(central directory)"
     try:
         with zipfile.ZipFile(path) as zf:
             want = canonicalize_name(fname)
@@ -227,17 +239,53 @@ def _read_wheel_metadata(path: Path, fname: str) -> tuple[Message, bytes]:
                           if _is_top_metadata(i.filename) and canonicalize_name(i.filename.split("-", 1)[0]) == want]
             if len(candidates) != 1:
                 raise PackageIndexError(
-                    f"wheel has {len(candidates)} matching .dist-info/METADATA entries: {path.name!r}")
+                    f"wheel has {len(candidates)} matching .dist-info/METADATA entries: {name!r}")
             info = candidates[0]
+            member = info.filename
             if info.file_size > MAX_METADATA_SIZE:
-                raise PackageIndexError(f"METADATA is larger than {MAX_METADATA_SIZE} bytes: {path.name!r}")
+                raise PackageIndexError(f"{member} is larger than {MAX_METADATA_SIZE} bytes: {name!r}")
             with zf.open(info) as fh:
                 data = fh.read(MAX_METADATA_SIZE + 1)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
-        if isinstance(exc, PackageIndexError):
-            raise
-        raise PackageIndexError(f"corrupted wheel ({exc}): {path.name!r}") from None
-    return _parse_metadata(data, path.name), data
+            if len(data) > MAX_METADATA_SIZE:
+                raise PackageIndexError(f"{member} inflates to more than {MAX_METADATA_SIZE} bytes: {name!r}")
+    except PackageIndexError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise PackageIndexError(f"corrupted wheel, member {member!r} ({_describe(exc)}): {name!r}") from None
+    return _parse_metadata(data, name), data
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
+
+
+def check_wheel_archive(path: Path, name: str, *, max_inflated: int) -> None:
+    """Inflate every member of a wheel (CRC checked by :mod:`zipfile`) without keeping any of it.
+
+    For uploads: a wheel that any installer would reject is refused before it is listed.
+    Raises :class:`PackageIndexError` naming the member; the work is bounded by ``max_inflated`` bytes.
+    """
+    member = "(central directory)"
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                member = info.filename
+                if not member or member.startswith("/") or "\\" in member or ".." in member.split("/"):
+                    raise PackageIndexError(f"unsafe member name {member!r} in wheel {name!r}")
+                if info.flag_bits & 0x1:
+                    raise PackageIndexError(f"member {member!r} is encrypted: {name!r}")
+                with zf.open(info) as fh:
+                    while chunk := fh.read(_CHUNK):
+                        total += len(chunk)
+                        if total > max_inflated:
+                            raise PackageIndexError(
+                                f"wheel inflates to more than {max_inflated} bytes (at {member!r}): {name!r}")
+    except PackageIndexError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise PackageIndexError(f"corrupted wheel, member {member!r} ({_describe(exc)}): {name!r}") from None
 
 
 def _is_top_metadata(arcname: str) -> bool:
@@ -245,7 +293,8 @@ def _is_top_metadata(arcname: str) -> bool:
     return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA"
 
 
-def _read_sdist_pkg_info(path: Path, stem: str) -> Message:
+def _read_sdist_pkg_info(path: Path, name: str) -> Message:
+    stem = name[: -len(".tar.gz")]
     try:
         with tarfile.open(path, "r:gz") as tf:
             for member in tf:
@@ -255,10 +304,12 @@ def _read_sdist_pkg_info(path: Path, stem: str) -> Message:
                         break
                     fh = tf.extractfile(member)
                     if fh is not None:
-                        return _parse_metadata(fh.read(MAX_METADATA_SIZE), path.name)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise PackageIndexError(f"corrupted sdist ({exc}): {path.name!r}") from None
-    raise PackageIndexError(f"sdist has no top-level PKG-INFO (expected {stem + '/PKG-INFO'!r}): {path.name!r}")
+                        return _parse_metadata(fh.read(MAX_METADATA_SIZE), name)
+    except PackageIndexError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise PackageIndexError(f"corrupted sdist ({_describe(exc)}): {name!r}") from None
+    raise PackageIndexError(f"sdist has no top-level PKG-INFO (expected {stem + '/PKG-INFO'!r}): {name!r}")
 
 
 def _sha256_file(path: Path) -> str:

@@ -26,7 +26,6 @@ import io
 import logging
 import os
 import secrets
-import shutil
 import socket
 import sys
 import tempfile
@@ -50,13 +49,22 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from .errors import PackageIndexError
-from .index import JSON_CONTENT_TYPE, build_index, inspect_distribution, normalize_name, write_atomic
+from .index import (
+    JSON_CONTENT_TYPE,
+    build_index,
+    check_wheel_archive,
+    inspect_distribution,
+    normalize_name,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 # one line per answered request in common log format (the CLI sends it to stderr unless -q)
 access_logger = logging.getLogger("dynawheel.access")
 
 DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024
+MAX_FILENAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
+_MAX_INFLATE_RATIO = 20  # an uploaded wheel may inflate to 20x the upload limit, no more
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _JSON_TYPES = {JSON_CONTENT_TYPE, "application/vnd.pypi.simple.latest+json"}
 _HTML_V1_TYPES = {"application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.latest+html"}
@@ -253,6 +261,11 @@ def check_upload_filename(filename: str | None, name: str | None, version: str |
     """The file name must be a bare wheel/sdist name agreeing with the ``name`` and ``version`` fields."""
     if not filename:
         raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has no 'content' file part with a file name")
+    if len(filename.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"upload file name is longer than {MAX_FILENAME_BYTES} bytes "
+                        f"({len(filename)} characters): {filename[:60]!r}...")
+    if not filename.isprintable():
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"upload file name has control characters: {filename!r}")
     if "/" in filename or "\\" in filename or ".." in filename or "\x00" in filename or filename.startswith("."):
         raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid upload file name: {filename!r}")
     try:
@@ -339,11 +352,16 @@ class IndexServer(ThreadingHTTPServer):
             build_index(self.wheelhouse)
 
     def store_upload(self, filename: str, content: bytes) -> None:
-        """Validate an uploaded file, move it into the wheelhouse and rebuild the index (under the lock)."""
-        staging = Path(tempfile.mkdtemp(dir=self.wheelhouse, prefix=".upload-"))
+        """Validate an uploaded file, move it into the wheelhouse and rebuild the index (under the lock).
+
+        The bytes go to a hidden temporary file (the index ignores ``.*``); the upload's own
+        name is used only once everything about it has been checked.
+        """
+        fd, tmp_name = tempfile.mkstemp(dir=self.wheelhouse, prefix=".upload-", suffix=".part")
+        staged = Path(tmp_name)
         try:
-            staged = staging / filename
-            staged.write_bytes(content)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
             self._validate_staged(staged, filename)
             os.chmod(staged, 0o644)
             with self.index_lock:
@@ -353,17 +371,18 @@ class IndexServer(ThreadingHTTPServer):
                 os.replace(staged, target)
                 build_index(self.wheelhouse)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            staged.unlink(missing_ok=True)
 
     def _claimed(self, filename: str) -> bool:
         """Another spelling of the same file (``Foo-1.0...`` vs ``foo-1.0.0...``) already exists."""
         key = _identity(filename)
         return any(_identity(p.name) == key for p in self.wheelhouse.iterdir() if not p.name.startswith("."))
 
-    @staticmethod
-    def _validate_staged(staged: Path, filename: str) -> None:
+    def _validate_staged(self, staged: Path, filename: str) -> None:
         try:
-            inspect_distribution(staged)  # the file name must match its own metadata
+            if filename.endswith(".whl"):  # every member inflates with a good CRC: what installers will need
+                check_wheel_archive(staged, filename, max_inflated=_MAX_INFLATE_RATIO * self.config.max_upload_size)
+            inspect_distribution(staged, filename)  # the file name must match its own metadata
         except (PackageIndexError, OSError) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution {filename!r}: {exc}") from None
 

@@ -51,6 +51,73 @@ def make_wheel(directory: Path, name: str, version: str, *, requires_python: str
     return path
 
 
+def _patch_member(data: bytearray, member: str, local: dict[int, bytes], central: dict[int, bytes]) -> bytearray:
+    """Overwrite fields of ``member``'s local header and central-directory entry (offsets from each header)."""
+    name = member.encode()
+    lh = data.find(name) - 30
+    cd = data.rfind(name) - 46
+    assert data[lh:lh + 4] == b"PK\x03\x04" and data[cd:cd + 4] == b"PK\x01\x02"
+    for offset, value in local.items():
+        data[lh + offset: lh + offset + len(value)] = value
+    for offset, value in central.items():
+        data[cd + offset: cd + offset + len(value)] = value
+    return data
+
+
+def make_corrupt_wheels(directory: Path) -> dict[str, Path]:
+    """Wheels damaged the ways issue 12 lists, each in the zip layer around ``<dist-info>/METADATA``.
+
+    Every one has a valid file name; each must be skipped (index), refused with 400 (upload), never a traceback.
+    """
+    info, meta_name = "broken-1.0.dist-info", "broken-1.0.dist-info/METADATA"
+    meta = b"Metadata-Version: 2.1\nName: broken\nVersion: 1.0\n" + b"Summary: padding padding\n" * 40
+
+    def build(compression: int = zipfile.ZIP_DEFLATED, name: str = meta_name) -> bytearray:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(zipfile.ZipInfo("broken.py", (2020, 1, 1, 0, 0, 0)), b"X = 1\n" * 50)
+            entry = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
+            entry.compress_type = compression
+            zf.writestr(entry, meta)
+            zf.writestr(f"{info}/WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            zf.writestr(f"{info}/RECORD", b"")
+        return bytearray(buf.getvalue())
+
+    def junk_data(compression: int) -> bytearray:
+        data = build(compression)
+        start = data.find(meta_name.encode()) + len(meta_name)
+        data[start + 4: start + 24] = bytes(b ^ 0x5A for b in data[start + 4: start + 24])
+        return data
+
+    crc = build()
+    cd = crc.rfind(meta_name.encode()) - 46
+    crc[cd + 16: cd + 20] = bytes(b ^ 0xFF for b in crc[cd + 16: cd + 20])
+    lh = crc.find(meta_name.encode()) - 30
+    crc[lh + 14: lh + 18] = crc[cd + 16: cd + 20]
+    cases = {
+        "bad-crc": crc,
+        "deflate-junk": junk_data(zipfile.ZIP_DEFLATED),
+        "bzip2-junk": junk_data(zipfile.ZIP_BZIP2),
+        "lzma-junk": junk_data(zipfile.ZIP_LZMA),
+        "method-99": _patch_member(build(), meta_name, {8: b"\x63\x00"}, {10: b"\x63\x00"}),
+        "encrypted": _patch_member(build(), meta_name, {6: b"\x01"}, {8: b"\x01"}),
+        "version-too-new": _patch_member(build(), meta_name, {4: b"\x63\x00"}, {6: b"\x63\x00"}),
+        "local-name-differs": _patch_member(build(), meta_name, {30 + 3: b"X"}, {}),
+        "non-utf8-name": _patch_member(build(name=info + "/METADAT\u00e9"), info + "/METADAT\u00e9",
+                                       {30 + len(info) + 8: b"\xff"}, {46 + len(info) + 8: b"\xff"}),
+        "no-metadata": build(name=info + "/METADATX"),
+        "truncated": build()[:-60],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind, data in cases.items():
+        path = directory / kind / "broken-1.0-py3-none-any.whl"
+        path.parent.mkdir()
+        path.write_bytes(bytes(data))
+        out[kind] = path
+    return out
+
+
 def make_sdist(directory: Path, name: str, version: str, *, requires_python: str | None = None) -> Path:
     stem = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
     pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
@@ -298,3 +365,26 @@ def test_cli_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["index", str(wh), "--flat", "-o", str(tmp_path / "flat")]) == 3
     assert "skipped: notes.txt" in capsys.readouterr().err
     assert main(["index", str(tmp_path / "missing")]) == 1
+
+
+def test_corrupt_wheels_are_skipped_never_a_traceback(tmp_path: Path) -> None:
+    """Issue 12: each zip-layer corruption is skipped with a reason naming the wheel (and the member), exit 3."""
+    import subprocess
+    import sys
+
+    corrupt = make_corrupt_wheels(tmp_path / "corrupt")
+    for kind, path in corrupt.items():
+        wh = tmp_path / "wh" / kind
+        good = make_wheel(wh, "fine", "1.0")
+        os.link(path, wh / path.name)
+        result = build_index(wh)
+        assert [f.filename for f in result.files] == [good.name], kind
+        assert [s.path.name for s in result.skipped] == [path.name], kind
+        reason = result.skipped[0].reason
+        assert path.name in reason, (kind, reason)
+        if kind not in ("truncated", "no-metadata", "non-utf8-name", "version-too-new"):  # central directory
+            assert "METADATA" in reason, (kind, reason)
+        proc = subprocess.run([sys.executable, "-m", "dynawheel", "index", str(wh)], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 3 and "Traceback" not in proc.stderr, (kind, proc.stderr)
+        assert f"skipped: {path.name}:" in proc.stderr and "1 files in 1 projects" in proc.stdout

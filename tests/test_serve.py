@@ -34,9 +34,23 @@ from dynawheel.index import build_index
 from dynawheel.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
 
 try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
-    from tests.test_index import PEP691_PROJECT, PEP691_PROJECT_LIST, make_sdist, make_wheel, parse_page
+    from tests.test_index import (
+        PEP691_PROJECT,
+        PEP691_PROJECT_LIST,
+        make_corrupt_wheels,
+        make_sdist,
+        make_wheel,
+        parse_page,
+    )
 except ImportError:
-    from test_index import PEP691_PROJECT, PEP691_PROJECT_LIST, make_sdist, make_wheel, parse_page  # type: ignore
+    from test_index import (  # type: ignore
+        PEP691_PROJECT,
+        PEP691_PROJECT_LIST,
+        make_corrupt_wheels,
+        make_sdist,
+        make_wheel,
+        parse_page,
+    )
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -688,3 +702,53 @@ def test_cli_background_quiet_and_sigint_was_ignored(tmp_path: Path) -> None:
             shell.wait(10)
     err = (tmp_path / "err.txt").read_text()
     assert '"GET ' not in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- issue 12: corrupt wheels, long names
+
+
+def test_corrupt_wheels_served_around_and_refused_as_uploads(tmp_path: Path, serve: Any,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    wh = tmp_path / "wh"
+    good = make_wheel(wh, "fine", "1.0")
+    corrupt = make_corrupt_wheels(tmp_path / "corrupt")
+    os.link(corrupt["deflate-junk"], wh / "broken-1.0-py3-none-any.whl")  # in the wheelhouse at start
+    srv = serve(wh, allow_anonymous_upload=True)  # starts, serves the rest
+    status, _, body = srv.request("GET", "/simple/fine/")
+    assert status == 200 and good.name.encode() in body
+    assert srv.request("GET", "/simple/broken/")[0] == 404
+    (wh / "broken-1.0-py3-none-any.whl").unlink()
+    before = snapshot(wh)
+    for kind, path in corrupt.items():
+        data = path.read_bytes()
+        status, answer = _post(srv, upload_fields(path, "broken", "1.0"), path.name, data)
+        assert status == 400, (kind, answer)
+        assert path.name.encode() in answer, (kind, answer)
+        assert snapshot(wh) == before, kind
+    # a member deep inside the wheel (not METADATA) with a bad CRC is refused too: installers would fail on it
+    whl = make_wheel(tmp_path / "deep", "deep", "1.0", files={"deep.py": "X = 1\n" * 100})
+    data = bytearray(whl.read_bytes())
+    offset = data.find(b"X = 1")
+    data[offset] ^= 0x01
+    status, answer = _post(srv, upload_fields(whl, "deep", "1.0", sha256_digest=hashlib.sha256(data).hexdigest()),
+                           whl.name, bytes(data))
+    assert status == 400 and b"deep.py" in answer, answer
+    assert snapshot(wh) == before and srv.alive()
+    assert not list(wh.glob(".upload-*"))
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_overlong_upload_name_is_400_before_any_write(tmp_path: Path, serve: Any) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    wh.mkdir()
+    name = "a" * 280
+    whl = make_wheel(dist, name, "1.0", filename=f"{name}-1.0-py3-none-any.whl".replace(name, name[:100]))
+    srv = serve(wh, allow_anonymous_upload=True)
+    before = snapshot(wh)
+    long_name = f"{name}-1.0-py3-none-any.whl"
+    assert len(long_name) > 255
+    status, answer = _post(srv, upload_fields(whl, name, "1.0"), long_name, whl.read_bytes())
+    assert status == 400 and b"longer than 255 bytes" in answer, answer
+    status, answer = _post(srv, upload_fields(whl, "x", "1.0"), "x-1.0-py3-none-any\x07.whl", whl.read_bytes())
+    assert status == 400, answer
+    assert snapshot(wh) == before and not list(wh.glob(".upload-*")) and srv.alive()
