@@ -24,6 +24,8 @@ the wheelhouse is scanned; hidden files (``.*``) and ``*.metadata`` are ignored.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import email.parser
 import hashlib
 import html
@@ -36,13 +38,14 @@ import shutil
 import struct
 import tarfile
 import threading
+import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union
 from urllib.parse import quote
 
 from packaging.utils import (
@@ -94,19 +97,25 @@ class DistFile:
     sha256: str
     size: int
     requires_python: str | None
-    metadata: bytes | None = field(default=None, repr=False)  # wheels only (PEP 658)
+    metadata: bytes | None = field(default=None, repr=False)  # wheels only (PEP 658); None when from the cache
+    metadata_sha256: str | None = None  # wheels only
+    tags: str = ""  # sorted wheel tags joined by '.', or 'sdist'
+    canonical_version: str = ""
+    stat_key: tuple[int, int, int] = (0, 0, 0)  # size, mtime_ns, inode when inspected
 
-    @property
-    def metadata_sha256(self) -> str | None:
-        return None if self.metadata is None else hashlib.sha256(self.metadata).hexdigest()
+    def __post_init__(self) -> None:
+        if self.metadata is not None and self.metadata_sha256 is None:
+            object.__setattr__(self, "metadata_sha256", hashlib.sha256(self.metadata).hexdigest())
+        if not self.tags:
+            tags = parse_wheel_filename(self.filename)[3] if self.kind == "wheel" else ()
+            object.__setattr__(self, "tags", ".".join(sorted(map(str, tags))) if tags else "sdist")
+        if not self.canonical_version:
+            object.__setattr__(self, "canonical_version", canonicalize_version(self.version))
 
     @property
     def identity(self) -> tuple[str, str, str]:
         """What the file claims to be: project, version, and tags (or ``sdist``)."""
-        if self.kind == "sdist":
-            return (self.normalized, canonicalize_version(self.version), "sdist")
-        tags = parse_wheel_filename(self.filename)[3]
-        return (self.normalized, canonicalize_version(self.version), ".".join(sorted(map(str, tags))))
+        return (self.normalized, self.canonical_version, self.tags)
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,7 @@ def inspect_distribution(path: Path, filename: str | None = None) -> DistFile:
     if hit is not None and hit.filename == name:
         return hit
     dist = _inspect_uncached(path, st.st_size, name)
+    dist = dataclasses.replace(dist, stat_key=(st.st_size, st.st_mtime_ns, st.st_ino))
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -320,21 +330,220 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def scan_wheelhouse(wheelhouse: Path) -> tuple[list[DistFile], list[Skipped]]:
-    """Inspect every file at the top level of ``wheelhouse``; bad ones are skipped with a reason."""
+def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
+                    only: Callable[[str], bool] | None = None) -> tuple[list[DistFile], list[Skipped]]:
+    """Inspect every file at the top level of ``wheelhouse``; bad ones are skipped with a reason.
+
+    A file whose name, size, modification time and inode match an entry of ``cache`` is taken
+    from it; the others are read and hashed on worker threads.  ``only`` limits the scan to
+    the file names it accepts.
+    """
     if not wheelhouse.is_dir():
         raise PackageIndexError(f"wheelhouse is not a directory: {str(wheelhouse)!r}")
     dists: list[DistFile] = []
     skipped: list[Skipped] = []
-    for path in sorted(wheelhouse.iterdir()):
-        if path.name.startswith(".") or path.name.endswith(".metadata") or not path.is_file():
-            continue
-        try:
-            dists.append(inspect_distribution(path))
-        except (PackageIndexError, OSError) as exc:
-            logger.info("skipped %s: %s", path.name, exc)
-            skipped.append(Skipped(path, str(exc)))
+    todo: list[Path] = []
+    known = cache.files if cache is not None else {}
+    with os.scandir(wheelhouse) as listing:
+        for entry in listing:
+            name = entry.name
+            if name.startswith(".") or name.endswith(".metadata") or (only is not None and not only(name)):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                st = entry.stat()
+            except OSError as exc:
+                skipped.append(Skipped(Path(entry.path), str(exc)))
+                continue
+            hit = known.get(name)
+            if hit is not None and hit.stat_key == (st.st_size, st.st_mtime_ns, st.st_ino):
+                dists.append(dataclasses.replace(hit, path=Path(entry.path)) if hit.path.parent != wheelhouse else hit)
+            else:
+                todo.append(Path(entry.path))
+    for path, outcome in _inspect_many(sorted(todo)):
+        if isinstance(outcome, DistFile):
+            dists.append(outcome)
+        else:
+            logger.info("skipped %s: %s", path.name, outcome)
+            skipped.append(Skipped(path, outcome))
+    dists.sort(key=lambda d: d.filename)
+    skipped.sort(key=lambda s: s.path.name)
     return dists, skipped
+
+
+def _inspect_one(path: Path) -> DistFile | str:
+    try:
+        return inspect_distribution(path)
+    except (PackageIndexError, OSError) as exc:
+        return str(exc)
+
+
+def _inspect_many(paths: list[Path]) -> list[tuple[Path, DistFile | str]]:
+    """Inspect files on worker threads (hashing and inflating release the GIL)."""
+    if len(paths) < 4:
+        return [(path, _inspect_one(path)) for path in paths]
+    workers = min(8, (os.cpu_count() or 1) + 2, len(paths))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="dynawheel-index") as pool:
+        return list(zip(paths, pool.map(_inspect_one, paths)))
+
+
+# ---------------------------------------------------------------- the cache
+
+
+CACHE_NAME = ".dynawheel-index-cache.jsonl"
+_CACHE_FORMAT = 1
+_RACY_NS = 2_000_000_000  # file times are coarse (a few ms): a file changed this recently is not vouched for
+
+
+@dataclass
+class SiteCache:
+    """What the last run knew: inspected files (by name) and what the pages were written from.
+
+    Stored as JSON lines in ``SITE/.dynawheel-index-cache.jsonl``: a header, then one line per
+    file; a later line for the same name replaces an earlier one (``serve`` appends).  It is
+    never trusted blindly: an entry counts only while the file's size, mtime and inode match,
+    and a cache that does not parse, or was written for another layout, is ignored and rebuilt.
+    """
+
+    layout: str
+    files: dict[str, DistFile] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)  # file names on the pages
+    yanked: dict[str, str] = field(default_factory=dict)
+
+    def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None]]:
+        return sorted((n, self.files[n].sha256, self.yanked.get(n)) for n in names if n in self.files)
+
+
+def _layout_key(layout: _Layout, wheelhouse: Path) -> str:
+    return json.dumps([_CACHE_FORMAT, str(wheelhouse.resolve()), str(layout.site.resolve()), layout.flat,
+                       layout.in_place])
+
+
+def _vouched(dist: DistFile, now_ns: int) -> DistFile:
+    """``dist`` as the cache may keep it: a file changed so recently that a change within the file
+    system's clock granularity would not show in its mtime gets an mtime that never matches."""
+    size, mtime_ns, inode = dist.stat_key
+    if now_ns - mtime_ns < _RACY_NS:
+        return dataclasses.replace(dist, metadata=None, stat_key=(size, -1, inode))
+    return dist
+
+
+def _entry_json(dist: DistFile, listed: bool) -> str:
+    size, mtime_ns, inode = dist.stat_key
+    return json.dumps({
+        "f": dist.filename, "p": dist.project, "v": dist.version, "cv": dist.canonical_version, "k": dist.kind,
+        "t": dist.tags, "h": dist.sha256, "s": dist.size, "rp": dist.requires_python, "mh": dist.metadata_sha256,
+        "st": [size, mtime_ns, inode], "l": listed,
+    }, separators=(",", ":"))
+
+
+def _entry_from(doc: dict[str, Any], wheelhouse: Path) -> DistFile:
+    kind = doc["k"]
+    if kind not in ("wheel", "sdist"):
+        raise ValueError(f"kind {kind!r}")
+    stat_key = tuple(int(x) for x in doc["st"])
+    if len(stat_key) != 3:
+        raise ValueError("stat")
+    name = str(doc["f"])
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"file name {name!r}")
+    return DistFile(
+        filename=name, path=wheelhouse / name, project=str(doc["p"]), normalized=normalize_name(str(doc["p"])),
+        version=str(doc["v"]), kind=kind, sha256=str(doc["h"]), size=int(doc["s"]),
+        requires_python=None if doc["rp"] is None else str(doc["rp"]),
+        metadata_sha256=None if doc["mh"] is None else str(doc["mh"]), tags=str(doc["t"]),
+        canonical_version=str(doc["cv"]), stat_key=(stat_key[0], stat_key[1], stat_key[2]),
+    )
+
+
+# the cache last read or written per site, with the bytes of its file then: a long-running process
+# (serve) parses the file again only when someone else changed it (bytes compared, not timestamps)
+_memo: dict[str, tuple[bytes, SiteCache]] = {}
+_memo_lock = threading.Lock()
+
+
+def _read_cache_bytes(site: Path) -> bytes | None:
+    try:
+        with (site / CACHE_NAME).open("rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _remember(site: Path, cache: SiteCache, data: bytes | None = None) -> None:
+    data = _read_cache_bytes(site) if data is None else data
+    with _memo_lock:
+        if data is None:
+            _memo.pop(str(site.resolve()), None)
+        else:
+            _memo[str(site.resolve())] = (data, cache)
+
+
+def load_cache(site: Path, wheelhouse: Path, layout_key: str) -> SiteCache | None:
+    """The cache of ``site``, or None when there is none or it cannot be used (then the run rebuilds it)."""
+    data = _read_cache_bytes(site)
+    if data is None:
+        return None
+    with _memo_lock:
+        memo = _memo.get(str(site.resolve()))
+    if memo is not None and memo[0] == data and memo[1].layout == layout_key:
+        return memo[1]
+    cache = _parse_cache(site / CACHE_NAME, data, wheelhouse, layout_key)
+    if cache is not None:
+        _remember(site, cache, data)
+    return cache
+
+
+def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> SiteCache | None:
+    lines = data.splitlines()
+    try:
+        header = json.loads(lines[0])
+        if header.get("format") != _CACHE_FORMAT or header.get("layout") != layout_key:
+            logger.info("index cache %s is for another layout or format: rebuilding it", path)
+            return None
+        cache = SiteCache(layout_key, yanked={str(k): str(v) for k, v in dict(header["yanked"]).items()})
+        for number, line in enumerate(lines[1:], 2):
+            try:
+                doc = json.loads(line)
+                if doc.get("gone"):
+                    cache.files.pop(str(doc["f"]), None)
+                    cache.listed.discard(str(doc["f"]))
+                    continue
+                dist = _entry_from(doc, wheelhouse)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                if number == len(lines):  # a torn last line (a writer was killed): everything before it holds
+                    logger.info("index cache %s: ignoring a torn last line (%s)", path, exc)
+                    break
+                raise
+            cache.files[dist.filename] = dist
+            (cache.listed.add if doc.get("l") else cache.listed.discard)(dist.filename)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, InvalidVersion) as exc:
+        logger.warning("index cache %s is corrupt (%s): rebuilding it", path, _describe(exc))
+        return None
+    return cache
+
+
+def save_cache(site: Path, cache: SiteCache) -> None:
+    now = time.time_ns()
+    cache = dataclasses.replace(cache, files={n: _vouched(d, now) for n, d in cache.files.items()})
+    lines = [json.dumps({"format": _CACHE_FORMAT, "layout": cache.layout, "yanked": cache.yanked}, sort_keys=True)]
+    lines += [_entry_json(d, d.filename in cache.listed) for _n, d in sorted(cache.files.items())]
+    data = ("\n".join(lines) + "\n").encode()
+    fsutil.write_atomic(site / CACHE_NAME, data, 0o644)
+    _remember(site, cache, data)
+
+
+def append_cache(site: Path, entries: Iterable[tuple[DistFile, bool]], gone: Iterable[str] = ()) -> None:
+    """Add lines for changed and removed files to the cache (one ``write``); the caller holds the site's lock."""
+    lines = [_entry_json(dist, listed) for dist, listed in entries]
+    lines += [json.dumps({"f": name, "gone": True}) for name in gone]
+    data = "".join(line + "\n" for line in lines).encode()
+    fd = os.open(site / CACHE_NAME, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def find_conflicts(dists: Iterable[DistFile]) -> tuple[list[DistFile], list[Conflict]]:
@@ -500,10 +709,16 @@ def _place_file(src: Path, dst: Path) -> bool:
 
 
 def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False,
-                yanked: Mapping[str, str] | None = None) -> IndexResult:
+                yanked: Mapping[str, str] | None = None, use_cache: bool = True,
+                project: str | None = None) -> IndexResult:
     """Write (or update) a static package index for ``wheelhouse`` into ``out`` (default: the wheelhouse).
 
-    ``yanked`` maps file names to a reason (``""`` = yanked without a reason).
+    ``yanked`` maps file names to a reason (``""`` = yanked without a reason); None keeps the
+    yanks of the previous run (from the cache).  With the cache (``SITE/.dynawheel-index-cache.jsonl``)
+    a re-run costs a directory listing plus reading the new or changed files; ``use_cache=False``
+    re-reads everything (the cache is rewritten either way).  ``project`` (a normalized name)
+    updates only that project's files and pages, and the project list when it changes: what
+    ``serve`` does after an upload; the result then lists only that project's files.
     Raises :class:`PackageIndexError` when the wheelhouse does not exist or the site
     cannot be written.
     """
@@ -513,14 +728,21 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     site = Path(out) if out is not None else wheelhouse
     in_place = site.resolve() == wheelhouse.resolve()
     layout = _Layout(site, site if flat else site / "simple", flat, in_place and not flat)
-    yanked = dict(yanked or {})
-    dists, skipped = scan_wheelhouse(wheelhouse)
+    key = _layout_key(layout, wheelhouse)
+    prev = load_cache(site, wheelhouse, key) if use_cache else None
+    if prev is None:
+        project = None  # nothing to update incrementally: a full run
+    yanks = dict(prev.yanked if prev is not None and yanked is None else yanked or {})
+    only = None if project is None else _project_filter(project)
+    dists, skipped = scan_wheelhouse(wheelhouse, prev, only)
     kept, conflicts = find_conflicts(dists)
     try:
-        written, removed = _write_site(layout, kept, yanked)
+        site.mkdir(parents=True, exist_ok=True)
+        written, removed = _write_site(layout, kept, yanks, prev, project)
+        _update_cache(site, key, prev, dists, kept, yanks, project)
     except OSError as exc:
         raise PackageIndexError(f"cannot write the index into {str(site)!r}: {exc}") from exc
-    unknown = tuple(sorted(set(yanked) - {d.filename for d in kept}))
+    unknown = tuple(sorted(set(yanks) - {d.filename for d in kept})) if project is None else ()
     for name in unknown:
         logger.info("yank names no indexed file: %r", name)
     return IndexResult(
@@ -530,27 +752,133 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     )
 
 
-def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str]) -> tuple[list[Path], list[Path]]:
-    written: list[Path] = []
+def project_of_filename(filename: str) -> str:
+    """The normalized project a distribution file name claims (its text before the first ``-``)."""
+    return normalize_name(filename.split("-", 1)[0])
+
+
+def _project_filter(project: str) -> Callable[[str], bool]:
+    return lambda name: project_of_filename(name) == project
+
+
+def _update_cache(site: Path, key: str, prev: SiteCache | None, dists: list[DistFile], kept: list[DistFile],
+                  yanked: dict[str, str], project: str | None) -> None:
+    listed = {d.filename for d in kept}
+    if project is not None and prev is not None and yanked == prev.yanked:
+        seen = {d.filename for d in dists}
+        lines = [(d, d.filename in listed) for d in dists
+                 if prev.files.get(d.filename) != d or (d.filename in prev.listed) != (d.filename in listed)]
+        gone = [name for name in prev.files if name not in seen and project_of_filename(name) == project]
+        if lines or gone:
+            now = time.time_ns()
+            lines = [(_vouched(d, now), listed_now) for d, listed_now in lines]
+            append_cache(site, lines, gone)
+            files = {**prev.files, **{d.filename: d for d, _ in lines}}
+            for name in gone:
+                files.pop(name, None)
+            now_listed = {n for n in prev.listed if n in files and project_of_filename(n) != project} | listed
+            _remember(site, SiteCache(key, files, now_listed, yanked))
+        return
+    files = {d.filename: d for d in dists}
+    if prev is None or prev.files != files or prev.listed != listed or prev.yanked != yanked:
+        save_cache(site, SiteCache(key, files, listed, yanked))
+
+
+def _group(dists: Iterable[DistFile]) -> dict[str, list[DistFile]]:
     by_project: dict[str, list[DistFile]] = {}
     for dist in dists:
         by_project.setdefault(dist.normalized, []).append(dist)
+    return by_project
+
+
+def _display_names(by_project: Mapping[str, list[DistFile]]) -> dict[str, str]:
+    return {norm: max(group, key=lambda d: d.filename).project for norm, group in by_project.items()}
+
+
+def _names_in(directory: Path) -> set[str]:
+    try:
+        return set(os.listdir(directory))
+    except OSError:
+        return set()
+
+
+def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str], prev: SiteCache | None,
+                project: str | None) -> tuple[list[Path], list[Path]]:
+    """Place files, write .metadata and pages; with ``prev``, only what changed since it was written."""
+    written: list[Path] = []
+    by_project = _group(dists)
+    listings: dict[Path, set[str]] = {}
+
+    def present(path: Path) -> bool:
+        if path.parent not in listings:
+            listings[path.parent] = _names_in(path.parent)
+        return path.name in listings[path.parent]
+
     for dist in dists:
         target = layout.file_dir(dist) / dist.filename
-        if _place_file(dist.path, target):
+        same = prev is not None and dist.filename in prev.listed and prev.files.get(dist.filename) == dist
+        if not (same and present(target)) and _place_file(dist.path, target):
             written.append(target)
-        if dist.metadata is not None and write_atomic(target.with_name(dist.filename + ".metadata"), dist.metadata):
-            written.append(target.with_name(dist.filename + ".metadata"))
+        meta_target = target.with_name(dist.filename + ".metadata")
+        if (dist.kind == "wheel" and not (same and present(meta_target))
+                and write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist))):
+            written.append(meta_target)
+    prev_projects = _group(prev.files[n] for n in prev.listed) if prev is not None else {}
     for normalized, group in sorted(by_project.items()):
+        inputs = sorted((d.filename, d.sha256, yanked.get(d.filename)) for d in group)
+        old = prev_projects.get(normalized)
+        if (prev is not None and old is not None and prev.page_inputs(d.filename for d in old) == inputs
+                and present(layout.simple / normalized)):
+            continue
         page_html, page_json = project_pages(normalized, group, layout, yanked)
         written += _write_pair(layout.simple / normalized, page_html, page_json)
-    names = {norm: sorted(group, key=lambda d: d.filename)[-1].project for norm, group in by_project.items()}
-    root_html, root_json = root_pages(names)
-    written += _write_pair(layout.simple, root_html, root_json)
-    removed = _remove_stale(layout, dists, set(by_project))
+    if project is not None and prev is not None:  # the other projects, as the cache lists them
+        others = {norm: group for norm, group in prev_projects.items() if norm != project}
+        names = _display_names({**others, **by_project})
+    else:
+        names = _display_names(by_project)
+    if (prev is None or names != _display_names(prev_projects) or not present(layout.simple / "index.html")
+            or not present(layout.simple / "index.json")):
+        root_html, root_json = root_pages(names)
+        written += _write_pair(layout.simple, root_html, root_json)
+    if prev is None:
+        removed = _remove_stale(layout, dists, set(by_project))
+    else:
+        removed = _remove_unlisted(layout, prev, prev_projects, dists, set(names), project)
     for path in written:
         logger.info("wrote %s", path)
     return written, removed
+
+
+def _metadata_of(dist: DistFile) -> bytes:
+    return _read_wheel_metadata(dist.path, parse_wheel_filename(dist.filename)[0], dist.filename)[1]
+
+
+def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[str, list[DistFile]],
+                     dists: list[DistFile], projects: set[str], project: str | None) -> list[Path]:
+    """Remove what the previous run (per the cache) wrote for files and projects now gone."""
+    now = {d.filename for d in dists}
+    candidates: list[Path] = []
+    for norm in prev_projects:
+        if norm not in projects and (project is None or norm == project):
+            candidates += [layout.simple / norm / "index.html", layout.simple / norm / "index.json"]
+    for name in prev.listed:
+        if name in now or (project is not None and project_of_filename(name) != project):
+            continue
+        old = prev.files[name]
+        target = layout.file_dir(old) / name
+        candidates.append(target.with_name(name + ".metadata"))
+        if not layout.in_place:
+            candidates.append(target)
+    removed = []
+    for path in candidates:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        logger.info("removed stale %s", path)
+    return removed
 
 
 def _write_pair(directory: Path, page_html: bytes, page_json: bytes) -> list[Path]:

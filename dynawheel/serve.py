@@ -7,8 +7,9 @@
 * ``GET /<file>`` and ``GET /<file>.metadata``: the distributions in the wheelhouse.
 * ``POST /`` or ``/legacy/``: the legacy upload API that ``twine upload`` speaks
   (``multipart/form-data`` with ``:action=file_upload``), HTTP basic auth against a password
-  file made with :func:`add_user`.  The index is rebuilt under a lock after each upload, and
-  each page is replaced atomically.
+  file made with :func:`add_user`.  An upload streams into a hidden temporary file of the
+  wheelhouse; once it passed every check it gets its name and only its project's pages (and
+  the project list, for a new project) are rewritten, under a lock, each page atomically.
 
 Paths are confined to the site: ``..`` segments, encoded slashes and NUL bytes are 400,
 hidden files (``.*``) and anything outside the site (symlinks included) are 404.
@@ -31,12 +32,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from packaging.utils import (
@@ -55,6 +56,7 @@ from .index import (
     check_wheel_archive,
     inspect_distribution,
     normalize_name,
+    project_of_filename,
     write_atomic,
 )
 
@@ -212,53 +214,137 @@ def _media_choice(media: str) -> str | None:
 class FormPart:
     name: str
     filename: str | None
-    data: bytes
+    data: bytes  # empty for a file part that went to a sink
 
 
-def parse_multipart(body: bytes, content_type: str) -> dict[str, FormPart]:
-    """Parse a ``multipart/form-data`` body; the last part of a repeated name wins.
+class PartSink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
 
-    Raises :class:`PackageIndexError` when the body or its boundary is malformed.
-    """
+
+MAX_FIELD_SIZE = 1 << 20  # a text field (attestations included); file parts are streamed
+_MAX_PART_HEAD = 16 * 1024
+_MAX_PREAMBLE = 64 * 1024
+_READ_CHUNK = 256 * 1024
+
+
+def multipart_boundary(content_type: str) -> bytes:
+    """The boundary of a ``multipart/form-data`` content type; :class:`PackageIndexError` otherwise."""
     header = email.parser.HeaderParser().parsestr(f"Content-Type: {content_type}\r\n\r\n")
     boundary = header.get_param("boundary")
     if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
         raise PackageIndexError(f"not multipart/form-data with a boundary: {content_type!r}")
-    delimiter = b"--" + boundary.encode("latin-1")
-    start = body.find(delimiter)
-    if start < 0:
-        raise PackageIndexError(f"multipart body has no boundary {boundary!r}")
+    if len(boundary) > 200:
+        raise PackageIndexError(f"multipart boundary longer than 200 characters: {boundary[:60]!r}...")
+    try:
+        return boundary.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PackageIndexError(f"multipart boundary is not ASCII: {boundary!r}") from None
+
+
+class _Body:
+    """Exactly ``length`` bytes of a request body, read in bounded chunks."""
+
+    def __init__(self, read: Callable[[int], bytes], length: int) -> None:
+        self.read, self.remaining, self.buf = read, length, bytearray()
+
+    def more(self) -> None:
+        if self.remaining <= 0:
+            raise PackageIndexError("multipart body ends before its closing boundary")
+        chunk = self.read(min(_READ_CHUNK, self.remaining))
+        if not chunk:
+            raise TruncatedBody(f"body ended with {self.remaining} of its Content-Length bytes missing")
+        self.remaining -= len(chunk)
+        self.buf += chunk
+
+    def until(self, marker: bytes, limit: int, what: str) -> int:
+        while (at := self.buf.find(marker)) < 0:
+            if len(self.buf) > limit:
+                raise PackageIndexError(f"{what} is longer than {limit} bytes")
+            self.more()
+        return at
+
+
+class TruncatedBody(PackageIndexError):
+    """The client sent less than its Content-Length (a dropped connection)."""
+
+
+def read_multipart(read: Callable[[int], bytes], length: int, content_type: str,
+                   sink_for: Callable[[str, str], PartSink | None] = lambda _n, _f: None) -> dict[str, FormPart]:
+    """Parse a ``multipart/form-data`` body of ``length`` bytes from ``read``, in bounded memory.
+
+    Text fields are kept (each at most :data:`MAX_FIELD_SIZE`); the data of a file part goes to
+    ``sink_for(name, filename)`` when that returns a sink (else it is kept like a field).  The
+    last part of a repeated name wins.  The whole body is consumed.  Raises
+    :class:`PackageIndexError` when the body or its boundary is malformed or a part too large.
+    """
+    delimiter = b"--" + multipart_boundary(content_type)
+    body = _Body(read, length)
     parts: dict[str, FormPart] = {}
-    pos = start + len(delimiter)
+    at = body.until(delimiter, _MAX_PREAMBLE, "the multipart preamble")
+    del body.buf[: at + len(delimiter)]
+    marker = b"\r\n" + delimiter
     while True:
-        if body.startswith(b"--", pos):
+        while len(body.buf) < 2:
+            body.more()
+        if body.buf.startswith(b"--"):
+            while body.remaining > 0:  # the epilogue: read and dropped, so the connection stays in step
+                body.buf.clear()
+                body.more()
             return parts
-        if not body.startswith(b"\r\n", pos):
-            raise PackageIndexError(f"malformed multipart body at byte {pos}")
-        head_end = body.find(b"\r\n\r\n", pos + 2)
-        end = body.find(b"\r\n" + delimiter, pos + 2)
-        if head_end < 0 or end < 0 or head_end > end:
-            raise PackageIndexError(f"malformed or truncated multipart body at byte {pos}")
-        part = _parse_part(body[pos + 2: head_end + 2], body[head_end + 4: end])
-        parts[part.name] = part
-        pos = end + 2 + len(delimiter)
+        if not body.buf.startswith(b"\r\n"):
+            raise PackageIndexError(f"malformed multipart body: {bytes(body.buf[:20])!r} after a boundary")
+        head_end = body.until(b"\r\n\r\n", _MAX_PART_HEAD, "a multipart part's header")
+        name, filename = _part_head(bytes(body.buf[2: head_end + 2]))
+        del body.buf[: head_end + 4]
+        sink = sink_for(name, filename) if filename is not None else None
+        data = bytearray()
+        while True:
+            end = body.buf.find(marker)
+            chunk_end = end if end >= 0 else max(0, len(body.buf) - len(marker) + 1)
+            if sink is not None:
+                sink.write(bytes(body.buf[:chunk_end]))
+            else:
+                data += body.buf[:chunk_end]
+                if len(data) > MAX_FIELD_SIZE:
+                    raise PackageIndexError(f"multipart field {name!r} is larger than {MAX_FIELD_SIZE} bytes")
+            del body.buf[:chunk_end]
+            if end >= 0:
+                del body.buf[: len(marker)]
+                break
+            body.more()
+        parts[name] = FormPart(name, filename, bytes(data))
 
 
-def _parse_part(head: bytes, data: bytes) -> FormPart:
+def parse_multipart(body: bytes, content_type: str) -> dict[str, FormPart]:
+    """Parse a whole ``multipart/form-data`` body held in memory (see :func:`read_multipart`)."""
+    files: dict[str, io.BytesIO] = {}
+
+    def keep(name: str, _filename: str) -> io.BytesIO:
+        files[name] = io.BytesIO()
+        return files[name]
+
+    parts = read_multipart(io.BytesIO(body).read, len(body), content_type, keep)
+    return {key: FormPart(part.name, part.filename, files[key].getvalue()) if part.filename is not None else part
+            for key, part in parts.items()}
+
+
+def _part_head(head: bytes) -> tuple[str, str | None]:
     message = email.parser.HeaderParser().parsestr(head.decode("utf-8", "replace") + "\r\n")
     disposition = message.get("Content-Disposition")
     name = message.get_param("name", header="content-disposition")
     if disposition is None or not isinstance(name, str):
         raise PackageIndexError(f"multipart part without a form-data name: {head[:200]!r}")
     filename = message.get_param("filename", header="content-disposition")
-    return FormPart(name, filename if isinstance(filename, str) else None, data)
+    return name, filename if isinstance(filename, str) else None
 
 
 # ---------------------------------------------------------------- uploads
 
 
-def check_upload_filename(filename: str | None, name: str | None, version: str | None) -> None:
-    """The file name must be a bare wheel/sdist name agreeing with the ``name`` and ``version`` fields."""
+def check_upload_filename(filename: str | None, name: str | None, version: str | None, *,
+                          names_checked: bool = True) -> None:
+    """The file name must be a bare wheel/sdist name agreeing with the ``name`` and ``version`` fields
+    (``names_checked=False``: everything but that agreement)."""
     if not filename:
         raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has no 'content' file part with a file name")
     if len(filename.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
@@ -277,6 +363,8 @@ def check_upload_filename(filename: str | None, name: str | None, version: str |
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"only .whl and .tar.gz are accepted: {filename!r}")
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
         raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution file name ({exc}): {filename!r}") from None
+    if not names_checked:
+        return
     if name is None or normalize_name(name) != normalize_name(fname):
         raise HTTPError(HTTPStatus.BAD_REQUEST, f"field name={name!r} does not match file {filename!r}")
     try:
@@ -292,17 +380,80 @@ def _field(parts: Mapping[str, FormPart], key: str) -> str | None:
     return None if part is None else part.data.decode("utf-8", "replace").strip()
 
 
-def check_digests(parts: Mapping[str, FormPart], content: bytes) -> None:
-    """Verify ``sha256_digest`` against the content (``md5_digest`` when a client sends only that)."""
+def check_digests(parts: Mapping[str, FormPart], sha256_hex: str, md5_hex: str) -> None:
+    """Verify ``sha256_digest`` against the content's digest (``md5_digest`` when a client sends only that)."""
     sha256, md5 = _field(parts, "sha256_digest"), _field(parts, "md5_digest")
     if sha256:
-        if not hmac.compare_digest(sha256.lower(), hashlib.sha256(content).hexdigest()):
+        if not hmac.compare_digest(sha256.lower().encode(), sha256_hex.encode()):
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"sha256_digest does not match the content: {sha256!r}")
     elif md5:
-        if not hmac.compare_digest(md5.lower(), hashlib.md5(content, usedforsecurity=False).hexdigest()):
+        if not hmac.compare_digest(md5.lower().encode(), md5_hex.encode()):
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"md5_digest does not match the content: {md5!r}")
     else:
         raise HTTPError(HTTPStatus.BAD_REQUEST, "upload carries no sha256_digest")
+
+
+class _Spool:
+    """The file part of an upload, written to a hidden temporary file in the wheelhouse as it arrives."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=".part")
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "wb")
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.file.write(data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _storage_error(exc: OSError, filename: str) -> HTTPError:
+    if exc.errno in _DISK_FULL:
+        return HTTPError(HTTPStatus.INSUFFICIENT_STORAGE,
+                         f"no space left for {filename!r} in the wheelhouse ({os.strerror(exc.errno or 0)})")
+    return HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot store {filename!r}: {exc.strerror or exc}")
+
+
+class _VerifiedPasswords:
+    """Remembers credentials that passed scrypt (keyed by an HMAC with a per-process key, never the
+    password itself) while the user's stored hash is unchanged; at most two scrypt checks run at once
+    (16 MiB each), so memory stays bounded under concurrent uploads."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._seen: dict[tuple[str, bytes], str] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(2)
+
+    def check(self, users: Mapping[str, str], name: str, password: str) -> bool:
+        token = (name, hmac.new(self._key, password.encode("utf-8", "surrogatepass"), "sha256").digest())
+        stored = users.get(name)
+        with self._lock:
+            if stored is not None and self._seen.get(token) == stored:
+                return True
+        with self._slots:
+            ok = verify_password(users, name, password)
+        if ok and stored is not None:
+            with self._lock:
+                if len(self._seen) >= 1024:
+                    self._seen.clear()
+                self._seen[token] = stored
+        return ok
 
 
 # ---------------------------------------------------------------- the server
@@ -322,6 +473,7 @@ class IndexServer(ThreadingHTTPServer):
         self.site_root = wheelhouse.resolve()
         self.config = config
         self.index_lock = threading.Lock()
+        self.passwords = _VerifiedPasswords()
         self.request_log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         if ":" in address[0]:
@@ -351,32 +503,38 @@ class IndexServer(ThreadingHTTPServer):
         with self.index_lock:
             build_index(self.wheelhouse)
 
-    def store_upload(self, filename: str, content: bytes) -> None:
-        """Validate an uploaded file, move it into the wheelhouse and rebuild the index (under the lock).
+    def store_upload(self, filename: str, staged: Path) -> None:
+        """Validate an uploaded file (already in a hidden temporary file of the wheelhouse), give it its
+        name and update its project's pages (and the project list for a new project) under the lock.
 
-        The bytes go to a hidden temporary file (the index ignores ``.*``); the upload's own
-        name is used only once everything about it has been checked.
+        The temporary file is removed whatever happens; nothing is listed unless everything passed.
         """
-        fd, tmp_name = tempfile.mkstemp(dir=self.wheelhouse, prefix=".upload-", suffix=".part")
-        staged = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
             self._validate_staged(staged, filename)
             os.chmod(staged, 0o644)
             with self.index_lock:
                 target = self.wheelhouse / filename
                 if not self.config.allow_overwrite and (target.exists() or self._claimed(filename)):
                     raise HTTPError(HTTPStatus.CONFLICT, f"file already exists: {filename!r}")
-                os.replace(staged, target)
-                build_index(self.wheelhouse)
+                try:
+                    os.replace(staged, target)
+                    build_index(self.wheelhouse, project=project_of_filename(filename))
+                except (OSError, PackageIndexError) as exc:
+                    cause = exc if isinstance(exc, OSError) else exc.__cause__
+                    if not self.config.allow_overwrite:  # listed nowhere: take it back out
+                        target.unlink(missing_ok=True)
+                    if isinstance(cause, OSError):
+                        raise _storage_error(cause, filename) from None
+                    raise
         finally:
             staged.unlink(missing_ok=True)
 
     def _claimed(self, filename: str) -> bool:
         """Another spelling of the same file (``Foo-1.0...`` vs ``foo-1.0.0...``) already exists."""
         key = _identity(filename)
-        return any(_identity(p.name) == key for p in self.wheelhouse.iterdir() if not p.name.startswith("."))
+        project = key[0]
+        return any(_identity(name) == key for name in os.listdir(self.wheelhouse)
+                   if not name.startswith(".") and project_of_filename(name) == project)
 
     def _validate_staged(self, staged: Path, filename: str) -> None:
         try:
@@ -630,23 +788,56 @@ class _Handler(BaseHTTPRequestHandler):
         if denied is not None:
             self._drain(length)
             raise denied
-        body = self._read_exact(length)
+        spool: list[_Spool] = []
         try:
-            parts = parse_multipart(body, self.headers.get("Content-Type", ""))
+            parts = self._read_form(length, spool)
+            if not spool:
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has no 'content' file part with a file name")
+            upload = spool[0]
+            upload.close()
+            content = parts["content"]
+            filename = content.filename or ""
+            check_upload_filename(filename, _field(parts, "name"), _field(parts, "version"))
+            check_digests(parts, upload.sha256.hexdigest(), upload.md5.hexdigest())
+            self.server.store_upload(filename, upload.path)
+        finally:
+            for each in spool:
+                each.discard()
+        logger.info("stored upload %s (%d bytes) from %s", filename, upload.size, self._user or "anonymous")
+        self._send(HTTPStatus.OK, b"OK\n", "text/plain; charset=utf-8")
+
+    def _read_form(self, length: int, spool: list[_Spool]) -> dict[str, FormPart]:
+        """The form fields; the ``content`` file streams into ``spool`` after its name passed every check
+        that needs no other field (nothing is written for a name that could never be stored)."""
+        seen: dict[str, FormPart] = {}
+
+        def sink_for(name: str, filename: str) -> PartSink | None:
+            if name != "content":
+                return None
+            if spool:
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has more than one 'content' part")
+            check_upload_filename(filename, None, None, names_checked=False)
+            spool.append(_Spool(self.server.wheelhouse))
+            return spool[0]
+
+        try:
+            seen = read_multipart(self.rfile.read, length, self.headers.get("Content-Type", ""), sink_for)
+        except TruncatedBody as exc:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"upload cut off: {exc}") from None
         except PackageIndexError as exc:
+            self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}") from None
-        action = _field(parts, ":action")
+        except OSError as exc:
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                raise
+            self.close_connection = True
+            name = spool[0].path.name if spool else "the upload"
+            raise _storage_error(exc, name) from None
+        action = _field(seen, ":action")
         if action != "file_upload":
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"unsupported :action {action!r} (only 'file_upload')")
-        content = parts.get("content")
-        filename = content.filename if content is not None else None
-        check_upload_filename(filename, _field(parts, "name"), _field(parts, "version"))
-        if content is None or filename is None:  # unreachable: check_upload_filename refused it
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has no 'content' part")
-        check_digests(parts, content.data)
-        self.server.store_upload(filename, content.data)
-        logger.info("stored upload %s (%d bytes) from %s", filename, len(content.data), self._user or "anonymous")
-        self._send(HTTPStatus.OK, b"OK\n", "text/plain; charset=utf-8")
+        return seen
 
     def _content_length(self) -> int:
         if self.headers.get("Transfer-Encoding"):
@@ -665,13 +856,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload of {length} bytes exceeds the limit {limit}")
         return length
-
-    def _read_exact(self, length: int) -> bytes:
-        data = self.rfile.read(length)
-        if len(data) != length:
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(data)} of {length} bytes")
-        return data
 
     def _drain(self, length: int) -> None:
         remaining = length
@@ -698,7 +882,7 @@ class _Handler(BaseHTTPRequestHandler):
         except PackageIndexError as exc:
             logger.error("%s", exc)
             return HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "password file unreadable")
-        if not verify_password(users, *credentials):
+        if not self.server.passwords.check(users, *credentials):
             return HTTPError(HTTPStatus.UNAUTHORIZED, f"invalid user or password for {credentials[0]!r}", challenge)
         self._user = credentials[0]
         return None

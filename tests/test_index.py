@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,143 @@ def test_corrupt_wheels_are_skipped_never_a_traceback(tmp_path: Path) -> None:
                               timeout=60)
         assert proc.returncode == 3 and "Traceback" not in proc.stderr, (kind, proc.stderr)
         assert f"skipped: {path.name}:" in proc.stderr and "1 files in 1 projects" in proc.stdout
+
+
+# ---------------------------------------------------------------- the cache (issue 13)
+
+
+def _age(*paths: Path) -> None:
+    """Date files 10 s back: the cache does not vouch for files changed within the file system's clock
+    granularity (it reads them again), and these tests check what it skips."""
+    past = time.time() - 10
+    for path in paths:
+        for each in ([path] if path.is_file() else list(path.iterdir())):
+            if each.suffix in (".whl", ".gz"):
+                os.utime(each, (past, past))
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every distribution really read (not taken from a cache)."""
+    import dynawheel.index as index_module
+
+    reads: list[str] = []
+    real = index_module._inspect_uncached
+    index_module._cache.clear()  # the in-process cache would hide reads
+
+    def counting(path: Path, size: int, name: str) -> Any:
+        reads.append(name)
+        return real(path, size, name)
+
+    monkeypatch.setattr(index_module, "_inspect_uncached", counting)
+    return reads
+
+
+@pytest.mark.parametrize("out", [None, "site", "flat"])
+def test_cache_rerun_reads_only_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str | None) -> None:
+    import dynawheel.index as index_module
+
+    wh = tmp_path / "wh"
+    for i in range(12):
+        make_wheel(wh, f"proj{i % 5}", f"1.{i}")
+    _age(wh)
+    site = None if out is None else tmp_path / out
+    flat = out == "flat"
+    first = build_index(wh, site, flat=flat)
+    root = site or wh
+    assert (root / ".dynawheel-index-cache.jsonl").is_file()
+    reads = _count_reads(monkeypatch)
+    again = build_index(wh, site, flat=flat)
+    assert reads == [] and again.written == () and again.removed == ()
+    assert [d.filename for d in again.files] == [d.filename for d in first.files]
+    added = make_wheel(wh, "proj1", "9.0")
+    newproj = make_wheel(wh, "brand-new", "1.0")
+    _age(added, newproj)
+    third = build_index(wh, site, flat=flat)
+    assert sorted(reads) == sorted([added.name, newproj.name])
+    changed = {str(p.relative_to(root)) for p in third.written}
+    simple = "" if flat else "simple/"
+    files = "" if out is None else ("proj1/" if flat else "files/")
+    expected = {f"{simple}proj1/index.html", f"{simple}proj1/index.json", f"{simple}brand-new/index.html",
+                f"{simple}brand-new/index.json", f"{simple}index.html", f"{simple}index.json",
+                f"{files}{added.name}.metadata", f"{'brand-new/' if flat else files}{newproj.name}.metadata"}
+    if out is not None:
+        expected |= {f"{files}{added.name}", f"{'brand-new/' if flat else files}{newproj.name}"}
+    assert changed == expected
+    # what is on disk is exactly what a run without the cache writes
+    index_module._cache.clear()
+    fresh = build_index(wh, site, flat=flat, use_cache=False)
+    assert fresh.written == () and fresh.removed == ()
+    # a file replaced in place (same name, new content) is read again; a removed one leaves the pages
+    (wh / added.name).unlink()
+    make_wheel(wh, "proj1", "9.0", files={"proj1.py": "CHANGED = True\n"})
+    _age(wh / added.name)
+    newproj.unlink()
+    reads.clear()
+    fourth = build_index(wh, site, flat=flat)
+    assert reads == [added.name]
+    assert not (root / simple / "brand-new" / "index.html").exists()
+    assert {p.name for p in fourth.removed} >= {"index.html", "index.json", newproj.name + ".metadata"}
+    page = (root / simple / "proj1" / "index.html").read_text()
+    assert hashlib.sha256((wh / added.name).read_bytes()).hexdigest() in page
+    index_module._cache.clear()
+    assert build_index(wh, site, flat=flat, use_cache=False).written == ()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn-last-line", "wrong-types", "other-layout", "empty", "binary"])
+def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    wh = tmp_path / "wh"
+    for i in range(5):
+        make_wheel(wh, f"c{i}", "1.0")
+    _age(wh)
+    build_index(wh)
+    cache = wh / ".dynawheel-index-cache.jsonl"
+    lines = cache.read_bytes().splitlines()
+    damaged = {
+        "garbage": b"{not json\n",
+        "torn-last-line": b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2],
+        "wrong-types": b"\n".join([lines[0], lines[1].replace(b'"s":', b'"s":"x","z":'), *lines[2:]]) + b"\n",
+        "other-layout": b"\n".join([lines[0].replace(b'"layout": "[1, ', b'"layout": "[2, '), *lines[1:]]) + b"\n",
+        "empty": b"",
+        "binary": os.urandom(4096),
+    }[damage]
+    cache.write_bytes(damaged)
+    reads = _count_reads(monkeypatch)
+    caplog.set_level("INFO")
+    result = build_index(wh)
+    assert result.ok and len(result.files) == 5 and result.written == ()
+    if damage == "torn-last-line":
+        assert len(reads) == 1  # everything before the torn line still counts
+    else:
+        assert len(reads) == 5
+    reads.clear()
+    assert build_index(wh).written == () and reads == []  # rebuilt: the next run reads nothing
+    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 1')
+
+
+def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What serve does after an upload: one project's files and pages, the project list if it changes."""
+    import dynawheel.index as index_module
+
+    wh = tmp_path / "wh"
+    for i in range(6):
+        make_wheel(wh, f"p{i}", "1.0")
+    _age(wh)
+    build_index(wh)
+    reads = _count_reads(monkeypatch)
+    added = make_wheel(wh, "p3", "2.0")
+    _age(added)
+    result = build_index(wh, project="p3")
+    assert reads == [added.name] and [d.filename for d in result.files] == ["p3-1.0-py3-none-any.whl", added.name]
+    assert {str(p.relative_to(wh)) for p in result.written} == {
+        "simple/p3/index.html", "simple/p3/index.json", added.name + ".metadata"}
+    new = make_wheel(wh, "p-new", "1.0")
+    _age(new)
+    result = build_index(wh, project="p-new")
+    assert {str(p.relative_to(wh)) for p in result.written} == {
+        "simple/p-new/index.html", "simple/p-new/index.json", "simple/index.html", "simple/index.json",
+        new.name + ".metadata"}
+    index_module._cache.clear()
+    reads.clear()
+    assert build_index(wh).written == () and reads == []  # the appended cache lines are read back
+    assert build_index(wh, use_cache=False).written == ()

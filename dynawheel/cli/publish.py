@@ -29,6 +29,8 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
                        help="SITE/<name>/{index.html,*.whl}: serve SITE with any static server as --index-url")
     index.add_argument("--yank", action="append", default=[], metavar="FILE[=REASON]",
                        help="mark a file as yanked (PEP 592); repeatable")
+    index.add_argument("--no-cache", action="store_true",
+                       help="read and hash every file again (the cache in SITE is rewritten either way)")
     index.set_defaults(func=_index)
 
     serve = sub.add_parser("serve", help="serve a wheelhouse as a package index that takes twine uploads",
@@ -60,7 +62,8 @@ def _parse_yanks(values: list[str]) -> dict[str, str]:
 
 
 def _index(args: argparse.Namespace) -> int:
-    result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank))
+    result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank),
+                         use_cache=not args.no_cache)
     _report(result)
     return EXIT_OK if result.ok else EXIT_FINDINGS
 
