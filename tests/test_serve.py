@@ -752,3 +752,226 @@ def test_overlong_upload_name_is_400_before_any_write(tmp_path: Path, serve: Any
     status, answer = _post(srv, upload_fields(whl, "x", "1.0"), "x-1.0-py3-none-any\x07.whl", whl.read_bytes())
     assert status == 400, answer
     assert snapshot(wh) == before and not list(wh.glob(".upload-*")) and srv.alive()
+
+
+# ---------------------------------------------------------------- uploads at scale (issue 13)
+
+
+def test_upload_rewrites_only_its_project(tmp_path: Path, serve: Any) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    for i in range(20):
+        make_wheel(wh, f"stay{i}", "1.0")
+    srv = serve(wh, allow_anonymous_upload=True)
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(wh)): (p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in (wh / "simple").rglob("index.*")}
+
+    before = stamps()
+    v2 = make_wheel(dist, "stay3", "2.0")
+    assert _post(srv, upload_fields(v2, "stay3", "2.0"), v2.name, v2.read_bytes())[0] == 200
+    after = stamps()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"simple/stay3/index.html", "simple/stay3/index.json"}
+    new = make_wheel(dist, "fresh", "1.0")
+    assert _post(srv, upload_fields(new, "fresh", "1.0"), new.name, new.read_bytes())[0] == 200
+    final = stamps()
+    changed = {k for k in final if after.get(k) != final[k]}
+    assert changed == {"simple/fresh/index.html", "simple/fresh/index.json", "simple/index.html", "simple/index.json"}
+    root = json.loads(srv.request("GET", "/simple/", headers={"Accept": JSON})[2])
+    assert {p["name"] for p in root["projects"]} == {f"stay{i}" for i in range(20)} | {"fresh"}
+    assert build_index(wh, use_cache=False).written == ()  # the same site a full run writes
+
+
+def _serve_process(wh: Path, *args: str, fsize: int | None = None) -> tuple[subprocess.Popen[str], int]:
+    def limits() -> None:
+        if fsize is not None:
+            import resource
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like a full disk
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    proc = subprocess.Popen([sys.executable, "-m", "dynawheel", "serve", str(wh), "--port", "0", "-q", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"127\.0\.0\.1:(\d+)/simple/", line)
+    assert match, (line, proc.stderr.read() if proc.stderr else "")
+    return proc, int(match.group(1))
+
+
+def _stop_process(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+def _post_to(port: int, fields: dict[str, str], filename: str, content: bytes,
+             auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    body, ctype = multipart(fields, filename, content)
+    headers = {"Content-Type": ctype}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("POST", "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s*(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_uploads_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """8 concurrent authenticated uploads of 24 MB wheels: the server's peak RSS stays far below their sum."""
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    make_wheel(wh, "seed", "1.0")
+    users = tmp_path / "users"
+    add_user(users, "alice", "pw")
+    wheels = [make_wheel(dist, f"big{i}", "1.0", extra={"blob.bin": os.urandom(24 << 20)}) for i in range(8)]
+    proc, port = _serve_process(wh, "--password-file", str(users))
+    try:
+        baseline = _peak_rss_mb(proc.pid)
+
+        def upload(path: Path) -> int:
+            name = path.name.split("-")[0]
+            return _post_to(port, upload_fields(path, name, "1.0"), path.name, path.read_bytes(), ("alice", "pw"))[0]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(upload, wheels, timeout=300)) == [200] * 8
+        peak = _peak_rss_mb(proc.pid)
+    finally:
+        err = _stop_process(proc)
+    assert "Traceback" not in err
+    for path in wheels:
+        assert (wh / path.name).read_bytes() == path.read_bytes()
+    # held in memory, the bodies alone would be 192 MB (and 8 scrypt checks 128 MB)
+    assert peak - baseline < 60, (baseline, peak)
+
+
+@pytest.mark.slow
+def test_full_disk_during_upload_is_507_and_nothing_listed(tmp_path: Path) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    make_wheel(wh, "seed", "1.0")
+    build_index(wh)
+    big = make_wheel(dist, "toobig", "1.0", extra={"blob.bin": os.urandom(3 << 20)})
+    small = make_wheel(dist, "fits", "1.0")
+    proc, port = _serve_process(wh, "--allow-anonymous-upload", fsize=1 << 20)
+    try:
+        before = snapshot(wh)
+        status, answer = _post_to(port, upload_fields(big, "toobig", "1.0"), big.name, big.read_bytes())
+        assert status == 507 and b"no space left" in answer, answer
+        assert snapshot(wh) == before and not list(wh.glob(".upload-*"))
+        status, answer = _post_to(port, upload_fields(small, "fits", "1.0"), small.name, small.read_bytes())
+        assert status == 200, answer  # the server carries on
+    finally:
+        err = _stop_process(proc)
+    assert "Traceback" not in err
+    root = json.loads((wh / "simple" / "index.json").read_text())
+    assert {p["name"] for p in root["projects"]} == {"seed", "fits"}
+
+
+# ---------------------------------------------------------------- the static site behind nginx (README's config)
+
+
+def _readme_nginx_config() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.S)
+    assert len(blocks) == 1, "README.md must hold exactly one nginx configuration"
+    return blocks[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+                    reason="nginx is not installed (.ci/apt-packages.txt installs it in CI)")
+def test_pip_and_uv_install_from_nginx_with_readme_config(tmp_path: Path, venv: Path) -> None:
+    wh, site = tmp_path / "wh", tmp_path / "site"
+    whl = make_wheel(wh, "Nginx.Served", "1.0", requires_python=">=3.8")
+    other = make_wheel(wh, "nginx-other", "2.0")
+    result = build_index(wh, site)
+    assert result.ok and (site / ".dynawheel-index-cache.jsonl").is_file()
+    port = _free_port()
+    readme = _readme_nginx_config()
+    # the README's server block as written; only where it listens and where the site lives differ
+    assert "listen 443 ssl;" in readme and "root /srv/pypi;" in readme
+    server = readme.replace("listen 443 ssl;", f"listen 127.0.0.1:{port};").replace(
+        "root /srv/pypi;", f"root {site};")
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read a tmp dir that is mode 0700
+    temp = tmp_path / "nginx-tmp"
+    temp.mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"{user}daemon off;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n  log_format negotiated '$request_uri $status \"$sent_http_content_type\" \"$http_user_agent\"';\n"
+        f"  access_log {tmp_path}/access.log negotiated;\n  client_body_temp_path {temp}/body;\n"
+        f"  proxy_temp_path {temp}/proxy;\n  fastcgi_temp_path {temp}/fcgi;\n  uwsgi_temp_path {temp}/uwsgi;\n"
+        f"  scgi_temp_path {temp}/scgi;\n{server}\n}}\n")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    check = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def get(path: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+            conn.request("GET", path, headers={"Accept": accept} if accept else {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+        status, headers, body = get("/simple/nginx-served/", "text/html")
+        assert status == 200 and headers["content-type"].startswith("text/html") and "accept" in headers["vary"].lower()
+        assert whl.name.encode() in body
+        status, headers, body = get("/simple/nginx-served/", PIP_ACCEPT)
+        assert status == 200 and headers["content-type"] == JSON
+        doc = json.loads(body)
+        jsonschema.validate(doc, PEP691_PROJECT)
+        meta_url = urljoin("/simple/nginx-served/", doc["files"][0]["url"]) + ".metadata"
+        status, _, meta = get(meta_url)
+        assert status == 200 and hashlib.sha256(meta).hexdigest() == doc["files"][0]["core-metadata"]["sha256"]
+        status, headers, body = get("/simple/", JSON)
+        assert status == 200 and headers["content-type"] == JSON
+        jsonschema.validate(json.loads(body), PEP691_PROJECT_LIST)
+        assert get("/.dynawheel-index-cache.jsonl")[0] == 404  # the cache is not published
+        assert get("/simple/no-such-project/")[0] == 404
+        conn.close()
+        # real clients: pip and uv, installing and importing
+        run(venv, "-m", "pip", "install", "--index-url", f"http://127.0.0.1:{port}/simple/", "Nginx.Served")
+        run(venv, "-c", "import Nginx_Served")
+        run("uv", "pip", "install", "--python", venv, "--index-url", f"http://127.0.0.1:{port}/simple/",
+            "nginx-other")
+        run(venv, "-c", "import nginx_other")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    log = (tmp_path / "access.log").read_text()
+    assert "/simple/nginx-served/" in log and "/simple/nginx-other/" in log and other.name in log
+    uv_lines = [line for line in log.splitlines() if line.startswith("/simple/nginx-other/ ")]
+    assert uv_lines and all(f' 200 "{JSON}" "uv/' in line for line in uv_lines), log  # uv got PEP 691 JSON
+    pip_lines = [line for line in log.splitlines() if line.startswith("/simple/nginx-served/ ") and '"pip/' in line]
+    assert pip_lines and all(" 200 " in line for line in pip_lines), log
