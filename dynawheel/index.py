@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
 import email.parser
 import hashlib
 import html
@@ -63,7 +64,8 @@ from .errors import PackageIndexError
 
 logger = logging.getLogger(__name__)
 
-REPOSITORY_VERSION = "1.1"
+REPOSITORY_VERSION = "1.1"  # PEP 700 (versions, size, upload-time)
+STATUS_REPOSITORY_VERSION = "1.4"  # pages with a PEP 792 project status
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 MAX_METADATA_SIZE = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -84,6 +86,27 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
+_CLOSED = ("archived", "quarantined")  # no uploads (PEP 792 index semantics)
+
+
+@dataclass(frozen=True)
+class ProjectStatus:
+    """A PEP 792 project status marker (``active`` when a project has none)."""
+
+    status: str
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, status: object, reason: object = None) -> ProjectStatus:
+        if status not in STATUSES:
+            raise PackageIndexError(f"not a PEP 792 project status ({', '.join(STATUSES)}): {status!r}")
+        return cls(str(status), None if reason is None else str(reason))
+
+
+ACTIVE = ProjectStatus("active")
+
+
 @dataclass(frozen=True)
 class DistFile:
     """One distribution file found in the wheelhouse."""
@@ -102,6 +125,7 @@ class DistFile:
     tags: str = ""  # sorted wheel tags joined by '.', or 'sdist'
     canonical_version: str = ""
     stat_key: tuple[int, int, int] = (0, 0, 0)  # size, mtime_ns, inode when inspected
+    upload_time_ns: int = 0  # when the file got into the wheelhouse (its mtime): PEP 700 upload-time
 
     def __post_init__(self) -> None:
         if self.metadata is not None and self.metadata_sha256 is None:
@@ -146,6 +170,7 @@ class IndexResult:
     skipped: tuple[Skipped, ...]
     conflicts: tuple[Conflict, ...]
     unknown_yanked: tuple[str, ...] = ()
+    statuses: Mapping[str, ProjectStatus] = field(default_factory=dict)  # PEP 792, by normalized name
 
     @property
     def ok(self) -> bool:
@@ -174,7 +199,7 @@ def inspect_distribution(path: Path, filename: str | None = None) -> DistFile:
     if hit is not None and hit.filename == name:
         return hit
     dist = _inspect_uncached(path, st.st_size, name)
-    dist = dataclasses.replace(dist, stat_key=(st.st_size, st.st_mtime_ns, st.st_ino))
+    dist = dataclasses.replace(dist, stat_key=(st.st_size, st.st_mtime_ns, st.st_ino), upload_time_ns=st.st_mtime_ns)
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -411,8 +436,14 @@ class SiteCache:
     listed: set[str] = field(default_factory=set)  # file names on the pages
     yanked: dict[str, str] = field(default_factory=dict)
 
-    def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None]]:
-        return sorted((n, self.files[n].sha256, self.yanked.get(n)) for n in names if n in self.files)
+    statuses: dict[str, ProjectStatus] = field(default_factory=dict)
+
+    def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None, int]]:
+        return sorted(_page_input(self.files[n], self.yanked) for n in names if n in self.files)
+
+
+def _page_input(dist: DistFile, yanked: Mapping[str, str]) -> tuple[str, str, str | None, int]:
+    return (dist.filename, dist.sha256, yanked.get(dist.filename), dist.upload_time_ns)
 
 
 def _layout_key(layout: _Layout, wheelhouse: Path) -> str:
@@ -434,7 +465,7 @@ def _entry_json(dist: DistFile, listed: bool) -> str:
     return json.dumps({
         "f": dist.filename, "p": dist.project, "v": dist.version, "cv": dist.canonical_version, "k": dist.kind,
         "t": dist.tags, "h": dist.sha256, "s": dist.size, "rp": dist.requires_python, "mh": dist.metadata_sha256,
-        "st": [size, mtime_ns, inode], "l": listed,
+        "st": [size, mtime_ns, inode], "ut": dist.upload_time_ns, "l": listed,
     }, separators=(",", ":"))
 
 
@@ -454,6 +485,7 @@ def _entry_from(doc: dict[str, Any], wheelhouse: Path) -> DistFile:
         requires_python=None if doc["rp"] is None else str(doc["rp"]),
         metadata_sha256=None if doc["mh"] is None else str(doc["mh"]), tags=str(doc["t"]),
         canonical_version=str(doc["cv"]), stat_key=(stat_key[0], stat_key[1], stat_key[2]),
+        upload_time_ns=int(doc["ut"]),
     )
 
 
@@ -502,7 +534,8 @@ def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> 
         if header.get("format") != _CACHE_FORMAT or header.get("layout") != layout_key:
             logger.info("index cache %s is for another layout or format: rebuilding it", path)
             return None
-        cache = SiteCache(layout_key, yanked={str(k): str(v) for k, v in dict(header["yanked"]).items()})
+        cache = SiteCache(layout_key, yanked={str(k): str(v) for k, v in dict(header["yanked"]).items()},
+                          statuses={str(k): ProjectStatus.of(v[0], v[1]) for k, v in dict(header["status"]).items()})
         for number, line in enumerate(lines[1:], 2):
             try:
                 doc = json.loads(line)
@@ -518,7 +551,7 @@ def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> 
                 raise
             cache.files[dist.filename] = dist
             (cache.listed.add if doc.get("l") else cache.listed.discard)(dist.filename)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError, InvalidVersion) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, InvalidVersion, PackageIndexError) as exc:
         logger.warning("index cache %s is corrupt (%s): rebuilding it", path, _describe(exc))
         return None
     return cache
@@ -527,7 +560,9 @@ def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> 
 def save_cache(site: Path, cache: SiteCache) -> None:
     now = time.time_ns()
     cache = dataclasses.replace(cache, files={n: _vouched(d, now) for n, d in cache.files.items()})
-    lines = [json.dumps({"format": _CACHE_FORMAT, "layout": cache.layout, "yanked": cache.yanked}, sort_keys=True)]
+    marks = {name: [mark.status, mark.reason] for name, mark in cache.statuses.items()}
+    lines = [json.dumps({"format": _CACHE_FORMAT, "layout": cache.layout, "yanked": cache.yanked, "status": marks},
+                        sort_keys=True)]
     lines += [_entry_json(d, d.filename in cache.listed) for _n, d in sorted(cache.files.items())]
     data = ("\n".join(lines) + "\n").encode()
     fsutil.write_atomic(site / CACHE_NAME, data, 0o644)
@@ -585,11 +620,17 @@ class _Layout:
         return "/".join(quote(part) for part in Path(rel).parts)
 
 
-def _page_html(title: str, links: Iterable[str]) -> bytes:
+def _page_html(title: str, links: Iterable[str], status: ProjectStatus | None = None) -> bytes:
     body = "\n".join(f"    {link}<br>" for link in links)
+    marks = ""
+    if status is not None:
+        marks = f'    <meta name="pypi:project-status" content="{status.status}">\n'
+        if status.reason is not None:
+            marks += f'    <meta name="pypi:project-status-reason" content="{html.escape(status.reason)}">\n'
+    version = REPOSITORY_VERSION if status is None else STATUS_REPOSITORY_VERSION
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{REPOSITORY_VERSION}">\n'
+        f'    <meta name="pypi:repository-version" content="{version}">\n{marks}'
         f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{html.escape(title)}</h1>\n{body}\n  </body>\n</html>\n"
     ).encode()
@@ -637,15 +678,25 @@ def _file_json(dist: DistFile, href: str, yank: str | None) -> dict[str, JSONVal
     }
     if dist.requires_python:
         entry["requires-python"] = dist.requires_python
+    if dist.upload_time_ns > 0:
+        entry["upload-time"] = _iso_time(dist.upload_time_ns)
     meta_sha = dist.metadata_sha256
     entry["core-metadata"] = {"sha256": meta_sha} if meta_sha else False
     entry["dist-info-metadata"] = entry["core-metadata"]
     return entry
 
 
+def _iso_time(ns: int) -> str:
+    """PEP 700's format: ``yyyy-mm-ddThh:mm:ss.ffffffZ``."""
+    when = datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def project_pages(normalized: str, dists: list[DistFile], layout: _Layout,
-                  yanked: Mapping[str, str]) -> tuple[bytes, bytes]:
-    """HTML and PEP 691 JSON of one project's page."""
+                  yanked: Mapping[str, str], status: ProjectStatus | None = None) -> tuple[bytes, bytes]:
+    """HTML and PEP 691 JSON of one project's page (a quarantined project lists no files, PEP 792)."""
+    if status is not None and status.status == "quarantined":
+        dists = []
     dists = sorted(dists, key=lambda d: (Version(d.version), d.filename))
     links, files = [], []
     for dist in dists:
@@ -657,12 +708,17 @@ def project_pages(normalized: str, dists: list[DistFile], layout: _Layout,
         if dist.version not in versions:
             versions.append(dist.version)
     doc: dict[str, JSONValue] = {
-        "meta": {"api-version": REPOSITORY_VERSION},
+        "meta": {"api-version": REPOSITORY_VERSION if status is None else STATUS_REPOSITORY_VERSION},
         "name": normalized,
         "versions": versions,
         "files": list[JSONValue](files),
     }
-    return _page_html(f"Links for {normalized}", links), _json_bytes(doc)
+    if status is not None:
+        mark: dict[str, JSONValue] = {"status": status.status}
+        if status.reason is not None:
+            mark["reason"] = status.reason
+        doc["project-status"] = mark
+    return _page_html(f"Links for {normalized}", links, status), _json_bytes(doc)
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -710,15 +766,18 @@ def _place_file(src: Path, dst: Path) -> bool:
 
 def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False,
                 yanked: Mapping[str, str] | None = None, use_cache: bool = True,
-                project: str | None = None) -> IndexResult:
+                project: str | None = None, statuses: Mapping[str, ProjectStatus] | None = None) -> IndexResult:
     """Write (or update) a static package index for ``wheelhouse`` into ``out`` (default: the wheelhouse).
 
     ``yanked`` maps file names to a reason (``""`` = yanked without a reason); None keeps the
-    yanks of the previous run (from the cache).  With the cache (``SITE/.dynawheel-index-cache.jsonl``)
-    a re-run costs a directory listing plus reading the new or changed files; ``use_cache=False``
-    re-reads everything (the cache is rewritten either way).  ``project`` (a normalized name)
-    updates only that project's files and pages, and the project list when it changes: what
-    ``serve`` does after an upload; the result then lists only that project's files.
+    yanks of the previous run (from the cache).  ``statuses`` maps normalized project names to a
+    PEP 792 status (None keeps the previous run's): the pages say it, an ``archived`` or
+    ``quarantined`` project takes no uploads, a ``quarantined`` one lists no files.
+    With the cache (``SITE/.dynawheel-index-cache.jsonl``) a re-run costs a directory listing plus
+    reading the new or changed files; ``use_cache=False`` re-reads everything (the cache is
+    rewritten either way).  ``project`` (a normalized name) updates only that project's files
+    and pages, and the project list when it changes: what ``serve`` does after an upload; the
+    result then lists only that project's files.
     Raises :class:`PackageIndexError` when the wheelhouse does not exist or the site
     cannot be written.
     """
@@ -733,13 +792,16 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     if prev is None:
         project = None  # nothing to update incrementally: a full run
     yanks = dict(prev.yanked if prev is not None and yanked is None else yanked or {})
+    marks = dict(prev.statuses if prev is not None and statuses is None else statuses or {})
+    if project is not None and prev is not None and marks.get(project, ACTIVE).status in _CLOSED:
+        raise PackageIndexError(f"project {project!r} is {marks[project].status}: it takes no new files (PEP 792)")
     only = None if project is None else _project_filter(project)
     dists, skipped = scan_wheelhouse(wheelhouse, prev, only)
     kept, conflicts = find_conflicts(dists)
     try:
         site.mkdir(parents=True, exist_ok=True)
-        written, removed = _write_site(layout, kept, yanks, prev, project)
-        _update_cache(site, key, prev, dists, kept, yanks, project)
+        written, removed = _write_site(layout, kept, yanks, marks, prev, project)
+        _update_cache(site, key, prev, dists, kept, yanks, marks, project)
     except OSError as exc:
         raise PackageIndexError(f"cannot write the index into {str(site)!r}: {exc}") from exc
     unknown = tuple(sorted(set(yanks) - {d.filename for d in kept})) if project is None else ()
@@ -748,7 +810,7 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     return IndexResult(
         site=site, simple=layout.simple, flat=flat, files=tuple(kept),
         projects=tuple(sorted({d.normalized for d in kept})), written=tuple(written), removed=tuple(removed),
-        skipped=tuple(skipped), conflicts=tuple(conflicts), unknown_yanked=unknown,
+        skipped=tuple(skipped), conflicts=tuple(conflicts), unknown_yanked=unknown, statuses=marks,
     )
 
 
@@ -762,9 +824,9 @@ def _project_filter(project: str) -> Callable[[str], bool]:
 
 
 def _update_cache(site: Path, key: str, prev: SiteCache | None, dists: list[DistFile], kept: list[DistFile],
-                  yanked: dict[str, str], project: str | None) -> None:
+                  yanked: dict[str, str], statuses: dict[str, ProjectStatus], project: str | None) -> None:
     listed = {d.filename for d in kept}
-    if project is not None and prev is not None and yanked == prev.yanked:
+    if project is not None and prev is not None and yanked == prev.yanked and statuses == prev.statuses:
         seen = {d.filename for d in dists}
         lines = [(d, d.filename in listed) for d in dists
                  if prev.files.get(d.filename) != d or (d.filename in prev.listed) != (d.filename in listed)]
@@ -777,11 +839,12 @@ def _update_cache(site: Path, key: str, prev: SiteCache | None, dists: list[Dist
             for name in gone:
                 files.pop(name, None)
             now_listed = {n for n in prev.listed if n in files and project_of_filename(n) != project} | listed
-            _remember(site, SiteCache(key, files, now_listed, yanked))
+            _remember(site, SiteCache(key, files, now_listed, yanked, statuses))
         return
     files = {d.filename: d for d in dists}
-    if prev is None or prev.files != files or prev.listed != listed or prev.yanked != yanked:
-        save_cache(site, SiteCache(key, files, listed, yanked))
+    if (prev is None or prev.files != files or prev.listed != listed or prev.yanked != yanked
+            or prev.statuses != statuses):
+        save_cache(site, SiteCache(key, files, listed, yanked, statuses))
 
 
 def _group(dists: Iterable[DistFile]) -> dict[str, list[DistFile]]:
@@ -802,7 +865,8 @@ def _names_in(directory: Path) -> set[str]:
         return set()
 
 
-def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str], prev: SiteCache | None,
+def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str],
+                statuses: Mapping[str, ProjectStatus], prev: SiteCache | None,
                 project: str | None) -> tuple[list[Path], list[Path]]:
     """Place files, write .metadata and pages; with ``prev``, only what changed since it was written."""
     written: list[Path] = []
@@ -825,12 +889,13 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
             written.append(meta_target)
     prev_projects = _group(prev.files[n] for n in prev.listed) if prev is not None else {}
     for normalized, group in sorted(by_project.items()):
-        inputs = sorted((d.filename, d.sha256, yanked.get(d.filename)) for d in group)
+        inputs = sorted(_page_input(d, yanked) for d in group)
         old = prev_projects.get(normalized)
+        status = statuses.get(normalized)
         if (prev is not None and old is not None and prev.page_inputs(d.filename for d in old) == inputs
-                and present(layout.simple / normalized)):
+                and prev.statuses.get(normalized) == status and present(layout.simple / normalized)):
             continue
-        page_html, page_json = project_pages(normalized, group, layout, yanked)
+        page_html, page_json = project_pages(normalized, group, layout, yanked, status)
         written += _write_pair(layout.simple / normalized, page_html, page_json)
     if project is not None and prev is not None:  # the other projects, as the cache lists them
         others = {norm: group for norm, group in prev_projects.items() if norm != project}

@@ -52,6 +52,7 @@ from packaging.version import InvalidVersion, Version
 from .errors import PackageIndexError
 from .index import (
     JSON_CONTENT_TYPE,
+    ProjectStatus,
     build_index,
     check_wheel_archive,
     inspect_distribution,
@@ -468,8 +469,10 @@ class IndexServer(ThreadingHTTPServer):
     # restart right after Ctrl-C despite TIME_WAIT; on Windows SO_REUSEADDR would let two servers share a port
     allow_reuse_address = os.name != "nt"
 
-    def __init__(self, wheelhouse: Path, address: tuple[str, int], config: ServeConfig) -> None:
+    def __init__(self, wheelhouse: Path, address: tuple[str, int], config: ServeConfig,
+                 statuses: Mapping[str, ProjectStatus] | None = None) -> None:
         self.wheelhouse = wheelhouse
+        self.statuses = dict(statuses or {})  # PEP 792 markers that `dynawheel index --status` set
         self.site_root = wheelhouse.resolve()
         self.config = config
         self.index_lock = threading.Lock()
@@ -512,13 +515,18 @@ class IndexServer(ThreadingHTTPServer):
         try:
             self._validate_staged(staged, filename)
             os.chmod(staged, 0o644)
+            project = project_of_filename(filename)
+            status = self.statuses.get(project)
+            if status is not None and status.status in ("archived", "quarantined"):
+                raise HTTPError(HTTPStatus.FORBIDDEN, f"project {project!r} is {status.status}: it takes no uploads "
+                                "(PEP 792)")
             with self.index_lock:
                 target = self.wheelhouse / filename
                 if not self.config.allow_overwrite and (target.exists() or self._claimed(filename)):
                     raise HTTPError(HTTPStatus.CONFLICT, f"file already exists: {filename!r}")
                 try:
                     os.replace(staged, target)
-                    build_index(self.wheelhouse, project=project_of_filename(filename))
+                    build_index(self.wheelhouse, project=project)
                 except (OSError, PackageIndexError) as exc:
                     cause = exc if isinstance(exc, OSError) else exc.__cause__
                     if not self.config.allow_overwrite:  # listed nowhere: take it back out
@@ -577,9 +585,9 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
         read_password_file(config.password_file)
     if config.max_upload_size <= 0:
         raise PackageIndexError(f"max upload size must be positive: {config.max_upload_size!r}")
-    build_index(wheelhouse)
+    result = build_index(wheelhouse)
     try:
-        return IndexServer(wheelhouse, (host, port), config)
+        return IndexServer(wheelhouse, (host, port), config, result.statuses)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PackageIndexError(f"port {port!r} on {host!r} is already in use; pick another with --port") from None
@@ -758,7 +766,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.path!r}")
         target = self.server.site_root.joinpath(*segments).resolve()
         password_file = self.server.config.password_file
+        status = self.server.statuses.get(project_of_filename(target.name))
         if (not target.is_relative_to(self.server.site_root) or not target.is_file()
+                or (status is not None and status.status == "quarantined")
                 or (password_file is not None and target == password_file.resolve())):
             raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.path!r}")
         suffix = ".gz" if target.name.endswith(".tar.gz") else target.suffix

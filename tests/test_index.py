@@ -154,6 +154,8 @@ PEP691_PROJECT = {
         "meta": _META,
         "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"},
         "versions": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "project-status": {"type": "object", "required": ["status"], "properties": {
+            "status": {"enum": ["active", "archived", "quarantined", "deprecated"]}, "reason": {"type": "string"}}},
         "files": {"type": "array", "items": {
             "type": "object", "required": ["filename", "url", "hashes", "size"],
             "properties": {
@@ -162,7 +164,7 @@ PEP691_PROJECT = {
                 "hashes": _HASHES,
                 "requires-python": {"type": "string"},
                 "size": {"type": "integer", "minimum": 0},
-                "upload-time": {"type": "string"},
+                "upload-time": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"},
                 "yanked": {"anyOf": [{"type": "boolean"}, {"type": "string", "minLength": 1}]},
                 "core-metadata": {"anyOf": [{"type": "boolean"}, _HASHES]},
                 "dist-info-metadata": {"anyOf": [{"type": "boolean"}, _HASHES]},
@@ -529,3 +531,60 @@ def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.M
     reads.clear()
     assert build_index(wh).written == () and reads == []  # the appended cache lines are read back
     assert build_index(wh, use_cache=False).written == ()
+
+
+# ---------------------------------------------------------------- PEP 700 upload-time, PEP 792 status markers
+
+
+def test_upload_time_is_the_files_mtime(tmp_path: Path) -> None:
+    import datetime
+
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "timed", "1.0")
+    when = datetime.datetime(2024, 2, 29, 12, 30, 15, 250000, tzinfo=datetime.timezone.utc)
+    os.utime(whl, ns=(int(when.timestamp() * 1e9),) * 2)
+    build_index(wh)
+    doc = json.loads((wh / "simple" / "timed" / "index.json").read_text())
+    jsonschema.validate(doc, PEP691_PROJECT)
+    assert doc["files"][0]["upload-time"] == "2024-02-29T12:30:15.250000Z"
+    assert doc["meta"]["api-version"] == "1.1"  # PEP 700 fields: api-version 1.1
+    later = when + datetime.timedelta(days=1)
+    os.utime(whl, ns=(int(later.timestamp() * 1e9),) * 2)  # same bytes, touched: the page follows
+    result = build_index(wh)
+    assert {str(p.relative_to(wh)) for p in result.written} == {"simple/timed/index.json"}  # HTML has no time
+    doc = json.loads((wh / "simple" / "timed" / "index.json").read_text())
+    assert doc["files"][0]["upload-time"] == "2024-03-01T12:30:15.250000Z"
+
+
+def test_project_status_markers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dynawheel.cli import main
+    from dynawheel.index import ProjectStatus
+
+    wh = tmp_path / "wh"
+    make_wheel(wh, "old-lib", "1.0")
+    bad = make_wheel(wh, "bad-lib", "1.0")
+    make_wheel(wh, "plain", "1.0")
+    result = build_index(wh, statuses={"old-lib": ProjectStatus("archived", 'moved to "new-lib"'),
+                                       "bad-lib": ProjectStatus("quarantined")})
+    assert result.statuses["old-lib"].status == "archived"
+    page = (wh / "simple" / "old-lib" / "index.html").read_text()
+    assert '<meta name="pypi:project-status" content="archived">' in page
+    assert '<meta name="pypi:project-status-reason" content="moved to &quot;new-lib&quot;">' in page
+    assert '<meta name="pypi:repository-version" content="1.4">' in page
+    doc = json.loads((wh / "simple" / "old-lib" / "index.json").read_text())
+    jsonschema.validate(doc, PEP691_PROJECT)
+    assert doc["project-status"] == {"status": "archived", "reason": 'moved to "new-lib"'}
+    assert doc["meta"]["api-version"] == "1.4" and len(doc["files"]) == 1
+    quarantined = json.loads((wh / "simple" / "bad-lib" / "index.json").read_text())
+    assert quarantined["project-status"] == {"status": "quarantined"} and quarantined["files"] == []
+    assert bad.name not in (wh / "simple" / "bad-lib" / "index.html").read_text()
+    plain = json.loads((wh / "simple" / "plain" / "index.json").read_text())
+    assert "project-status" not in plain and plain["meta"]["api-version"] == "1.1"
+    assert build_index(wh).written == ()  # None keeps the markers (from the cache)
+    assert main(["index", str(wh), "--status", "old-lib=deprecated:use new-lib"]) == 0
+    doc = json.loads((wh / "simple" / "old-lib" / "index.json").read_text())
+    assert doc["project-status"] == {"status": "deprecated", "reason": "use new-lib"}
+    assert "project-status" not in json.loads((wh / "simple" / "bad-lib" / "index.json").read_text())
+    capsys.readouterr()
+    assert main(["index", str(wh), "--status", "old-lib=gone"]) == 1
+    assert "--status needs PROJECT=STATUS" in capsys.readouterr().err

@@ -975,3 +975,23 @@ def test_pip_and_uv_install_from_nginx_with_readme_config(tmp_path: Path, venv: 
     assert uv_lines and all(f' 200 "{JSON}" "uv/' in line for line in uv_lines), log  # uv got PEP 691 JSON
     pip_lines = [line for line in log.splitlines() if line.startswith("/simple/nginx-served/ ") and '"pip/' in line]
     assert pip_lines and all(" 200 " in line for line in pip_lines), log
+
+
+def test_archived_and_quarantined_projects_in_serve(tmp_path: Path, serve: Any) -> None:
+    from dynawheel.index import ProjectStatus
+
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    make_wheel(wh, "arch", "1.0")
+    quarantined = make_wheel(wh, "quar", "1.0")
+    build_index(wh, statuses={"arch": ProjectStatus("archived"), "quar": ProjectStatus("quarantined", "malware")})
+    srv = serve(wh, allow_anonymous_upload=True)
+    new = make_wheel(dist, "arch", "2.0")
+    status, answer = _post(srv, upload_fields(new, "arch", "2.0"), new.name, new.read_bytes())
+    assert status == 403 and b"archived" in answer
+    assert not (wh / new.name).exists()
+    assert srv.request("GET", f"/{quarantined.name}")[0] == 404
+    status, _, body = srv.request("GET", "/simple/quar/", headers={"Accept": JSON})
+    assert status == 200 and json.loads(body)["project-status"] == {"status": "quarantined", "reason": "malware"}
+    other = make_wheel(dist, "fine", "1.0")
+    assert _post(srv, upload_fields(other, "fine", "1.0"), other.name, other.read_bytes())[0] == 200
+    assert json.loads((wh / "simple" / "arch" / "index.json").read_text())["project-status"] == {"status": "archived"}

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..index import IndexResult, build_index
+from ..index import STATUSES, IndexResult, ProjectStatus, build_index, normalize_name
 from ..serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
 
 
@@ -29,6 +29,9 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
                        help="SITE/<name>/{index.html,*.whl}: serve SITE with any static server as --index-url")
     index.add_argument("--yank", action="append", default=[], metavar="FILE[=REASON]",
                        help="mark a file as yanked (PEP 592); repeatable")
+    index.add_argument("--status", action="append", default=[], metavar="PROJECT=STATUS[:REASON]",
+                       help="PEP 792 project status: active, archived (no uploads), quarantined (no files, no "
+                            "uploads) or deprecated; repeatable")
     index.add_argument("--no-cache", action="store_true",
                        help="read and hash every file again (the cache in SITE is rewritten either way)")
     index.set_defaults(func=_index)
@@ -61,9 +64,21 @@ def _parse_yanks(values: list[str]) -> dict[str, str]:
     return yanked
 
 
+def _parse_statuses(values: list[str]) -> dict[str, ProjectStatus]:
+    statuses = {}
+    for value in values:
+        project, sep, rest = value.partition("=")
+        status, _, reason = rest.partition(":")
+        if not project or not sep or status not in STATUSES:
+            raise UsageError(f"--status needs PROJECT=STATUS[:REASON] with STATUS one of {', '.join(STATUSES)}: "
+                             f"{value!r}")
+        statuses[normalize_name(project)] = ProjectStatus(status, reason or None)
+    return statuses
+
+
 def _index(args: argparse.Namespace) -> int:
     result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank),
-                         use_cache=not args.no_cache)
+                         use_cache=not args.no_cache, statuses=_parse_statuses(args.status))
     _report(result)
     return EXIT_OK if result.ok else EXIT_FINDINGS
 
