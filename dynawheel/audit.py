@@ -115,7 +115,7 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
 
 
 def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
-    from .platforms.pe import PATH_FLAG
+    from .platforms.pe import PATH_FLAG, VC_REDIST_NOTE, is_vc_redist
 
     pe_paths = {p for p in analysis.binaries if analysis.binaries[p].format is BinaryFormat.PE}
     edges = [e for e in graph.edges if e.dependent in pe_paths]
@@ -124,7 +124,8 @@ def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
     warnings = tuple(sorted({f"{e.request.name}: {e.flag}" for e in edges if e.flag and e.flag != PATH_FLAG}))
     if missing:
         names = sorted({e.request.name for e in missing})
-        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names), warnings)
+        notes = tuple(f"{name}: {VC_REDIST_NOTE}" for name in names if is_vc_redist(name))
+        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names), notes + warnings)
     if through_path:
         return Verdict(BinaryFormat.PE, "loads on Python <= 3.7 only (found through PATH)",
                        tuple(f"{e.request.name}: {e.flag}" for e in through_path) + warnings)
@@ -234,9 +235,15 @@ def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: st
 def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     a = report.analysis
     lines = [f"{report.target}: {len(a.tree_binaries)} binaries, {len(a.files)} files"]
+    others: dict[str, list[str]] = defaultdict(list)  # soname symlinks: one walk shown per file
+    for alias, first in a.aliases.items():
+        others[first].append(_where(a, alias) or alias)
     for walk in a.walks:
+        if walk.root in a.aliases:
+            continue
+        also = f" (also named {', '.join(sorted(others[walk.root]))})" if walk.root in others else ""
         lines.append("")
-        lines.append(f"{_where(a, walk.root)} ({walk.arch}) {_describe(a, walk.root)}")
+        lines.append(f"{_where(a, walk.root)}{also} ({walk.arch}) {_describe(a, walk.root)}")
         lines.extend(_edge_lines(a, _children(walk), walk.root, "", {walk.root}))
     if not show_system:
         lines = [line for line in lines if not line.endswith("[system]")]
