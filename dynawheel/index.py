@@ -815,8 +815,14 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
 
 
 def project_of_filename(filename: str) -> str:
-    """The normalized project a distribution file name claims (its text before the first ``-``)."""
-    return normalize_name(filename.split("-", 1)[0])
+    """The normalized project a distribution file name claims (its text before the first ``-``).
+
+    Called for every file of a large wheelhouse on each upload: string methods, no regex.
+    """
+    head = filename.split("-", 1)[0].lower().replace("_", "-").replace(".", "-")
+    while "--" in head:
+        head = head.replace("--", "-")
+    return head
 
 
 def _project_filter(project: str) -> Callable[[str], bool]:

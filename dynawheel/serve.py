@@ -477,6 +477,7 @@ class IndexServer(ThreadingHTTPServer):
         self.config = config
         self.index_lock = threading.Lock()
         self.passwords = _VerifiedPasswords()
+        self._pages: dict[Path, tuple[tuple[int, int, int], bytes, str]] = {}
         self.request_log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         if ":" in address[0]:
@@ -493,6 +494,22 @@ class IndexServer(ThreadingHTTPServer):
         with self._log_lock:
             self.request_log.append(entry)
             del self.request_log[:-100_000]
+
+    def page(self, path: Path) -> tuple[bytes, str]:
+        """A page's bytes and ETag, kept in memory while the file's size, mtime and inode stay the same
+        (pages are replaced by rename, so a new page is a new inode)."""
+        st = os.stat(path)
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = self._pages.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        with open(path, "rb") as fh:
+            body = fh.read()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + ("-j" if path.name == "index.json" else "-h") + '"'
+        if len(self._pages) >= 8192:
+            self._pages.clear()
+        self._pages[path] = (key, body, etag)
+        return body, etag
 
     def handle_error(self, request: object, client_address: tuple[str, int] | object) -> None:
         """A client that hangs up or stalls mid-request costs one log line, not a traceback."""
@@ -742,11 +759,10 @@ class _Handler(BaseHTTPRequestHandler):
                             "application/vnd.pypi.simple.v1+html, text/html", {"Vary": "Accept"})
         name = "index.json" if choice == JSON_CONTENT_TYPE else "index.html"
         try:
-            body = (directory / name).read_bytes()
+            body, etag = self.server.page(directory / name)
         except OSError:
             raise HTTPError(HTTPStatus.NOT_FOUND, f"no such project here (and no fallback): {self.path!r}",
                             {"Vary": "Accept"}) from None
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + ("-j" if name == "index.json" else "-h") + '"'
         headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
         content_type = choice if choice != "text/html" else "text/html; charset=utf-8"
         self._conditional(body, content_type, headers)
