@@ -28,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import email.parser
+import functools
 import hashlib
 import html
 import json
@@ -112,7 +113,7 @@ class DistFile:
     """One distribution file found in the wheelhouse."""
 
     filename: str
-    path: Path
+    directory: Path  # where the file is (``path`` is made from it when asked: 6,000 Paths cost 20 ms)
     project: str  # the name as METADATA / PKG-INFO spells it
     normalized: str
     version: str
@@ -135,6 +136,10 @@ class DistFile:
             object.__setattr__(self, "tags", ".".join(sorted(map(str, tags))) if tags else "sdist")
         if not self.canonical_version:
             object.__setattr__(self, "canonical_version", canonicalize_version(self.version))
+
+    @functools.cached_property
+    def path(self) -> Path:
+        return self.directory / self.filename
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -226,7 +231,7 @@ def _inspect_uncached(path: Path, size: int, name: str) -> DistFile:
         raise PackageIndexError(f"not a wheel (.whl) or sdist (.tar.gz): {name!r}")
     project, version = _check_claims(name, meta, str(fname), fversion)
     return DistFile(
-        filename=name, path=path, project=project, normalized=normalize_name(project),
+        filename=name, directory=path.parent, project=project, normalized=normalize_name(project),
         version=version, kind=kind, sha256=_sha256_file(path), size=size,
         requires_python=_header(meta, "Requires-Python"), metadata=metadata,
     )
@@ -383,7 +388,7 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
                 continue
             hit = known.get(name)
             if hit is not None and hit.stat_key == (st.st_size, st.st_mtime_ns, st.st_ino):
-                dists.append(dataclasses.replace(hit, path=Path(entry.path)) if hit.path.parent != wheelhouse else hit)
+                dists.append(hit)  # its path is wheelhouse/name: the cache is per wheelhouse (layout key)
             else:
                 todo.append(Path(entry.path))
     for path, outcome in _inspect_many(sorted(todo)):
@@ -417,7 +422,7 @@ def _inspect_many(paths: list[Path]) -> list[tuple[Path, DistFile | str]]:
 
 
 CACHE_NAME = ".dynawheel-index-cache.jsonl"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _RACY_NS = 2_000_000_000  # file times are coarse (a few ms): a file changed this recently is not vouched for
 
 
@@ -463,9 +468,9 @@ def _vouched(dist: DistFile, now_ns: int) -> DistFile:
 def _entry_json(dist: DistFile, listed: bool) -> str:
     size, mtime_ns, inode = dist.stat_key
     return json.dumps({
-        "f": dist.filename, "p": dist.project, "v": dist.version, "cv": dist.canonical_version, "k": dist.kind,
-        "t": dist.tags, "h": dist.sha256, "s": dist.size, "rp": dist.requires_python, "mh": dist.metadata_sha256,
-        "st": [size, mtime_ns, inode], "ut": dist.upload_time_ns, "l": listed,
+        "f": dist.filename, "p": dist.project, "n": dist.normalized, "v": dist.version, "cv": dist.canonical_version,
+        "k": dist.kind, "t": dist.tags, "h": dist.sha256, "s": dist.size, "rp": dist.requires_python,
+        "mh": dist.metadata_sha256, "st": [size, mtime_ns, inode], "ut": dist.upload_time_ns, "l": listed,
     }, separators=(",", ":"))
 
 
@@ -480,7 +485,7 @@ def _entry_from(doc: dict[str, Any], wheelhouse: Path) -> DistFile:
     if "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"file name {name!r}")
     return DistFile(
-        filename=name, path=wheelhouse / name, project=str(doc["p"]), normalized=normalize_name(str(doc["p"])),
+        filename=name, directory=wheelhouse, project=str(doc["p"]), normalized=str(doc["n"]),
         version=str(doc["v"]), kind=kind, sha256=str(doc["h"]), size=int(doc["s"]),
         requires_python=None if doc["rp"] is None else str(doc["rp"]),
         metadata_sha256=None if doc["mh"] is None else str(doc["mh"]), tags=str(doc["t"]),
@@ -530,6 +535,10 @@ def load_cache(site: Path, wheelhouse: Path, layout_key: str) -> SiteCache | Non
 def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> SiteCache | None:
     lines = data.splitlines()
     try:
+        docs = json.loads(b"[" + b",".join(lines[1:]) + b"]") if len(lines) > 1 else []  # one call: fast
+    except ValueError:
+        docs = None  # a torn or damaged line: parse line by line below
+    try:
         header = json.loads(lines[0])
         if header.get("format") != _CACHE_FORMAT or header.get("layout") != layout_key:
             logger.info("index cache %s is for another layout or format: rebuilding it", path)
@@ -538,7 +547,7 @@ def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> 
                           statuses={str(k): ProjectStatus.of(v[0], v[1]) for k, v in dict(header["status"]).items()})
         for number, line in enumerate(lines[1:], 2):
             try:
-                doc = json.loads(line)
+                doc = docs[number - 2] if docs is not None else json.loads(line)
                 if doc.get("gone"):
                     cache.files.pop(str(doc["f"]), None)
                     cache.listed.discard(str(doc["f"]))
@@ -612,7 +621,7 @@ class _Layout:
     def file_dir(self, dist: DistFile) -> Path:
         if self.flat:
             return self.simple / dist.normalized
-        return dist.path.parent if self.in_place else self.site / "files"
+        return dist.directory if self.in_place else self.site / "files"
 
     def href(self, dist: DistFile) -> str:
         target = self.file_dir(dist) / dist.filename
@@ -879,18 +888,32 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
     by_project = _group(dists)
     listings: dict[Path, set[str]] = {}
 
+    def listing(directory: Path) -> set[str]:
+        if directory not in listings:
+            listings[directory] = _names_in(directory)
+        return listings[directory]
+
     def present(path: Path) -> bool:
-        if path.parent not in listings:
-            listings[path.parent] = _names_in(path.parent)
-        return path.name in listings[path.parent]
+        return path.name in listing(path.parent)
+
+    def placed(dist: DistFile) -> bool:
+        """The file and its .metadata are where the last run put them (strings only: runs for every file)."""
+        if layout.flat:
+            directory = layout.simple / dist.normalized
+        else:
+            directory = layout.site if layout.in_place else layout.site / "files"
+        there = listing(directory)
+        return dist.filename in there and (dist.kind != "wheel" or dist.filename + ".metadata" in there)
 
     for dist in dists:
+        if (prev is not None and prev.files.get(dist.filename) is dist and dist.filename in prev.listed
+                and placed(dist)):
+            continue  # unchanged since the cache was written, and still in place
         target = layout.file_dir(dist) / dist.filename
-        same = prev is not None and dist.filename in prev.listed and prev.files.get(dist.filename) == dist
-        if not (same and present(target)) and _place_file(dist.path, target):
+        if _place_file(dist.path, target):
             written.append(target)
         meta_target = target.with_name(dist.filename + ".metadata")
-        if (dist.kind == "wheel" and not (same and present(meta_target))
+        if (dist.kind == "wheel"
                 and write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist))):
             written.append(meta_target)
     prev_projects = _group(prev.files[n] for n in prev.listed) if prev is not None else {}
@@ -899,7 +922,7 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
         old = prev_projects.get(normalized)
         status = statuses.get(normalized)
         if (prev is not None and old is not None and prev.page_inputs(d.filename for d in old) == inputs
-                and prev.statuses.get(normalized) == status and present(layout.simple / normalized)):
+                and prev.statuses.get(normalized) == status and normalized in listing(layout.simple)):
             continue
         page_html, page_json = project_pages(normalized, group, layout, yanked, status)
         written += _write_pair(layout.simple / normalized, page_html, page_json)

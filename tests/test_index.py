@@ -487,7 +487,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "garbage": b"{not json\n",
         "torn-last-line": b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2],
         "wrong-types": b"\n".join([lines[0], lines[1].replace(b'"s":', b'"s":"x","z":'), *lines[2:]]) + b"\n",
-        "other-layout": b"\n".join([lines[0].replace(b'"layout": "[1, ', b'"layout": "[2, '), *lines[1:]]) + b"\n",
+        "other-layout": b"\n".join([lines[0].replace(b'"layout": "[', b'"layout": "[9, '), *lines[1:]]) + b"\n",
         "empty": b"",
         "binary": os.urandom(4096),
     }[damage]
@@ -502,7 +502,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert len(reads) == 5
     reads.clear()
     assert build_index(wh).written == () and reads == []  # rebuilt: the next run reads nothing
-    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 1')
+    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 2')
 
 
 def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
