@@ -426,10 +426,10 @@ def _dirs(entries: Sequence[str], holder: Loaded, search: SearchPaths) -> Iterat
         if not expanded.startswith("/"):
             log.debug("%r in %r is relative to the cwd: not searched", entry, holder.path)
             continue
-        if has_origin:
-            yield posixpath.normpath(expanded)
+        if has_origin:  # '..' after a symlinked directory: the kernel's answer, not the text's
+            yield search.kernel_path(expanded)
         elif search.use_system:
-            yield posixpath.normpath(search.host_path(expanded))
+            yield search.kernel_path(search.host_path(expanded))
 
 
 class ElfBackend:
@@ -485,7 +485,7 @@ def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterato
         log.debug("DT_NEEDED %r of %r is relative to the cwd: not searched", raw, loader.path)
         return
     if name != raw:  # came from $ORIGIN: already in the resolver's namespace
-        yield Candidate(posixpath.normpath(name), f"DT_NEEDED path of {loader.path}")
+        yield Candidate(search.kernel_path(name), f"DT_NEEDED path of {loader.path}")
     elif search.use_system:
         yield Candidate(search.host_path(name), f"DT_NEEDED path of {loader.path}")
 
