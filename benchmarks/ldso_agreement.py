@@ -53,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynawheel.resolve import analyze
+from dynawheel.analysis.resolve import analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree, FileTree
 

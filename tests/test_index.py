@@ -1,4 +1,4 @@
-"""dynawheel.index: the static PEP 503 / 691 / 658 index (no network)."""
+"""dynawheel.publish.index: the static PEP 503 / 691 / 658 index (no network)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 
 from dynawheel.errors import PackageIndexError
-from dynawheel.index import build_index, normalize_name, write_atomic
+from dynawheel.publish.index import build_index, normalize_name, write_atomic
 
 # ---------------------------------------------------------------- wheels made here, from a dict
 
@@ -408,7 +408,7 @@ def _age(*paths: Path) -> None:
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every distribution really read (not taken from a cache)."""
-    import dynawheel.index as index_module
+    import dynawheel.publish.index as index_module
 
     reads: list[str] = []
     real = index_module._inspect_uncached
@@ -424,7 +424,7 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize("out", [None, "site", "flat"])
 def test_cache_rerun_reads_only_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str | None) -> None:
-    import dynawheel.index as index_module
+    import dynawheel.publish.index as index_module
 
     wh = tmp_path / "wh"
     for i in range(12):
@@ -507,7 +507,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What serve does after an upload: one project's files and pages, the project list if it changes."""
-    import dynawheel.index as index_module
+    import dynawheel.publish.index as index_module
 
     wh = tmp_path / "wh"
     for i in range(6):
@@ -558,7 +558,7 @@ def test_upload_time_is_the_files_mtime(tmp_path: Path) -> None:
 
 def test_project_status_markers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dynawheel.cli import main
-    from dynawheel.index import ProjectStatus
+    from dynawheel.publish.index import ProjectStatus
 
     wh = tmp_path / "wh"
     make_wheel(wh, "old-lib", "1.0")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel import resolve
-from dynawheel.resolve import Analysis, analyze
+from dynawheel.analysis import resolve
+from dynawheel.analysis.resolve import Analysis, analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree, FileTree
 

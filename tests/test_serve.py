@@ -1,4 +1,4 @@
-"""dynawheel.serve and the static index, exercised with the real clients: pip, uv, twine, http.server.
+"""dynawheel.publish.serve and the static index, exercised with the real clients: pip, uv, twine, http.server.
 
 Everything listens on 127.0.0.1 with ephemeral ports; every request loop is bounded.
 """
@@ -30,8 +30,8 @@ import jsonschema
 import pytest
 
 from dynawheel.errors import PackageIndexError
-from dynawheel.index import build_index
-from dynawheel.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
+from dynawheel.publish.index import build_index
+from dynawheel.publish.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
 
 try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
     from tests.test_index import (
@@ -978,7 +978,7 @@ def test_pip_and_uv_install_from_nginx_with_readme_config(tmp_path: Path, venv: 
 
 
 def test_archived_and_quarantined_projects_in_serve(tmp_path: Path, serve: Any) -> None:
-    from dynawheel.index import ProjectStatus
+    from dynawheel.publish.index import ProjectStatus
 
     wh, dist = tmp_path / "wh", tmp_path / "dist"
     make_wheel(wh, "arch", "1.0")

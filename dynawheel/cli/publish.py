@@ -15,8 +15,8 @@ from types import FrameType
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..index import STATUSES, IndexResult, ProjectStatus, build_index, normalize_name
-from ..serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
+from ..publish.index import STATUSES, IndexResult, ProjectStatus, build_index, normalize_name
+from ..publish.serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
 
 
 def register(sub: Any) -> None:  # argparse._SubParsersAction

@@ -436,6 +436,7 @@ class ElfBackend:
     format = BinaryFormat.ELF
     match_soname = True  # an already-loaded object also answers to its DT_SONAME
     stops_at_bad_file = True  # ld.so fails ("invalid ELF header") instead of searching on
+    case_insensitive = False
 
     def sniff(self, head: bytes) -> bool:
         return head[:4] == MAGIC
@@ -454,6 +455,9 @@ class ElfBackend:
 
     def loaded_key(self, name: str) -> str:
         return name
+
+    def missing_note(self, name: str) -> str | None:
+        return None
 
     def candidates(
         self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths

@@ -60,8 +60,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from . import fsutil
-from .errors import PackageIndexError
+from .. import fsutil
+from ..errors import PackageIndexError
 
 logger = logging.getLogger(__name__)
 
@@ -353,11 +353,8 @@ def _read_sdist_pkg_info(path: Path, name: str) -> Message:
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return fsutil.sha256_hex(fh, _CHUNK)
 
 
 def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,

@@ -49,7 +49,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import PackageIndexError
+from ..errors import PackageIndexError
 from .index import (
     JSON_CONTENT_TYPE,
     ProjectStatus,
@@ -518,10 +518,6 @@ class IndexServer(ThreadingHTTPServer):
             logger.info("%s: connection dropped: %s", _client(client_address), exc.__class__.__name__)
         else:
             logger.exception("internal error serving %s", _client(client_address))
-
-    def rebuild(self) -> None:
-        with self.index_lock:
-            build_index(self.wheelhouse)
 
     def store_upload(self, filename: str, staged: Path) -> None:
         """Validate an uploaded file (already in a hidden temporary file of the wheelhouse), give it its
