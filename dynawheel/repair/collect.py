@@ -32,6 +32,7 @@ from ..analysis.resolve import Analysis, Edge, Status
 from ..binary import BinaryFormat
 from ..errors import RepairError, ResolveError, UsageError, WheelFormatError
 from ..fsutil import sha256_hex
+from ..platforms import backend_of
 from ..tree import HostFS, Tree
 from ..wheel.tags import parse_filename
 
@@ -116,8 +117,10 @@ def describe_missing(analysis: Analysis, edges: Iterable[Edge]) -> str:
     for edge in edges:
         count += 1
         where = analysis.relpath(edge.dependent) or edge.dependent
-        lines.append(f"  {edge.request.name!r} needed by {where!r}, searched:" if edge.tried else
-                     f"  {edge.request.name!r} needed by {where!r}: nowhere to look")
+        binary = analysis.binaries.get(edge.dependent)
+        note = backend_of(binary.format).missing_note(edge.request.name) if binary is not None else None
+        named = f"  {edge.request.name!r} needed by {where!r}" + (f" ({note})" if note else "")
+        lines.append(f"{named}, searched:" if edge.tried else f"{named}: nowhere to look")
         lines += [f"    {a.path} ({a.via.replace(root, '') if root != '/' else a.via}): {a.outcome}"
                   for a in edge.tried]
     head = f"cannot find {count} needed librar{'y' if count == 1 else 'ies'} " \
