@@ -48,12 +48,16 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, *, default: bool) -> None:
-    """-v/-q; a subcommand's own leave the values of the main parser alone unless they are given."""
+    """-v/-q; a subcommand's own leave the values of the main parser alone unless they are given, and a
+    subcommand that gives one of these letters its own meaning (serve -q: no access log) keeps it."""
     g = parser.add_argument_group("verbosity")
-    g.add_argument("-v", "--verbose", action="count", default=0 if default else argparse.SUPPRESS,
-                   help="more log output (-vv: debug)")
-    g.add_argument("-q", "--quiet", action="store_true", default=False if default else argparse.SUPPRESS,
-                   help="only errors: no progress, notes or 'wrote'/'repaired' lines")
+    taken = set(parser._option_string_actions)
+    if not taken & {"-v", "--verbose"}:
+        g.add_argument("-v", "--verbose", action="count", default=0 if default else argparse.SUPPRESS,
+                       help="more log output (-vv: debug)")
+    if not taken & {"-q", "--quiet"}:
+        g.add_argument("-q", "--quiet", action="store_true", default=False if default else argparse.SUPPRESS,
+                       help="only errors: no progress, notes or 'wrote'/'repaired' lines")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
