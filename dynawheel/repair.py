@@ -39,7 +39,7 @@ from .shim import ShimPlan, add_shim, pth_shim, shim_targets
 from .tree import DirTree, HostFS, Tree, WheelTree
 from .wheel.archive import Entry, Packer, RawSource, is_executable, write_wheel
 from .wheel.record import parse_record
-from .wheel.tags import WheelTags, parse_filename, wheel_filename
+from .wheel.tags import WheelTags, dist_info_dirs, find_dist_info, parse_filename, wheel_filename
 from .wheel.verify import RecordCheck, SharedDigests
 
 if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
@@ -544,10 +544,10 @@ def _wheel_text(text: bytes, tags: WheelTags) -> bytes:
 def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairResult:
     """Repair one wheel into `wheel_dir` (a pure wheel is copied through unchanged)."""
     name, version, build, tags = parse_filename(wheel.name)
-    dist_info = f"{name}-{version}.dist-info"
     with ExitStack() as stack:
         tree = WheelTree(wheel)
         stack.callback(tree.close)
+        dist_info = _dist_info(tree, wheel, name, version)
         tree.keep_reads()  # performance: the binaries edited are read again (inflated once)
         early = None
         shared = SharedDigests()
@@ -561,7 +561,8 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
             early = _early_record_check(zf, wheel, dist_info, shared)
         if early is not None:
             stack.callback(early[0].close)
-        job = decide(tree, opts, name)
+        dist = dist_info[: -len(".dist-info")].rpartition("-")[0]  # as the wheel spells it: the same on re-repair
+        job = decide(tree, opts, dist)
         tree.end_prefetch()
         if early is not None:  # performance: members rewritten anyway need no check of their old hash; the
             early[0].reader_done(job.plan.files)  # binaries the analysis did not hash are checked from now on
@@ -578,7 +579,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynawheel-repair-")))
         packer = stack.enter_context(Packer(opts.compression_level, opts.deflate))  # before `work` goes
         edited = _edit_copy(job, tree, work, opts, packer.pack_soon)
-        extra = _shim_files(job, zf.read, name)
+        extra = _shim_files(job, zf.read, dist)
         extra[f"{dist_info}/WHEEL"] = _wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
         extra[f"{dist_info}/METADATA"] = _metadata(zf.read(f"{dist_info}/METADATA"), job.requires)
         if job.collection.vendored or job.collection.provided:
@@ -588,6 +589,17 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         _say(opts, f"writing {out.name}")
         write_wheel(out, entries, dist_info, before_commit=record_check.wait, packer=packer)
         return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim)
+
+
+def _dist_info(tree: WheelTree, wheel: Path, name: str, version: str) -> str:
+    """The wheel's .dist-info directory, matched as installers match it (name and version
+    normalized: ``pyobjc_framework_ScreenCaptureKit-11.0.dist-info`` in
+    ``pyobjc_framework_screencapturekit-11.0-...whl``), spelled as the wheel spells it."""
+    found = find_dist_info(tree.files(), name, version)
+    if found is None:
+        raise WheelFormatError(f"broken wheel {wheel.name!r}: expected one .dist-info directory of {name} {version}, "
+                               f"found {dist_info_dirs(tree.files())!r}")
+    return found
 
 
 def _workdir(out_dir: Path) -> Path:
