@@ -25,7 +25,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-system-paths", action="store_true", help="hermetic: only the tree and -L dirs")
     g.add_argument("--sysroot", default="/", help="read paths outside the tree below this root")
     g.add_argument("--dll-dir", action="append", default=[], metavar="DIR",
-                   help="Windows: a directory added with os.add_dll_directory")
+                   help="Windows: a directory added with os.add_dll_directory; relative: a directory of the "
+                        "tree or wheel (pywin32_system32), absolute: a host directory")
     g.add_argument("--windows-path", action="append", default=[], metavar="DIR",
                    help="Windows: search PATH too (as Python <= 3.7 did; hits are flagged)")
     g.add_argument("--executable-path", metavar="DIR", help="macOS: what @executable_path means")
