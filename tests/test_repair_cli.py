@@ -447,9 +447,12 @@ def test_capitalized_dist_info_is_kept_and_re_repair_is_idempotent(tmp_path: Pat
     result = run_cli("repair", repaired, "-w", second)
     assert result.code == 0, result.err
     assert only_wheel(second).read_bytes() == repaired.read_bytes()
+    installed = subprocess.run([sys.executable, "-m", "installer", "--validate-record", "all", "--destdir",
+                                tmp_path / "dest", repaired], capture_output=True, text=True)  # pypa/installer
+    assert installed.returncode == 0, installed.stderr
+    assert [p.name for p in (tmp_path / "dest").rglob("Small_Pk-1.0.dist-info")] == ["Small_Pk-1.0.dist-info"]
     venv = make_venv(tmp_path / "venv")
-    venv.run("-m", "pip", "--disable-pip-version-check", "-q", "install", "installer")  # as installers read it
-    venv.run("-m", "installer", repaired)
+    venv.pip("install", "--no-index", "--no-deps", repaired)
     assert (venv.site_packages / "Small_Pk-1.0.dist-info" / "RECORD").is_file()
     mapped = libs_mapped(probe(venv, "pk._e", "other._o"), "libaa")
     assert mapped and all(m.startswith(str(venv.site_packages / "Small_Pk.libs") + "/") for m in mapped), mapped
