@@ -1,24 +1,30 @@
 # Two commands do all the set-up on a fresh Debian machine (as root, or with sudo for apt):
 #   make demo   - the seed's use case end to end
 #   make test   - the whole test suite
+# Python packages go into the project's own virtual environment, .venv/, never into the python3 on PATH
+# (that interpreter only creates .venv). Use what it installed: .venv/bin/dynawheel, or `. .venv/bin/activate`.
 PYTHON ?= python3
-STAMP := .setup-done
+VENV := .venv
+STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean distclean
 setup: $(STAMP)
 $(STAMP): pyproject.toml .ci/apt-packages.txt .ci/pip-packages.txt scripts/setup.sh
-	bash scripts/setup.sh
+	BASE_PYTHON=$(PYTHON) bash scripts/setup.sh
 	touch $(STAMP)
 
 demo: setup
-	$(PYTHON) scripts/demo.py
+	$(VENV)/bin/python scripts/demo.py
 
 test: setup
-	bash scripts/test.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(VENV)/bin/python" bash scripts/test.sh
 
 lint: setup
-	ruff check dynawheel tests scripts benchmarks fixtures
-	mypy
+	$(VENV)/bin/python -m ruff check dynawheel tests scripts benchmarks fixtures
+	$(VENV)/bin/python -m mypy
 
 clean:
-	rm -rf $(STAMP) build dist .pytest_cache .mypy_cache demo-out
+	rm -rf .setup-done build dist .pytest_cache .mypy_cache demo-out
+
+distclean: clean
+	rm -rf $(VENV)
