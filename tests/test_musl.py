@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel.graph import DependencyGraph
-from dynawheel.policy import tree_verdict
-from dynawheel.resolve import Status, analyze
+from dynawheel.analysis.resolve import Status, analyze
+from dynawheel.policy import MUSL_UNPROVABLE
+from dynawheel.repair.options import RepairOptions
+from dynawheel.repair.pipeline import decide
+from dynawheel.repair.retag import new_tags
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree
+from dynawheel.wheel.tags import parse_tags
 
 LOADER = "/lib/ld-musl-x86_64.so.1"
 
@@ -138,12 +142,14 @@ def test_alpine_libc_is_the_system_on_any_host(alpine_extension: Path, where: st
     (alpine_extension / "root").mkdir()
     search = {"host": SearchPaths.from_host({}), "hermetic": SearchPaths(use_system=False),
               "empty sysroot": replace(SearchPaths.from_host({}), sysroot=str(alpine_extension / "root"))}[where]
-    tree = DirTree(str(alpine_extension / "pkg"))
-    analysis = analyze(tree, search)
+    tree = alpine_extension / "pkg"
+    analysis = analyze(DirTree(str(tree)), search)
     (edge,) = [e for w in analysis.walks for e in w.edges]
     assert edge.request.name == ALPINE_LIBC and edge.status is Status.SYSTEM, edge
-    graph = DependencyGraph(analysis)
-    assert graph.to_vendor() == () and not graph.missing()
-    verdict = tree_verdict(analysis, graph)
-    assert verdict.tag == "musllinux_1_2_x86_64", verdict.blockers
-    assert tree_verdict(analysis, graph, vendored=True).tag == "musllinux_1_2_x86_64"
+    report = audit(tree, search)
+    assert [(v.summary, v.blockers) for v in report.verdicts] == [
+        ("musllinux_1_2_x86_64", (f"musllinux_1_1: {MUSL_UNPROVABLE}",))]
+    opts = RepairOptions(search=search, dry_run=True)
+    job = decide(DirTree(tree), opts, "alpine")
+    assert job.collection.vendored == () and not job.collection.missing_allowed
+    assert new_tags(job, parse_tags("cp311-cp311-linux_x86_64"), opts).platform == "musllinux_1_2_x86_64"
