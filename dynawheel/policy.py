@@ -144,6 +144,12 @@ def musl_libc_names() -> frozenset[str]:
     return frozenset({"libc.so", *loaders, *alpine})
 
 
+@functools.lru_cache(maxsize=1)
+def loader_names() -> frozenset[str]:
+    """The file names of every family's program interpreters (ld-linux-x86-64.so.2, ld-musl-*.so.1, ...)."""
+    return frozenset(posixpath.basename(path) for path in interpreters(None).values())
+
+
 def family_of(images: Iterable[Image]) -> str:
     """musllinux when an image uses musl's loader or needs musl's libc (by any of its names:
     Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
@@ -162,7 +168,7 @@ def blockers_for(
     """Why `policy` does not apply to these (path, image) pairs keeping `external` libraries.
     `newest`: a cache of :func:`_newest_needs` by image id, shared by the calls for one set of images."""
     out: list[str] = []
-    allowed = policy.lib_whitelist | {posixpath.basename(p) for p in interpreters(None).values()}
+    allowed = policy.lib_whitelist | loader_names()
     if policy.family == "musllinux":
         allowed |= musl_libc_names()
     for lib in sorted(set(external)):
