@@ -390,7 +390,7 @@ def test_corrupt_wheels_are_skipped_never_a_traceback(tmp_path: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "dynawheel", "index", str(wh)], capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 3 and "Traceback" not in proc.stderr, (kind, proc.stderr)
-        assert f"skipped: {path.name}:" in proc.stderr and "1 files in 1 projects" in proc.stdout
+        assert f"skipped: {path.name}:" in proc.stderr and "1 file in 1 project" in proc.stdout
 
 
 # ---------------------------------------------------------------- the cache (issue 13)
