@@ -18,19 +18,19 @@ import os
 import posixpath
 import queue
 import stat
-import struct
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
-from .errors import StageError, WheelFormatError
-from .inflate import errors, inflate_whole, inflater
-from .wheel.record import encode_digest
+from ..errors import StageError, WheelFormatError
+from ..wheel.inflate import errors, inflate_whole, inflater
+from ..wheel.record import encode_digest
+from ..wheel.zipwriter import pread_data_offset
 
 if TYPE_CHECKING:
-    from .wheel.verify import SharedDigests
+    from ..wheel.verify import SharedDigests
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,15 @@ class _InflateStream(io.RawIOBase):
 class Tree(Protocol):
     root: str  # absolute posix path, the tree's place in the resolver's namespace
 
+    @property
+    def broken(self) -> Mapping[str, str]:
+        """Files seen but not usable (a link out of the tree...): rel -> why."""
+        ...
+
+    def close(self) -> None:
+        """Release what the tree holds open (nothing for a directory)."""
+        ...
+
     def files(self) -> list[str]:
         """Relative posix paths of every regular file (symlinks to files included), sorted."""
         ...
@@ -344,6 +353,9 @@ class DirTree:
         self.root = real
         self._files: list[str] | None = None
         self.broken: dict[str, str] = {}  # rel -> why it is not a usable file
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per read."""
 
     def _resolve(self, rel: str) -> str:
         """The real relative path of `rel` after following links that stay in the tree."""
@@ -464,6 +476,7 @@ class WheelTree:
         self, path: str | os.PathLike[str], root: str | None = None, *, require_wheel: bool = True
     ) -> None:
         self.path = os.fspath(path)
+        self.broken: dict[str, str] = {}  # member names are checked when listed: none is broken later
         try:
             self._zip = zipfile.ZipFile(self.path)
             self._fd = os.open(self.path, os.O_RDONLY)
@@ -574,12 +587,10 @@ class WheelTree:
 
     def _data_offset(self, rel: str, info: zipfile.ZipInfo) -> int:
         """Where the member's stored bytes start, found through its local header."""
-        start = info.header_offset
-        local = os.pread(self._fd, 30, start)
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
-            raise WheelFormatError(f"bad local header for {rel!r} in {self.path!r}")
-        name_len, extra_len = struct.unpack_from("<HH", local, 26)
-        data: int = start + 30 + name_len + extra_len
+        try:
+            data = pread_data_offset(self._fd, info.header_offset)
+        except EOFError:
+            raise WheelFormatError(f"bad local header for {rel!r} in {self.path!r}") from None
         if data + info.compress_size > self._length:
             raise WheelFormatError(f"{rel!r} runs past the end of {self.path!r}")
         return data
