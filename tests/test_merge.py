@@ -82,7 +82,8 @@ def _wheel(out_dir: Path, files: dict[str, Path | bytes], platform: str, name: s
            version: str = "1.0", python: str = "cp311-cp311") -> Path:
     dist_info = f"{name}-{version}.dist-info"
     entries = [Entry(arc, src) for arc, src in files.items()]
-    entries.append(Entry(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()))
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    entries.append(Entry(f"{dist_info}/METADATA", metadata.encode()))
     entries.append(Entry(f"{dist_info}/WHEEL", (f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n"
                                                 f"Tag: {python}-{platform}\n").encode()))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..analysis.dlldirs import with_dll_directories
-from ..analysis.graph import DependencyGraph
+from ..analysis.graph import DependencyGraph, outside_names
 from ..analysis.resolve import Analysis, Status, analyze
 from ..binary import BinaryFormat, Image
 from ..errors import StageError
@@ -38,8 +38,7 @@ def content_of(analysis: Analysis, graph: DependencyGraph | None = None) -> Cont
     def where(path: str) -> str:
         return analysis.relpath(path) or path
 
-    system = frozenset(posixpath.basename(e.request.name) for e in graph.edges
-                       if e.status is Status.SYSTEM and e.dependent in inside and is_elf(e.dependent))
+    system = frozenset(outside_names(graph.edges, {p for p in inside if is_elf(p)}, (Status.SYSTEM,)))
     outside = sorted({(where(e.dependent), e.request.name) for e in graph.external()
                       if e.dependent in inside and is_elf(e.dependent)})
     missing = sorted({(where(e.dependent), e.request.name) for e in graph.missing() if is_elf(e.dependent)})
@@ -82,6 +81,9 @@ class MappedTree:
                 d = posixpath.dirname(d)
                 self._dirs.add(d)
         self.broken: dict[str, str] = {}
+        self._first: dict[str, str] = {}  # real source -> the first name of it (a file's identity)
+        for rel, src in self._files.items():
+            self._first.setdefault(os.path.realpath(src), rel)
 
     def close(self) -> None:
         """Nothing to release: files are opened per read."""
@@ -115,7 +117,8 @@ class MappedTree:
         return rel in self._files
 
     def identity(self, rel: str) -> str:
-        return os.path.realpath(self._path(rel)) if rel in self._files else rel
+        """The first name (sorted) of the file `rel` names: the same for two names of one source."""
+        return self._first[os.path.realpath(self._path(rel))]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._files)
