@@ -25,7 +25,7 @@ _EXPORTS = {
     "analyze": "analysis.resolve",
     "SearchPaths": "search",
     "check_wheels": "ops.check",
-    "Stage": "wheel.stage",
+    "Stage": "wheel.build",
     "MergeResult": "ops.merge", "merge_wheels": "ops.merge",
     "RetagResult": "ops.retag", "retag_wheel": "ops.retag",
 }
@@ -49,8 +49,7 @@ if TYPE_CHECKING:
     from .repair.pipeline import RepairResult, repair_tree, repair_wheel
     from .report import AuditReport, audit
     from .search import SearchPaths
-    from .wheel.build import BuildOptions, BuildResult
-    from .wheel.stage import Stage
+    from .wheel.build import BuildOptions, BuildResult, Stage
 
 
 def __getattr__(name: str) -> Any:
