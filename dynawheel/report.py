@@ -68,7 +68,10 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
     finally:
         tree.close()
     analysis = _with_fake_libraries(analysis)
-    return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
+    graph = DependencyGraph(analysis)
+    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)))
+    report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
+    return report
 
 
 def _with_fake_libraries(analysis: Analysis) -> Analysis:
@@ -90,8 +93,7 @@ def _images(analysis: Analysis, fmt: BinaryFormat) -> list[tuple[str, Image]]:
     return out
 
 
-def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
-    graph = DependencyGraph(analysis)
+def _verdicts(analysis: Analysis, graph: DependencyGraph) -> Iterator[Verdict]:
     elf = _images(analysis, BinaryFormat.ELF)
     if elf:
         outside = outside_names(graph.edges, set(analysis.tree_binaries), (Status.SYSTEM, Status.EXTERNAL))
