@@ -7,6 +7,8 @@ and the seed-compatible :func:`dynawheel`.  Every error is a :class:`DynawheelEr
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,21 @@ if TYPE_CHECKING:
     from .search import SearchPaths
     from .wheel.check import check_wheels
     from .wheel.stage import Stage
+
+
+class _Package(types.ModuleType):
+    """This package's module object.  Importing a submodule binds it as an attribute of the package
+    (``import dynawheel.build`` sets ``dynawheel.build``); for the public names that are also
+    submodules (``build``, ``audit``) that binding is dropped, so ``dynawheel.build`` stays the
+    function whatever was imported before (the submodule is still ``sys.modules['dynawheel.build']``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

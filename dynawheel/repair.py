@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -38,9 +39,11 @@ from .search import SearchPaths
 from .shim import ShimPlan, add_shim, pth_shim, shim_targets
 from .tree import DirTree, HostFS, Tree, WheelTree
 from .wheel.archive import Entry, Packer, RawSource, is_executable, write_wheel
-from .wheel.record import parse_record
+from .wheel.record import MAX_RECORD, encode_digest, parse_record
 from .wheel.tags import WheelTags, parse_filename, wheel_filename
+from .wheel.text import MAX_METADATA, MAX_WHEEL, parse_metadata, parse_wheel_file
 from .wheel.verify import RecordCheck, SharedDigests
+from .wheel.zipread import read_member
 
 if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
     from .platforms import macho_edit
@@ -424,7 +427,7 @@ def _record_todo(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[list
     """(every member but RECORD with its RECORD hash, the hash of every RECORD row); RECORD's list
     and sizes must agree with the zip."""
     try:
-        rows = parse_record(zf.read(f"{dist_info}/RECORD"), f"{wheel.name}: RECORD")
+        rows = parse_record(read_member(zf, f"{dist_info}/RECORD", wheel.name, MAX_RECORD), f"{wheel.name}: RECORD")
     except KeyError:
         raise WheelFormatError(f"broken wheel {wheel.name!r}: no {dist_info}/RECORD") from None
     listed = {r.path: r for r in rows}
@@ -439,7 +442,31 @@ def _record_todo(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[list
             raise WheelFormatError(f"broken RECORD in {wheel.name!r}: {info.filename!r} is {info.file_size} bytes, "
                                    f"RECORD says {row.size}")
         todo.append((info, row.hash))
+    in_zip = set(zf.NameToInfo)
+    gone = sorted(p for p in listed if p not in in_zip and not p.startswith(f"{dist_info}/RECORD"))
+    if gone:
+        raise WheelFormatError(f"broken RECORD in {wheel.name!r}: it lists {gone[0]!r}, which is not in the wheel"
+                               + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""))
     return todo, {p: r.hash for p, r in listed.items()}
+
+
+def _verify_whole(zf: zipfile.ZipFile, wheel: Path, hashes: Mapping[str, str]) -> None:
+    """Every member read as pip reads it (CRC checked) and hashed against RECORD: a wheel copied
+    unchanged must install."""
+    for info in zf.infolist():
+        expected = hashes.get(info.filename)
+        if info.is_dir() or not expected:
+            continue
+        digest = hashlib.new(expected.partition("=")[0])
+        try:
+            with zf.open(info) as fp:
+                while chunk := fp.read(1 << 20):
+                    digest.update(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as exc:
+            raise WheelFormatError(f"cannot read {info.filename!r} from {wheel.name!r}: {exc}") from None
+        if encode_digest(digest.digest(), digest.name) != expected:
+            raise WheelFormatError(f"broken RECORD in {wheel.name!r}: the hash of {info.filename!r} does not "
+                                   f"match {expected!r}")
 
 
 def _early_record_check(zf: zipfile.ZipFile, wheel: Path, dist_info: str, shared: SharedDigests | None = None
@@ -524,14 +551,21 @@ def _shim_files(job: _Job, read: Callable[[str], bytes], dist: str) -> dict[str,
 def _metadata(text: bytes, requires: tuple[str, ...]) -> bytes:
     if not requires:
         return text
-    import email.parser  # performance: loaded only when used
-
-    msg = email.parser.BytesParser().parsebytes(text)
+    msg = parse_metadata(text, "METADATA")
     have = {r.split(";")[0].replace(" ", "") for r in msg.get_all("Requires-Dist") or []}
     extra = [r for r in requires if r.replace(" ", "") not in have]
     head, sep, body = text.partition(b"\n\n")
     lines = b"".join(f"Requires-Dist: {r}\n".encode() for r in extra)
     return head.rstrip(b"\n") + b"\n" + lines.rstrip(b"\n") + (sep or b"\n") + body
+
+
+def _wheel_texts(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[bytes, bytes]:
+    """(WHEEL, METADATA) of the wheel, both read and parsed (a broken one is refused, before any work)."""
+    wheel_file = read_member(zf, f"{dist_info}/WHEEL", wheel.name, MAX_WHEEL)
+    parse_wheel_file(wheel_file, f"{wheel.name}: WHEEL")
+    metadata = read_member(zf, f"{dist_info}/METADATA", wheel.name, MAX_METADATA)
+    parse_metadata(metadata, f"{wheel.name}: METADATA")
+    return wheel_file, metadata
 
 
 def _wheel_text(text: bytes, tags: WheelTags) -> bytes:
@@ -548,6 +582,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
     with ExitStack() as stack:
         tree = WheelTree(wheel)
         stack.callback(tree.close)
+        texts = _wheel_texts(tree.zip, dist_info, wheel)
         tree.keep_reads()  # performance: the binaries edited are read again (inflated once)
         early = None
         shared = SharedDigests()
@@ -568,7 +603,10 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         if opts.dry_run:
             return RepairResult(wheel, None, job.collection, job.plan, new_tags(job, tags, opts), tuple(job.notes),
                                 job.shim)
-        if not job.analysis.tree_binaries:
+        if not job.analysis.tree_binaries:  # copied unchanged, once every member is checked
+            if early is not None:
+                early[0].close()
+            _verify_whole(zf, wheel, _record_todo(zf, dist_info, wheel)[1])
             out = wheel_dir / wheel.name
             _copy_atomic(wheel, out)
             return RepairResult(wheel, out, job.collection, job.plan, tags, ("no binaries: copied unchanged",))
@@ -578,9 +616,9 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynawheel-repair-")))
         packer = stack.enter_context(Packer(opts.compression_level, opts.deflate))  # before `work` goes
         edited = _edit_copy(job, tree, work, opts, packer.pack_soon)
-        extra = _shim_files(job, zf.read, name)
-        extra[f"{dist_info}/WHEEL"] = _wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
-        extra[f"{dist_info}/METADATA"] = _metadata(zf.read(f"{dist_info}/METADATA"), job.requires)
+        extra = _shim_files(job, lambda member: read_member(zf, member, wheel.name, MAX_METADATA), name)
+        extra[f"{dist_info}/WHEEL"] = _wheel_text(texts[0], tags2)
+        extra[f"{dist_info}/METADATA"] = _metadata(texts[1], job.requires)
         if job.collection.vendored or job.collection.provided:
             extra[f"{dist_info}/{MANIFEST}"] = manifest(job)
         entries = _wheel_entries(zf, fp, hashes, edited, extra, dist_info)

@@ -18,7 +18,6 @@ import os
 import posixpath
 import queue
 import stat
-import struct
 import threading
 import zipfile
 import zlib
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from .errors import StageError, WheelFormatError
 from .inflate import errors, inflate_whole, inflater
 from .wheel.record import encode_digest
+from .wheel.zipread import data_offset, open_zip
 
 if TYPE_CHECKING:
     from .wheel.verify import SharedDigests
@@ -464,14 +464,13 @@ class WheelTree:
         self, path: str | os.PathLike[str], root: str | None = None, *, require_wheel: bool = True
     ) -> None:
         self.path = os.fspath(path)
+        self._zip = open_zip(self.path)  # every member's method, flags and name checked
         try:
-            self._zip = zipfile.ZipFile(self.path)
             self._fd = os.open(self.path, os.O_RDONLY)
             self._length = os.fstat(self._fd).st_size
-        except FileNotFoundError:
-            raise WheelFormatError(f"no such wheel: {self.path!r}") from None
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise WheelFormatError(f"not a zip archive: {self.path!r} ({exc})") from None
+        except OSError as exc:
+            self._zip.close()
+            raise WheelFormatError(f"cannot read {self.path!r}: {exc.strerror}") from None
         self.root = root or "/" + os.path.basename(self.path)
         self._members: dict[str, zipfile.ZipInfo] = {}
         self._dirs: set[str] = {""}
@@ -540,6 +539,10 @@ class WheelTree:
     def _index(self, require_wheel: bool) -> None:
         for info in self._zip.infolist():
             rel = _check_rel(info.filename.rstrip("/"), self.path)
+            if not rel:
+                raise WheelFormatError(f"member {info.filename!r} of {self.path!r} has no name")
+            if rel in self._members:
+                raise WheelFormatError(f"member {rel!r} appears twice in {self.path!r}")
             if info.is_dir():
                 self._dirs.add(rel)
                 continue
@@ -574,15 +577,7 @@ class WheelTree:
 
     def _data_offset(self, rel: str, info: zipfile.ZipInfo) -> int:
         """Where the member's stored bytes start, found through its local header."""
-        start = info.header_offset
-        local = os.pread(self._fd, 30, start)
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
-            raise WheelFormatError(f"bad local header for {rel!r} in {self.path!r}")
-        name_len, extra_len = struct.unpack_from("<HH", local, 26)
-        data: int = start + 30 + name_len + extra_len
-        if data + info.compress_size > self._length:
-            raise WheelFormatError(f"{rel!r} runs past the end of {self.path!r}")
-        return data
+        return data_offset(self._fd, info, self.path, self._length)
 
     def _raw(self, rel: str, info: zipfile.ZipInfo, limit: int | None = None) -> bytes:
         """The member's stored bytes (the first `limit` of them)."""
@@ -599,8 +594,7 @@ class WheelTree:
                     return self._kept.get(rel) or self._keep(rel, self._hashed(
                         info, inflate_whole(self._raw(rel, info), info.file_size), limit))
                 return zlib.decompressobj(-15).decompress(self._raw(rel, info, max(4096, limit)), limit)
-            with self._zip.open(info) as fp:  # bzip2 / lzma: rare in wheels
-                return fp.read(-1 if limit is None else limit)
+            raise NotImplementedError(f"compression method {info.compress_type}")  # refused by open_zip already
         except _read_errors() as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
 
