@@ -18,7 +18,6 @@ import re
 import shutil
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -43,7 +42,7 @@ from .wheel.record import MAX_RECORD, encode_digest, parse_record
 from .wheel.tags import WheelTags, parse_filename, wheel_filename
 from .wheel.text import MAX_METADATA, MAX_WHEEL, parse_metadata, parse_wheel_file
 from .wheel.verify import RecordCheck, SharedDigests
-from .wheel.zipread import read_member
+from .wheel.zipread import READ_ERRORS, read_member
 
 if TYPE_CHECKING:  # performance: the Mach-O editor is imported when a Mach-O file is edited
     from .platforms import macho_edit
@@ -331,10 +330,33 @@ def _elf_images(job: _Job) -> tuple[list[tuple[str, Image]], set[str]]:
     return images, external
 
 
+_TAG_ARCH = re.compile(r"[a-z0-9_]+")
+
+
+def _check_machines(images: list[tuple[str, Image]]) -> None:
+    """One machine for every ELF file, and one a platform tag can name: else a RepairError naming the
+    files (an i686 library among x86_64 ones, an unknown e_machine), never a tag like 'linux_i686+x86_64'."""
+    by_arch: dict[str, list[str]] = {}
+    for path, image in images:
+        by_arch.setdefault(image.arch, []).append(path)
+
+    def files(arch: str) -> str:
+        paths = sorted(set(by_arch[arch]))
+        return f"{arch}: {paths[0]!r}" + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+
+    if len(by_arch) > 1:
+        raise RepairError("the ELF files are for different machines, no one wheel tag fits them: "
+                          + "; ".join(files(arch) for arch in sorted(by_arch)))
+    for arch in by_arch:
+        if not _TAG_ARCH.fullmatch(arch) or re.fullmatch(r"em[0-9]+.*", arch):
+            raise RepairError(f"unknown or unsupported ELF machine/class, no platform tag names it: {files(arch)}")
+
+
 def _policy_platform(job: _Job, plat: str | None) -> str | None:
     images, external = _elf_images(job)
     if not images:
         return None
+    _check_machines(images)
     policy: Policy | None
     if plat is None:
         verdict = best_elf_policy(images, external)
@@ -462,7 +484,7 @@ def _verify_whole(zf: zipfile.ZipFile, wheel: Path, hashes: Mapping[str, str]) -
             with zf.open(info) as fp:
                 while chunk := fp.read(1 << 20):
                     digest.update(chunk)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as exc:
+        except READ_ERRORS as exc:
             raise WheelFormatError(f"cannot read {info.filename!r} from {wheel.name!r}: {exc}") from None
         if encode_digest(digest.digest(), digest.name) != expected:
             raise WheelFormatError(f"broken RECORD in {wheel.name!r}: the hash of {info.filename!r} does not "

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from .errors import StageError, WheelFormatError
 from .inflate import errors, inflate_whole, inflater
 from .wheel.record import encode_digest
-from .wheel.zipread import data_offset, open_zip
+from .wheel.zipread import READ_ERRORS, data_offset, open_zip
 
 if TYPE_CHECKING:
     from .wheel.verify import SharedDigests
@@ -43,7 +43,7 @@ def _finish_errors() -> tuple[type[Exception], ...]:
 
 def _read_errors() -> tuple[type[Exception], ...]:
     """What reading a member may raise (evaluated in ``except`` clauses only: see inflate.py)."""
-    return (*errors(), zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
+    return (*errors(), *READ_ERRORS)
 
 
 HASH_APART_MIN = 256 << 10  # members read whole from this size on are hashed on a thread of their own
@@ -284,6 +284,37 @@ class _InflateStream(io.RawIOBase):
                     break  # the member's end
         except errors() as exc:
             log.debug("prefetch of %s stopped: %s", self._what, exc)  # the reader meets it again, and says so
+
+
+class _StoredStream(io.RawIOBase):
+    """A big stored zip member as a seekable stream over the archive (os.pread): never read whole."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._size, self._pos = fd, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), max(0, self._size - self._pos))
+        data = os.pread(self._fd, size, self._start + self._pos) if size else b""
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 class Tree(Protocol):
@@ -594,7 +625,8 @@ class WheelTree:
                     return self._kept.get(rel) or self._keep(rel, self._hashed(
                         info, inflate_whole(self._raw(rel, info), info.file_size), limit))
                 return zlib.decompressobj(-15).decompress(self._raw(rel, info, max(4096, limit)), limit)
-            raise NotImplementedError(f"compression method {info.compress_type}")  # refused by open_zip already
+            with self._zip.open(info) as fp:  # bzip2 / LZMA: rare in wheels, small (open_zip checked the size)
+                return fp.read(-1 if limit is None else limit)
         except _read_errors() as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
 
@@ -633,6 +665,8 @@ class WheelTree:
                 self._stop_prefetch()  # the reader takes this pass over (and the prefetch ends)
                 return cast(BinaryIO, stream)
             return cast(BinaryIO, self._new_stream(rel, info))
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size > STREAM_ABOVE:
+            return cast(BinaryIO, _StoredStream(self._fd, self._data_offset(rel, info), info.file_size))
         return io.BytesIO(self._bytes(rel))
 
     @staticmethod

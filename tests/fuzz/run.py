@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = [sys.argv[0], str(corpus), f"-runs={args.runs}", f"-timeout={CASE_TIMEOUT}",
              f"-rss_limit_mb={RSS_LIMIT_MB}", f"-max_len={max(4096, 2 * biggest)}", f"-seed={args.seed}",
              "-print_final_stats=1", f"-artifact_prefix={args.findings or base}/{kind.name}-"]
-    if args.max_time:
-        flags.append(f"-max_total_time={args.max_time}")
+    if args.max_time:  # ours ends the run (with its summary) at the first case after max_time; libFuzzer's is a net
+        flags.append(f"-max_total_time={args.max_time * 3 + 60}")
     start = time.monotonic()
 
     def report() -> None:
@@ -257,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_case() -> None:  # libFuzzer ends the process without Python's atexit: report as we go
         now = time.monotonic()
-        if runner.cases >= args.runs or now - last[0] > 30:
+        done = runner.cases >= args.runs or (args.max_time and now - start >= args.max_time)
+        if done or now - last[0] > 30:
             last[0] = now
             report()
-        if runner.cases >= args.runs:
+        if done:
             shutil.rmtree(base, True)
             sys.stdout.flush()
             os._exit(1 if runner.found else 0)
