@@ -115,7 +115,7 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
 
 
 def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
-    from .platforms.pe import PATH_FLAG
+    from .platforms.pe import PATH_FLAG, VC_REDIST_NOTE, is_vc_redist
 
     pe_paths = {p for p in analysis.binaries if analysis.binaries[p].format is BinaryFormat.PE}
     edges = [e for e in graph.edges if e.dependent in pe_paths]
@@ -124,7 +124,8 @@ def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
     warnings = tuple(sorted({f"{e.request.name}: {e.flag}" for e in edges if e.flag and e.flag != PATH_FLAG}))
     if missing:
         names = sorted({e.request.name for e in missing})
-        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names), warnings)
+        notes = tuple(f"{name}: {VC_REDIST_NOTE}" for name in names if is_vc_redist(name))
+        return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names), notes + warnings)
     if through_path:
         return Verdict(BinaryFormat.PE, "loads on Python <= 3.7 only (found through PATH)",
                        tuple(f"{e.request.name}: {e.flag}" for e in through_path) + warnings)

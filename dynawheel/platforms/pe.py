@@ -257,27 +257,59 @@ def read_image(data: Data, path: str) -> Image:
 # ---- system DLLs -------------------------------------------------------------------------
 
 API_SET_PREFIXES = ("api-ms-win-", "ext-ms-")
-# Provided by the Python installation next to python.exe (the application directory is
-# searched), so for our purposes as good as system: python3.dll / python3XY.dll, and the
-# Visual C++ runtime CPython ships (vcruntime140.dll, vcruntime140_1.dll).  msvcp140*.dll is
-# NOT in a CPython install: it comes with the Visual C++ Redistributable that practically
-# every Windows machine has; we treat it as provided too (vendor it with --include).
-INTERPRETER_PROVIDED = re.compile(r"^(python3\d*(_d)?|vcruntime140(_\d+)?(d)?|msvcp140(_\w+)?(d)?)\.dll$")
+# Provided by the Python installation next to python.exe (the application directory is searched),
+# so for our purposes as good as system: python3.dll / python3XY[t].dll (and their _d debug builds)
+# and the part of the Visual C++ runtime that CPython ships: vcruntime140.dll everywhere,
+# vcruntime140_1.dll on x64 and arm64 (there is no x86 build of it); the debug runtime of debug builds.
+INTERPRETER_PROVIDED = re.compile(r"^(python3\d*t?(_d)?|vcruntime140d?|ucrtbased)\.dll$")
+INTERPRETER_PROVIDED_64 = re.compile(r"^vcruntime140_1d?\.dll$")
+# The rest of the Visual C++ Redistributable is neither part of Windows nor of CPython: a clean
+# Windows has no msvcp140.dll, so a wheel that needs it must ship it (delvewheel vendors it too).
+# Never system; named in the messages about it.
+VC_REDIST = re.compile(
+    r"^(msvcp\d+(_(?!win\.)\w+)?|msvcr\d+(_\w+)?|vcruntime\d+(_\d+)?|concrt\d+|vccorlib\d+|vcamp\d+|vcomp\d*|"
+    r"mfcm?\d+\w*|atl\d+)d?\.dll$"
+)
+VC_REDIST_NOTE = ("Visual C++ runtime: not part of Windows nor of CPython, the wheel must ship it "
+                  "(repair with -L DIR holding the Visual C++ Redistributable's copy)")
+# data/windows-system-dlls.json keys, by Image.arch
+SYSTEM_ARCH = {"x86_64": "x64", "i686": "x86", "arm64": "arm64"}
 
 
 @functools.lru_cache(maxsize=1)
-def system_dlls() -> frozenset[str]:
-    """Lower-cased names from ``data/windows-system-dlls.json`` (versioned)."""
+def _system_lists() -> dict[str, frozenset[str]]:
     text = resources.files("dynawheel").joinpath("data/windows-system-dlls.json").read_text(encoding="utf-8")
     doc = json.loads(text)
-    if doc.get("version") != 1:
+    if doc.get("version") != 2:
         raise ValueError(f"windows-system-dlls.json: unsupported version {doc.get('version')!r}")
-    return frozenset(name.lower() for name in doc["dlls"])
+    return {arch: frozenset(name.lower() for name in names) for arch, names in doc["dlls"].items()}
 
 
-def is_system_name(name: str) -> bool:
+@functools.cache
+def system_dlls(arch: str = "x86_64") -> frozenset[str]:
+    """Lower-cased names of the DLLs a clean Windows 10/11 of `arch` (an ``Image.arch``) has in
+    System32 (SysWOW64 for i686), from ``data/windows-system-dlls.json`` (versioned, with its
+    provenance; ``scripts/gen_windows_dlls.py`` regenerates it).  An arch without a list (armv7l)
+    gets the names every list has."""
+    lists = _system_lists()
+    key = SYSTEM_ARCH.get(arch)
+    if key is not None:
+        return lists[key]
+    return frozenset.intersection(*lists.values())
+
+
+def is_vc_redist(name: str) -> bool:
+    """A Visual C++ Redistributable DLL that neither Windows nor CPython provides (msvcp140.dll...)."""
     key = PEBackend.loaded_key(name)
-    return key.startswith(API_SET_PREFIXES) or key in system_dlls() or bool(INTERPRETER_PROVIDED.match(key))
+    return bool(VC_REDIST.match(key)) and not is_system_name(key)
+
+
+def is_system_name(name: str, arch: str = "x86_64") -> bool:
+    """Whether a clean Windows 10/11 of `arch` with a CPython installed provides `name`."""
+    key = PEBackend.loaded_key(name)
+    if key.startswith(API_SET_PREFIXES) or key in system_dlls(arch) or INTERPRETER_PROVIDED.match(key):
+        return True
+    return arch != "i686" and bool(INTERPRETER_PROVIDED_64.match(key))
 
 
 # ---- the backend -------------------------------------------------------------------------
@@ -344,7 +376,7 @@ class PEBackend:
         return BinaryFile(path=path, format=BinaryFormat.PE, images=(image,))
 
     def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
-        return is_system_name(request.name)
+        return is_system_name(request.name, loader.arch)
 
     def candidates(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
         name = re.split(r"[\\/]", request.name)[-1]
