@@ -395,10 +395,10 @@ def test_a_big_pe_member_is_not_read_whole(tmp_path: Path) -> None:
     """A PE member inflated whole (1 GiB: 3 GB peak) is spooled to a temporary file and mapped."""
     pe = (Path(__file__).resolve().parent.parent / "fixtures" / "pe" / "bin" / "liba.dll").read_bytes()
     for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
-        wheel = _big_member_wheel(tmp_path, "hostile/big.dll", pe, 300 << 20, method)
+        wheel = _big_member_wheel(tmp_path, "hostile/big.dll", pe, 400 << 20, method)
         rss, out = _peak_rss_of(SHOW.format(path=str(wheel)), tmp_path)
         assert "BAD []" in out, out
-        assert rss < 200, (method, rss, out)
+        assert rss < 300, (method, rss, out)  # read whole: 400 MiB and more (deflated: its copies, > 800)
 
 
 def test_record_over_the_limit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

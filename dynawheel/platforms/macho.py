@@ -333,7 +333,7 @@ def parse_slice_header(data: bytes, offset: int, size: int, path: str) -> SliceH
     header_size = 32 if is64 else 28
     cputype, cpusubtype, filetype, ncmds, sizeofcmds, flags = struct.unpack_from(endian + "iIIIII", data, 4)
     arch = arch_name(cputype, cpusubtype)
-    if sizeofcmds > MAX_SIZEOFCMDS:
+    if sizeofcmds > MAX_SIZEOFCMDS and not (size and header_size + sizeofcmds > size):
         raise BinaryFormatError(f"{path!r} ({arch}): load commands claim {sizeofcmds} bytes (at most "
                                 f"{MAX_SIZEOFCMDS} are read)")
     if header_size + sizeofcmds > (min(size, len(data)) if size else len(data)):

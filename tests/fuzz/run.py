@@ -167,11 +167,19 @@ class Runner:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             self._finding(data, AssertionError(f"left behind: temp {left} work {bad}"), "leftover")
 
+    def signature(self, data: bytes) -> str | None:
+        """What the case `data` raises that it may not (type@file:line), or None."""
+        work = targets.fresh_dir(self.base)
+        try:
+            self.kind.run(data, work)
+        except self.allowed:
+            return None
+        except Exception as exc:
+            return _signature(exc, None)
+        return None
+
     def _finding(self, data: bytes, exc: BaseException, label: str | None) -> None:
-        tb = traceback.extract_tb(exc.__traceback__)
-        ours = [f for f in tb if "/dynawheel/" in f.filename] or list(tb)
-        where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "?"
-        sig = label or f"{type(exc).__name__}@{where}"
+        sig = _signature(exc, label)
         self.found[sig] = self.found.get(sig, 0) + 1
         if self.found[sig] == 1:
             print(f"FINDING {self.kind.name}: {sig}: {str(exc)[:300]}", file=sys.stderr, flush=True)
@@ -183,6 +191,33 @@ class Runner:
                     f"{sig}\n" + "".join(traceback.format_exception(exc)))
         if self.strict:
             raise exc
+
+
+def _signature(exc: BaseException, label: str | None) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in tb if "/dynawheel/" in f.filename] or list(tb)
+    where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "?"
+    return label or f"{type(exc).__name__}@{where}"
+
+
+def minimize(runner: Runner, data: bytes, budget: int = 3000) -> tuple[bytes, str | None]:
+    """The shortest input found (chunks removed, halving their size) that still fails the same way."""
+    target = runner.signature(data)
+    if target is None:
+        return data, None
+    chunk, tries = max(1, len(data) // 2), 0
+    while chunk >= 1 and tries < budget:
+        i, changed = 0, False
+        while i < len(data) and tries < budget:
+            candidate = data[:i] + data[i + chunk :]
+            tries += 1
+            if runner.signature(candidate) == target:
+                data, changed = candidate, True
+            else:
+                i += chunk
+        if not changed:
+            chunk //= 2
+    return data, target
 
 
 def _seed_corpus(kind: targets.Kind, base: Path) -> Path:
@@ -221,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--findings", type=Path)
     parser.add_argument("--strict", action="store_true", help="stop at the first finding (exit 1)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--minimize", type=Path, nargs="+", help="minimize these failing inputs into --findings")
     args = parser.parse_args(argv)
     import atheris
 
@@ -236,6 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(kind, base, args.findings, args.strict)
     if args.findings is not None:
         args.findings.mkdir(parents=True, exist_ok=True)
+    if args.minimize:
+        for path in args.minimize:
+            small, sig = minimize(runner, path.read_bytes())
+            print(json.dumps({"input": str(path), "signature": sig, "size": len(small)}), flush=True)
+            if sig is not None and args.findings is not None:
+                (args.findings / f"{kind.name}-{hashlib.sha1(small).hexdigest()[:10]}").write_bytes(small)
+                (args.findings / f"{kind.name}-{hashlib.sha1(small).hexdigest()[:10]}.txt").write_text(sig + "\n")
+        shutil.rmtree(base, True)
+        return 0
     biggest = max((p.stat().st_size for p in corpus.iterdir()), default=4096)
     flags = [sys.argv[0], str(corpus), f"-runs={args.runs}", f"-timeout={CASE_TIMEOUT}",
              f"-rss_limit_mb={RSS_LIMIT_MB}", f"-max_len={max(4096, 2 * biggest)}", f"-seed={args.seed}",

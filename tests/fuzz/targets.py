@@ -8,8 +8,10 @@ wheels built with dynawheel itself (pure, and with an extension that needs a lib
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -94,29 +96,63 @@ def _text(data: bytes, work: Path) -> None:
     text.parse_wheel_file(data, "fuzz WHEEL")
 
 
+class _Internal(logging.Handler):
+    """Keeps the exception the CLI logs as an internal error (exit 4), to raise it again here."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.exc: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None and self.exc is None:
+            self.exc = record.exc_info[1]
+
+
+def cli(args: list[str], out: Path | None = None) -> None:
+    """Run the command line as a user would (in this process): exit 0, 1 or 3; on 1 exactly one
+    `dynawheel: error:` line and no traceback; on a failure nothing left in `out`.  An internal
+    error (exit 4) is raised again, so the runner names where it came from."""
+    from dynawheel.cli import main
+
+    handler = _Internal()
+    logger = logging.getLogger("dynawheel")
+    logger.addHandler(handler)
+    err, std = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+            code = main(["-q", *args])
+    finally:
+        logger.removeHandler(handler)
+    if handler.exc is not None:
+        raise handler.exc
+    text = err.getvalue()
+    if code not in (0, 1, 3):
+        raise AssertionError(f"exit {code}: {text[-500:]}")
+    if "Traceback" in text:
+        raise AssertionError(f"a traceback at the CLI: {text[-1000:]}")
+    if code == 1 and sum(line.startswith("dynawheel: error:") for line in text.splitlines()) != 1:
+        raise AssertionError(f"exit 1 without exactly one error line: {text[-1000:]}")
+    if code and out is not None and out.exists() and any(out.iterdir()):
+        raise AssertionError(f"exit {code} left {sorted(p.name for p in out.iterdir())} in the output directory")
+
+
 def _check(data: bytes, work: Path) -> None:
     from dynawheel.wheel.check import check_wheels
 
-    check_wheels([_wheel_path(data, work)])
+    path = _wheel_path(data, work)
+    check_wheels([path])
+    cli(["check", str(path)])
 
 
 def _show(data: bytes, work: Path) -> None:
-    from dynawheel.audit import audit
-    from dynawheel.search import SearchPaths
-
-    audit(_wheel_path(data, work), SearchPaths(use_system=False, extra=(str(work / "libs"),)))
+    cli(["show", str(_wheel_path(data, work)), "--no-system-paths", "--json", "-L", str(work.parent / "libs")])
 
 
 def _repair(data: bytes, work: Path) -> None:
-    from dynawheel.collect import Choices
-    from dynawheel.repair import RepairOptions, repair_wheel
-    from dynawheel.search import SearchPaths
-
     libs = work.parent / "libs"  # seeds' libraries, when the runner made them
     out = work / "out"
-    opts = RepairOptions(choices=Choices(allow_missing=True), search=SearchPaths(use_system=False, extra=(str(libs),)),
-                         compression_level=1)
-    repair_wheel(_wheel_path(data, work), out, opts)
+    cli(["repair", str(_wheel_path(data, work)), "-w", str(out), "--no-system-paths", "-L", str(libs),
+         "--allow-missing"], out)
 
 
 def _index(data: bytes, work: Path) -> None:
