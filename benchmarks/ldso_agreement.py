@@ -27,7 +27,13 @@ Disagreement classes (printed with their files when any occur):
   on this host), ``$PLATFORM`` values other than ``x86_64``, secure-mode rules for
   setuid files (``ld.so --list`` does not apply them either).
 
-Usage: python benchmarks/ldso_agreement.py [PATH ...] [--limit N] [-v]
+Speed (``--speed [RUNS]``): the time glibc's loader takes to list every file of the set
+(``ld.so --list FILE``, one process after the other) against ``dynawheel show DIR`` on each
+directory of the set (one process per directory, every binary of it analysed, soname
+symlinks once per file), alternating, ld.so first; medians of wall and CPU time (user + sys
+of the children: the machine is shared), and the ratio dynawheel / ld.so.
+
+Usage: python benchmarks/ldso_agreement.py [PATH ...] [--limit N] [-v] [--speed [RUNS]]
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -46,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynawheel.resolve import analyze
 from dynawheel.search import SearchPaths
-from dynawheel.tree import FileTree
+from dynawheel.tree import DirTree, FileTree
 
 LDSO = "/lib64/ld-linux-x86-64.so.2"
 DEFAULT_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/bin")
@@ -113,15 +121,54 @@ def compare(path: str, search: SearchPaths) -> tuple[str, list[str]]:
     return ("disagree" if problems else "agree"), problems
 
 
+def _timed(commands: list[list[str]], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the children) to run `commands` one after the other."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    for cmd in commands:
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def speed(files: list[str], dirs: list[str], runs: int) -> None:
+    """Print ld.so --list over `files` against dynawheel show over `dirs` (see the module docstring)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "PYTHONSAFEPATH": "1"}
+    ldso = [[LDSO, "--list", f] for f in files]
+    ours = [[sys.executable, "-m", "dynawheel", "show", d] for d in dirs]
+    theirs_t, ours_t = [], []
+    for _ in range(runs):
+        theirs_t.append(_timed(ldso))
+        ours_t.append(_timed(ours, env))
+    for label, i in (("wall", 0), ("CPU", 1)):
+        a = statistics.median(t[i] for t in theirs_t)
+        b = statistics.median(t[i] for t in ours_t)
+        print(f"{label}: ld.so --list {a:.2f} s, dynawheel show {b:.2f} s: {b / a:.2f}x ld.so's time "
+              f"({runs} run(s), medians)")
+    search = SearchPaths.from_host({})
+    for d in dirs:
+        analysis = analyze(DirTree(d), search)
+        aliases = getattr(analysis, "aliases", {})  # older checkouts: none
+        walked = len({w.root for w in analysis.walks if w.root not in aliases})
+        print(f"{d}: {len(analysis.tree_binaries)} binary names, {walked} walked, "
+              f"{len(aliases)} soname links sharing a walk")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--speed", type=int, nargs="?", const=3, default=0, metavar="RUNS")
     args = parser.parse_args(argv)
     files = elf_files(args.paths or list(DEFAULT_DIRS))
     if args.limit:
         files = files[: args.limit]
+    if args.speed:
+        speed(files, args.paths or list(DEFAULT_DIRS), args.speed)
+        return 0
     search = SearchPaths.from_host({})
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -235,9 +235,15 @@ def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: st
 def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     a = report.analysis
     lines = [f"{report.target}: {len(a.tree_binaries)} binaries, {len(a.files)} files"]
+    others: dict[str, list[str]] = defaultdict(list)  # soname symlinks: one walk shown per file
+    for alias, first in a.aliases.items():
+        others[first].append(_where(a, alias) or alias)
     for walk in a.walks:
+        if walk.root in a.aliases:
+            continue
+        also = f" (also named {', '.join(sorted(others[walk.root]))})" if walk.root in others else ""
         lines.append("")
-        lines.append(f"{_where(a, walk.root)} ({walk.arch}) {_describe(a, walk.root)}")
+        lines.append(f"{_where(a, walk.root)}{also} ({walk.arch}) {_describe(a, walk.root)}")
         lines.extend(_edge_lines(a, _children(walk), walk.root, "", {walk.root}))
     if not show_system:
         lines = [line for line in lines if not line.endswith("[system]")]

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,44 +136,66 @@ def family_of(images: Iterable[Image]) -> str:
     return "manylinux"
 
 
-def blockers_for(policy: Policy, images: Iterable[tuple[str, Image]], external: Iterable[str]) -> list[str]:
-    """Why `policy` does not apply to these (path, image) pairs keeping `external` libraries."""
+def blockers_for(
+    policy: Policy, images: Iterable[tuple[str, Image]], external: Iterable[str],
+    newest: dict[int, Mapping[str, tuple[tuple[int, ...], str]]] | None = None,
+) -> list[str]:
+    """Why `policy` does not apply to these (path, image) pairs keeping `external` libraries.
+    `newest`: a cache of :func:`_newest_needs` by image id, shared by the calls for one set of images."""
     out: list[str] = []
     allowed = policy.lib_whitelist | {posixpath.basename(p) for p in interpreters(None).values()}
     for lib in sorted(set(external)):
         if lib not in allowed:
             out.append(f"{policy.name}: external library {lib!r} is not allowed")
+    cache = {} if newest is None else newest
     worst: dict[str, tuple[tuple[int, ...], str, str | None, list[str]]] = {}
     for path, image in images:
         table = policy.symbol_versions.get(image.arch)
         if table is None:
             out.append(f"{policy.name}: arch {image.arch!r} of {path!r} is not covered")
             continue
-        for prefix, key, symver in _too_new(table, image):
+        if id(image) not in cache:
+            cache[id(image)] = _newest_needs(image)
+        for prefix, (key, symver) in cache[id(image)].items():
+            if prefix not in table:
+                continue  # versions the policy does not constrain
+            limit = _limit_key(table[prefix])
+            if limit is not None and key <= limit:
+                continue
             if prefix not in worst or key > worst[prefix][0]:
                 worst[prefix] = (key, symver, table[prefix], [path])
             elif key == worst[prefix][0]:
                 worst[prefix][3].append(path)
-    for prefix, (_key, symver, limit, paths) in sorted(worst.items()):
+    for prefix, (_key, symver, limit_text, paths) in sorted(worst.items()):
         more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
-        allowed_text = f"max {prefix}_{limit}" if limit else f"no {prefix} version allowed"
+        allowed_text = f"max {prefix}_{limit_text}" if limit_text else f"no {prefix} version allowed"
         out.append(f"{policy.name}: {paths[0]!r}{more} needs {symver} ({allowed_text})")
     return out
 
 
-def _too_new(table: Mapping[str, str | None], image: Image) -> Iterator[tuple[str, tuple[int, ...], str]]:
-    """(prefix, version key, symbol version) of each needed version above the policy's limit."""
+def _newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{prefix: (version key, symbol version)} of the newest version `image` needs per prefix
+    (GLIBC, GLIBCXX, ...; versions that are not numbers, such as GLIBC_PRIVATE, left out)."""
     needs: Mapping[str, list[str]] = image.details.get("version_needs") or {}
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
     for versions in needs.values():
         for symver in versions:
-            prefix, version = split_version(symver)
-            key = version_key(version)
-            if prefix not in table or key is None:
-                continue  # versions the policy does not constrain (or GLIBC_PRIVATE)
-            limit = table[prefix]
-            limit_key = version_key(limit) if limit is not None else None
-            if limit_key is None or key > limit_key:
-                yield prefix, key, symver
+            prefix, key = _symver_key(symver)
+            if key is not None and (prefix not in out or key > out[prefix][0]):
+                out[prefix] = (key, symver)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _symver_key(symver: str) -> tuple[str, tuple[int, ...] | None]:
+    prefix, version = split_version(symver)
+    return prefix, version_key(version)
+
+
+@functools.lru_cache(maxsize=256)
+def _limit_key(limit: str | None) -> tuple[int, ...] | None:
+    """The key of a policy's limit; None (no version allowed, or not a number) lets nothing pass."""
+    return version_key(limit) if limit is not None else None
 
 
 def best_elf_policy(images_in_tree: Iterable[tuple[str, Image]], external_libs: Iterable[str]) -> PolicyVerdict:
@@ -188,12 +210,13 @@ def best_elf_policy(images_in_tree: Iterable[tuple[str, Image]], external_libs: 
     arch = arches[0] if len(arches) == 1 else "+".join(arches) or "any"
     family = family_of(i for _p, i in images)
     blockers: list[str] = []
+    newest: dict[int, Mapping[str, tuple[tuple[int, ...], str]]] = {}
     if len(arches) > 1:
         blockers.append(f"the tree mixes arches {arches!r}")
     for policy in load_policies():
         if policy.family != family:
             continue
-        reasons = blockers_for(policy, images, external)
+        reasons = blockers_for(policy, images, external, newest)
         if not reasons and len(arches) <= 1:
             return PolicyVerdict(policy.tag(arch), tuple(blockers), policy)
         blockers.extend(reasons)

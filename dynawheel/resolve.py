@@ -14,7 +14,9 @@ the search for backends with ``stops_at_bad_file`` (glibc fails on "invalid ELF 
 Within one walk an object already loaded under the same key (its request name, its
 path, or, for backends with ``match_soname``, its soname) satisfies later requests, and
 a file already loaded under another name is not loaded twice; so cycles terminate.
-Each distinct file is read and parsed once per :func:`analyze` call.
+Each distinct file is read and parsed once per :func:`analyze` call, and walked once: names
+of one file in one directory (soname symlinks) share its walk, re-rooted at each name
+(``$ORIGIN`` is the same for all of them, so is everything ld.so does).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .binary import BinaryFile, Dependency, Image
 from .errors import BinaryFormatError, DynawheelError
@@ -111,6 +113,9 @@ class Analysis:
     # path -> the real file behind it (symlinks resolved): host paths -> real host path,
     # tree paths -> tree-relative real path.  Vendor the real file of a soname chain.
     real_paths: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # tree binary path -> the path of the same file in the same directory that was walked
+    # (its walk, re-rooted, is this path's walk): soname symlinks are analysed once.
+    aliases: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def relpath(self, path: str) -> str | None:
         """Tree-relative path, or None for a path outside the tree."""
@@ -244,10 +249,17 @@ def analyze(tree: Tree, search: SearchPaths | None = None) -> Analysis:
             binaries[path] = result
             in_tree_paths.append(path)
     walker = _Walker(files, search, binaries)
-    walks = [walker.walk(path, image) for path in in_tree_paths for image in binaries[path].images]
+    aliases = _aliases(tree, files, in_tree_paths)
+    done: dict[str, list[Walk]] = {}
+    walks: list[Walk] = []
+    for path in in_tree_paths:
+        first = aliases.get(path, path)
+        if first not in done:
+            done[first] = [walker.walk(first, image) for image in binaries[first].images]
+        walks.extend(done[first] if first == path else (_renamed(w, first, path) for w in done[first]))
     return Analysis(
         root=tree.root, files=files_list, binaries=binaries, bad=tuple(bad), walks=tuple(walks),
-        tree_binaries=tuple(in_tree_paths), real_paths=files.real_paths(),
+        tree_binaries=tuple(in_tree_paths), real_paths=files.real_paths(), aliases=aliases,
     )
 
 
@@ -257,6 +269,44 @@ def _kept(tried: list[Attempt], more: int) -> tuple[Attempt, ...]:
         return tuple(tried)
     summary = Attempt("...", f"{more} more places", "not found")
     return (*tried[:KEPT_ATTEMPTS], summary, *tried[KEPT_ATTEMPTS:])
+
+
+def _aliases(tree: Tree, files: _Files, paths: list[str]) -> dict[str, str]:
+    """{path: the path walked for it} for tree binaries that are another name of a file in the same
+    directory (soname symlinks): the real file's own name is walked when it is one of them."""
+    groups: dict[tuple[tuple[str, str] | None, str], list[str]] = {}
+    for path in paths:
+        ident = files.identity(path)
+        groups.setdefault((ident, posixpath.dirname(path)) if ident else (None, path), []).append(path)
+    out: dict[str, str] = {}
+    for (ident, _where), names in groups.items():
+        if len(names) > 1 and ident is not None:
+            first = next((n for n in names if in_tree(tree.root, n) == ident[1]), names[0])
+            out.update((n, first) for n in names if n != first)
+    return out
+
+
+def _renamed(walk: Walk, old: str, new: str) -> Walk:
+    """`walk` (rooted at `old`) as the walk of `new`, another name of the same file in the same
+    directory: the root's path changes wherever it appears (dependent, hit, attempts, and the
+    "DT_RPATH of ..." texts), nothing else does."""
+    tail = " of " + old
+
+    def attempt(a: Attempt) -> Attempt:
+        if a.path != old and not a.via.endswith(tail):
+            return a
+        via = a.via[: -len(old)] + new if a.via.endswith(tail) else a.via
+        return Attempt(new if a.path == old else a.path, via, a.outcome)
+
+    def edge(e: Edge) -> Edge:
+        tried = tuple(attempt(a) for a in e.tried)
+        if e.dependent != old and e.hit != old and all(x is y for x, y in zip(tried, e.tried)):
+            return e
+        return replace(e, dependent=new if e.dependent == old else e.dependent,
+                       hit=new if e.hit == old else e.hit, tried=tried)
+
+    return Walk(new, walk.arch, tuple(edge(e) for e in walk.edges),
+                tuple(new if p == old else p for p in walk.loaded))
 
 
 @dataclass
@@ -324,6 +374,8 @@ class _Walker:
                 break
             path = self.files.spelled(cand.path) if fold else cand.path
             outcome, image, fatal = self._try(path, loader.image)
+            if cand.quiet and outcome == "not found":
+                continue
             if len(tried) < KEPT_ATTEMPTS or image is not None or fatal:
                 tried.append(Attempt(path, cand.via, outcome))
             else:

@@ -53,7 +53,16 @@ class SearchPaths:
     elf_default_dirs: tuple[str, ...] | None = None
     elf_platform: str = "x86_64"  # what $PLATFORM expands to
     elf_lib: str = "lib"  # what $LIB expands to (lib, lib64, lib/x86_64-linux-gnu)
-    # Read <sysroot>/etc/ld.so.cache as ld.so does; without a cache the ld.so.conf dirs are scanned.
+    # glibc >= 2.33: the glibc-hwcaps/NAME subdirectories ld.so searches first in every search
+    # directory (RPATH, LD_LIBRARY_PATH, RUNPATH, default), best first: the levels the CPU supports
+    # (x86-64-v4, x86-64-v3, x86-64-v2); they also rank the hwcaps entries of ld.so.cache.
+    elf_hwcaps: tuple[str, ...] = ()
+    # glibc <= 2.36: the legacy hwcaps/platform subdirectories searched next, in order (e.g.
+    # tls/x86_64/x86_64, tls/x86_64, tls, x86_64/x86_64, x86_64), see legacy_hwcap_dirs().
+    elf_legacy_hwcaps: tuple[str, ...] = ()
+    # True: read <sysroot>/etc/ld.so.cache as ld.so does (ld.so reads only the cache: without one,
+    # the ld.so.conf directories are not searched).  False: the ld.so.conf directories stand in
+    # for the cache, as though ldconfig had been run on them (a staged root without its cache).
     use_ld_so_cache: bool = True
     # ---- PE (CPython >= 3.8 on Windows) ----
     dll_directories: tuple[str, ...] = ()  # os.add_dll_directory() dirs
@@ -74,10 +83,14 @@ class SearchPaths:
         def split(name: str, sep: str = ":") -> tuple[str, ...]:
             return tuple(p for p in env.get(name, "").split(sep) if p)
 
+        platform = _host_platform()
+        hwcaps, legacy = _host_hwcaps(platform)
         return cls(
             ld_library_path=split("LD_LIBRARY_PATH"),
             elf_lib=_host_elf_lib(),
-            elf_platform=_host_platform(),
+            elf_platform=platform,
+            elf_hwcaps=hwcaps,
+            elf_legacy_hwcaps=legacy,
             dyld_library_path=split("DYLD_LIBRARY_PATH"),
             dyld_fallback_library_path=split("DYLD_FALLBACK_LIBRARY_PATH"),
         )
@@ -124,6 +137,10 @@ class SearchPaths:
             dirs = ("/lib", "/usr/lib")
         return tuple(self.host_path(d) for d in dirs)
 
+    def elf_subdirs(self) -> tuple[str, ...]:
+        """The subdirectories ld.so tries in each search directory before the directory itself."""
+        return tuple(f"glibc-hwcaps/{name}" for name in self.elf_hwcaps) + self.elf_legacy_hwcaps
+
     def elf_ld_library_path(self) -> tuple[str, ...]:
         return tuple(self.host_path(d) for d in self.ld_library_path) if self.use_system else ()
 
@@ -167,17 +184,75 @@ def _host_platform() -> str:
         return machine
     if not (2, 26) <= tuple(int(p) for p in version.split(".")[:2]) < (2, 37):
         return machine
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fp:
-            info = fp.read(1 << 16)
-    except OSError:
+    flags = _cpu_flags()
+    if "GenuineIntel" not in _cpu_vendor() or not flags:
         return machine
-    if "GenuineIntel" not in info or "\nflags" not in info:
-        return machine
-    flags = set(info.split("\nflags", 1)[1].split(":", 1)[1].split("\n", 1)[0].split())
     if {"avx512er", "avx512pf", "avx512cd"} <= flags:
         return "xeon_phi"
     return "haswell" if flags >= _HASWELL_FLAGS else machine
+
+
+# x86-64 ISA levels as glibc 2.33-2.36 tests them (sysdeps/x86/get-isa-level.h), as /proc/cpuinfo
+# names the CPU features (SSE3 is "pni", LZCNT "abm", LAHF64_SAHF64 "lahf_lm", CMPXCHG16B "cx16").
+_X86_LEVELS = (
+    ("x86-64-v2", frozenset({"cx16", "lahf_lm", "popcnt", "pni", "ssse3", "sse4_1", "sse4_2"})),
+    ("x86-64-v3", frozenset({"avx", "avx2", "f16c", "fma", "abm", "movbe"})),
+    ("x86-64-v4", frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})),
+)
+
+
+def legacy_hwcap_dirs(hwcaps: tuple[str, ...], platform: str | None) -> tuple[str, ...]:
+    """glibc <= 2.36's legacy subdirectories (elf/dl-hwcaps.c, _dl_important_hwcaps): the power set
+    of [hwcap names in bit order..., platform, "tls"], the set with the most members first, a
+    subset written from its last member down ("tls/haswell/x86_64"); duplicates and the empty set
+    (the directory itself) left out.  x86_64 glibc 2.36 ("ld.so --help"): hwcaps ("x86_64",) plus
+    "avx512_1" on Intel CPUs with AVX512CD/BW/DQ/VL, platform AT_PLATFORM (or haswell/xeon_phi)."""
+    parts = [*hwcaps, *([platform] if platform else []), "tls"]
+    out: list[str] = []
+    for mask in range((1 << len(parts)) - 1, 0, -1):
+        out.append("/".join(parts[i] for i in reversed(range(len(parts))) if mask & (1 << i)))
+    return tuple(dict.fromkeys(out))
+
+
+def _host_hwcaps(platform: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(glibc-hwcaps subdirectories, legacy subdirectories) this host's ld.so searches; none
+    known off x86_64 glibc (set them for such a target)."""
+    libc, version = _libc_ver()
+    if _machine() != "x86_64" or libc != "glibc" or not version:
+        return (), ()
+    release = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    flags = _cpu_flags()
+    levels: list[str] = []
+    for name, need in _X86_LEVELS if release >= (2, 33) else ():
+        if not need <= flags:
+            break
+        levels.append(name)
+    legacy: tuple[str, ...] = ()
+    if release < (2, 37):
+        intel_avx512 = ("GenuineIntel" in _cpu_vendor() and "avx512er" not in flags
+                        and {"avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags)
+        legacy = legacy_hwcap_dirs(("x86_64", "avx512_1") if intel_avx512 else ("x86_64",), platform)
+    return tuple(reversed(levels)), legacy
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fp:
+            return fp.read(1 << 16)
+    except OSError:
+        return ""
+
+
+def _cpu_flags() -> frozenset[str]:
+    info = _cpuinfo()
+    if "\nflags" not in info:
+        return frozenset()
+    return frozenset(info.split("\nflags", 1)[1].split(":", 1)[1].split("\n", 1)[0].split())
+
+
+def _cpu_vendor() -> str:
+    return _cpuinfo().split("vendor_id", 1)[-1].split("\n", 1)[0]
 
 
 def _machine() -> str:

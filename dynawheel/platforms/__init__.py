@@ -36,6 +36,9 @@ class Candidate:
     path: str  # absolute path to try, in the resolver's namespace (posix)
     via: str  # why it is tried: 'DT_RUNPATH of pkg/_ext.so', 'LD_LIBRARY_PATH', 'ld.so.conf', ...
     flag: str | None = None  # a warning attached to a hit here ('loads on Python <= 3.7 only')
+    # a miss here is not recorded as an attempt (glibc-hwcaps and legacy hwcaps subdirectories:
+    # tried in every search directory, present in few)
+    quiet: bool = False
 
 
 class Backend(Protocol):

@@ -494,30 +494,43 @@ def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterato
         yield Candidate(search.host_path(name), f"DT_NEEDED path of {loader.path}")
 
 
+def _in(d: str, name: str, subdirs: tuple[str, ...], via: str) -> Iterator[Candidate]:
+    """`name` in the glibc-hwcaps and legacy subdirectories of `d` (misses there not recorded),
+    then in `d` itself."""
+    for sub in subdirs:
+        yield Candidate(posixpath.join(d, sub, name), via, quiet=True)
+    yield Candidate(posixpath.join(d, name), via)
+
+
 def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
     loader = chain[-1]
+    subdirs = search.elf_subdirs()
     if not loader.image.runpaths:
         for holder in reversed(chain):
             if holder.image.runpaths:
                 continue
             for d in _dirs(holder.image.rpaths, holder, search):
-                yield Candidate(posixpath.join(d, name), f"DT_RPATH of {holder.path}")
+                yield from _in(d, name, subdirs, f"DT_RPATH of {holder.path}")
     for d in search.elf_ld_library_path():
-        yield Candidate(posixpath.join(d, name), "LD_LIBRARY_PATH")
+        yield from _in(d, name, subdirs, "LD_LIBRARY_PATH")
     for d in _dirs(loader.image.runpaths, loader, search):
-        yield Candidate(posixpath.join(d, name), f"DT_RUNPATH of {loader.path}")
-    if loader.image.details.get("nodeflib"):
-        return
+        yield from _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
+    # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
+    # lies in one of them (a prefix test); cache entries elsewhere still count.
+    nodeflib = bool(loader.image.details.get("nodeflib"))
+    defaults = search.elf_default_dirs_for(loader.image.arch)
     cache = search.elf_cache(loader.image.arch)
     if cache is not None:
         hit = cache.get(name)
-        if hit is not None:
+        if hit is not None and not (nodeflib and hit.startswith(tuple(d.rstrip("/") + "/" for d in defaults))):
             yield Candidate(hit, "ld.so.cache")
-    else:
+    elif not search.use_ld_so_cache:  # an explicit stand-in: the ld.so.conf dirs as ldconfig would cache them
         for d in search.elf_conf_dirs():
-            yield Candidate(posixpath.join(d, name), "ld.so.conf (no ld.so.cache)")
-    for d in search.elf_default_dirs_for(loader.image.arch):
-        yield Candidate(posixpath.join(d, name), "default directory")
+            yield Candidate(posixpath.join(d, name), "ld.so.conf (standing in for ld.so.cache)")
+    if nodeflib:
+        return
+    for d in defaults:
+        yield from _in(d, name, subdirs, "default directory")
 
 
 # names musl's loader answers itself (dynlink.c: "lib" + c. pthread. rt. m. dl. util. xnet.)

@@ -1,0 +1,269 @@
+"""glibc loader rules beyond the basic search order, each on a trap built here (gcc), checked
+against glibc's own ld.so in trace mode (what ``ldd`` runs), and the walker's economy on soname
+symlinks (a file is walked once, whatever its number of names)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dynawheel import resolve
+from dynawheel.resolve import Analysis, analyze
+from dynawheel.search import SearchPaths
+from dynawheel.tree import DirTree, FileTree
+
+from . import elfbuild
+
+LDSO = "/lib64/ld-linux-x86-64.so.2"
+pytestmark = pytest.mark.skipif(not (elfbuild.have_gcc() and os.path.exists(LDSO)), reason="needs gcc and x86_64 glibc")
+HOST = SearchPaths.from_host({})
+
+
+def ldso_trace(path: Path, env: dict[str, str] | None = None, chroot: Path | None = None) -> dict[str, str | None]:
+    """{request name: the REAL path of what glibc's ld.so loads, or None when "not found"}.
+    Real paths: ld.so prints a path as it opened it ("dir/link/../lib/x.so"), which only the
+    kernel resolves (a textual normpath would be wrong after a symlinked directory)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+    clean.update(env or {})
+    clean["LD_TRACE_LOADED_OBJECTS"] = "1"
+
+    def enter() -> None:  # chroot in the child (not the chroot program: the trace would list it)
+        if chroot is not None:
+            os.chroot(chroot)
+            os.chdir("/")
+
+    proc = subprocess.run([LDSO, str(path)], capture_output=True, text=True, env=clean, check=False,
+                          preexec_fn=enter)
+    out: dict[str, str | None] = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^\s*(\S+) => (?:(\S+) \(0x[0-9a-f]+\)|not found)", line)
+        if m and m.group(1) not in out:
+            where = m.group(2)
+            if where is not None:
+                where = os.path.realpath(where if chroot is None else f"{chroot}{where}")
+            out[m.group(1)] = where
+    assert out, f"ld.so listed nothing for {path}: {proc.stdout!r} {proc.stderr!r}"
+    return out
+
+
+def ours(analysis: Analysis, root: str) -> dict[str, str | None]:
+    """{request name: real path of the hit, or None} of the walk of `root`, as ld.so lists it."""
+    walk = next(w for w in analysis.walks if w.root == root)
+    out: dict[str, str | None] = {}
+    for edge in walk.edges:
+        if edge.loaded_here or edge.hit is None:
+            out.setdefault(edge.request.name, None if edge.hit is None else os.path.realpath(edge.hit))
+    out.pop("ld-linux-x86-64.so.2", None)
+    return out
+
+
+def agree(path: Path, search: SearchPaths = HOST, env: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Our closure of `path`, asserted equal to ld.so's."""
+    mine = ours(analyze(FileTree(path), search), str(path))
+    theirs = ldso_trace(path, env)
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    assert mine == theirs
+    return mine
+
+
+# ---- speed: one walk per file, not per name ---------------------------------------------------
+
+def test_soname_links_share_one_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory of libraries with their soname and dev symlinks (as /usr/lib/<triplet>): each
+    file is walked once; its other names get the same walk, re-rooted, so the output is as before."""
+    lib = tmp_path / "lib"
+    dep = elfbuild.shared_lib(lib / "libdep.so.2.0.1", soname="libdep.so.2")
+    (lib / "libdep.so.2").symlink_to("libdep.so.2.0.1")
+    top = elfbuild.shared_lib(lib / "libtop.so.1.4", soname="libtop.so.1", needs=[lib / "libdep.so.2"],
+                              runpath=["$ORIGIN"])
+    (lib / "libtop.so.1").symlink_to("libtop.so.1.4")
+    (lib / "libtop.so").symlink_to("libtop.so.1")
+    (lib / "sub").mkdir()
+    (lib / "sub" / "libtop.so.1").symlink_to("../libtop.so.1.4")  # another $ORIGIN: walked on its own
+    for c in lib.glob("*.c"):
+        c.unlink()
+    walked: list[str] = []
+    real_walk = resolve._Walker.walk
+
+    def counting(self: resolve._Walker, root: str, image: object) -> resolve.Walk:
+        walked.append(root)
+        return real_walk(self, root, image)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resolve._Walker, "walk", counting)
+    analysis = analyze(DirTree(lib), HOST)
+    root = analysis.root
+    assert sorted(os.path.relpath(p, root) for p in walked) == ["libdep.so.2.0.1", "libtop.so.1.4", "sub/libtop.so.1"]
+    assert analysis.aliases == {f"{root}/libdep.so.2": f"{root}/libdep.so.2.0.1",
+                                f"{root}/libtop.so": f"{root}/libtop.so.1.4",
+                                f"{root}/libtop.so.1": f"{root}/libtop.so.1.4"}
+    # every name still has its walk, rooted at that name, with the same resolution as its own walk
+    assert sorted(w.root for w in analysis.walks) == sorted(analysis.tree_binaries)
+    monkeypatch.setattr(resolve._Walker, "walk", real_walk)
+    for alias in analysis.aliases:
+        alone = analyze(DirTree(lib), HOST)
+        shared = next(w for w in analysis.walks if w.root == alias)
+        fresh = resolve._Walker(resolve._Files(DirTree(lib), HOST), HOST, dict(alone.binaries))
+        assert shared == fresh.walk(alias, alone.binaries[alias].images[0])
+    assert ours(analysis, f"{root}/libtop.so")["libdep.so.2"] == str(dep)
+    assert top.exists()
+
+
+# ---- a root of its own: ld.so.conf without ld.so.cache, DF_1_NODEFLIB, checked by chroot ------
+
+def _chroot_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "chroot needs root"
+    if not (os.path.exists("/sbin/ldconfig") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6")):
+        return "needs Debian's x86_64 glibc layout and ldconfig"
+    return None
+
+
+needs_chroot = pytest.mark.skipif(_chroot_problem() is not None, reason=_chroot_problem() or "")
+
+
+def make_root(root: Path) -> Path:
+    """A minimal glibc root, not /usr-merged: /lib64/ld-linux-x86-64.so.2, /lib/<triplet>/libc.so.6,
+    an empty /usr/lib/<triplet>; `chroot ROOT /lib64/ld-linux-x86-64.so.2 FILE` lists FILE in it."""
+    (root / "lib64").mkdir(parents=True)
+    (root / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (root / "usr" / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (root / "etc").mkdir()
+    for src, dest in ((LDSO, "lib64/ld-linux-x86-64.so.2"), ("/lib/x86_64-linux-gnu/libc.so.6",
+                                                           "lib/x86_64-linux-gnu/libc.so.6")):
+        (root / dest).write_bytes(Path(os.path.realpath(src)).read_bytes())
+        (root / dest).chmod(0o755)
+    return root
+
+
+def agree_in_root(root: Path, inside: str, search: SearchPaths | None = None) -> dict[str, str | None]:
+    """Our closure of ROOT/inside under --sysroot ROOT equals ld.so's in `chroot ROOT`."""
+    search = search or SearchPaths(sysroot=str(root))
+    mine = ours(analyze(FileTree(root / inside.lstrip("/")), search), f"{root}{inside}")
+    theirs = ldso_trace(Path(inside), chroot=root)
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    assert mine == theirs
+    return mine
+
+
+def ldconfig(root: Path) -> None:
+    subprocess.run(["/sbin/ldconfig", "-X", "-r", str(root)], check=True, capture_output=True)
+
+
+@needs_chroot
+def test_ld_so_conf_without_cache_is_not_read(tmp_path: Path) -> None:
+    """ld.so reads only ld.so.cache: a root with ld.so.conf naming a directory but no cache does
+    not find what that directory holds, until ldconfig writes the cache."""
+    root = make_root(tmp_path / "root")
+    (root / "etc" / "ld.so.conf").write_text("/opt/conf\n")
+    conf = elfbuild.shared_lib(root / "opt" / "conf" / "libconf.so.1", soname="libconf.so.1")
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=[conf])
+    before = agree_in_root(root, "/app/libapp.so")
+    assert before["libconf.so.1"] is None
+    assert before["libc.so.6"] == f"{root}/lib/x86_64-linux-gnu/libc.so.6"
+    # the explicit stand-in (use_ld_so_cache=False) reads ld.so.conf as ldconfig would cache it
+    standin = SearchPaths(sysroot=str(root), use_ld_so_cache=False)
+    assert ours(analyze(FileTree(root / "app" / "libapp.so"), standin), f"{root}/app/libapp.so")[
+        "libconf.so.1"] == str(conf)
+    ldconfig(root)
+    after = agree_in_root(root, "/app/libapp.so")
+    assert after["libconf.so.1"] == str(conf)
+
+
+@needs_chroot
+def test_nodeflib_drops_only_default_directory_results(tmp_path: Path) -> None:
+    """DF_1_NODEFLIB: the default directories are not searched and a cache entry inside one of them
+    is not used, but a cache entry elsewhere (/opt/conf from ld.so.conf) is."""
+    root = make_root(tmp_path / "root")
+    (root / "etc" / "ld.so.conf").write_text("/opt/conf\n")
+    conf = elfbuild.shared_lib(root / "opt" / "conf" / "libconf.so.1", soname="libconf.so.1")
+    sys_lib = elfbuild.shared_lib(root / "usr" / "lib" / "x86_64-linux-gnu" / "libsys.so.1", soname="libsys.so.1")
+    for lib in (conf, sys_lib):
+        lib.with_suffix(lib.suffix + ".c").unlink()
+    ldconfig(root)
+    plain = elfbuild.shared_lib(root / "app" / "libplain.so", needs=[conf, sys_lib])
+    nodef = elfbuild.shared_lib(root / "app" / "libnodef.so", needs=[conf, sys_lib],
+                                runpath=["/lib/x86_64-linux-gnu"], extra=["-Wl,-z,nodefaultlib"])
+    assert plain.exists() and nodef.exists()
+    both = agree_in_root(root, "/app/libplain.so")
+    assert both["libconf.so.1"] == str(conf) and both["libsys.so.1"] == str(sys_lib)
+    only = agree_in_root(root, "/app/libnodef.so")
+    assert only["libconf.so.1"] == str(conf)  # a cache entry outside the default directories
+    assert only["libsys.so.1"] is None  # its cache entry is in /usr/lib/x86_64-linux-gnu
+    assert only["libc.so.6"] == f"{root}/lib/x86_64-linux-gnu/libc.so.6"  # through the RUNPATH
+
+
+# ---- glibc-hwcaps and legacy hwcaps subdirectories ----------------------------------------------
+
+def _ldso_help() -> str:
+    return subprocess.run([LDSO, "--help"], capture_output=True, text=True, check=False).stdout
+
+
+def test_host_hwcaps_are_what_ld_so_says() -> None:
+    """The levels and legacy subdirectories SearchPaths.from_host finds are the ones this ld.so
+    searches: its --help for the glibc-hwcaps levels, LD_DEBUG=libs for the legacy order."""
+    supported = re.findall(r"^\s+(\S+) \(supported, searched\)", _ldso_help().split("glibc-hwcaps", 1)[-1]
+                           .split("Legacy HWCAP", 1)[0], re.MULTILINE)
+    assert HOST.elf_hwcaps == tuple(supported)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+    env.update(LD_DEBUG="libs", LD_LIBRARY_PATH="/nonexistent-dw")
+    debug = subprocess.run([LDSO, "--list", "/bin/true"], capture_output=True, text=True, env=env, check=False).stderr
+    line = next(ln for ln in debug.splitlines() if "search path=/nonexistent-dw" in ln)
+    dirs = line.split("search path=", 1)[1].split()[0].split(":")
+    subs = [d.removeprefix("/nonexistent-dw").lstrip("/") for d in dirs]
+    assert tuple(dict.fromkeys(s for s in subs if s)) == HOST.elf_subdirs()
+
+
+@pytest.fixture(scope="module")
+def hwcaps_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """D with libraries in its glibc-hwcaps and legacy subdirectories (and in D itself)."""
+    d = tmp_path_factory.mktemp("hwcaps") / "d"
+    best = HOST.elf_hwcaps[0] if HOST.elf_hwcaps else "x86-64-v2"
+    legacy = HOST.elf_legacy_hwcaps[-1] if HOST.elf_legacy_hwcaps else "x86_64"
+    places = {
+        "libh1.so.1": ["glibc-hwcaps/x86-64-v2", ""],  # the lowest level beats the directory
+        "libh2.so.1": [legacy, ""],  # a legacy subdirectory beats the directory
+        "libh3.so.1": ["tls", f"glibc-hwcaps/{best}", "glibc-hwcaps/x86-64-v2"],  # the best level first
+        "libh4.so.1": ["glibc-hwcaps/x86-64-v9", ""],  # a level glibc does not know: not searched
+    }
+    for name, subs in places.items():
+        for sub in subs:
+            elfbuild.shared_lib(d / sub / name, soname=name, func=name.split(".")[0])
+    for c in d.rglob("*.c"):
+        c.unlink()
+    return d
+
+
+def test_hwcaps_subdirectories_as_ld_so(hwcaps_dir: Path, tmp_path: Path) -> None:
+    libs = [hwcaps_dir / name for name in ("libh1.so.1", "libh2.so.1", "libh4.so.1")]
+    libs.append(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh3.so.1")
+    for kind in ("runpath", "rpath"):
+        root = elfbuild.shared_lib(tmp_path / kind / "libroot.so", needs=libs, **{kind: [str(hwcaps_dir)]})
+        got = agree(root)
+        if HOST.elf_hwcaps:
+            assert got["libh1.so.1"] == str(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh1.so.1")
+            assert got["libh3.so.1"] == str(hwcaps_dir / "glibc-hwcaps" / HOST.elf_hwcaps[0] / "libh3.so.1")
+        assert got["libh4.so.1"] == str(hwcaps_dir / "libh4.so.1")
+    # LD_LIBRARY_PATH directories have them too
+    plain = elfbuild.shared_lib(tmp_path / "plain" / "libroot.so", needs=libs)
+    env_search = SearchPaths.from_host({"LD_LIBRARY_PATH": str(hwcaps_dir)})
+    mine = ours(analyze(FileTree(plain), env_search), str(plain))
+    theirs = ldso_trace(plain, {"LD_LIBRARY_PATH": str(hwcaps_dir)})
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    assert mine == theirs
+
+
+def test_hwcaps_levels_are_settable_for_a_target(hwcaps_dir: Path, tmp_path: Path) -> None:
+    """A target CPU with no glibc-hwcaps level (or a glibc without them) and no legacy
+    subdirectories: only the directory itself is searched."""
+    libs = [hwcaps_dir / n for n in ("libh1.so.1", "libh2.so.1")]
+    root = elfbuild.shared_lib(tmp_path / "libroot.so", needs=libs, runpath=[str(hwcaps_dir)])
+    v2 = SearchPaths(elf_hwcaps=("x86-64-v2",))
+    got = ours(analyze(FileTree(root), v2), str(root))
+    assert got["libh1.so.1"] == str(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh1.so.1")
+    assert got["libh2.so.1"] == str(hwcaps_dir / "libh2.so.1")
+    bare = ours(analyze(FileTree(root), SearchPaths()), str(root))
+    assert bare["libh1.so.1"] == str(hwcaps_dir / "libh1.so.1")
