@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time ``dynawheel.resolve.analyze`` on a wheel, a directory or a file.
+"""Time ``dynawheel.analysis.resolve.analyze`` on a wheel, a directory or a file.
 
 Usage: python benchmarks/analyze_speed.py PATH [--repeat N] [--auditwheel]
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynawheel.graph import DependencyGraph
-from dynawheel.resolve import analyze
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import open_tree
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     edges = sum(len(w.edges) for w in analysis.walks)
     print(f"analyze {args.path}: {best:.2f} s (best of {args.repeat}); {len(analysis.files)} files, "
           f"{len(analysis.tree_binaries)} binaries, {len(analysis.bad)} bad, {edges} edges, "
-          f"{len(graph.missing())} missing, {len(graph.to_vendor())} to vendor")
+          f"{len(graph.missing())} missing, {len({e.hit for e in graph.external()})} external")
     if args.auditwheel:
         start = time.perf_counter()
         subprocess.run(["auditwheel", "show", args.path], capture_output=True, check=False)

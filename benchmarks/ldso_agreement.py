@@ -23,9 +23,10 @@ Disagreement classes (printed with their files when any occur):
 * The program interpreter line (``/lib64/ld-linux-x86-64.so.2 (0x...)``) has no
   ``name =>`` form in ld.so's output; it is compared by the interpreter's request
   name, which both sides resolve to PT_INTERP.
-* Known, not modelled here: ``glibc-hwcaps``/legacy hwcap subdirectories (none exist
-  on this host), ``$PLATFORM`` values other than ``x86_64``, secure-mode rules for
-  setuid files (``ld.so --list`` does not apply them either).
+* Known, not modelled here: secure-mode rules for setuid files (``ld.so --list`` does
+  not apply them either).  ``glibc-hwcaps``/legacy hwcap subdirectories, their
+  ``ld.so.cache`` entries and ``$PLATFORM`` are modelled (none exist on this host:
+  tests/test_ldso_rules.py checks them on traps).
 
 Speed (``--speed [RUNS]``): the time glibc's loader takes to list every file of the set
 (``ld.so --list FILE``, one process after the other) against ``dynawheel show DIR`` on each
@@ -52,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynawheel.resolve import analyze
+from dynawheel.analysis.resolve import analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree, FileTree
 

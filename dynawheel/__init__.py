@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
@@ -18,12 +17,14 @@ from typing import TYPE_CHECKING
 
 # The public API, imported on first use (PEP 562) so that `import dynawheel` and the CLI stay quick.
 _EXPORTS = {
-    "AuditReport": "audit", "audit": "audit",
-    "BuildOptions": "build", "BuildResult": "build", "build": "build", "build_wheel": "build",
+    "AuditReport": "report", "audit": "report",
+    "BuildOptions": "wheel.build", "BuildResult": "wheel.build", "build": "wheel.build", "build_wheel": "wheel.build",
     "DynawheelError": "errors",
-    "build_index": "index",
-    "RepairOptions": "repair", "RepairResult": "repair", "repair_tree": "repair", "repair_wheel": "repair",
-    "analyze": "resolve",
+    "dynawheel": "compat",
+    "build_index": "publish.index",
+    "RepairOptions": "repair.options", "RepairResult": "repair.pipeline", "repair_tree": "repair.pipeline",
+    "repair_wheel": "repair.pipeline",
+    "analyze": "analysis.resolve",
     "SearchPaths": "search",
     "check_wheels": "wheel.check",
     "Stage": "wheel.stage",
@@ -36,22 +37,24 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .audit import AuditReport, audit
-    from .build import BuildOptions, BuildResult, build, build_wheel
+    from .analysis.resolve import analyze
+    from .compat import dynawheel
     from .errors import DynawheelError
-    from .index import build_index
-    from .repair import RepairOptions, RepairResult, repair_tree, repair_wheel
-    from .resolve import analyze
+    from .publish.index import build_index
+    from .repair.options import RepairOptions
+    from .repair.pipeline import RepairResult, repair_tree, repair_wheel
+    from .report import AuditReport, audit
     from .search import SearchPaths
+    from .wheel.build import BuildOptions, BuildResult, build, build_wheel
     from .wheel.check import check_wheels
     from .wheel.stage import Stage
 
 
 class _Package(types.ModuleType):
     """This package's module object.  Importing a submodule binds it as an attribute of the package
-    (``import dynawheel.build`` sets ``dynawheel.build``); for the public names that are also
-    submodules (``build``, ``audit``) that binding is dropped, so ``dynawheel.build`` stays the
-    function whatever was imported before (the submodule is still ``sys.modules['dynawheel.build']``)."""
+    (``import dynawheel.report`` sets ``dynawheel.report``); for a public name that is also a
+    submodule's name that binding is dropped, so a public callable stays what it is whatever was
+    imported before (the submodule is still in ``sys.modules``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _EXPORTS and isinstance(value, types.ModuleType):
@@ -71,51 +74,3 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
-
-
-def dynawheel(
-    metadata_content: str,
-    src_root_dir: Path,
-    pkgname: str,
-    whlver: str,
-    arch: str | None = None,
-    pyver: str | None = None,
-    whl_dest_dir: Path = Path("dist"),
-    root_is_purelib: bool = False,
-    abi: str = "none",
-    build_tag: str | None = None,
-    cleanup_dist_info_dir: bool = True,
-    **aliases: Any,
-) -> Path:
-    """The seed's call, as its setup.py scripts make it: write the wheel, print 'wrote <path>'.
-
-    `plat_name`, `python_tag` and `abi_tag` are accepted as the seed's other spellings of
-    `arch`, `pyver` and `abi`.  The source tree is never written to, so
-    `cleanup_dist_info_dir` has nothing to clean; it is accepted for compatibility.
-    """
-    arch = arch or aliases.pop("plat_name", None)
-    pyver = pyver or aliases.pop("python_tag", None)
-    abi = aliases.pop("abi_tag", abi)
-    if aliases:
-        raise TypeError(f"dynawheel() got unexpected keyword arguments {sorted(aliases)!r}")
-    del cleanup_dist_info_dir
-    from .build import BuildOptions, build
-    from .wheel.tags import make_tags
-
-    tags = make_tags(pyver or "py3", abi, arch or "any")
-    path = build(BuildOptions(
-        stage=Path(src_root_dir),
-        metadata=_seed_options(pkgname, whlver),
-        metadata_text=metadata_content,
-        tags=tags,
-        root_is_purelib=root_is_purelib,
-        build_number=build_tag,
-    ), Path(whl_dest_dir)).path
-    print(f"wrote {path}")  # the seed's contract: its setup.py scripts read this line
-    return path
-
-
-def _seed_options(name: str, version: str) -> Any:
-    from .wheel.metadata import MetadataOptions
-
-    return MetadataOptions(name=name, version=version)

@@ -12,15 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# the first bytes that can start a file of each format (each backend's sniff() decides)
-MAGIC_PREFIXES: dict[str, tuple[bytes, ...]] = {
-    "elf": (b"\x7fELF",),
-    "pe": (b"MZ",),
-    "macho": (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce",
-              b"\xca\xfe\xba\xbe", b"\xca\xfe\xba\xbf"),
-}
-BINARY_MAGIC = tuple(m for prefixes in MAGIC_PREFIXES.values() for m in prefixes)  # any of the formats
-
 
 class BinaryFormat(str, enum.Enum):
     ELF = "elf"
@@ -75,11 +66,6 @@ class Image:
     # PE: exports, python_extension, dependent_load_flags, subsystem
     # Mach-O: cputype, min_macos, code_signature, free_header_space, filetype
     details: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def compat_key(self) -> tuple[str, str]:
-        """Two images can be loaded together only if these are equal (format, arch[/class])."""
-        return (self.format.value, self.arch)
 
 
 @dataclass(frozen=True)

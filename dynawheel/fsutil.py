@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary file beside the target, then rename it into place.
+"""Atomic file output: write to a temporary file beside the target, then rename it into place; and the
+one sha256 of a file's content.
 
 A reader never sees half a file, and a failure leaves the target as it was and no temporary
 file behind.
@@ -6,6 +7,7 @@ file behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -60,3 +62,11 @@ def atomic_output(final: str | os.PathLike[str], mode: int | None = 0o644) -> It
 def write_atomic(final: str | os.PathLike[str], data: bytes, mode: int | None = 0o644) -> None:
     with atomic_output(final, mode) as fp:
         fp.write(data)
+
+
+def sha256_hex(fp: BinaryIO, chunk: int = 1 << 20) -> str:
+    """The sha256 (hex) of what is left to read in `fp`, read `chunk` bytes at a time."""
+    digest = hashlib.sha256()
+    while data := fp.read(chunk):
+        digest.update(data)
+    return digest.hexdigest()

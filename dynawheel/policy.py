@@ -15,14 +15,10 @@ import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .binary import BinaryFormat, Image
 from .errors import DynawheelError
-
-if TYPE_CHECKING:
-    from .graph import DependencyGraph
-    from .resolve import Analysis
 
 log = logging.getLogger(__name__)
 
@@ -221,16 +217,3 @@ def best_elf_policy(images_in_tree: Iterable[tuple[str, Image]], external_libs: 
             return PolicyVerdict(policy.tag(arch), tuple(blockers), policy)
         blockers.extend(reasons)
     return PolicyVerdict(f"linux_{arch}", tuple(blockers), None)
-
-
-def tree_verdict(analysis: Analysis, graph: DependencyGraph, vendored: bool = False) -> PolicyVerdict:
-    """The best ELF policy of an analysed tree, as it is or once `graph.to_vendor()` is vendored."""
-    paths = list(analysis.tree_binaries) + (list(graph.to_vendor()) if vendored else [])
-    images = [
-        (analysis.relpath(p) or p, image)
-        for p in paths
-        if p in analysis.binaries
-        for image in analysis.binaries[p].images
-        if image.format is BinaryFormat.ELF
-    ]
-    return best_elf_policy(images, graph.external_names(vendored=vendored))

@@ -102,6 +102,19 @@ class SearchPaths:
             return path
         return posixpath.join(self.sysroot, path.lstrip("/"))
 
+    def kernel_path(self, path: str) -> str:
+        """`path` as the kernel resolves it: each '..' after the symlinks before it are followed
+        (glibc hands RPATH/RUNPATH text to open() as it is), never textually; below the sysroot,
+        absolute links are re-rooted there.  Paths without '..' are only normalized."""
+        parts = path.split("/")
+        if ".." not in parts:
+            return posixpath.normpath(path)
+        last = len(parts) - 1 - parts[::-1].index("..")
+        head, tail = "/".join(parts[: last + 1]) or "/", "/".join(parts[last + 1 :])
+        root = self.sysroot.rstrip("/")
+        real = real_below(root, head) if root and in_root(root, head) else os.path.realpath(head)
+        return posixpath.normpath(posixpath.join(real, tail)) if tail else real
+
     def elf_conf_dirs(self) -> tuple[str, ...]:
         """The ld.so.conf directories (includes expanded), below the sysroot."""
         if not self.use_system:
@@ -119,7 +132,9 @@ class SearchPaths:
             st = os.stat(path)
         except OSError:
             return None
-        return _cache_map(path, st.st_mtime_ns, st.st_size, CACHE_FLAGS.get(arch), self.sysroot)
+        legacy = frozenset(part for sub in self.elf_legacy_hwcaps for part in sub.split("/"))
+        return _cache_map(path, st.st_mtime_ns, st.st_size, CACHE_FLAGS.get(arch), self.sysroot,
+                          self.elf_hwcaps, legacy)
 
     def elf_default_dirs_for(self, arch: str) -> tuple[str, ...]:
         """ld.so's built-in trusted directories for `arch` (Debian multiarch when present)."""
@@ -160,6 +175,35 @@ class SearchPaths:
         except OSError:
             dirs = ()  # musl searches nothing more when the file exists but cannot be read
         return tuple(self.host_path(d.strip()) for d in dirs)
+
+
+def in_root(root: str, path: str) -> bool:
+    return path == root or path.startswith(root + "/")
+
+
+def real_below(root: str, path: str, max_links: int = 64) -> str:
+    """The real path of `path` (below `root`) with the symlinks on the way followed as the kernel
+    does under chroot(root): absolute targets start again at `root`, '..' stops at it.  Parts that
+    do not exist are kept as written."""
+    parts = [p for p in path[len(root):].split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        full = posixpath.join(root, *done, part)
+        if links < max_links and os.path.islink(full):
+            links += 1
+            target = os.readlink(full)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        else:
+            done.append(part)
+    return posixpath.join(root, *done) if done else root
 
 
 # musl's names of the architectures (LDSO_ARCH) and its built-in system path (ldso/dynlink.c)
@@ -214,7 +258,12 @@ def legacy_hwcap_dirs(hwcaps: tuple[str, ...], platform: str | None) -> tuple[st
     return tuple(dict.fromkeys(out))
 
 
-def _host_hwcaps(platform: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def host_glibc_hwcaps() -> tuple[str, ...]:
+    """The glibc-hwcaps levels this host's CPU supports, best first (x86_64 glibc >= 2.33)."""
+    return _host_hwcaps(None)[0]
+
+
+def _host_hwcaps(platform: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(glibc-hwcaps subdirectories, legacy subdirectories) this host's ld.so searches; none
     known off x86_64 glibc (set them for such a target)."""
     libc, version = _libc_ver()
@@ -342,47 +391,122 @@ def _read_conf(root: str, conf: str, out: list[str], seen: set[str]) -> None:
 
 
 def read_ld_so_cache(path: str) -> tuple[tuple[str, str, int], ...] | None:
-    """(name, path, flags) of a "glibc-ld.so.cache1.1" file in file order; None if absent/unknown."""
+    """(name, path, flags) of a "glibc-ld.so.cache1.1" file in file order (hwcaps entries
+    included, as ``ldconfig -p`` lists them); None if absent/unknown."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return _read_cache(path, st.st_mtime_ns, st.st_size)
+    entries = _read_cache(path, st.st_mtime_ns, st.st_size)
+    return None if entries is None else tuple((e.name, e.path, e.flags) for e in entries)
+
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    name: str
+    path: str
+    flags: int
+    hwcap: int  # legacy hwcap/platform bits, or DL_CACHE_HWCAP_EXTENSION | index
+    hwcaps_name: str | None  # the glibc-hwcaps subdirectory of an extension entry ("x86-64-v3")
+
+
+# glibc 2.36 (sysdeps/generic/dl-cache.h): bit 62 marks a glibc-hwcaps entry whose low 32 bits
+# index the cache's glibc-hwcaps extension section; bits 32-41 hold an x86 ISA level.
+_HWCAP_EXTENSION = 1 << 62
+_ISA_LEVEL_BITS = ((1 << 10) - 1) << 32
+_EXTENSION_MAGIC = 0xEAA42174  # (uint32_t) -358342284
+# The names of the legacy hwcap bits of x86 (sysdeps/x86/dl-procinfo.c, dl-procinfo.h: platforms
+# from bit 48; bit 63 is "tls" for every arch): a legacy cache entry is used only when each of
+# its bits names a part of the legacy subdirectories the target searches.
+_LEGACY_BITS = {0: "sse2", 1: "x86_64", 2: "avx512_1", 48: "i586", 49: "i686", 50: "haswell", 51: "xeon_phi",
+                63: "tls"}
 
 
 @functools.lru_cache(maxsize=16)
-def _cache_map(path: str, mtime: int, size: int, want: int | None, sysroot: str) -> Mapping[str, str] | None:
+def _cache_map(
+    path: str, mtime: int, size: int, want: int | None, sysroot: str, hwcaps: tuple[str, ...],
+    legacy: frozenset[str],
+) -> Mapping[str, str] | None:
+    """{name: path} as ld.so's cache lookup answers it (glibc 2.36 elf/dl-cache.c, search_cache)."""
     entries = _read_cache(path, mtime, size)
     if entries is None:
         return None
+    groups: dict[str, list[_CacheEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.name, []).append(entry)
     out: dict[str, str] = {}
-    for name, target, flags in entries:
-        if want is None or flags == want:
-            full = target if sysroot in ("", "/") else posixpath.join(sysroot, target.lstrip("/"))
-            out.setdefault(name, full)  # ld.so takes the first acceptable entry
+    for name, group in groups.items():
+        best = _cache_pick(group, want, hwcaps, legacy)
+        if best is not None:
+            out[name] = best if sysroot in ("", "/") else posixpath.join(sysroot, best.lstrip("/"))
     return out
 
 
+def _cache_pick(
+    group: list[_CacheEntry], want: int | None, hwcaps: tuple[str, ...], legacy: frozenset[str]
+) -> str | None:
+    """The entry ld.so takes among those of one name (in file order): the glibc-hwcaps entry of the
+    best level the target supports (they come first), else the first plain or legacy entry whose
+    bits the target has."""
+    best: str | None = None
+    best_rank = 0
+    for entry in group:
+        if want is not None and entry.flags != want:
+            continue
+        if entry.hwcaps_name is not None:
+            rank = hwcaps.index(entry.hwcaps_name) + 1 if entry.hwcaps_name in hwcaps else 0
+            if rank and (best is None or rank < best_rank):
+                best, best_rank = entry.path, rank
+            continue
+        if best is not None:
+            break
+        bits = [i for i in range(64) if entry.hwcap >> i & 1]
+        if all(_LEGACY_BITS.get(i) in legacy for i in bits):
+            return entry.path
+    return best
+
+
 @functools.lru_cache(maxsize=8)
-def _read_cache(path: str, mtime: int, size: int) -> tuple[tuple[str, str, int], ...] | None:
+def _read_cache(path: str, mtime: int, size: int) -> tuple[_CacheEntry, ...] | None:
     with open(path, "rb") as fp:
         data = fp.read()
     start = data.find(_CACHE_MAGIC)  # after an old-format "ld.so-1.7.0" part, if any
     if start < 0 or len(data) < start + _CACHE_HEADER.size:
         log.warning("unsupported ld.so.cache format in %r", path)
         return None
-    _magic, nlibs, _strlen, _flags, _ext = _CACHE_HEADER.unpack_from(data, start)
-    out: list[tuple[str, str, int]] = []
+    _magic, nlibs, _strlen, _flags, ext = _CACHE_HEADER.unpack_from(data, start)
+    names = _hwcaps_names(data, start, ext)
+    out: list[_CacheEntry] = []
     first = start + _CACHE_HEADER.size
     for i in range(nlibs):
         off = first + i * _CACHE_ENTRY.size
         if off + _CACHE_ENTRY.size > len(data):
             break
         flags, key, value, _osv, hwcap = _CACHE_ENTRY.unpack_from(data, off)
-        if hwcap:  # glibc-hwcaps / legacy hwcap subdirectory entries: not modelled
-            continue
-        out.append((_cstr(data, key), _cstr(data, value), flags))
+        named = hwcap & ~_ISA_LEVEL_BITS & ~0xFFFFFFFF == _HWCAP_EXTENSION
+        hw_name = (names[hwcap & 0xFFFFFFFF] if hwcap & 0xFFFFFFFF < len(names) else "") if named else None
+        out.append(_CacheEntry(_cstr(data, start + key), _cstr(data, start + value), flags, hwcap, hw_name))
     return tuple(out)
+
+
+def _hwcaps_names(data: bytes, start: int, ext: int) -> tuple[str, ...]:
+    """The glibc-hwcaps subdirectory names of the cache's extension section (tag 1), in index order."""
+    ext += start  # offsets count from the start of the new-format cache
+    if ext == start or ext + 8 > len(data):
+        return ()
+    magic, count = struct.unpack_from("<II", data, ext)
+    if magic != _EXTENSION_MAGIC:
+        return ()
+    for i in range(min(count, 64)):
+        at = ext + 8 + 16 * i
+        if at + 16 > len(data):
+            break
+        tag, _flags, offset, size = struct.unpack_from("<IIII", data, at)
+        offset += start
+        if tag == 1 and offset + size <= len(data):
+            table = data[offset : offset + size - size % 4]
+            return tuple(_cstr(data, start + index) for (index,) in struct.iter_unpack("<I", table))
+    return ()
 
 
 def _cstr(data: bytes, off: int) -> str:

@@ -6,6 +6,8 @@ import email.parser
 import hashlib
 import os
 import shutil
+import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -13,9 +15,10 @@ import pytest
 
 from dynawheel import Stage, build_wheel
 from dynawheel.errors import DynawheelError, MetadataError, StageError, TagError
+from dynawheel.platforms.macho import BACKEND
 from dynawheel.wheel.check import check_wheels
 
-from .conftest import assert_user_error, run_cli
+from .conftest import FIXTURES, assert_user_error, run_cli
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
@@ -269,3 +272,34 @@ def test_add_globs_from_the_command_line(tmp_path: Path) -> None:
                                                         "anamespace/mod.py", "anamespace/README"}
     bad = run_cli("build", "--add", "build/lib/*.so:anamespace/one.so", "--name", "x", "--version", "1", cwd=tmp_path)
     assert_user_error(bad, "matches 2 files", "must end in '/'")
+
+
+def _fat64(fat: bytes) -> bytes:
+    """The same universal file with a 64-bit fat header (FAT_MAGIC_64: 64-bit offsets and sizes)."""
+    magic, count = struct.unpack_from(">II", fat)
+    assert magic == 0xCAFEBABE
+    archs = [struct.unpack_from(">iiIII", fat, 8 + 20 * i) for i in range(count)]
+    header = struct.pack(">II", 0xCAFEBABF, count) + b"".join(
+        struct.pack(">iiQQII", cpu, sub, offset, size, align, 0) for cpu, sub, offset, size, align in archs)
+    assert len(header) <= min(a[2] for a in archs), "the slices stay where they are"
+    return header + fat[len(header):]
+
+
+def test_a_64bit_fat_macho_is_a_binary(tmp_path: Path) -> None:
+    """Every magic-byte table is one table: a universal Mach-O with a 64-bit fat header is a binary
+    for the build's default tag (it needs --tag, as any non-ELF binary), not py3-none-any."""
+    lib = tmp_path / "s" / "pk" / "libuniversal.dylib"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(_fat64((FIXTURES / "macho" / "bin" / "fat" / "libuniversal.dylib").read_bytes()))
+    objdump = shutil.which("llvm-objdump-14") or shutil.which("llvm-objdump")
+    if objdump is not None:  # an independent reader agrees that it is a 64-bit fat file of two slices
+        text = subprocess.run([objdump, "--macho", "--universal-headers", str(lib)], capture_output=True,
+                              text=True, check=True).stdout
+        assert "FAT_MAGIC_64" in text and "nfat_arch 2" in text
+    with lib.open("rb") as fp:
+        assert [i.arch for i in BACKEND.parse(fp, str(lib)).images] == ["x86_64", "arm64"]
+    with pytest.raises(TagError, match="non-ELF binaries"):
+        build_wheel(tmp_path / "s", tmp_path / "o", name="x", version="1")
+    assert [p.name for p in build_wheel(tmp_path / "s", tmp_path / "o", name="x", version="1",
+                                        tag="cp311-cp311-macosx_11_0_universal2").parent.iterdir()] \
+        == ["x-1-cp311-cp311-macosx_11_0_universal2.whl"]

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from dynawheel.platforms import ElfEdits
 from dynawheel.platforms.elf import parse_elf
-from dynawheel.platforms.elf_edit import ElfEdits, apply_elf, patchelf_args
+from dynawheel.platforms.elf_edit import apply_elf, patchelf_args
 from dynawheel.platforms.elf_rewrite import rewrite
 
 from . import elfbuild

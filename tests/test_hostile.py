@@ -303,8 +303,11 @@ print("ok")
 """
 
 API_BEFORE = {
-    "from dynawheel.audit import audit": "from dynawheel.audit import audit",
-    "import dynawheel.build": "import dynawheel.build",
+    "from dynawheel.report import audit": "from dynawheel.report import audit",
+    "import dynawheel.wheel.build": "import dynawheel.wheel.build",
+    "import every submodule": ("import pkgutil, importlib\n"
+                               "for m in pkgutil.walk_packages(dynawheel.__path__, 'dynawheel.'):\n"
+                               "    if not m.name.endswith('__main__'): importlib.import_module(m.name)"),
     "Stage().build()": ("import tempfile\nd = Path(tempfile.mkdtemp())\n(d / 'pkg').mkdir()\n"
                         "(d / 'pkg' / '__init__.py').write_text('')\n"
                         "dynawheel.Stage().add(d / 'pkg', 'pkg').build(d / 'dist', name='pkg', version='1.0')"),
@@ -365,7 +368,7 @@ def _peak_rss_of(code: str, tmp_path: Path) -> tuple[int, str]:
 
 
 SHOW = """
-from dynawheel.audit import audit
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 report = audit({path!r}, SearchPaths(use_system=False))
 print('BAD', [b.message for b in report.analysis.bad])
@@ -416,7 +419,7 @@ def test_resolver_work_and_report_are_bounded(tmp_path: Path) -> None:
     MAX_LOOKUPS, each edge keeps KEPT_ATTEMPTS attempts and one line for the rest."""
     import shutil
 
-    from dynawheel.resolve import KEPT_ATTEMPTS, MAX_LOOKUPS, Status, analyze
+    from dynawheel.analysis.resolve import KEPT_ATTEMPTS, MAX_LOOKUPS, Status, analyze
     from dynawheel.tree import FileTree
     from tests import elfbuild
 

@@ -1,4 +1,4 @@
-"""dynawheel.index: the static PEP 503 / 691 / 658 index (no network)."""
+"""dynawheel.publish.index: the static PEP 503 / 691 / 658 index (no network)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 
 from dynawheel.errors import PackageIndexError
-from dynawheel.index import build_index, normalize_name, write_atomic
+from dynawheel.publish.index import build_index, normalize_name, write_atomic
 
 # ---------------------------------------------------------------- wheels made here, from a dict
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel import resolve
-from dynawheel.resolve import Analysis, analyze
+from dynawheel.analysis import resolve
+from dynawheel.analysis.resolve import Analysis, analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree, FileTree
 
@@ -41,11 +41,12 @@ def ldso_trace(path: Path, env: dict[str, str] | None = None, chroot: Path | Non
     out: dict[str, str | None] = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"^\s*(\S+) => (?:(\S+) \(0x[0-9a-f]+\)|not found)", line)
-        if m and m.group(1) not in out:
+        m = m or re.match(r"^\s*()(/\S+) \(0x[0-9a-f]+\)", line)  # a DT_NEEDED path (or the interpreter)
+        if m and (m.group(1) or m.group(2)) not in out and "ld-linux-x86-64.so.2" not in line:
             where = m.group(2)
             if where is not None:
                 where = os.path.realpath(where if chroot is None else f"{chroot}{where}")
-            out[m.group(1)] = where
+            out[m.group(1) or m.group(2)] = where
     assert out, f"ld.so listed nothing for {path}: {proc.stdout!r} {proc.stderr!r}"
     return out
 
@@ -267,3 +268,101 @@ def test_hwcaps_levels_are_settable_for_a_target(hwcaps_dir: Path, tmp_path: Pat
     assert got["libh2.so.1"] == str(hwcaps_dir / "libh2.so.1")
     bare = ours(analyze(FileTree(root), SearchPaths()), str(root))
     assert bare["libh1.so.1"] == str(hwcaps_dir / "libh1.so.1")
+
+
+@needs_chroot
+def test_ld_so_cache_hwcaps_entries(tmp_path: Path) -> None:
+    """ldconfig caches a library of a glibc-hwcaps or legacy subdirectory as extra entries of its
+    name; ld.so takes the best level the CPU supports, else the first legacy entry whose bits it
+    has, else the plain entry.  Checked in a chroot with the host's levels."""
+    root = make_root(tmp_path / "root")
+    (root / "etc" / "ld.so.conf").write_text("/opt/conf\n")
+    conf = root / "opt" / "conf"
+    best = HOST.elf_hwcaps[0] if HOST.elf_hwcaps else "x86-64-v2"
+    places = {
+        "libq.so.1": [f"glibc-hwcaps/{best}", "glibc-hwcaps/x86-64-v2", "tls", "x86_64", ""],
+        "libleg.so.1": ["x86_64", ""],
+        "libtl.so.1": ["tls", ""],
+        "libpl.so.1": ["haswell", "xeon_phi", ""],  # platform entries: only for that platform
+    }
+    for name, subs in places.items():
+        for sub in subs:
+            elfbuild.shared_lib(conf / sub / name, soname=name, func=name.split(".")[0])
+    for c in conf.rglob("*.c"):
+        c.unlink()
+    ldconfig(root)
+    libs = [conf / name for name in places]
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=libs)
+    target = SearchPaths(sysroot=str(root), elf_hwcaps=HOST.elf_hwcaps, elf_legacy_hwcaps=HOST.elf_legacy_hwcaps,
+                         elf_platform=HOST.elf_platform)
+    got = agree_in_root(root, "/app/libapp.so", target)
+    if HOST.elf_hwcaps:
+        assert got["libq.so.1"] == str(conf / "glibc-hwcaps" / best / "libq.so.1")
+    if HOST.elf_legacy_hwcaps:
+        assert got["libleg.so.1"] == str(conf / "x86_64" / "libleg.so.1")
+        assert got["libtl.so.1"] == str(conf / "tls" / "libtl.so.1")
+    # a target without hwcaps levels or legacy subdirectories takes the plain entries
+    plain = ours(analyze(FileTree(root / "app" / "libapp.so"), SearchPaths(sysroot=str(root))), f"{root}/app/libapp.so")
+    assert [plain[n] for n in places] == [str(conf / n) for n in places]
+
+
+def test_dotdot_after_a_symlinked_directory(tmp_path: Path) -> None:
+    """RUNPATH "$ORIGIN/link/../lib" with link -> ../other/deep: the kernel resolves link first, so
+    ld.so opens other/lib, not the app/lib the text suggests (a decoy is there); also for an
+    absolute RUNPATH, a DT_RPATH and a DT_NEEDED path."""
+    app, other = tmp_path / "app", tmp_path / "other"
+    decoy = elfbuild.shared_lib(app / "lib" / "libdd.so.1", soname="libdd.so.1")
+    real = elfbuild.shared_lib(other / "lib" / "libdd.so.1", soname="libdd.so.1")
+    (other / "deep").mkdir()
+    (app / "link").symlink_to("../other/deep")
+    cases = {"origin": {"runpath": ["$ORIGIN/link/../lib"]}, "absolute": {"runpath": [f"{app}/link/../lib"]},
+             "rpath": {"rpath": ["$ORIGIN/link/../lib"]}}
+    for kind, paths in cases.items():
+        root = elfbuild.shared_lib(app / f"libroot_{kind}.so", needs=[decoy], **paths)  # type: ignore[arg-type]
+        assert agree(root)["libdd.so.1"] == str(real), kind
+    # a DT_NEEDED that is a path (a library without a soname, linked by its path)
+    elfbuild.shared_lib(app / "lib" / "libnos.so")
+    nos = elfbuild.shared_lib(other / "lib" / "libnos.so")
+    wanted = f"{app}/link/../lib/libnos.so"
+    needs = elfbuild.shared_lib(app / "libpath.so", extra=["-Wl,--no-as-needed", wanted])
+    assert agree(needs)[wanted] == str(nos)
+
+
+def test_dotdot_below_a_sysroot(tmp_path: Path) -> None:
+    """The same through --sysroot: an absolute link in the root is followed inside the root."""
+    root = tmp_path / "root"
+    elfbuild.shared_lib(root / "opt" / "app" / "lib" / "libdd.so.1", soname="libdd.so.1")
+    real = elfbuild.shared_lib(root / "opt" / "other" / "lib" / "libdd.so.1", soname="libdd.so.1")
+    (root / "opt" / "other" / "deep").mkdir()
+    (root / "opt" / "app" / "link").symlink_to("/opt/other/deep")  # absolute: re-rooted
+    app = elfbuild.shared_lib(tmp_path / "tree" / "libroot.so", needs=[real], runpath=["/opt/app/link/../lib"])
+    got = ours(analyze(FileTree(app), SearchPaths(sysroot=str(root))), str(app))
+    assert got["libdd.so.1"] == str(real)
+
+
+@needs_chroot
+def test_hwcaps_through_the_sysroot_option(tmp_path: Path) -> None:
+    """`show --sysroot ROOT` (and --glibc-hwcaps for another CPU): the glibc-hwcaps subdirectories of
+    the root's default directories, as ld.so in `chroot ROOT` searches them (no cache here)."""
+    import json
+
+    from .conftest import run_cli
+
+    root = make_root(tmp_path / "root")
+    multiarch = root / "usr" / "lib" / "x86_64-linux-gnu"
+    for sub in ("glibc-hwcaps/x86-64-v2", ""):
+        elfbuild.shared_lib(multiarch / sub / "libhw.so.1", soname="libhw.so.1", func="libhw")
+    for c in multiarch.rglob("*.c"):
+        c.unlink()
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=[multiarch / "libhw.so.1"])
+    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
+
+    def hit(*options: str) -> str | None:
+        result = run_cli("show", "--json", "--sysroot", root, *options, root / "app" / "libapp.so")
+        edges = [e for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] == "libhw.so.1"]
+        return os.path.realpath(edges[0]["hit"]) if edges[0]["hit"] else None
+
+    assert hit() == theirs["libhw.so.1"]
+    if HOST.elf_hwcaps:
+        assert theirs["libhw.so.1"] == str(multiarch / "glibc-hwcaps" / "x86-64-v2" / "libhw.so.1")
+    assert hit("--glibc-hwcaps", "none") == str(multiarch / "libhw.so.1")

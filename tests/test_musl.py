@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel.resolve import Status, analyze
+from dynawheel.analysis.resolve import Status, analyze
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree
 

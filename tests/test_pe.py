@@ -94,7 +94,7 @@ def test_reader_facts(name: str) -> None:
     # lld writes a load config only for _load_config_used; loadcfg.dll says LOAD_LIBRARY_SEARCH_SYSTEM32.
     assert image.details["dependent_load_flags"] == (0x800 if name == "loadcfg.dll" else None)
     json.dumps(dict(image.details))  # JSON-ready
-    assert image.compat_key == ("pe", arch)
+    assert (image.format.value, image.arch) == ("pe", arch)
 
 
 def test_subsystem_of_the_console_loader() -> None:
@@ -265,7 +265,7 @@ def walk(
                 tried.append(candidate)
                 if os.path.isfile(candidate.path):
                     image = parse(pathlib.Path(candidate.path))
-                    if image.compat_key == chain[0].image.compat_key:
+                    if (image.format, image.arch) == (chain[0].image.format, chain[0].image.arch):
                         results[key] = (candidate.path, tried)
                         loaded[BACKEND.loaded_key(request.name)] = candidate.path
                         visit([*chain, Loaded(candidate.path, image)])
@@ -337,7 +337,7 @@ def test_wrong_architecture_earlier_on_the_path_is_skipped(chain_tree: pathlib.P
     hit, tried = walk(a / "ext.pyd", SearchPaths(dll_directories=(str(b),)))[("libb.dll", "libc.dll")]
     assert hit == str(b / "libc.dll")
     assert [c.path for c in tried] == [str(a / "libc.dll"), str(b / "libc.dll")]
-    assert parse(a / "libc.dll").compat_key == ("pe", "i686")
+    assert parse(a / "libc.dll").arch == "i686"
 
 
 def test_names_are_case_insensitive_on_disk(chain_tree: pathlib.Path) -> None:
@@ -392,7 +392,7 @@ def test_two_extensions_share_one_loaded_dll(chain_tree: pathlib.Path) -> None:
 
 def _in_tree_hits(tree_path: pathlib.Path) -> dict[tuple[str, str], tuple[str, str | None]]:
     """(requester, request) -> (status, hit relative to the tree) of every edge of `tree_path`."""
-    from dynawheel.resolve import analyze
+    from dynawheel.analysis.resolve import analyze
     from dynawheel.tree import open_tree
 
     tree = open_tree(tree_path)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from dynawheel.binary import BinaryFormat, Dependency, FileKind, Image
-from dynawheel.graph import DependencyGraph
 from dynawheel.policy import (
     best_elf_policy,
     get_policy,
@@ -18,11 +17,14 @@ from dynawheel.policy import (
     load_policies,
     split_version,
     system_libraries,
-    tree_verdict,
 )
-from dynawheel.resolve import analyze
+from dynawheel.repair.options import RepairOptions
+from dynawheel.repair.pipeline import decide
+from dynawheel.repair.retag import new_tags
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree
+from dynawheel.wheel.tags import parse_tags
 
 from . import elfbuild
 
@@ -93,11 +95,9 @@ def test_verdict_of_a_built_tree(tmp_path: Path) -> None:
     elfbuild.extension(tmp_path / "pkg", "_ext", needs=[helper], runpath=["$ORIGIN"])
     for c in tmp_path.rglob("*.c"):
         c.unlink()
-    analysis = analyze(DirTree(tmp_path), SearchPaths.from_host({}))
-    graph = DependencyGraph(analysis)
-    verdict = tree_verdict(analysis, graph)
-    assert graph.external_names() == ("libc.so.6",)
-    assert verdict.tag == "manylinux_2_5_x86_64"  # getenv@GLIBC_2.2.5 only
+    report = audit(tmp_path, SearchPaths.from_host({}))
+    assert [(v.format, v.summary, v.blockers) for v in report.verdicts] == [
+        (BinaryFormat.ELF, "manylinux_2_5_x86_64", ())]  # getenv@GLIBC_2.2.5 only; libc.so.6 the one outside
 
 
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed")
@@ -105,15 +105,15 @@ def test_verdict_before_and_after_vendoring(tmp_path: Path) -> None:
     """An external library blocks every policy until it is vendored; then its own needs count."""
     outside = elfbuild.shared_lib(tmp_path / "outside" / "libout.so.1", soname="libout.so.1")
     elfbuild.extension(tmp_path / "tree" / "pkg", "_ext", needs=[outside], runpath=[str(tmp_path / "outside")])
-    analysis = analyze(DirTree(tmp_path / "tree"), SearchPaths.from_host({}))
-    graph = DependencyGraph(analysis)
-    assert graph.to_vendor() == (str(tmp_path / "outside" / "libout.so.1"),)
-    before = tree_verdict(analysis, graph)
-    assert before.tag == "linux_x86_64"
+    search = SearchPaths.from_host({})
+    (before,) = audit(tmp_path / "tree", search).verdicts
+    assert before.summary == "linux_x86_64"
     assert "manylinux_2_5: external library 'libout.so.1' is not allowed" in before.blockers
-    after = tree_verdict(analysis, graph, vendored=True)
-    assert graph.external_names(vendored=True) == ("libc.so.6",)  # libout's own libc need
-    assert after.tag == "manylinux_2_5_x86_64" and after.blockers == ()
+    opts = RepairOptions(search=search, dry_run=True)
+    job = decide(DirTree(tmp_path / "tree"), opts, "demo")
+    assert [v.source for v in job.collection.vendored] == [str(tmp_path / "outside" / "libout.so.1")]
+    after = new_tags(job, parse_tags("cp311-cp311-linux_x86_64"), opts)  # libout vendored: its libc need counts
+    assert after.platform == "manylinux_2_5_x86_64.manylinux1_x86_64"
 
 
 def test_gen_policy_regenerates_the_packaged_file(tmp_path: Path) -> None:

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel.audit import audit
+from dynawheel.analysis.resolve import Status
 from dynawheel.binary import BinaryFile
 from dynawheel.errors import HeaderSpaceError
 from dynawheel.platforms.codesign import verify_signature
 from dynawheel.platforms.macho import BACKEND, CPU_TYPE_ARM64, LC_CODE_SIGNATURE, headers_of_bytes
-from dynawheel.repair import RepairOptions, repair_tree
-from dynawheel.resolve import Status
+from dynawheel.repair.options import RepairOptions
+from dynawheel.repair.pipeline import repair_tree
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 from dynawheel.wheel.archive import Entry, write_wheel
 

@@ -29,13 +29,15 @@ from typing import Any
 import pefile
 import pytest
 
-from dynawheel.audit import dll_directories_in
-from dynawheel.graph import DependencyGraph
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import Status, analyze
 from dynawheel.platforms.pe import DELAY_FLAG, is_system_name
-from dynawheel.repair import RepairOptions, _shim_plan, decide
-from dynawheel.resolve import Status, analyze
+from dynawheel.repair.options import RepairOptions
+from dynawheel.repair.pipeline import decide
+from dynawheel.repair.plan import shim_plan
+from dynawheel.repair.shim import END, START
+from dynawheel.report import dll_directories_in
 from dynawheel.search import SearchPaths
-from dynawheel.shim import END, START
 from dynawheel.tree import DirTree
 from dynawheel.wheel.archive import Entry, write_wheel
 
@@ -314,7 +316,7 @@ def test_extension_with_dlls_beside_it_and_in_the_shared_dir(build: Path, two_py
     # the shim plan does not hang on which vendored DLL comes first (loadcfg.dll sits beside two.pyd)
     job = decide(DirTree(tree), RepairOptions(search=SearchPaths(extra=(str(build),), use_system=False)), "demo")
     for order in (job.collection.vendored, tuple(reversed(job.collection.vendored))):
-        plan = _shim_plan(job.analysis, replace(job.collection, vendored=order))
+        plan = shim_plan(job.analysis, replace(job.collection, vendored=order))
         assert plan.init_files == {"lib2/__init__.py": ("../demo.libs",), "pkg/__init__.py": ("../demo.libs",)}
 
 

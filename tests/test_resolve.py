@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from dynawheel.analysis.graph import DependencyGraph
+from dynawheel.analysis.resolve import Analysis, Edge, Status, analyze
 from dynawheel.errors import WheelFormatError
-from dynawheel.graph import DependencyGraph
-from dynawheel.resolve import Analysis, Edge, Status, analyze
+from dynawheel.repair.collect import Choices, HostDigests, collect
 from dynawheel.search import SearchPaths, read_ld_so_cache, read_ld_so_conf
 from dynawheel.tree import DirTree, FileTree, HostFS, WheelTree
 
@@ -90,7 +91,7 @@ def test_graph_queries(chain_tree: Path) -> None:
     exts = (f"{root}/pkg/_ext{EXT}", f"{root}/pkg/sub/_ext2{EXT}")
     assert graph.roots() == exts
     assert graph.dependents(liba) == exts
-    assert graph.missing() == () and graph.external() == () and graph.to_vendor() == ()
+    assert graph.missing() == () and graph.external() == ()
     order = graph.topological_order([liba, libb, libcc, *exts])
     assert order.index(libcc) < order.index(libb) < order.index(liba) < order.index(exts[0])
     assert {e.hit for e in graph.system()} >= {LIBC}
@@ -175,9 +176,14 @@ def test_rpath_is_inherited(paths_tree: Path) -> None:
     assert elfbuild.ldso_list(ext)["libleaf.so.1"] == leaf.hit
     graph = DependencyGraph(analysis)
     mid, leaf_path = str(paths_tree / "mid" / "libmid.so.1"), str(paths_tree / "only" / "libleaf.so.1")
-    assert graph.to_vendor() == (leaf_path, mid)  # dependencies first
-    assert graph.to_vendor(exclude=["libmid*"]) == ()  # its subtree is pruned with it
-    assert graph.to_vendor(exclude=["libleaf.so.1"]) == (mid,)
+    digests = HostDigests(HostFS())
+
+    def vendored(*exclude: str) -> list[str]:
+        return [v.source for v in collect(analysis, Choices(exclude=exclude), "rp.libs", digests).vendored]
+
+    assert vendored() == [leaf_path, mid]  # dependencies first
+    assert vendored("libmid*") == []  # its subtree is pruned with it
+    assert vendored("libleaf.so.1") == [mid]
     assert graph.dependents(leaf_path) == (mid,)
 
 
@@ -192,8 +198,14 @@ def test_runpath_is_not_inherited(paths_tree: Path) -> None:
     assert elfbuild.ldso_list(ext)["libleaf.so.1"] is None  # ld.so: not found either
     graph = DependencyGraph(analysis)
     assert [e.request.name for e in graph.missing()] == ["libleaf.so.1"]
-    assert graph.to_vendor() == (str(paths_tree / "mid" / "libmid.so.1"),)
-    assert graph.to_vendor(exclude=["libmid.so.*"]) == ()
+    digests = HostDigests(HostFS())
+
+    def vendored(*exclude: str) -> list[str]:
+        choices = Choices(exclude=exclude, allow_missing=True)
+        return [v.source for v in collect(analysis, choices, "run.libs", digests).vendored]
+
+    assert vendored() == [str(paths_tree / "mid" / "libmid.so.1")]
+    assert vendored("libmid.so.*") == []
 
 
 def test_wrong_arch_is_skipped_and_reported(paths_tree: Path) -> None:
@@ -351,21 +363,21 @@ def manylinux_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_third_party_manylinux_wheels(manylinux_wheels: list[Path]) -> None:
-    from dynawheel.policy import best_elf_policy
+    from dynawheel.report import audit
 
     for whl in manylinux_wheels:
         analysis = analyze(WheelTree(whl), HOST)
         graph = DependencyGraph(analysis)
         project = whl.name.split("-")[0]
         assert analysis.bad == () and len(analysis.tree_binaries) > 10
-        assert graph.missing() == () and graph.to_vendor() == (), whl.name
+        assert graph.missing() == () and graph.external() == (), whl.name
         vendored = {analysis.relpath(e.hit) for e in graph.edges if e.status is Status.IN_TREE and e.hit}
         assert any(v and v.startswith(f"{project}.libs/libscipy_openblas") for v in vendored), vendored
-        assert set(graph.external_names()) <= {"libc.so.6", "libm.so.6", "libpthread.so.0", "libgcc_s.so.1",
-                                               "libstdc++.so.6", "libz.so.1", "ld-linux-x86-64.so.2"}
-        images = [(analysis.relpath(p) or p, analysis.binaries[p].images[0]) for p in analysis.tree_binaries]
-        tag = best_elf_policy(images, graph.external_names()).tag
-        assert whl.name.split("-")[4].startswith(tag), (whl.name, tag)  # the wheel's own best tag
+        assert {e.request.name for e in graph.system()} <= {"libc.so.6", "libm.so.6", "libpthread.so.0",
+                                                             "libgcc_s.so.1", "libstdc++.so.6", "libz.so.1",
+                                                             "ld-linux-x86-64.so.2"}
+        (verdict,) = audit(whl, HOST).verdicts
+        assert whl.name.split("-")[4].startswith(verdict.summary), (whl.name, verdict)  # the wheel's own best tag
 
 
 @pytest.mark.parametrize("dst", ["$PLATFORM", "${LIB}"])

@@ -1,4 +1,4 @@
-"""dynawheel.serve and the static index, exercised with the real clients: pip, uv, twine, http.server.
+"""dynawheel.publish.serve and the static index, exercised with the real clients: pip, uv, twine, http.server.
 
 Everything listens on 127.0.0.1 with ephemeral ports; every request loop is bounded.
 """
@@ -27,8 +27,8 @@ import jsonschema
 import pytest
 
 from dynawheel.errors import PackageIndexError
-from dynawheel.index import build_index
-from dynawheel.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
+from dynawheel.publish.index import build_index
+from dynawheel.publish.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
 
 try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
     from tests.test_index import PEP691_PROJECT, PEP691_PROJECT_LIST, make_sdist, make_wheel, parse_page

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from dynawheel.errors import RepairError
-from dynawheel.shim import END, START, ShimPlan, add_shim, pth_shim, remove_shim, shim_targets
+from dynawheel.repair.shim import END, START, ShimPlan, add_shim, pth_shim, remove_shim, shim_targets
 
 
 def body_kinds(source: str) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from dynawheel.audit import audit, json_schema, to_json
+from dynawheel.report import audit, json_schema, to_json
 
 from .conftest import FIXTURES, assert_user_error, run_cli
 

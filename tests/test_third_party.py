@@ -23,11 +23,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from dynawheel.audit import AuditReport, audit, dll_directories_in, json_schema
+from dynawheel.analysis.resolve import Status, analyze
 from dynawheel.binary import BinaryFormat
-from dynawheel.resolve import Status, analyze
+from dynawheel.repair.shim import add_shim, pth_shim
+from dynawheel.report import AuditReport, audit, dll_directories_in, json_schema
 from dynawheel.search import SearchPaths
-from dynawheel.shim import add_shim, pth_shim
 from dynawheel.tree import DirTree, open_tree
 
 from .conftest import pypi_problem, run_cli

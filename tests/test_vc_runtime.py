@@ -20,10 +20,10 @@ from pathlib import Path
 import pefile
 import pytest
 
-from dynawheel.audit import audit
+from dynawheel.analysis.resolve import Status
 from dynawheel.binary import BinaryFormat, Dependency
 from dynawheel.platforms.pe import BACKEND, VC_REDIST_NOTE, is_system_name, is_vc_redist, read_image
-from dynawheel.resolve import Status
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 
 from .conftest import run_cli

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel.audit import audit
+from dynawheel.analysis.resolve import Status
 from dynawheel.binary import BinaryFormat
 from dynawheel.platforms.pe import is_system_name, is_vc_redist
-from dynawheel.resolve import Status
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 
 from .conftest import pypi_problem

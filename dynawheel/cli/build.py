@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..build import BuildOptions, build
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from ..wheel.build import BuildOptions, build
 from ..wheel.check import CheckReport, check_wheels
 from ..wheel.metadata import MetadataOptions
 from ..wheel.stage import AddStep

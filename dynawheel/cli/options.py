@@ -24,6 +24,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-L", "--lib-path", action="append", default=[], metavar="DIR", help="search DIR first")
     g.add_argument("--no-system-paths", action="store_true", help="hermetic: only the tree and -L dirs")
     g.add_argument("--sysroot", default="/", help="read paths outside the tree below this root")
+    g.add_argument("--glibc-hwcaps", type=_hwcaps_levels, metavar="LEVELS",
+                   help="glibc: the glibc-hwcaps subdirectories the target CPU supports, best first, "
+                        "comma-separated (x86-64-v3,x86-64-v2), or 'none'; default: this host's CPU's")
     g.add_argument("--dll-dir", action="append", default=[], metavar="DIR",
                    help="Windows: a directory added with os.add_dll_directory")
     g.add_argument("--windows-path", action="append", default=[], metavar="DIR",
@@ -31,10 +34,25 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--executable-path", metavar="DIR", help="macOS: what @executable_path means")
 
 
+def _hwcaps_levels(text: str) -> tuple[str, ...]:
+    levels = tuple(part.strip() for part in text.split(","))
+    if text.strip() == "none":
+        return ()
+    if not all(levels) or any("/" in level or level in (".", "..") for level in levels):
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of glibc-hwcaps names: {text!r}")
+    return levels
+
+
 def search_from_args(args: argparse.Namespace) -> SearchPaths:
     from dataclasses import replace
 
-    base = SearchPaths.from_host() if args.sysroot == "/" else SearchPaths()
+    from ..search import host_glibc_hwcaps
+
+    # a sysroot runs on this host's CPU unless --glibc-hwcaps says otherwise; its glibc's legacy
+    # hwcaps subdirectories are not assumed (this host's glibc is not the root's)
+    base = SearchPaths.from_host() if args.sysroot == "/" else SearchPaths(elf_hwcaps=host_glibc_hwcaps())
+    hwcaps = base.elf_hwcaps if getattr(args, "glibc_hwcaps", None) is None else args.glibc_hwcaps
     return replace(base, sysroot=args.sysroot, extra=tuple(args.lib_path), use_system=not args.no_system_paths,
+                   elf_hwcaps=hwcaps,
                    dll_directories=tuple(args.dll_dir), windows_path=tuple(args.windows_path),
                    executable_path=args.executable_path)

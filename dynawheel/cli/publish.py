@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..index import IndexResult, build_index
-from ..serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
+from ..publish.index import IndexResult, build_index
+from ..publish.serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
 
 
 def register(sub: Any) -> None:  # argparse._SubParsersAction

@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..collect import Choices
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..repair import RepairOptions, RepairResult, repair_tree, repair_wheel
+from ..repair.collect import Choices
+from ..repair.options import RepairOptions
+from ..repair.pipeline import RepairResult, repair_tree, repair_wheel
 from .options import add_deflate_option, add_search_options, search_from_args
 
 

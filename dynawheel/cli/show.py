@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..audit import audit, to_dot, to_json, to_text
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from ..report import audit, to_dot, to_json, to_text
 from ..tools import find_tool, run_tool
 from .options import add_search_options, search_from_args
 

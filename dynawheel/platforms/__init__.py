@@ -1,7 +1,9 @@
-"""Registry of binary-format backends, selected by magic bytes (never by file name).
+"""Registry of binary-format backends, selected by magic bytes (never by file name), and of their editors.
 
-Each module here (elf, pe, macho) provides one object satisfying :class:`Backend`.
-The core (resolve, repair) only talks to this interface.
+Each reader module here (elf, pe, macho) provides one object satisfying :class:`Backend`; each editor
+module (elf_edit, pe_edit, macho_edit) a ``make_editor()`` returning an :class:`Editor`, which takes
+the frozen edit record of its format (:class:`ElfEdits`, :class:`MachoEdits`, :class:`PeEdits`).
+The core (analysis, repair, audit) only talks to these interfaces.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol, Union
 
-from ..binary import MAGIC_PREFIXES, BinaryFile, BinaryFormat, Dependency, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, Image
+from ..magic import MAGIC_PREFIXES
 from ..search import SearchPaths
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,9 @@ class Loaded:
     image: Image
 
 
+PATH_FLAG = "loads on Python <= 3.7 only"  # Candidate.flag of a hit found only through PATH (PE)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A path the loader would try for one request, and why it tries it there."""
@@ -42,17 +49,18 @@ class Candidate:
 
 
 class Backend(Protocol):
-    """One binary format.  Optional class attributes the resolver reads with ``getattr``:
-
-    ``match_soname`` (default False): an already-loaded image also satisfies a request
-    equal to its :attr:`Image.soname` (glibc matches DT_SONAME; Windows does not).
-    ``stops_at_bad_file`` (default False): a candidate that exists but cannot be parsed
-    ends the search (glibc: "invalid ELF header") instead of being skipped.
-    ``case_insensitive`` (default False): a candidate path matches a file of the tree whose name
-    differs only in case (Windows' file lookup; on the host, the backend spells paths itself).
-    """
+    """One binary format: its reader and its loader's search rules."""
 
     format: BinaryFormat
+    # an already-loaded image also satisfies a request equal to its Image.soname (glibc matches
+    # DT_SONAME; Windows and dyld do not)
+    match_soname: bool
+    # a candidate that exists but cannot be parsed ends the search (glibc: "invalid ELF header")
+    # instead of being skipped
+    stops_at_bad_file: bool
+    # a candidate path matches a file of the tree whose name differs only in case (Windows' file
+    # lookup; on the host, the backend spells paths itself)
+    case_insensitive: bool
 
     def sniff(self, head: bytes) -> bool:
         """True if these first bytes (MAGIC_READ of them) start a file of this format."""
@@ -76,16 +84,15 @@ class Backend(Protocol):
         """Key under which an already-loaded library satisfies a later request."""
         ...
 
+    def missing_note(self, name: str) -> str | None:
+        """What to tell about a dependency nothing provides (PE: the Visual C++ runtime must be shipped)."""
+        ...
+
 
 BACKEND_MODULES = ("elf", "pe", "macho")
 _FORMAT_MODULES = {BinaryFormat.ELF: "elf", BinaryFormat.PE: "pe", BinaryFormat.MACHO: "macho"}
 # Performance: a backend is imported only when a file's first bytes may be of its format
-# (binary.MAGIC_PREFIXES; pe needs pefile, ~3 ms; macho its data tables), and its own sniff() decides.
-
-
-def backends() -> tuple[Backend, ...]:
-    """Every backend whose module is present (a module still missing is skipped)."""
-    return tuple(b for b in map(_load_backend, BACKEND_MODULES) if b is not None)
+# (magic.MAGIC_PREFIXES; pe needs pefile, ~3 ms; macho its data tables), and its own sniff() decides.
 
 
 @functools.cache
@@ -117,3 +124,77 @@ def backend_of(fmt: BinaryFormat) -> Backend:
     if backend is None or backend.format is not fmt:
         raise KeyError(fmt)
     return backend
+
+
+# ---- editors -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ElfEdits:
+    """The edits of one ELF file, applied in one write (or one patchelf call)."""
+
+    replace_needed: tuple[tuple[str, str], ...] = ()
+    runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
+    soname: str | None = None
+    force_rpath: bool = False  # write DT_RPATH (inherited by dependencies) instead of DT_RUNPATH
+
+    @property
+    def empty(self) -> bool:
+        return not self.replace_needed and self.runpath is None and self.soname is None
+
+
+@dataclass(frozen=True)
+class MachoEdits:
+    """The edits of one Mach-O file (every slice): renamed dependencies, install name, LC_RPATHs."""
+
+    change_dependencies: tuple[tuple[str, str], ...] = ()
+    install_id: str | None = None
+    delete_rpaths: tuple[str, ...] = ()
+    add_rpaths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeEdits:
+    """The edits of one PE file: imported DLLs renamed."""
+
+    rename_imports: tuple[tuple[str, str], ...] = ()
+
+
+Edits = Union[ElfEdits, MachoEdits, PeEdits]
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """One file an editor writes: the private copy `path`, the tree path errors name (`label`), its
+    edits, and, for an editor that `writes_from_source`, the file to read when `path` does not exist yet."""
+
+    path: Path
+    label: str
+    edits: Edits
+    source: str | None = None
+
+
+class Editor(Protocol):
+    """Writes the edits of one format, every file once with all its edits."""
+
+    format: BinaryFormat
+    writes_from_source: bool  # True: EditJob.source may name the file to read (the copy is written from it)
+
+    def prepare(self) -> None:
+        """Start what the edits will need (a tool's version check) on a thread; failures surface in apply()."""
+        ...
+
+    def apply(self, jobs: Sequence[EditJob], done: Callable[[Path], None] | None = None) -> None:
+        """Write every job; `done` is called with each copy once it is final (maybe on another thread).
+        Nothing is written when a file cannot take its edits and the format can tell in advance."""
+        ...
+
+
+_EDITOR_MODULES = {BinaryFormat.ELF: "elf_edit", BinaryFormat.PE: "pe_edit", BinaryFormat.MACHO: "macho_edit"}
+
+
+def make_editor(fmt: BinaryFormat, *, in_process: bool = True) -> Editor:
+    """A new editor for `fmt` (its module is imported now).  `in_process` False: an editor that can
+    leave the work to an external tool does so (ELF: patchelf for every file)."""
+    module = importlib.import_module(f"{__name__}.{_EDITOR_MODULES[fmt]}")
+    editor: Editor = module.make_editor(in_process=in_process)
+    return editor

@@ -31,6 +31,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .. import fsutil
 from ..errors import BinaryFormatError, HeaderSpaceError, RepairError
 from .macho import (
     CPU_TYPE_ARM64,
@@ -346,11 +347,9 @@ def sign(data: bytes, path: str = "<bytes>", identifier: str | None = None) -> b
 
 def sign_file(path: str, identifier: str | None = None) -> None:
     """Re-sign a file in place (written to a temporary file, then renamed)."""
-    from .macho_edit import write_atomic
-
     with open(path, "rb") as fp:
         data = fp.read()
-    write_atomic(path, sign(data, path, identifier))
+    fsutil.write_atomic(path, sign(data, path, identifier), mode=None)  # keeps the file's permissions
 
 
 def verify_signature(data: bytes, path: str = "<bytes>") -> list[str]:

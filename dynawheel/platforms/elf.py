@@ -430,16 +430,17 @@ def _dirs(entries: Sequence[str], holder: Loaded, search: SearchPaths) -> Iterat
         if not expanded.startswith("/"):
             log.debug("%r in %r is relative to the cwd: not searched", entry, holder.path)
             continue
-        if has_origin:
-            yield posixpath.normpath(expanded)
+        if has_origin:  # '..' after a symlinked directory: the kernel's answer, not the text's
+            yield search.kernel_path(expanded)
         elif search.use_system:
-            yield posixpath.normpath(search.host_path(expanded))
+            yield search.kernel_path(search.host_path(expanded))
 
 
 class ElfBackend:
     format = BinaryFormat.ELF
     match_soname = True  # an already-loaded object also answers to its DT_SONAME
     stops_at_bad_file = True  # ld.so fails ("invalid ELF header") instead of searching on
+    case_insensitive = False
 
     def sniff(self, head: bytes) -> bool:
         return head[:4] == MAGIC
@@ -458,6 +459,9 @@ class ElfBackend:
 
     def loaded_key(self, name: str) -> str:
         return name
+
+    def missing_note(self, name: str) -> str | None:
+        return None
 
     def candidates(
         self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths
@@ -489,7 +493,7 @@ def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterato
         log.debug("DT_NEEDED %r of %r is relative to the cwd: not searched", raw, loader.path)
         return
     if name != raw:  # came from $ORIGIN: already in the resolver's namespace
-        yield Candidate(posixpath.normpath(name), f"DT_NEEDED path of {loader.path}")
+        yield Candidate(search.kernel_path(name), f"DT_NEEDED path of {loader.path}")
     elif search.use_system:
         yield Candidate(search.host_path(name), f"DT_NEEDED path of {loader.path}")
 

@@ -16,61 +16,51 @@ import sysconfig
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..binary import BinaryFormat
 from ..errors import ToolError
 from ..tools import find_tool, run_tool
+from . import EditJob, ElfEdits
 
 log = logging.getLogger(__name__)
 MIN_VERSION = (0, 18)
-_check: Future[str] | None = None  # see check_patchelf_soon()
-_check_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class ElfEdits:
-    """The edits of one ELF file, applied in one write (or one patchelf call)."""
+class PatchelfCheck:
+    """Finds and version-checks patchelf on a thread (it runs a process: ~2 ms), so that the first
+    edit need not wait for it.  A success is kept; a failure reaches the caller of tool() and is not
+    kept (the next call looks again).  One per editor: no state outlives a repair."""
 
-    replace_needed: tuple[tuple[str, str], ...] = ()
-    runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
-    soname: str | None = None
-    force_rpath: bool = False  # write DT_RPATH (inherited by dependencies) instead of DT_RUNPATH
+    def __init__(self) -> None:
+        self._future: Future[str] | None = None
+        self._lock = threading.Lock()
 
-    @property
-    def empty(self) -> bool:
-        return not self.replace_needed and self.runpath is None and self.soname is None
+    def soon(self) -> Future[str]:
+        """Start the check if none is running or done."""
+        with self._lock:
+            if self._future is None:
+                self._future = Future()
+                threading.Thread(target=_find_patchelf, args=(self._future,), name="patchelf-check",
+                                 daemon=True).start()
+            return self._future
 
-
-def patchelf() -> str:
-    """The patchelf binary, found and version-checked once per process (a failure is not kept:
-    the next call looks again)."""
-    global _check
-    future = check_patchelf_soon()
-    try:
-        return future.result()
-    except Exception:
-        with _check_lock:
-            if _check is future:
-                _check = None
-        raise
-
-
-def check_patchelf_soon() -> Future[str]:
-    """Performance: start finding and version-checking patchelf on a thread (it runs a process:
-    ~2 ms), so that the first edit need not wait for it; a failure is raised by patchelf()."""
-    global _check
-    with _check_lock:
-        if _check is None:
-            _check = Future()
-            threading.Thread(target=_find_patchelf, args=(_check,), name="patchelf-check", daemon=True).start()
-        return _check
+    def tool(self) -> str:
+        """The patchelf binary (waits for the check)."""
+        future = self.soon()
+        try:
+            return future.result()
+        except Exception:
+            with self._lock:
+                if self._future is future:
+                    self._future = None
+            raise
 
 
 def _find_patchelf(future: Future[str]) -> None:
     try:
         future.set_result(_checked_patchelf())
-    except Exception as exc:  # any failure reaches the caller of patchelf(): none may leave it waiting
+    except Exception as exc:  # any failure reaches the caller of tool(): none may leave it waiting
         future.set_exception(exc)
 
 
@@ -99,12 +89,14 @@ def patchelf_args(edits: ElfEdits) -> list[str]:
     return args
 
 
-def apply_elf(path: Path, edits: ElfEdits, source: str | None = None, in_process: bool = True) -> None:
+def apply_elf(path: Path, edits: ElfEdits, source: str | None = None, in_process: bool = True,
+              patchelf: Callable[[], str] | None = None) -> None:
     """Apply all `edits` to the file at `path` (a private copy): in this process when it is a
-    shared library elf_rewrite handles (and `in_process`), else in one patchelf call.  With a
-    `source`, that file is read and `path` written (one write instead of copy + rewrite)."""
+    shared library elf_rewrite handles (and `in_process`), else in one patchelf call (`patchelf`
+    gives the tool; default: found now).  With a `source`, that file is read and `path` written
+    (one write instead of copy + rewrite)."""
     if not _done_here(path, edits, source, in_process):
-        _patchelf(path, edits, source)
+        _patchelf(path, edits, source, patchelf or PatchelfCheck().tool)
 
 
 def _done_here(path: Path, edits: ElfEdits, source: str | None, in_process: bool) -> bool:
@@ -141,7 +133,7 @@ def _rewritten(path: Path, edits: ElfEdits, source: str | None) -> bool:
     return True
 
 
-def _patchelf(path: Path, edits: ElfEdits, source: str | None) -> None:
+def _patchelf(path: Path, edits: ElfEdits, source: str | None, patchelf: Callable[[], str]) -> None:
     if source is None:
         run_tool([patchelf(), *patchelf_args(edits), str(path)])
     else:
@@ -149,7 +141,7 @@ def _patchelf(path: Path, edits: ElfEdits, source: str | None) -> None:
 
 
 def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable[[Path], None] | None = None,
-               in_process: bool = True) -> None:
+               in_process: bool = True, patchelf: Callable[[], str] | None = None) -> None:
     """Apply the edits of several files: (copy, edits, source or None); `done` is called with each
     copy once it is written.  In-process edits run here, one after the other, the biggest file
     first (they are Python code: threads would only take turns; and the first file's compression
@@ -167,8 +159,10 @@ def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable
         else:
             left.append(job)
 
+    tool = patchelf or PatchelfCheck().tool
+
     def run(job: tuple[Path, ElfEdits, str | None]) -> None:
-        _patchelf(*job)
+        _patchelf(*job, tool)
         if done is not None:
             done(job[0])
 
@@ -176,3 +170,26 @@ def apply_many(jobs: Sequence[tuple[Path, ElfEdits, str | None]], done: Callable
         with ThreadPoolExecutor() as pool:
             for _ in pool.map(run, left):
                 pass
+
+
+class ElfEditor:
+    """The ELF editor of platforms.Editor: shared libraries in this process, the rest (or all, when
+    not `in_process`) with patchelf, whose check prepare() starts."""
+
+    format = BinaryFormat.ELF
+    writes_from_source = True
+
+    def __init__(self, in_process: bool = True) -> None:
+        self.in_process = in_process
+        self._patchelf = PatchelfCheck()
+
+    def prepare(self) -> None:
+        self._patchelf.soon()
+
+    def apply(self, jobs: Sequence[EditJob], done: Callable[[Path], None] | None = None) -> None:
+        elf = [(job.path, job.edits, job.source) for job in jobs if isinstance(job.edits, ElfEdits)]
+        apply_many(elf, done, self.in_process, self._patchelf.tool)
+
+
+def make_editor(*, in_process: bool = True) -> ElfEditor:
+    return ElfEditor(in_process)

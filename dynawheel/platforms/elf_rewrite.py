@@ -31,8 +31,8 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from . import ElfEdits
 from .elf import DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRTAB, DT_VERNEED, DT_VERNEEDNUM
-from .elf_edit import ElfEdits
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -513,6 +513,9 @@ def system_prefixes() -> tuple[str, ...]:
 
 class MachOBackend:
     format = BinaryFormat.MACHO
+    match_soname = False  # dyld matches install names as paths
+    stops_at_bad_file = False
+    case_insensitive = False
 
     def sniff(self, head: bytes) -> bool:
         if len(head) < 4:
@@ -537,6 +540,9 @@ class MachOBackend:
 
     def loaded_key(self, name: str) -> str:
         return name
+
+    def missing_note(self, name: str) -> str | None:
+        return None
 
     def candidates(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
         name = request.name

@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Union
 
 from .. import fsutil
+from ..binary import BinaryFormat
 from ..errors import BinaryFormatError, HeaderSpaceError, RepairError
+from . import EditJob, MachoEdits
 from .codesign import needs_signature, sign_slice
 from .macho import (
     DYLIB_KINDS,
@@ -280,3 +283,40 @@ def write_atomic(path: str, data: bytes, mode_from: str | None = None) -> None:
     except FileNotFoundError:
         mode = 0o755
     fsutil.write_atomic(path, data, mode)
+
+
+def edits_of(edits: MachoEdits) -> list[Edit]:
+    """The load-command edits of a file's MachoEdits, in the order they are applied."""
+    out: list[Edit] = [ChangeDependency(o, n) for o, n in edits.change_dependencies]
+    if edits.install_id:
+        out.append(SetId(edits.install_id))
+    out += [DeleteRpath(r) for r in edits.delete_rpaths]
+    out += [AddRpath(r) for r in edits.add_rpaths]
+    return out
+
+
+class MachoEditor:
+    """The Mach-O editor of platforms.Editor: every file is planned first; if any lacks header room,
+    HeaderSpaceError names them all and no Mach-O file is written."""
+
+    format = BinaryFormat.MACHO
+    writes_from_source = False
+
+    def prepare(self) -> None:
+        pass
+
+    def apply(self, jobs: Sequence[EditJob], done: Callable[[Path], None] | None = None) -> None:
+        plans = [(job.path, plan(job.path.read_bytes(), edits_of(job.edits), job.label))  # planned under the
+                 for job in jobs if isinstance(job.edits, MachoEdits)]  # tree path: errors name it, not the copy
+        no_room = [error for _path, fp in plans for error in fp.space_errors()]
+        if no_room:  # every file that lacks room, at once, before any Mach-O is written
+            raise HeaderSpaceError("; ".join(no_room))
+        for path, fp in plans:
+            path.write_bytes(apply_plan(path.read_bytes(), fp))
+            if done is not None:
+                done(path)
+
+
+def make_editor(*, in_process: bool = True) -> MachoEditor:
+    del in_process  # always in process
+    return MachoEditor()

@@ -37,7 +37,7 @@ step   where / what                                                SearchPaths f
 =====  ==========================================================  ==========================
 
 * A candidate of another machine type is skipped and the search goes on (wine 8 skips an
-  i686 ``libc.dll`` earlier on the path); the resolver compares ``Image.compat_key``.
+  i686 ``libc.dll`` earlier on the path); the resolver compares format and arch.
 * Names are case-insensitive; the key of a loaded module is its lower-cased base name.
 * Delay-load imports are resolved at the first call by the delay helper the DLL links
   (MSVC's ``__delayLoadHelper2`` calls ``LoadLibraryExA(name, NULL, 0)``): the process
@@ -72,11 +72,10 @@ import pefile
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image
 from ..errors import BinaryFormatError
 from ..search import SearchPaths
-from . import Candidate, Loaded
+from . import PATH_FLAG, Candidate, Loaded
 
 log = logging.getLogger(__name__)
 
-PATH_FLAG = "loads on Python <= 3.7 only"
 DELAY_FLAG = "delay-load: found at first call only if already loaded (the delay helper uses the default search order)"
 
 MACHINES = {0x8664: "x86_64", 0x14C: "i686", 0xAA64: "arm64", 0x1C4: "armv7l"}
@@ -361,6 +360,8 @@ def _spelled(directory: str, name: str) -> str:
 class PEBackend:
     format = BinaryFormat.PE
     case_insensitive = True  # Windows finds 'LIBA.DLL' for an import of 'liba.dll', in a wheel too
+    match_soname = False  # the key of a loaded DLL is its base name, never its export-directory name
+    stops_at_bad_file = False  # the loader skips a file of another machine type and searches on
 
     def sniff(self, head: bytes) -> bool:
         return head[:2] == b"MZ"
@@ -399,6 +400,10 @@ class PEBackend:
     @staticmethod
     def loaded_key(name: str) -> str:
         return re.split(r"[\\/]", name)[-1].lower()
+
+    @staticmethod
+    def missing_note(name: str) -> str | None:
+        return VC_REDIST_NOTE if is_vc_redist(name) else None
 
 
 BACKEND = PEBackend()

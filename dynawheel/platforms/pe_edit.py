@@ -25,9 +25,12 @@ import array
 import logging
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
+from ..binary import BinaryFormat
 from ..errors import BinaryFormatError, RepairError
+from . import EditJob, PeEdits
 from .pe import NameSlot, PEView, import_slots
 
 log = logging.getLogger(__name__)
@@ -175,3 +178,25 @@ def rename_imports(data: bytes, mapping: Mapping[str, str], path: str = "<memory
     _verify(bytes(out), path, expected)
     log.debug("%s: renamed %d import(s), %d in a new section", path, len(hits), len(long_names))
     return bytes(out)
+
+
+class PeEditor:
+    """The PE editor of platforms.Editor: imported DLLs renamed in place, one file at a time."""
+
+    format = BinaryFormat.PE
+    writes_from_source = False
+
+    def prepare(self) -> None:
+        pass
+
+    def apply(self, jobs: Sequence[EditJob], done: Callable[[Path], None] | None = None) -> None:
+        for job in jobs:
+            if isinstance(job.edits, PeEdits) and job.edits.rename_imports:
+                job.path.write_bytes(rename_imports(job.path.read_bytes(), dict(job.edits.rename_imports), job.label))
+            if done is not None:
+                done(job.path)
+
+
+def make_editor(*, in_process: bool = True) -> PeEditor:
+    del in_process  # always in process
+    return PeEditor()

@@ -144,7 +144,7 @@ class Stage:
 
     def build(self, out_dir: str | Path = "dist", **options: Any) -> Path:
         """Pack these files as a wheel; `options` are those of :func:`dynawheel.build_wheel`."""
-        from ..build import build_wheel
+        from .build import build_wheel
 
         return build_wheel(None, out_dir, files=self, **options)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable
@@ -28,11 +27,12 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..binary import BINARY_MAGIC
 from ..errors import WheelFormatError
-from ..inflate import errors, inflate_whole, inflater
+from ..magic import BINARY_MAGIC
+from .inflate import errors, inflate_whole, inflater
 from .record import encode_digest
 from .zipread import stored_name
+from .zipwriter import pread_data_offset
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,6 @@ DEFLATED, STORED = 8, 0
 ALGORITHM = "sha256"  # the digest SharedDigests holds
 
 
-def _data_offset(fd: int, header_offset: int, name: bytes | None = None) -> int:
-    head = os.pread(fd, 30 + len(name or b""), header_offset)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
-        raise EOFError(f"no local file header at offset {header_offset}")
-    name_len, extra_len = struct.unpack("<HH", head[26:30])
-    if name is not None and head[30 : 30 + name_len] != name:
-        raise EOFError(f"its local header names {head[30:30 + name_len].decode('utf-8', 'replace')!r}")
-    return header_offset + 30 + int(name_len) + int(extra_len)
-
-
 class Stopped(Exception):
     """The check was closed before this member was done."""
 
@@ -70,7 +60,7 @@ def member_digest(fd: int, header_offset: int, method: int, compressed: int, alg
     """'<algorithm>=<urlsafe-b64-nopad>' of one member's content, as RECORD writes it; `size`, the
     inflated size the zip gives, lets a small deflated member be inflated in one call; `name`, the
     member's name as the central directory stores it, is checked against its local header."""
-    offset = _data_offset(fd, header_offset, name)
+    offset = pread_data_offset(fd, header_offset, name)
     if method == DEFLATED and 0 < size <= WHOLE_MAX:  # performance: one call (most members are small)
         data = inflate_whole(os.pread(fd, compressed, offset), size)
         return encode_digest(hashlib.new(algorithm, data).digest(), algorithm)
@@ -237,7 +227,7 @@ class RecordCheck:
     def _binary(self, info: Any) -> bool:
         """Whether a member starts like an ELF, PE or Mach-O file (unreadable: False, the check says why)."""
         try:
-            raw = os.pread(self.fd, 4096, _data_offset(self.fd, info.header_offset))  # the first block's tables
+            raw = os.pread(self.fd, 4096, pread_data_offset(self.fd, info.header_offset))  # the first block's tables
             head = zlib.decompressobj(-15).decompress(raw, 4) if info.compress_type == DEFLATED else raw[:4]
         except read_errors():
             return False

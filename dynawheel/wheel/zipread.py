@@ -29,6 +29,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import WheelFormatError
+from .zipwriter import pread_data_offset
 
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3: what zipfile itself reads
 MAX_MEMBER = 1 << 40  # bytes: no wheel member is bigger than 1 TiB; a bigger size is a broken header
@@ -37,7 +38,6 @@ ALLOWED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, 
 SMALL_METHODS = (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)  # read through zipfile, whole: members up to MAX_SMALL_METHOD
 MAX_SMALL_METHOD = 16 << 20
 _UTF8_FLAG = 0x800
-LOCAL_HEADER = 30
 # what reading a member through zipfile may raise on bad data (bz2 raises OSError, lzma LZMAError)
 READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, RuntimeError,
                struct.error, lzma.LZMAError)
@@ -136,17 +136,10 @@ def check_infos(infos: list[zipfile.ZipInfo], wheel: str) -> None:
 def data_offset(fd: int, info: zipfile.ZipInfo, wheel: str, length: int) -> int:
     """Where the stored bytes of `info` start in the zip open as `fd` (`length` bytes long); its
     local header must be there and name the same member as the central directory."""
-    start = info.header_offset
-    want = stored_name(info)
-    head = os.pread(fd, LOCAL_HEADER + len(want), start)
-    if len(head) < LOCAL_HEADER or head[:4] != b"PK\x03\x04":
-        raise WheelFormatError(f"{wheel!r}: no local header for member {info.filename!r} at offset {start}")
-    name_len, extra_len = struct.unpack_from("<HH", head, 26)
-    if head[LOCAL_HEADER : LOCAL_HEADER + name_len] != want or name_len != len(want):
-        got = head[LOCAL_HEADER : LOCAL_HEADER + name_len]
-        raise WheelFormatError(f"{wheel!r}: the local header of member {info.filename!r} names "
-                               f"{got.decode('utf-8', 'replace')!r}" + ("..." if name_len > len(want) else ""))
-    data: int = start + LOCAL_HEADER + name_len + extra_len
+    try:
+        data = pread_data_offset(fd, info.header_offset, stored_name(info))
+    except (EOFError, struct.error) as exc:
+        raise WheelFormatError(f"{wheel!r}: bad local header for member {info.filename!r} ({exc})") from None
     if data + info.compress_size > length:
         raise WheelFormatError(f"{wheel!r}: member {info.filename!r} runs past the end of the file")
     return data

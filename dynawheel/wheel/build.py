@@ -7,9 +7,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import MetadataError, StageError, TagError, UsageError
-from .wheel.assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
-from .wheel.metadata import (
+from ..errors import MetadataError, StageError, TagError, UsageError
+from ..magic import format_of
+from .assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
+from .metadata import (
     MetadataOptions,
     ProjectMetadata,
     from_metadata_text,
@@ -17,14 +18,12 @@ from .wheel.metadata import (
     from_project_table,
     read_pyproject,
 )
-from .wheel.stage import AddStep, Stage
-from .wheel.tags import WheelTags, interpreter_tags, parse_tags
+from .stage import AddStep, Stage
+from .tags import WheelTags, interpreter_tags, parse_tags
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "pyproject.toml"
-_MAGICS = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
-           b"\xca\xfe\xba\xbe")
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,7 @@ def _binary_kind(path: Path) -> str | None:
             head = fp.read(4)
     except OSError as exc:
         raise StageError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    if head.startswith(b"MZ"):
-        return "pe"
-    if head in _MAGICS:
-        return "elf" if head == b"\x7fELF" else "macho"
-    return None
+    return format_of(head)
 
 
 def _default_tags(stage: Stage, notes: list[str]) -> WheelTags:

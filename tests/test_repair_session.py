@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel import inflate
 from dynawheel import tree as tree_mod
 from dynawheel.cli import main
 from dynawheel.errors import ToolError, WheelFormatError
 from dynawheel.platforms import elf_edit
 from dynawheel.tree import WheelTree
+from dynawheel.wheel import inflate
 from dynawheel.wheel.archive import Entry, Packer, write_wheel
 from dynawheel.wheel.record import encode_digest
 from dynawheel.wheel.verify import RecordCheck, SharedDigests
@@ -167,12 +167,13 @@ def test_patchelf_check_failure_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> 
         return answer
 
     monkeypatch.setattr(elf_edit, "_checked_patchelf", check)
-    monkeypatch.setattr(elf_edit, "_check", None)
-    assert elf_edit.check_patchelf_soon() is elf_edit.check_patchelf_soon()  # one check at a time
+    patchelf = elf_edit.PatchelfCheck()
+    assert patchelf.soon() is patchelf.soon()  # one check at a time
     with pytest.raises(ToolError, match="not installed"):
-        elf_edit.patchelf()
-    assert elf_edit.patchelf() == "/opt/patchelf"  # looked again after the failure
-    assert elf_edit.patchelf() == "/opt/patchelf" and answers == []  # and kept the success
+        patchelf.tool()
+    assert patchelf.tool() == "/opt/patchelf"  # looked again after the failure
+    assert patchelf.tool() == "/opt/patchelf" and answers == []  # and kept the success
+    assert elf_edit.PatchelfCheck().soon() is not patchelf.soon()  # no state shared between editors
 
 
 # ---- members compressed before write_wheel -------------------------------------------------------
@@ -263,7 +264,8 @@ def test_patchelf_check_reports_any_failure(monkeypatch: pytest.MonkeyPatch) -> 
         raise OSError("no scripts directory")
 
     monkeypatch.setattr(elf_edit, "_checked_patchelf", check)
-    monkeypatch.setattr(elf_edit, "_check", None)
+    patchelf = elf_edit.PatchelfCheck()
     with pytest.raises(OSError, match="no scripts directory"):
-        elf_edit.patchelf()
-    assert elf_edit._check is None
+        patchelf.tool()
+    with pytest.raises(OSError, match="no scripts directory"):  # not kept: checked again, failing again
+        patchelf.tool()

@@ -138,7 +138,8 @@ def test_cli_imports_only_the_command_it_runs() -> None:
     import sys
 
     code = ("import sys; from dynawheel.cli import _parser; _parser(['-v', 'repair', 'x.whl']); "
-            "print(sorted(m for m in ('dynawheel.serve', 'dynawheel.index', 'dynawheel.build') if m in sys.modules))")
+            "print(sorted(m for m in ('dynawheel.publish.serve', 'dynawheel.publish.index', 'dynawheel.wheel.build')"
+            " if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
     helptext = subprocess.run([sys.executable, "-m", "dynawheel", "--help"], capture_output=True, text=True).stdout
@@ -148,12 +149,12 @@ def test_cli_imports_only_the_command_it_runs() -> None:
 
 def test_retag_keeps_tag_lines_in_the_wheel_header() -> None:
     """setuptools ends WHEEL with a blank line (torch's does): new Tag lines must stay above it."""
-    from dynawheel.repair import _wheel_text
+    from dynawheel.repair.retag import wheel_text
     from dynawheel.wheel.tags import parse_filename
 
     tags = parse_filename("torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl")[3]
     text = b"Wheel-Version: 1.0\nGenerator: setuptools (81.0.0)\nRoot-Is-Purelib: false\nTag: old\n\n"
-    out = _wheel_text(text, tags).decode()
+    out = wheel_text(text, tags).decode()
     assert out == ("Wheel-Version: 1.0\nGenerator: setuptools (81.0.0)\nRoot-Is-Purelib: false\n"
                    "Tag: cp311-cp311-manylinux_2_28_x86_64\n")
 

@@ -11,11 +11,12 @@ import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .binary import BinaryFile, BinaryFormat, Image
+from ..analysis.graph import DependencyGraph
+from ..analysis.resolve import Analysis, Status
+from ..binary import BinaryFile, BinaryFormat, DepKind, Image
+from ..errors import RepairError
 from .collect import Collection, Vendored
-from .errors import RepairError
-from .graph import DependencyGraph
-from .resolve import Analysis, Status
+from .shim import ShimPlan, shim_targets
 
 
 @dataclass
@@ -186,3 +187,54 @@ class Planner:
 
 def make_plan(analysis: Analysis, collection: Collection) -> EditPlan:
     return Planner(analysis, collection).build()
+
+
+@dataclass
+class Job:
+    """Everything decided for one tree."""
+
+    analysis: Analysis
+    collection: Collection
+    plan: EditPlan
+    shim: ShimPlan
+    requires: tuple[str, ...]
+    notes: list[str]
+
+
+# ---- the DLL shim: which package runs os.add_dll_directory for which extension -------------------
+
+def shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
+    """PE extensions need os.add_dll_directory for every directory other than their own that holds
+    a DLL they load (directly or not): where it was vendored, or where another wheel installs it
+    (--provided-by: its install path, relative to the same site-packages)."""
+    provided: dict[str, list[str]] = {}  # dependent (tree path, or source of a vendored copy) -> dirs
+    for dependent, _request, path in collection.provided:
+        provided.setdefault(dependent, []).append(posixpath.dirname(path))
+    dirs: dict[str, list[str]] = {}
+    for path in analysis.tree_binaries:
+        rel = analysis.relpath(path)
+        if analysis.binaries[path].format is not BinaryFormat.PE or rel is None:
+            continue
+        loaded = [p for walk in analysis.walks if walk.root == path for p in walk.loaded]
+        places = [posixpath.dirname(v.dest) for v in collection.vendored if v.source in loaded]
+        places += [d for p in dict.fromkeys(loaded) for d in provided.get(analysis.relpath(p) or p, ())]
+        wanted = dirs.setdefault(rel, [])
+        wanted += [d for d in dict.fromkeys(places) if d != posixpath.dirname(rel)]
+    return shim_targets(dirs, set(analysis.files), _delay_loaded(analysis, collection))
+
+
+def _delay_loaded(analysis: Analysis, collection: Collection) -> dict[str, list[str]]:
+    """PE extension -> tree paths of the DLLs it delay-loads: the delay-load helper searches only
+    the default order at the first call, so the shim loads them first by full path."""
+    dest = {v.source: v.dest for v in collection.vendored}
+    out: dict[str, list[str]] = {}
+    for walk in analysis.walks:
+        rel = analysis.relpath(walk.root)
+        if rel is None or analysis.binaries[walk.root].format is not BinaryFormat.PE:
+            continue
+        for edge in walk.edges:
+            if edge.request.kind is DepKind.DELAY and edge.hit is not None:
+                target = dest.get(edge.hit) or analysis.relpath(edge.hit)
+                if target is not None and target not in out.setdefault(rel, []):
+                    out[rel].append(target)
+    return {k: v for k, v in out.items() if v}

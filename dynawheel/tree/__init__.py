@@ -21,16 +21,16 @@ import stat
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
-from .errors import StageError, WheelFormatError
-from .inflate import errors, inflate_whole, inflater
-from .wheel.record import encode_digest
-from .wheel.zipread import READ_ERRORS, data_offset, open_zip
+from ..errors import StageError, WheelFormatError
+from ..wheel.inflate import errors, inflate_whole, inflater
+from ..wheel.record import encode_digest
+from ..wheel.zipread import READ_ERRORS, data_offset, open_zip
 
 if TYPE_CHECKING:
-    from .wheel.verify import SharedDigests
+    from ..wheel.verify import SharedDigests
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,15 @@ class _StoredStream(io.RawIOBase):
 class Tree(Protocol):
     root: str  # absolute posix path, the tree's place in the resolver's namespace
 
+    @property
+    def broken(self) -> Mapping[str, str]:
+        """Files seen but not usable (a link out of the tree...): rel -> why."""
+        ...
+
+    def close(self) -> None:
+        """Release what the tree holds open (nothing for a directory)."""
+        ...
+
     def files(self) -> list[str]:
         """Relative posix paths of every regular file (symlinks to files included), sorted."""
         ...
@@ -375,6 +384,9 @@ class DirTree:
         self.root = real
         self._files: list[str] | None = None
         self.broken: dict[str, str] = {}  # rel -> why it is not a usable file
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per read."""
 
     def _resolve(self, rel: str) -> str:
         """The real relative path of `rel` after following links that stay in the tree."""
@@ -495,6 +507,7 @@ class WheelTree:
         self, path: str | os.PathLike[str], root: str | None = None, *, require_wheel: bool = True
     ) -> None:
         self.path = os.fspath(path)
+        self.broken: dict[str, str] = {}  # member names are checked when listed: none is broken later
         self._zip = open_zip(self.path)  # every member's method, flags and name checked
         try:
             self._fd = os.open(self.path, os.O_RDONLY)

@@ -257,9 +257,10 @@ def test_repair_checks_a_binary_the_analysis_hashed(tmp_path: Path, monkeypatch:
                                                     tamper: bool) -> None:
     """pk/libkeep.so is read by the analysis and copied unchanged: its RECORD hash is checked on the
     analysis's bytes; changing one byte of it (RECORD kept) fails the repair, nothing written."""
-    from dynawheel import repair as repair_mod
-    from dynawheel.build import build_wheel
-    from dynawheel.repair import RepairOptions, repair_wheel
+    from dynawheel.repair import session as repair_mod
+    from dynawheel.repair.options import RepairOptions
+    from dynawheel.repair.pipeline import repair_wheel
+    from dynawheel.wheel.build import build_wheel
 
     monkeypatch.setattr(verify, "HOLD_MIN", 0)  # every binary waits for the analysis, on any number of cores
     build, stage = tmp_path / "build", tmp_path / "stage"

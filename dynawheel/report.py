@@ -9,20 +9,19 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import posixpath
-import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .analysis.dlldirs import dll_directories_in, with_dll_directories
+from .analysis.graph import DependencyGraph, outside_names
+from .analysis.resolve import LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
-from .dlldirs import dll_directories_in, with_dll_directories
 from .errors import WheelFormatError
-from .graph import DependencyGraph
-from .policy import best_elf_policy, interpreters, read_data
-from .resolve import Analysis, BadFile, Edge, Status, Walk, analyze
+from .platforms import PATH_FLAG, backend_of
+from .policy import best_elf_policy, read_data
 from .search import SearchPaths
 from .tree import open_tree
 
@@ -65,21 +64,16 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
     try:
         analysis = analyze(tree, with_dll_directories(tree, search))
     finally:
-        close = getattr(tree, "close", None)
-        if close is not None:
-            close()
+        tree.close()
     analysis = _with_fake_libraries(analysis)
     return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
-
-
-_LIB_SUFFIX = re.compile(r"\.(so(\.[0-9]+)*|dll|pyd|dylib)$", re.IGNORECASE)
 
 
 def _with_fake_libraries(analysis: Analysis) -> Analysis:
     """Report files named like libraries that are not binaries (a text file named .so)."""
     known = {analysis.relpath(p) for p in analysis.tree_binaries} | {b.path for b in analysis.bad}
     fakes = tuple(BadFile(rel, f"{rel!r} is named like a library but is not an ELF, PE or Mach-O file")
-                  for rel in analysis.files if _LIB_SUFFIX.search(rel) and rel not in known)
+                  for rel in analysis.files if LIBRARY_NAME.search(rel) and rel not in known)
     return replace(analysis, bad=analysis.bad + fakes) if fakes else analysis
 
 
@@ -98,10 +92,7 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
     graph = DependencyGraph(analysis)
     elf = _images(analysis, BinaryFormat.ELF)
     if elf:
-        loaders = {posixpath.basename(path) for path in interpreters(None).values()}
-        outside = {posixpath.basename(e.request.name) for e in graph.edges
-                   if e.status in (Status.SYSTEM, Status.EXTERNAL) and e.dependent in analysis.tree_binaries}
-        outside -= loaders  # the program interpreter is always there (auditwheel excludes it too)
+        outside = outside_names(graph.edges, set(analysis.tree_binaries), (Status.SYSTEM, Status.EXTERNAL))
         verdict = best_elf_policy(elf, outside)
         yield Verdict(BinaryFormat.ELF, verdict.tag, verdict.blockers)
     macho = _images(analysis, BinaryFormat.MACHO)
@@ -115,8 +106,7 @@ def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
 
 
 def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
-    from .platforms.pe import PATH_FLAG, VC_REDIST_NOTE, is_vc_redist
-
+    pe = backend_of(BinaryFormat.PE)
     pe_paths = {p for p in analysis.binaries if analysis.binaries[p].format is BinaryFormat.PE}
     edges = [e for e in graph.edges if e.dependent in pe_paths]
     missing = [e for e in edges if e.status is Status.MISSING]
@@ -124,7 +114,7 @@ def _pe_verdict(analysis: Analysis, graph: DependencyGraph) -> Verdict:
     warnings = tuple(sorted({f"{e.request.name}: {e.flag}" for e in edges if e.flag and e.flag != PATH_FLAG}))
     if missing:
         names = sorted({e.request.name for e in missing})
-        notes = tuple(f"{name}: {VC_REDIST_NOTE}" for name in names if is_vc_redist(name))
+        notes = tuple(f"{name}: {note}" for name in names if (note := pe.missing_note(name)))
         return Verdict(BinaryFormat.PE, "does not load: missing " + ", ".join(names), notes + warnings)
     if through_path:
         return Verdict(BinaryFormat.PE, "loads on Python <= 3.7 only (found through PATH)",

@@ -52,8 +52,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from . import fsutil
-from .errors import PackageIndexError
+from .. import fsutil
+from ..errors import PackageIndexError
 
 logger = logging.getLogger(__name__)
 
@@ -262,11 +262,8 @@ def _read_sdist_pkg_info(path: Path, stem: str) -> Message:
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return fsutil.sha256_hex(fh, _CHUNK)
 
 
 def scan_wheelhouse(wheelhouse: Path) -> tuple[list[DistFile], list[Skipped]]:

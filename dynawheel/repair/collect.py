@@ -20,15 +20,23 @@ import fnmatch
 import hashlib
 import posixpath
 import re
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from .binary import BinaryFormat
-from .errors import RepairError, ResolveError
-from .graph import DependencyGraph
-from .resolve import Analysis, Edge, Status
+from ..analysis.graph import DependencyGraph
+from ..analysis.resolve import Analysis, Edge, Status
+from ..binary import BinaryFormat
+from ..errors import RepairError, ResolveError, UsageError, WheelFormatError
+from ..fsutil import sha256_hex
+from ..tree import HostFS, Tree
+from ..wheel.tags import parse_filename
 
+# the suffix a mangled name keeps after the hash: wider than analysis.resolve.LIBRARY_NAME (which says
+# whether a file is named like a library) since version parts such as '.so.1a' stay in the suffix
 _SUFFIX = re.compile(r"\.(so(\.[0-9A-Za-z_]+)*|dll|pyd|dylib)$", re.IGNORECASE)
 
 
@@ -253,3 +261,117 @@ def _check_collisions(analysis: Analysis, vendored: Iterable[Vendored]) -> None:
             raise RepairError(f"cannot vendor {v.source!r} as {v.dest!r}: the tree already has a file there "
                               "(use name mangling, or --lib-dir)")
         taken.add(v.dest)
+
+
+# ---- inputs: what other wheels provide, digests, the library directory -----------------------
+
+def sha256_file(host: HostFS, path: str) -> str:
+    with host.open(path) as fp:
+        return sha256_hex(fp)
+
+
+class HostDigests(dict[str, str]):
+    def __init__(self, host: HostFS) -> None:
+        super().__init__()
+        self.host = host
+
+    def __missing__(self, path: str) -> str:
+        value = sha256_file(self.host, path)
+        self[path] = value
+        return value
+
+    def prefetch(self, paths: set[str]) -> HostDigests:
+        """Performance: hash these files on all cores now (collect asks for them one at a time);
+        a file that cannot be read is left for __missing__ to report."""
+        todo = sorted(paths - self.keys())
+        if len(todo) > 1:
+            def one(path: str) -> str | None:
+                try:
+                    return sha256_file(self.host, path)
+                except OSError:
+                    return None
+
+            with ThreadPoolExecutor() as pool:
+                self.update({p: v for p, v in zip(todo, pool.map(one, todo)) if v is not None})
+        return self
+
+
+class TreeDigests(dict[str, str]):
+    """sha256 hex of files of the tree, read on first use."""
+
+    def __init__(self, tree: Tree) -> None:
+        super().__init__()
+        self.tree = tree
+
+    def __missing__(self, rel: str) -> str:
+        with self.tree.open(rel) as fp:
+            self[rel] = sha256_hex(fp)
+        return self[rel]
+
+
+def provided_libraries(wheels: tuple[Path, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(library basename -> install path, Requires-Dist lines) of wheels that provide libraries."""
+    provided: dict[str, str] = {}
+    requires = []
+    for wheel in wheels:
+        name, version, _build, _tags = parse_filename(wheel.name)
+        for rel in _wheel_install_paths(wheel):
+            provided.setdefault(posixpath.basename(rel), rel)
+        requires.append(f"{name.replace('_', '-')}=={version.replace('_', '-')}")
+    return provided, tuple(requires)
+
+
+def _wheel_install_paths(wheel: Path) -> list[str]:
+    """Where the files of a --provided-by wheel install (site-packages relative)."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = zf.namelist()
+    except FileNotFoundError:
+        raise UsageError(f"--provided-by {str(wheel)!r}: no such wheel") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise WheelFormatError(f"--provided-by {str(wheel)!r}: not a wheel ({exc})") from None
+    return [rel for member in names if not member.endswith("/") and (rel := _install_path(member))]
+
+
+def _install_path(member: str) -> str | None:
+    top, _, rest = member.partition("/")
+    if top.endswith(".dist-info"):
+        return None
+    if top.endswith(".data"):
+        scheme, _, sub = rest.partition("/")
+        return sub if scheme in ("purelib", "platlib") else None
+    return member
+
+
+def dist_name(tree_files: list[str], dist: str | None) -> str:
+    """The distribution's name: given, else from a .dist-info, else the first top-level directory."""
+    if dist:
+        return dist
+    for name in tree_files:
+        if name.split("/", 1)[0].endswith(".dist-info"):
+            return name.split("/", 1)[0].rsplit("-", 1)[0]
+    tops = sorted({n.split("/", 1)[0] for n in tree_files if "/" in n})
+    return tops[0] if tops else "vendored"
+
+
+def dist_libs(tree_files: list[str], dist: str | None) -> str:
+    """The shared library directory: '<dist>.libs'."""
+    return f"{dist_name(tree_files, dist)}.libs"
+
+
+def check_one_file_per_request(analysis: Analysis) -> None:
+    """A universal Mach-O's slices must get each dependency from the same file: one load command
+    serves every slice, so thin per-arch copies in different places cannot be vendored."""
+    hits: dict[tuple[str, str], dict[str, str]] = {}
+    for walk in analysis.walks:
+        for edge in walk.edges:
+            binary = analysis.binaries.get(edge.dependent)
+            if edge.hit is not None and edge.status is Status.EXTERNAL and binary is not None and \
+                    binary.format is BinaryFormat.MACHO:
+                hits.setdefault((edge.dependent, edge.request.name), {}).setdefault(edge.arch, edge.hit)
+    for (dependent, request), by_arch in sorted(hits.items()):
+        if len(set(by_arch.values())) > 1:
+            where = ", ".join(f"{arch}: {path}" for arch, path in sorted(by_arch.items()))
+            raise RepairError(f"{request!r} needed by {analysis.relpath(dependent) or dependent!r} is a different file "
+                              f"per architecture ({where}): merge them into one universal file "
+                              "(llvm-lipo -create) and vendor that")

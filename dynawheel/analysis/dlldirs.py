@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
-from .search import SearchPaths
-from .shim import END as SHIM_END
-from .shim import START as SHIM_START
-from .tree import Tree
+from ..repair.shim import END as SHIM_END
+from ..repair.shim import START as SHIM_START
+from ..search import SearchPaths
+from ..tree import Tree
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ _DELVEWHEEL_LIBS = re.compile(r"""['"]([^'"\\/\s]+\.libs)['"]""")
 
 def _shim_hosts(files: list[str]) -> list[str]:
     """Files that may add DLL directories at import: package ``__init__.py`` files and our
-    top-level ``_dynawheel_dlls_*.py`` helpers (see dynawheel/shim.py)."""
+    top-level ``_dynawheel_dlls_*.py`` helpers (see repair/shim.py)."""
     return [rel for rel in files if posixpath.basename(rel) == "__init__.py"
             or ("/" not in rel and rel.startswith("_dynawheel_dlls_") and rel.endswith(".py"))]
 

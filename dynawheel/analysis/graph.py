@@ -1,4 +1,4 @@
-"""Queries over an :class:`~dynawheel.resolve.Analysis`, with no I/O.
+"""Queries over an :class:`~dynawheel.analysis.resolve.Analysis`, with no I/O.
 
 Edges are gathered from every walk and de-duplicated; a library is identified by the
 path it resolved to (the resolver's namespace).
@@ -6,10 +6,11 @@ path it resolved to (the resolver's namespace).
 
 from __future__ import annotations
 
-import fnmatch
+import posixpath
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
+from ..policy import interpreters
 from .resolve import Analysis, Edge, Status
 
 
@@ -50,9 +51,6 @@ class DependencyGraph:
     def missing(self) -> tuple[Edge, ...]:
         """Requests nothing satisfies (weak ones excluded)."""
         return self._with(Status.MISSING)
-
-    def optional_missing(self) -> tuple[Edge, ...]:
-        return self._with(Status.OPTIONAL_MISSING)
 
     def external(self) -> tuple[Edge, ...]:
         return self._with(Status.EXTERNAL)
@@ -105,38 +103,6 @@ class DependencyGraph:
     def _children(self, node: str) -> list[str]:
         return sorted({e.hit for e in self._out.get(node, ()) if e.hit is not None and e.hit != node}, reverse=True)
 
-    def to_vendor(self, exclude: Iterable[str] = ()) -> tuple[str, ...]:
-        """External libraries the tree's binaries load other than through a system library,
-        dependencies first.  `exclude`: glob patterns on request names (or their base
-        names); a match is not vendored and neither is anything only it brings in."""
-        patterns = tuple(exclude)
-        found: set[str] = set()
-        stack = sorted(self.analysis.tree_binaries)
-        seen = set(stack)
-        while stack:
-            node = stack.pop()
-            for edge in self._out.get(node, ()):
-                if edge.hit is None or edge.status not in (Status.EXTERNAL, Status.IN_TREE):
-                    continue
-                if patterns and _matches(edge.request.name, patterns):
-                    continue
-                if edge.status is Status.EXTERNAL:
-                    found.add(edge.hit)
-                if edge.hit not in seen:
-                    seen.add(edge.hit)
-                    stack.append(edge.hit)
-        return self.topological_order(found)
-
-    def external_names(self, vendored: bool = False) -> tuple[str, ...]:
-        """Base names of the libraries the tree loads from outside, for the policy check.
-
-        As the tree is (``vendored=False``): what the tree's binaries get from the system,
-        from elsewhere, or miss.  After :meth:`to_vendor` is copied in (``vendored=True``):
-        the system libraries that the tree's binaries and the vendored copies need."""
-        sources = set(self.analysis.tree_binaries) | (set(self.to_vendor()) if vendored else set())
-        kept = {Status.SYSTEM} if vendored else {Status.SYSTEM, Status.EXTERNAL, Status.MISSING}
-        return tuple(sorted({e.request.name.rsplit("/", 1)[-1] for e in self._edges
-                             if e.status in kept and e.dependent in sources}))
 
 def _roots(analysis: Analysis) -> tuple[str, ...]:
     tree = analysis.tree_binaries
@@ -150,6 +116,11 @@ def _roots(analysis: Analysis) -> tuple[str, ...]:
     return tuple(roots) if roots else tuple(tree)
 
 
-def _matches(name: str, patterns: tuple[str, ...]) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(base, p) for p in patterns)
+def outside_names(edges: Iterable[Edge], sources: Collection[str], statuses: Collection[Status]) -> set[str]:
+    """The one rule for the libraries a tree keeps outside, for the policy check: base names of what
+    `sources` load with one of `statuses`, the program interpreters excepted (always there, and every
+    policy allows them).  As the tree is: its binaries, SYSTEM and EXTERNAL; once repaired: its
+    binaries and the vendored copies, SYSTEM."""
+    loaders = {posixpath.basename(path) for path in interpreters(None).values()}
+    return {posixpath.basename(e.request.name) for e in edges
+            if e.status in statuses and e.dependent in sources} - loaders

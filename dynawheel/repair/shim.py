@@ -30,7 +30,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import RepairError
+from ..errors import RepairError
 
 START = "# start dynawheel dll shim"
 END = "# end dynawheel dll shim"

@@ -45,7 +45,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import PackageIndexError
+from ..errors import PackageIndexError
 from .index import JSON_CONTENT_TYPE, build_index, inspect_distribution, normalize_name, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -317,10 +317,6 @@ class IndexServer(ThreadingHTTPServer):
         with self._log_lock:
             self.request_log.append(entry)
             del self.request_log[:-100_000]
-
-    def rebuild(self) -> None:
-        with self.index_lock:
-            build_index(self.wheelhouse)
 
     def store_upload(self, filename: str, content: bytes) -> None:
         """Validate an uploaded file, move it into the wheelhouse and rebuild the index (under the lock)."""

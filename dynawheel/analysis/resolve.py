@@ -31,11 +31,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from .binary import BinaryFile, Dependency, Image
-from .errors import BinaryFormatError, DynawheelError
-from .platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
-from .search import SearchPaths
-from .tree import HostFS, Tree, in_tree
+from ..binary import BinaryFile, Dependency, Image
+from ..errors import BinaryFormatError, DynawheelError
+from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
+from ..search import SearchPaths
+from ..tree import HostFS, Tree, in_tree
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def analyze(tree: Tree, search: SearchPaths | None = None) -> Analysis:
     search = search if search is not None else SearchPaths.from_host()
     files = _Files(tree, search)
     files_list = tuple(tree.files())
-    bad: list[BadFile] = [BadFile(rel, msg) for rel, msg in sorted(getattr(tree, "broken", {}).items())]
+    bad: list[BadFile] = [BadFile(rel, msg) for rel, msg in sorted(tree.broken.items())]
     binaries: dict[str, BinaryFile] = {}
     in_tree_paths: list[str] = []
     for rel, result in _parse_all(tree, files, [rel for rel in files_list if _sniff(tree, rel, bad)]):
@@ -345,7 +345,7 @@ class _Walker:
         self, state: _State, backend: Backend, name: str, image: Image, path: str, status: Status
     ) -> None:
         keys = {backend.loaded_key(name), backend.loaded_key(path)}
-        if image.soname and getattr(backend, "match_soname", False):
+        if image.soname and backend.match_soname:
             keys.add(backend.loaded_key(image.soname))
         for key in keys:
             state.loaded.setdefault(key, (path, status))
@@ -365,7 +365,7 @@ class _Walker:
                         (Attempt(path, "already loaded", "ok"),)), None
         system = backend.is_system(request, loader.image, self.search)
         tried: list[Attempt] = []
-        fold = getattr(backend, "case_insensitive", False)
+        fold = backend.case_insensitive
         more = 0  # attempts not kept (beyond KEPT_ATTEMPTS)
         for cand in backend.candidates(request, chain, self.search):
             if not self._count(loader, request):
@@ -380,7 +380,7 @@ class _Walker:
                 tried.append(Attempt(path, cand.via, outcome))
             else:
                 more += 1
-            if fatal and getattr(backend, "stops_at_bad_file", False):
+            if fatal and backend.stops_at_bad_file:
                 break
             if image is None:
                 continue

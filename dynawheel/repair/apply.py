@@ -1,0 +1,89 @@
+"""Apply the plan: private copies of every changed or vendored binary, each written once with all its
+edits (the format's editor in platforms/ does the writing)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..binary import BinaryFormat
+from ..platforms import EditJob, Editor, Edits, ElfEdits, MachoEdits, PeEdits, make_editor
+from ..tree import HostFS, Tree
+from .plan import FileEdits, Job
+
+if TYPE_CHECKING:
+    from .options import RepairOptions
+
+
+class Editors:
+    """The editor of each format (platforms.make_editor), made on first use: a repair imports the
+    editors of the formats it edits only."""
+
+    def __init__(self, in_process: bool = True) -> None:
+        self.in_process = in_process
+        self._made: dict[BinaryFormat, Editor] = {}
+
+    def of(self, fmt: BinaryFormat) -> Editor:
+        if fmt not in self._made:
+            self._made[fmt] = make_editor(fmt, in_process=self.in_process)
+        return self._made[fmt]
+
+
+def editor_edits(edits: FileEdits) -> Edits:
+    """The frozen record of `edits` that its format's editor takes."""
+    renames = tuple(sorted(edits.renames.items()))
+    if edits.format is BinaryFormat.ELF:
+        return ElfEdits(renames, edits.runpath, edits.own_name, edits.old_style)
+    if edits.format is BinaryFormat.MACHO:
+        return MachoEdits(renames, edits.own_name, edits.delete_rpaths, edits.add_rpaths)
+    return PeEdits(tuple(edits.renames.items()))
+
+
+def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], editors: Editors,
+                sources: Mapping[Path, str] | None = None, done: Callable[[Path], None] | None = None) -> None:
+    """Apply every file's edits to its private copy: one write per file, by its format's editor.  A
+    copy named in `sources` does not exist yet (its editor writes from a source): it is written from
+    its source.  `done` is called with each copy once it is written (maybe on a worker thread)."""
+    jobs: dict[BinaryFormat, list[EditJob]] = {}
+    for path, (label, edits) in files.items():
+        jobs.setdefault(edits.format, []).append(EditJob(path, label, editor_edits(edits), (sources or {}).get(path)))
+    for fmt in (BinaryFormat.PE, BinaryFormat.MACHO, BinaryFormat.ELF):  # ELF last: its copies pack soonest
+        if fmt in jobs:
+            editors.of(fmt).apply(jobs[fmt], done)
+
+
+def edit_copies(job: Job, tree: Tree, work: Path, opts: RepairOptions, editors: Editors,
+                ready: Callable[[Path], None] | None = None) -> dict[str, Path]:
+    """Private, edited copies of every changed or vendored binary: tree path -> file.  A host
+    library whose editor writes from a source (ELF) is not copied first: the editor reads it and
+    writes the copy.  `ready` is called with each copy once it is final (as soon as it is edited)."""
+    out: dict[str, Path] = {}
+    sources: dict[Path, str] = {}
+    host = HostFS(opts.search.sysroot)
+    vendored = {v.dest: v for v in job.collection.vendored}
+    for rel in sorted(set(job.plan.files) | set(vendored)):
+        dest = out[rel] = work / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        real = host.real(vendored[rel].source) if rel in vendored else None
+        edits = job.plan.files.get(rel)
+        if real is not None and edits is not None and editors.of(edits.format).writes_from_source:
+            sources[dest] = real
+            continue
+        src_fp = host.open(vendored[rel].source) if rel in vendored else tree.open(rel)
+        with src_fp as src, open(dest, "wb") as fp:
+            if isinstance(src, io.BytesIO):  # performance: a member inflated whole, written in one call
+                with src.getbuffer() as view:
+                    fp.write(view)
+            else:
+                shutil.copyfileobj(src, fp, 1 << 20)
+    opts.say(f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
+    apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, editors, sources, ready)
+    for dest in out.values():
+        os.chmod(dest, 0o755)
+        if ready is not None:
+            ready(dest)  # again for an edited copy: a no-op
+    return out

@@ -1,0 +1,69 @@
+"""repair/collect.py on hand-built analyses: what is vendored, in which order, under which names, where."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dynawheel.analysis.resolve import Analysis, Status
+from dynawheel.binary import BinaryFormat
+from dynawheel.errors import ResolveError
+from dynawheel.repair.collect import Choices, collect, mangled_name
+
+from .handbuilt import analysis, elf
+
+EXT, EXT2 = "/t/pk/_ext.so", "/t/pk/sub/_two.so"
+FOO, BAR, LIBC = "/opt/lib/libfoo.so.1", "/opt/lib/libbar.so.2", "/lib/libc.so.6"
+DIGESTS = {FOO: "a" * 64, BAR: "b" * 64}
+
+
+def _chain(*extensions: str) -> Analysis:
+    binaries = {FOO: elf(FOO, ("libbar.so.2", "libc.so.6"), "libfoo.so.1"), BAR: elf(BAR, soname="libbar.so.2"),
+                LIBC: elf(LIBC, soname="libc.so.6")}
+    binaries.update({ext: elf(ext, ("libfoo.so.1",), runpaths=("/opt/lib",)) for ext in extensions})
+    resolved = {ext: {"libfoo.so.1": (Status.EXTERNAL, FOO)} for ext in extensions}
+    resolved[FOO] = {"libbar.so.2": (Status.EXTERNAL, BAR), "libc.so.6": (Status.SYSTEM, LIBC)}
+    files = [e[len("/t/"):] for e in extensions]
+    return analysis(files, binaries, resolved)
+
+
+def test_the_closure_is_vendored_dependencies_first_beside_its_consumer() -> None:
+    c = collect(_chain(EXT), Choices(), "pk.libs", DIGESTS)
+    assert [v.source for v in c.vendored] == [BAR, FOO]  # libc is the system's: never vendored
+    bar, foo = c.vendored
+    assert re.fullmatch(r"libbar-[0-9a-f]{8}\.so\.2", bar.name) and re.fullmatch(r"libfoo-[0-9a-f]{8}\.so\.1", foo.name)
+    assert (bar.dest, foo.dest) == (f"pk/{bar.name}", f"pk/{foo.name}")  # one consumer directory: beside it
+    assert (foo.consumers, bar.consumers) == (("pk/_ext.so",), (foo.dest,))
+    assert (foo.sha256, foo.format, foo.requests) == (DIGESTS[FOO], BinaryFormat.ELF, ("libfoo.so.1",))
+
+
+def test_consumers_in_two_directories_share_the_library_directory() -> None:
+    c = collect(_chain(EXT, EXT2), Choices(), "pk.libs", DIGESTS)
+    foo = c.by_source()[FOO]
+    assert foo.dest == f"pk.libs/{foo.name}" and foo.consumers == ("pk/_ext.so", "pk/sub/_two.so")
+
+
+def test_a_name_hashes_the_names_of_its_vendored_dependencies() -> None:
+    """Excluding libbar (not vendored, subtree pruned) renames libfoo: what it links changed."""
+    whole = collect(_chain(EXT), Choices(), "pk.libs", DIGESTS)
+    pruned = collect(_chain(EXT), Choices(exclude=("libbar*",)), "pk.libs", DIGESTS)
+    assert [v.source for v in pruned.vendored] == [FOO]
+    assert pruned.vendored[0].name != whole.by_source()[FOO].name
+    assert collect(_chain(EXT), Choices(mangle=False), "pk.libs", DIGESTS).vendored[1].name == "libfoo.so.1"
+
+
+def test_a_missing_library_is_an_error_unless_allowed() -> None:
+    a = analysis(["pk/_ext.so"], {EXT: elf(EXT, ("libgone.so.1",))}, {EXT: {"libgone.so.1": (Status.MISSING, None)}})
+    with pytest.raises(ResolveError, match=r"(?s)cannot find 1 needed library .*'libgone\.so\.1' needed by 'pk/_ext"):
+        collect(a, Choices(), "pk.libs", {})
+    allowed = collect(a, Choices(allow_missing=True), "pk.libs", {})
+    assert allowed.vendored == () and [e.request.name for e in allowed.missing_allowed] == ["libgone.so.1"]
+
+
+@pytest.mark.parametrize(("name", "mangled"), [
+    ("libfoo.so.1", "libfoo-1a2b3c4d.so.1"), ("libfoo.so", "libfoo-1a2b3c4d.so"), ("foo.dll", "foo-1a2b3c4d.dll"),
+    ("libz.1.dylib", "libz.1-1a2b3c4d.dylib"), ("libfoo.so.1a", "libfoo-1a2b3c4d.so.1a"),
+])
+def test_mangled_name_keeps_the_suffix(name: str, mangled: str) -> None:
+    assert mangled_name(name, "1a2b3c4d") == mangled
