@@ -27,7 +27,7 @@ _EXPORTS = {
     "analyze": "analysis.resolve",
     "SearchPaths": "search",
     "check_wheels": "wheel.check",
-    "Stage": "wheel.stage",
+    "Stage": "wheel.build",
 }
 
 __all__ = [
@@ -45,9 +45,8 @@ if TYPE_CHECKING:
     from .repair.pipeline import RepairResult, repair_tree, repair_wheel
     from .report import AuditReport, audit
     from .search import SearchPaths
-    from .wheel.build import BuildOptions, BuildResult, build, build_wheel
+    from .wheel.build import BuildOptions, BuildResult, Stage, build, build_wheel
     from .wheel.check import check_wheels
-    from .wheel.stage import Stage
 
 
 class _Package(types.ModuleType):

@@ -123,6 +123,12 @@ def split_version(symbol_version: str) -> tuple[str, str]:
     return prefix, version
 
 
+@functools.lru_cache(maxsize=1)
+def loader_names() -> frozenset[str]:
+    """The file names of every family's program interpreters (ld-linux-x86-64.so.2, ld-musl-*.so.1, ...)."""
+    return frozenset(posixpath.basename(path) for path in interpreters(None).values())
+
+
 def family_of(images: Iterable[Image]) -> str:
     """musllinux when an image uses musl's loader or libc, else manylinux."""
     for image in images:
@@ -139,7 +145,7 @@ def blockers_for(
     """Why `policy` does not apply to these (path, image) pairs keeping `external` libraries.
     `newest`: a cache of :func:`_newest_needs` by image id, shared by the calls for one set of images."""
     out: list[str] = []
-    allowed = policy.lib_whitelist | {posixpath.basename(p) for p in interpreters(None).values()}
+    allowed = policy.lib_whitelist | loader_names()
     for lib in sorted(set(external)):
         if lib not in allowed:
             out.append(f"{policy.name}: external library {lib!r} is not allowed")

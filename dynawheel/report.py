@@ -12,8 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph, outside_names
@@ -24,6 +23,9 @@ from .platforms import PATH_FLAG, backend_of
 from .policy import best_elf_policy, read_data
 from .search import SearchPaths
 from .tree import open_tree
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,10 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
     finally:
         tree.close()
     analysis = _with_fake_libraries(analysis)
-    return AuditReport(str(target), analysis, tuple(_verdicts(analysis)))
+    graph = DependencyGraph(analysis)
+    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)))
+    report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
+    return report
 
 
 def _with_fake_libraries(analysis: Analysis) -> Analysis:
@@ -88,8 +93,7 @@ def _images(analysis: Analysis, fmt: BinaryFormat) -> list[tuple[str, Image]]:
     return out
 
 
-def _verdicts(analysis: Analysis) -> Iterator[Verdict]:
-    graph = DependencyGraph(analysis)
+def _verdicts(analysis: Analysis, graph: DependencyGraph) -> Iterator[Verdict]:
     elf = _images(analysis, BinaryFormat.ELF)
     if elf:
         outside = outside_names(graph.edges, set(analysis.tree_binaries), (Status.SYSTEM, Status.EXTERNAL))

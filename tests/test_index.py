@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,73 @@ def make_wheel(directory: Path, name: str, version: str, *, requires_python: str
     return path
 
 
+def _patch_member(data: bytearray, member: str, local: dict[int, bytes], central: dict[int, bytes]) -> bytearray:
+    """Overwrite fields of ``member``'s local header and central-directory entry (offsets from each header)."""
+    name = member.encode()
+    lh = data.find(name) - 30
+    cd = data.rfind(name) - 46
+    assert data[lh:lh + 4] == b"PK\x03\x04" and data[cd:cd + 4] == b"PK\x01\x02"
+    for offset, value in local.items():
+        data[lh + offset: lh + offset + len(value)] = value
+    for offset, value in central.items():
+        data[cd + offset: cd + offset + len(value)] = value
+    return data
+
+
+def make_corrupt_wheels(directory: Path) -> dict[str, Path]:
+    """Wheels damaged the ways issue 12 lists, each in the zip layer around ``<dist-info>/METADATA``.
+
+    Every one has a valid file name; each must be skipped (index), refused with 400 (upload), never a traceback.
+    """
+    info, meta_name = "broken-1.0.dist-info", "broken-1.0.dist-info/METADATA"
+    meta = b"Metadata-Version: 2.1\nName: broken\nVersion: 1.0\n" + b"Summary: padding padding\n" * 40
+
+    def build(compression: int = zipfile.ZIP_DEFLATED, name: str = meta_name) -> bytearray:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(zipfile.ZipInfo("broken.py", (2020, 1, 1, 0, 0, 0)), b"X = 1\n" * 50)
+            entry = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
+            entry.compress_type = compression
+            zf.writestr(entry, meta)
+            zf.writestr(f"{info}/WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            zf.writestr(f"{info}/RECORD", b"")
+        return bytearray(buf.getvalue())
+
+    def junk_data(compression: int) -> bytearray:
+        data = build(compression)
+        start = data.find(meta_name.encode()) + len(meta_name)
+        data[start + 4: start + 24] = bytes(b ^ 0x5A for b in data[start + 4: start + 24])
+        return data
+
+    crc = build()
+    cd = crc.rfind(meta_name.encode()) - 46
+    crc[cd + 16: cd + 20] = bytes(b ^ 0xFF for b in crc[cd + 16: cd + 20])
+    lh = crc.find(meta_name.encode()) - 30
+    crc[lh + 14: lh + 18] = crc[cd + 16: cd + 20]
+    cases = {
+        "bad-crc": crc,
+        "deflate-junk": junk_data(zipfile.ZIP_DEFLATED),
+        "bzip2-junk": junk_data(zipfile.ZIP_BZIP2),
+        "lzma-junk": junk_data(zipfile.ZIP_LZMA),
+        "method-99": _patch_member(build(), meta_name, {8: b"\x63\x00"}, {10: b"\x63\x00"}),
+        "encrypted": _patch_member(build(), meta_name, {6: b"\x01"}, {8: b"\x01"}),
+        "version-too-new": _patch_member(build(), meta_name, {4: b"\x63\x00"}, {6: b"\x63\x00"}),
+        "local-name-differs": _patch_member(build(), meta_name, {30 + 3: b"X"}, {}),
+        "non-utf8-name": _patch_member(build(name=info + "/METADAT\u00e9"), info + "/METADAT\u00e9",
+                                       {30 + len(info) + 8: b"\xff"}, {46 + len(info) + 8: b"\xff"}),
+        "no-metadata": build(name=info + "/METADATX"),
+        "truncated": build()[:-60],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind, data in cases.items():
+        path = directory / kind / "broken-1.0-py3-none-any.whl"
+        path.parent.mkdir()
+        path.write_bytes(bytes(data))
+        out[kind] = path
+    return out
+
+
 def make_sdist(directory: Path, name: str, version: str, *, requires_python: str | None = None) -> Path:
     stem = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
     pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
@@ -86,6 +154,8 @@ PEP691_PROJECT = {
         "meta": _META,
         "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"},
         "versions": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "project-status": {"type": "object", "required": ["status"], "properties": {
+            "status": {"enum": ["active", "archived", "quarantined", "deprecated"]}, "reason": {"type": "string"}}},
         "files": {"type": "array", "items": {
             "type": "object", "required": ["filename", "url", "hashes", "size"],
             "properties": {
@@ -94,7 +164,7 @@ PEP691_PROJECT = {
                 "hashes": _HASHES,
                 "requires-python": {"type": "string"},
                 "size": {"type": "integer", "minimum": 0},
-                "upload-time": {"type": "string"},
+                "upload-time": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"},
                 "yanked": {"anyOf": [{"type": "boolean"}, {"type": "string", "minLength": 1}]},
                 "core-metadata": {"anyOf": [{"type": "boolean"}, _HASHES]},
                 "dist-info-metadata": {"anyOf": [{"type": "boolean"}, _HASHES]},
@@ -298,3 +368,223 @@ def test_cli_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["index", str(wh), "--flat", "-o", str(tmp_path / "flat")]) == 3
     assert "skipped: notes.txt" in capsys.readouterr().err
     assert main(["index", str(tmp_path / "missing")]) == 1
+
+
+def test_corrupt_wheels_are_skipped_never_a_traceback(tmp_path: Path) -> None:
+    """Issue 12: each zip-layer corruption is skipped with a reason naming the wheel (and the member), exit 3."""
+    import subprocess
+    import sys
+
+    corrupt = make_corrupt_wheels(tmp_path / "corrupt")
+    for kind, path in corrupt.items():
+        wh = tmp_path / "wh" / kind
+        good = make_wheel(wh, "fine", "1.0")
+        os.link(path, wh / path.name)
+        result = build_index(wh)
+        assert [f.filename for f in result.files] == [good.name], kind
+        assert [s.path.name for s in result.skipped] == [path.name], kind
+        reason = result.skipped[0].reason
+        assert path.name in reason, (kind, reason)
+        if kind not in ("truncated", "no-metadata", "non-utf8-name", "version-too-new"):  # central directory
+            assert "METADATA" in reason, (kind, reason)
+        proc = subprocess.run([sys.executable, "-m", "dynawheel", "index", str(wh)], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 3 and "Traceback" not in proc.stderr, (kind, proc.stderr)
+        assert f"skipped: {path.name}:" in proc.stderr and "1 files in 1 projects" in proc.stdout
+
+
+# ---------------------------------------------------------------- the cache (issue 13)
+
+
+def _age(*paths: Path) -> None:
+    """Date files 10 s back: the cache does not vouch for files changed within the file system's clock
+    granularity (it reads them again), and these tests check what it skips."""
+    past = time.time() - 10
+    for path in paths:
+        for each in ([path] if path.is_file() else list(path.iterdir())):
+            if each.suffix in (".whl", ".gz"):
+                os.utime(each, (past, past))
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every distribution really read (not taken from a cache)."""
+    import dynawheel.publish.index as index_module
+
+    reads: list[str] = []
+    real = index_module._inspect_uncached
+    index_module._cache.clear()  # the in-process cache would hide reads
+
+    def counting(path: Path, size: int, name: str) -> Any:
+        reads.append(name)
+        return real(path, size, name)
+
+    monkeypatch.setattr(index_module, "_inspect_uncached", counting)
+    return reads
+
+
+@pytest.mark.parametrize("out", [None, "site", "flat"])
+def test_cache_rerun_reads_only_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str | None) -> None:
+    import dynawheel.publish.index as index_module
+
+    wh = tmp_path / "wh"
+    for i in range(12):
+        make_wheel(wh, f"proj{i % 5}", f"1.{i}")
+    _age(wh)
+    site = None if out is None else tmp_path / out
+    flat = out == "flat"
+    first = build_index(wh, site, flat=flat)
+    root = site or wh
+    assert (root / ".dynawheel-index-cache.jsonl").is_file()
+    reads = _count_reads(monkeypatch)
+    again = build_index(wh, site, flat=flat)
+    assert reads == [] and again.written == () and again.removed == ()
+    assert [d.filename for d in again.files] == [d.filename for d in first.files]
+    added = make_wheel(wh, "proj1", "9.0")
+    newproj = make_wheel(wh, "brand-new", "1.0")
+    _age(added, newproj)
+    third = build_index(wh, site, flat=flat)
+    assert sorted(reads) == sorted([added.name, newproj.name])
+    changed = {str(p.relative_to(root)) for p in third.written}
+    simple = "" if flat else "simple/"
+    files = "" if out is None else ("proj1/" if flat else "files/")
+    expected = {f"{simple}proj1/index.html", f"{simple}proj1/index.json", f"{simple}brand-new/index.html",
+                f"{simple}brand-new/index.json", f"{simple}index.html", f"{simple}index.json",
+                f"{files}{added.name}.metadata", f"{'brand-new/' if flat else files}{newproj.name}.metadata"}
+    if out is not None:
+        expected |= {f"{files}{added.name}", f"{'brand-new/' if flat else files}{newproj.name}"}
+    assert changed == expected
+    # what is on disk is exactly what a run without the cache writes
+    index_module._cache.clear()
+    fresh = build_index(wh, site, flat=flat, use_cache=False)
+    assert fresh.written == () and fresh.removed == ()
+    # a file replaced in place (same name, new content) is read again; a removed one leaves the pages
+    (wh / added.name).unlink()
+    make_wheel(wh, "proj1", "9.0", files={"proj1.py": "CHANGED = True\n"})
+    _age(wh / added.name)
+    newproj.unlink()
+    reads.clear()
+    fourth = build_index(wh, site, flat=flat)
+    assert reads == [added.name]
+    assert not (root / simple / "brand-new" / "index.html").exists()
+    assert {p.name for p in fourth.removed} >= {"index.html", "index.json", newproj.name + ".metadata"}
+    page = (root / simple / "proj1" / "index.html").read_text()
+    assert hashlib.sha256((wh / added.name).read_bytes()).hexdigest() in page
+    index_module._cache.clear()
+    assert build_index(wh, site, flat=flat, use_cache=False).written == ()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn-last-line", "wrong-types", "other-layout", "empty", "binary"])
+def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    wh = tmp_path / "wh"
+    for i in range(5):
+        make_wheel(wh, f"c{i}", "1.0")
+    _age(wh)
+    build_index(wh)
+    cache = wh / ".dynawheel-index-cache.jsonl"
+    lines = cache.read_bytes().splitlines()
+    damaged = {
+        "garbage": b"{not json\n",
+        "torn-last-line": b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2],
+        "wrong-types": b"\n".join([lines[0], lines[1].replace(b'"s":', b'"s":"x","z":'), *lines[2:]]) + b"\n",
+        "other-layout": b"\n".join([lines[0].replace(b'"layout": "[', b'"layout": "[9, '), *lines[1:]]) + b"\n",
+        "empty": b"",
+        "binary": os.urandom(4096),
+    }[damage]
+    cache.write_bytes(damaged)
+    reads = _count_reads(monkeypatch)
+    caplog.set_level("INFO")
+    result = build_index(wh)
+    assert result.ok and len(result.files) == 5 and result.written == ()
+    if damage == "torn-last-line":
+        assert len(reads) == 1  # everything before the torn line still counts
+    else:
+        assert len(reads) == 5
+    reads.clear()
+    assert build_index(wh).written == () and reads == []  # rebuilt: the next run reads nothing
+    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 2')
+
+
+def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What serve does after an upload: one project's files and pages, the project list if it changes."""
+    import dynawheel.publish.index as index_module
+
+    wh = tmp_path / "wh"
+    for i in range(6):
+        make_wheel(wh, f"p{i}", "1.0")
+    _age(wh)
+    build_index(wh)
+    reads = _count_reads(monkeypatch)
+    added = make_wheel(wh, "p3", "2.0")
+    _age(added)
+    result = build_index(wh, project="p3")
+    assert reads == [added.name] and [d.filename for d in result.files] == ["p3-1.0-py3-none-any.whl", added.name]
+    assert {str(p.relative_to(wh)) for p in result.written} == {
+        "simple/p3/index.html", "simple/p3/index.json", added.name + ".metadata"}
+    new = make_wheel(wh, "p-new", "1.0")
+    _age(new)
+    result = build_index(wh, project="p-new")
+    assert {str(p.relative_to(wh)) for p in result.written} == {
+        "simple/p-new/index.html", "simple/p-new/index.json", "simple/index.html", "simple/index.json",
+        new.name + ".metadata"}
+    index_module._cache.clear()
+    reads.clear()
+    assert build_index(wh).written == () and reads == []  # the appended cache lines are read back
+    assert build_index(wh, use_cache=False).written == ()
+
+
+# ---------------------------------------------------------------- PEP 700 upload-time, PEP 792 status markers
+
+
+def test_upload_time_is_the_files_mtime(tmp_path: Path) -> None:
+    import datetime
+
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "timed", "1.0")
+    when = datetime.datetime(2024, 2, 29, 12, 30, 15, 250000, tzinfo=datetime.timezone.utc)
+    os.utime(whl, ns=(int(when.timestamp() * 1e9),) * 2)
+    build_index(wh)
+    doc = json.loads((wh / "simple" / "timed" / "index.json").read_text())
+    jsonschema.validate(doc, PEP691_PROJECT)
+    assert doc["files"][0]["upload-time"] == "2024-02-29T12:30:15.250000Z"
+    assert doc["meta"]["api-version"] == "1.1"  # PEP 700 fields: api-version 1.1
+    later = when + datetime.timedelta(days=1)
+    os.utime(whl, ns=(int(later.timestamp() * 1e9),) * 2)  # same bytes, touched: the page follows
+    result = build_index(wh)
+    assert {str(p.relative_to(wh)) for p in result.written} == {"simple/timed/index.json"}  # HTML has no time
+    doc = json.loads((wh / "simple" / "timed" / "index.json").read_text())
+    assert doc["files"][0]["upload-time"] == "2024-03-01T12:30:15.250000Z"
+
+
+def test_project_status_markers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dynawheel.cli import main
+    from dynawheel.publish.index import ProjectStatus
+
+    wh = tmp_path / "wh"
+    make_wheel(wh, "old-lib", "1.0")
+    bad = make_wheel(wh, "bad-lib", "1.0")
+    make_wheel(wh, "plain", "1.0")
+    result = build_index(wh, statuses={"old-lib": ProjectStatus("archived", 'moved to "new-lib"'),
+                                       "bad-lib": ProjectStatus("quarantined")})
+    assert result.statuses["old-lib"].status == "archived"
+    page = (wh / "simple" / "old-lib" / "index.html").read_text()
+    assert '<meta name="pypi:project-status" content="archived">' in page
+    assert '<meta name="pypi:project-status-reason" content="moved to &quot;new-lib&quot;">' in page
+    assert '<meta name="pypi:repository-version" content="1.4">' in page
+    doc = json.loads((wh / "simple" / "old-lib" / "index.json").read_text())
+    jsonschema.validate(doc, PEP691_PROJECT)
+    assert doc["project-status"] == {"status": "archived", "reason": 'moved to "new-lib"'}
+    assert doc["meta"]["api-version"] == "1.4" and len(doc["files"]) == 1
+    quarantined = json.loads((wh / "simple" / "bad-lib" / "index.json").read_text())
+    assert quarantined["project-status"] == {"status": "quarantined"} and quarantined["files"] == []
+    assert bad.name not in (wh / "simple" / "bad-lib" / "index.html").read_text()
+    plain = json.loads((wh / "simple" / "plain" / "index.json").read_text())
+    assert "project-status" not in plain and plain["meta"]["api-version"] == "1.1"
+    assert build_index(wh).written == ()  # None keeps the markers (from the cache)
+    assert main(["index", str(wh), "--status", "old-lib=deprecated:use new-lib"]) == 0
+    doc = json.loads((wh / "simple" / "old-lib" / "index.json").read_text())
+    assert doc["project-status"] == {"status": "deprecated", "reason": "use new-lib"}
+    assert "project-status" not in json.loads((wh / "simple" / "bad-lib" / "index.json").read_text())
+    capsys.readouterr()
+    assert main(["index", str(wh), "--status", "old-lib=gone"]) == 1
+    assert "--status needs PROJECT=STATUS" in capsys.readouterr().err

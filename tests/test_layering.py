@@ -26,9 +26,7 @@ KNOWN: dict[str, set[str]] = {
     # the ELF backend reads policy data itself instead of being given it
     "dynawheel.platforms.elf": {"dynawheel.policy"},
 }
-KNOWN_CYCLES: set[frozenset[str]] = {  # TODO issue 14: break each
-    frozenset({"dynawheel.wheel.build", "dynawheel.wheel.stage"}),  # Stage.build -> build_wheel(files=Stage)
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()  # none left: keep it so
 KNOWN_SHADOWED: set[str] = set()
 
 WHEEL_MAY_IMPORT = ("dynawheel.wheel", "dynawheel.errors", "dynawheel.fsutil", "dynawheel.magic")

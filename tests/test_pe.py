@@ -15,7 +15,7 @@ import pytest
 from dynawheel.binary import BinaryFormat, Dependency, DepKind, FileKind, Image
 from dynawheel.errors import BinaryFormatError
 from dynawheel.platforms import Candidate, Loaded
-from dynawheel.platforms.pe import BACKEND, DELAY_FLAG, PATH_FLAG, system_dlls
+from dynawheel.platforms.pe import BACKEND, DELAY_FLAG, PATH_FLAG, Headers, Section, read_headers, system_dlls
 from dynawheel.search import SearchPaths
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "pe"
@@ -116,12 +116,12 @@ def test_sniff() -> None:
 
 
 BAD_FILES = {
-    "truncated-dos-header.pyd": "invalid PE headers (Unable to read the DOS Header",
-    "text-named.dll": "invalid PE headers (Unable to read the DOS Header",
-    "truncated-headers.pyd": "invalid PE headers (No Optional Header found",
+    "truncated-dos-header.pyd": "invalid PE headers (truncated DOS header: 40 of 64 bytes)",
+    "text-named.dll": "invalid PE headers (truncated DOS header: 38 of 64 bytes)",
+    "truncated-headers.pyd": "invalid PE headers (optional header truncated: 36 of 112 bytes at 0x90)",
     "truncated-sections.pyd": "export directory at RVA 0x2020 lies outside the file (1024 bytes)",
-    "bad-pe-signature.pyd": "invalid PE headers (Invalid NT Headers signature.)",
-    "bad-e_lfanew.pyd": "invalid PE headers (Invalid e_lfanew value",
+    "bad-pe-signature.pyd": "invalid PE headers (no PE signature at e_lfanew 0x78: b'PX\\x00\\x00')",
+    "bad-e_lfanew.pyd": "invalid PE headers (e_lfanew 0x7fffff00 points past the end of the file (2048 bytes))",
     "bad-import-rva.pyd": "import descriptor 0 at RVA 0x7fff0000 lies outside the file (2048 bytes)",
     "bad-export-rva.pyd": "export directory at RVA 0x7fff0000 lies outside the file (2048 bytes)",
 }
@@ -432,3 +432,36 @@ def test_a_wheel_finds_dlls_whose_names_differ_in_case(tmp_path: pathlib.Path) -
         hits = _in_tree_hits(tree)
         assert {key: hits[key] for key in expected} == expected, tree
         assert not [key for key, (status, _) in hits.items() if status == "missing"], hits
+
+
+# ---- headers: our struct reads against pefile's full parse (an independent parser) ---------------
+
+
+def pefile_headers(data: bytes) -> Headers:
+    import pefile
+
+    pe = pefile.PE(data=data, fast_load=True)
+    opt = pe.OPTIONAL_HEADER
+    return Headers(
+        machine=pe.FILE_HEADER.Machine, characteristics=pe.FILE_HEADER.Characteristics,
+        pe32plus=opt.Magic == 0x20B, subsystem=opt.Subsystem, size_of_headers=opt.SizeOfHeaders,
+        directories=tuple((d.VirtualAddress, d.Size) for d in opt.DATA_DIRECTORY),
+        sections=tuple(Section(s.VirtualAddress, s.Misc_VirtualSize, s.SizeOfRawData, s.PointerToRawData)
+                       for s in pe.sections),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.relative_to(BIN).as_posix() for p in BIN.rglob("*") if p.is_file()))
+def test_headers_equal_pefiles(name: str) -> None:
+    data = (BIN / name).read_bytes()
+    assert read_headers(data) == pefile_headers(data)
+
+
+def test_truncated_section_table_is_a_format_error(tmp_path: pathlib.Path) -> None:
+    data = (BIN / "ext.pyd").read_bytes()
+    lfanew = int.from_bytes(data[0x3C:0x40], "little")
+    table = lfanew + 24 + int.from_bytes(data[lfanew + 20 : lfanew + 22], "little")
+    cut = tmp_path / "cut.pyd"
+    cut.write_bytes(data[: table + 40 + 10])  # the second section header is cut
+    with pytest.raises(BinaryFormatError, match=r"section table truncated: \d+ sections at 0x"):
+        parse(cut)

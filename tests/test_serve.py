@@ -10,14 +10,17 @@ import concurrent.futures
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,23 @@ from dynawheel.publish.index import build_index
 from dynawheel.publish.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
 
 try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
-    from tests.test_index import PEP691_PROJECT, PEP691_PROJECT_LIST, make_sdist, make_wheel, parse_page
+    from tests.test_index import (
+        PEP691_PROJECT,
+        PEP691_PROJECT_LIST,
+        make_corrupt_wheels,
+        make_sdist,
+        make_wheel,
+        parse_page,
+    )
 except ImportError:
-    from test_index import PEP691_PROJECT, PEP691_PROJECT_LIST, make_sdist, make_wheel, parse_page  # type: ignore
+    from test_index import (  # type: ignore
+        PEP691_PROJECT,
+        PEP691_PROJECT_LIST,
+        make_corrupt_wheels,
+        make_sdist,
+        make_wheel,
+        parse_page,
+    )
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -509,3 +526,472 @@ def test_cli_serve_banner_and_ctrl_c(tmp_path: Path) -> None:
     busy = subprocess.run([sys.executable, "-m", "dynawheel", "serve", str(tmp_path / "missing"), "--port", "0"],
                           capture_output=True, text=True, timeout=60)
     assert busy.returncode == 1 and "does not exist" in busy.stderr
+
+
+# ---------------------------------------------------------------- connections: Nagle, backlog, drops
+
+
+def test_keep_alive_small_responses_do_not_stall(tmp_path: Path, serve: Any) -> None:
+    """Headers and body leave together (and TCP_NODELAY): no ~40 ms delayed-ACK stall per response."""
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "quick", "1.0")
+    srv = serve(wh)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    latencies = []
+    try:
+        for i in range(30):
+            path = "/simple/quick/" if i % 2 else f"/{whl.name}.metadata"
+            started = time.perf_counter()
+            conn.request("GET", path, headers={"Accept": PIP_ACCEPT})
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read()
+            latencies.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    latencies.sort()
+    # the stall is a fixed 40 ms (Linux's minimum delayed ACK) on every response; the median is robust to load
+    assert latencies[len(latencies) // 2] < 0.02, latencies
+
+
+def test_listen_backlog_holds_many_waiting_clients(tmp_path: Path) -> None:
+    """100 clients connect before the server accepts anyone: all complete the handshake (backlog >= 128)."""
+    wh = tmp_path / "wh"
+    make_wheel(wh, "backlog", "1.0")
+    server = make_server(wh, "127.0.0.1", 0)
+    port = int(server.server_address[1])
+    socks = []
+    try:
+        for _ in range(100):  # connect() returns once the kernel queued the connection; a full queue drops SYNs
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+        running = Running(server)
+        for sock in socks:
+            sock.sendall(b"GET /simple/backlog/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for sock in socks:
+            sock.settimeout(10)
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")
+        running.stop()
+    finally:
+        for sock in socks:
+            sock.close()
+        server.server_close()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP RST (what a killed client or a proxy timeout looks like)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_dropped_connections_log_one_line_no_traceback(tmp_path: Path, serve: Any,
+                                                       caplog: pytest.LogCaptureFixture,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "drop", "1.0", extra={"big.bin": os.urandom(4 << 20)})
+    srv = serve(wh, allow_anonymous_upload=True)
+    caplog.set_level(logging.DEBUG)
+    # an idle keep-alive connection reset by the client: quiet
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(b"GET /simple/drop/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    _reset(sock)
+    # an upload cut off halfway through its body
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                 b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n")
+    time.sleep(0.2)
+    _reset(sock)
+    # a download abandoned mid-body
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET /{whl.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    time.sleep(0.2)
+    _reset(sock)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len([r for r in caplog.records if "dropped" in r.getMessage()]) < 2:
+        time.sleep(0.05)
+    assert srv.alive()
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) >= 2, [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    assert sum(r.levelno >= logging.WARNING for r in caplog.records) <= 2  # the two cut-off requests, one line each
+    assert "Traceback" not in capfd.readouterr().err
+    assert not list(wh.glob(".upload-*"))
+
+
+# ---------------------------------------------------------------- CLI: signals, access log
+
+
+def _serve_in_background(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], int, int]:
+    """`dynawheel serve WH &` from a non-interactive shell: the server inherits SIGINT as ignored."""
+    wh = tmp_path / "wh"
+    if not wh.exists():
+        make_wheel(wh, "bg", "1.0")
+    script = (f'"$0" -m dynawheel serve "$1" --port 0 {" ".join(extra)} > "$2" 2> "$3" & '
+              'echo $! > "$4"; wait $!')
+    out, err, pidfile = tmp_path / "out.txt", tmp_path / "err.txt", tmp_path / "pid"
+    for path in (out, err, pidfile):
+        path.unlink(missing_ok=True)
+    shell = subprocess.Popen(["sh", "-c", script, sys.executable, str(wh), str(out), str(err), str(pidfile)],
+                             text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(r"127\.0\.0\.1:(\d+)/simple/", out.read_text() if out.exists() else "")
+        if match and pidfile.exists() and pidfile.read_text().strip():
+            return shell, int(pidfile.read_text()), int(match.group(1))
+        assert shell.poll() is None, err.read_text() if err.exists() else ""
+        time.sleep(0.05)
+    shell.kill()
+    raise AssertionError("server did not start")
+
+
+def _sigignored(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^SigIgn:\s*([0-9a-f]+)", status, re.M).group(1), 16)  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_background_server_stops_on_signal_and_logs_access(tmp_path: Path, sig: signal.Signals) -> None:
+    shell, pid, port = _serve_in_background(tmp_path)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/simple/bg/", headers={"Accept": JSON})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200
+        conn.request("GET", "/simple/nothing-here/")
+        assert conn.getresponse().status == 404
+        conn.close()
+        os.kill(pid, sig)
+        assert shell.wait(timeout=20) == 0
+    finally:
+        if shell.poll() is None:
+            os.kill(pid, signal.SIGKILL)
+            shell.wait(10)
+    err = (tmp_path / "err.txt").read_text()
+    lines = [line for line in err.splitlines() if '"GET ' in line]
+    clf = re.compile(r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "(GET [^"]+)" (\d{3}) (\d+|-)$')
+    parsed = [clf.match(line) for line in lines]
+    assert all(parsed) and len(parsed) == 2, err
+    assert [(m.group(1), m.group(2)) for m in parsed if m] == [
+        ("GET /simple/bg/ HTTP/1.1", "200"), ("GET /simple/nothing-here/ HTTP/1.1", "404")]
+    assert parsed[0] is not None and int(parsed[0].group(3)) == len(body)
+    assert "server stopped" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_background_quiet_and_sigint_was_ignored(tmp_path: Path) -> None:
+    shell, pid, port = _serve_in_background(tmp_path, "-q")
+    try:
+        # the premise: a shell's background job starts with SIGINT ignored (the server installs its own handler)
+        code = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
+        probe = subprocess.run(["sh", "-c", '"$0" -c "$1" & wait', sys.executable, code],
+                               capture_output=True, text=True, timeout=60)
+        assert probe.stdout.strip() == "True", probe
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/simple/bg/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert not _sigignored(pid) & (1 << (signal.SIGINT - 1))
+        os.kill(pid, signal.SIGINT)
+        assert shell.wait(timeout=20) == 0
+    finally:
+        if shell.poll() is None:
+            os.kill(pid, signal.SIGKILL)
+            shell.wait(10)
+    err = (tmp_path / "err.txt").read_text()
+    assert '"GET ' not in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- issue 12: corrupt wheels, long names
+
+
+def test_corrupt_wheels_served_around_and_refused_as_uploads(tmp_path: Path, serve: Any,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    wh = tmp_path / "wh"
+    good = make_wheel(wh, "fine", "1.0")
+    corrupt = make_corrupt_wheels(tmp_path / "corrupt")
+    os.link(corrupt["deflate-junk"], wh / "broken-1.0-py3-none-any.whl")  # in the wheelhouse at start
+    srv = serve(wh, allow_anonymous_upload=True)  # starts, serves the rest
+    status, _, body = srv.request("GET", "/simple/fine/")
+    assert status == 200 and good.name.encode() in body
+    assert srv.request("GET", "/simple/broken/")[0] == 404
+    (wh / "broken-1.0-py3-none-any.whl").unlink()
+    before = snapshot(wh)
+    for kind, path in corrupt.items():
+        data = path.read_bytes()
+        status, answer = _post(srv, upload_fields(path, "broken", "1.0"), path.name, data)
+        assert status == 400, (kind, answer)
+        assert path.name.encode() in answer, (kind, answer)
+        assert snapshot(wh) == before, kind
+    # a member deep inside the wheel (not METADATA) with a bad CRC is refused too: installers would fail on it
+    whl = make_wheel(tmp_path / "deep", "deep", "1.0", files={"deep.py": "X = 1\n" * 100})
+    data = bytearray(whl.read_bytes())
+    offset = data.find(b"X = 1")
+    data[offset] ^= 0x01
+    status, answer = _post(srv, upload_fields(whl, "deep", "1.0", sha256_digest=hashlib.sha256(data).hexdigest()),
+                           whl.name, bytes(data))
+    assert status == 400 and b"deep.py" in answer, answer
+    assert snapshot(wh) == before and srv.alive()
+    assert not list(wh.glob(".upload-*"))
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_overlong_upload_name_is_400_before_any_write(tmp_path: Path, serve: Any) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    wh.mkdir()
+    name = "a" * 280
+    whl = make_wheel(dist, name, "1.0", filename=f"{name}-1.0-py3-none-any.whl".replace(name, name[:100]))
+    srv = serve(wh, allow_anonymous_upload=True)
+    before = snapshot(wh)
+    long_name = f"{name}-1.0-py3-none-any.whl"
+    assert len(long_name) > 255
+    status, answer = _post(srv, upload_fields(whl, name, "1.0"), long_name, whl.read_bytes())
+    assert status == 400 and b"longer than 255 bytes" in answer, answer
+    status, answer = _post(srv, upload_fields(whl, "x", "1.0"), "x-1.0-py3-none-any\x07.whl", whl.read_bytes())
+    assert status == 400, answer
+    assert snapshot(wh) == before and not list(wh.glob(".upload-*")) and srv.alive()
+
+
+# ---------------------------------------------------------------- uploads at scale (issue 13)
+
+
+def test_upload_rewrites_only_its_project(tmp_path: Path, serve: Any) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    for i in range(20):
+        make_wheel(wh, f"stay{i}", "1.0")
+    srv = serve(wh, allow_anonymous_upload=True)
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(wh)): (p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in (wh / "simple").rglob("index.*")}
+
+    before = stamps()
+    v2 = make_wheel(dist, "stay3", "2.0")
+    assert _post(srv, upload_fields(v2, "stay3", "2.0"), v2.name, v2.read_bytes())[0] == 200
+    after = stamps()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"simple/stay3/index.html", "simple/stay3/index.json"}
+    new = make_wheel(dist, "fresh", "1.0")
+    assert _post(srv, upload_fields(new, "fresh", "1.0"), new.name, new.read_bytes())[0] == 200
+    final = stamps()
+    changed = {k for k in final if after.get(k) != final[k]}
+    assert changed == {"simple/fresh/index.html", "simple/fresh/index.json", "simple/index.html", "simple/index.json"}
+    root = json.loads(srv.request("GET", "/simple/", headers={"Accept": JSON})[2])
+    assert {p["name"] for p in root["projects"]} == {f"stay{i}" for i in range(20)} | {"fresh"}
+    assert build_index(wh, use_cache=False).written == ()  # the same site a full run writes
+
+
+def _serve_process(wh: Path, *args: str, fsize: int | None = None) -> tuple[subprocess.Popen[str], int]:
+    def limits() -> None:
+        if fsize is not None:
+            import resource
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like a full disk
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    proc = subprocess.Popen([sys.executable, "-m", "dynawheel", "serve", str(wh), "--port", "0", "-q", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"127\.0\.0\.1:(\d+)/simple/", line)
+    assert match, (line, proc.stderr.read() if proc.stderr else "")
+    return proc, int(match.group(1))
+
+
+def _stop_process(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+def _post_to(port: int, fields: dict[str, str], filename: str, content: bytes,
+             auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    body, ctype = multipart(fields, filename, content)
+    headers = {"Content-Type": ctype}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("POST", "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s*(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_uploads_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """8 concurrent authenticated uploads of 24 MB wheels: the server's peak RSS stays far below their sum."""
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    make_wheel(wh, "seed", "1.0")
+    users = tmp_path / "users"
+    add_user(users, "alice", "pw")
+    wheels = [make_wheel(dist, f"big{i}", "1.0", extra={"blob.bin": os.urandom(24 << 20)}) for i in range(8)]
+    proc, port = _serve_process(wh, "--password-file", str(users))
+    try:
+        baseline = _peak_rss_mb(proc.pid)
+
+        def upload(path: Path) -> int:
+            name = path.name.split("-")[0]
+            return _post_to(port, upload_fields(path, name, "1.0"), path.name, path.read_bytes(), ("alice", "pw"))[0]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(upload, wheels, timeout=300)) == [200] * 8
+        peak = _peak_rss_mb(proc.pid)
+    finally:
+        err = _stop_process(proc)
+    assert "Traceback" not in err
+    for path in wheels:
+        assert (wh / path.name).read_bytes() == path.read_bytes()
+    # held in memory, the bodies alone would be 192 MB (and 8 scrypt checks 128 MB)
+    assert peak - baseline < 60, (baseline, peak)
+
+
+@pytest.mark.slow
+def test_full_disk_during_upload_is_507_and_nothing_listed(tmp_path: Path) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    make_wheel(wh, "seed", "1.0")
+    build_index(wh)
+    big = make_wheel(dist, "toobig", "1.0", extra={"blob.bin": os.urandom(3 << 20)})
+    small = make_wheel(dist, "fits", "1.0")
+    proc, port = _serve_process(wh, "--allow-anonymous-upload", fsize=1 << 20)
+    try:
+        before = snapshot(wh)
+        status, answer = _post_to(port, upload_fields(big, "toobig", "1.0"), big.name, big.read_bytes())
+        assert status == 507 and b"no space left" in answer, answer
+        assert snapshot(wh) == before and not list(wh.glob(".upload-*"))
+        status, answer = _post_to(port, upload_fields(small, "fits", "1.0"), small.name, small.read_bytes())
+        assert status == 200, answer  # the server carries on
+    finally:
+        err = _stop_process(proc)
+    assert "Traceback" not in err
+    root = json.loads((wh / "simple" / "index.json").read_text())
+    assert {p["name"] for p in root["projects"]} == {"seed", "fits"}
+
+
+# ---------------------------------------------------------------- the static site behind nginx (README's config)
+
+
+def _readme_nginx_config() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.S)
+    assert len(blocks) == 1, "README.md must hold exactly one nginx configuration"
+    return blocks[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+                    reason="nginx is not installed (.ci/apt-packages.txt installs it in CI)")
+def test_pip_and_uv_install_from_nginx_with_readme_config(tmp_path: Path, venv: Path) -> None:
+    wh, site = tmp_path / "wh", tmp_path / "site"
+    whl = make_wheel(wh, "Nginx.Served", "1.0", requires_python=">=3.8")
+    other = make_wheel(wh, "nginx-other", "2.0")
+    result = build_index(wh, site)
+    assert result.ok and (site / ".dynawheel-index-cache.jsonl").is_file()
+    port = _free_port()
+    readme = _readme_nginx_config()
+    # the README's server block as written; only where it listens and where the site lives differ
+    assert "listen 443 ssl;" in readme and "root /srv/pypi;" in readme
+    server = readme.replace("listen 443 ssl;", f"listen 127.0.0.1:{port};").replace(
+        "root /srv/pypi;", f"root {site};")
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read a tmp dir that is mode 0700
+    temp = tmp_path / "nginx-tmp"
+    temp.mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"{user}daemon off;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n  log_format negotiated '$request_uri $status \"$sent_http_content_type\" \"$http_user_agent\"';\n"
+        f"  access_log {tmp_path}/access.log negotiated;\n  client_body_temp_path {temp}/body;\n"
+        f"  proxy_temp_path {temp}/proxy;\n  fastcgi_temp_path {temp}/fcgi;\n  uwsgi_temp_path {temp}/uwsgi;\n"
+        f"  scgi_temp_path {temp}/scgi;\n{server}\n}}\n")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    check = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def get(path: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+            conn.request("GET", path, headers={"Accept": accept} if accept else {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+        status, headers, body = get("/simple/nginx-served/", "text/html")
+        assert status == 200 and headers["content-type"].startswith("text/html") and "accept" in headers["vary"].lower()
+        assert whl.name.encode() in body
+        status, headers, body = get("/simple/nginx-served/", PIP_ACCEPT)
+        assert status == 200 and headers["content-type"] == JSON
+        doc = json.loads(body)
+        jsonschema.validate(doc, PEP691_PROJECT)
+        meta_url = urljoin("/simple/nginx-served/", doc["files"][0]["url"]) + ".metadata"
+        status, _, meta = get(meta_url)
+        assert status == 200 and hashlib.sha256(meta).hexdigest() == doc["files"][0]["core-metadata"]["sha256"]
+        status, headers, body = get("/simple/", JSON)
+        assert status == 200 and headers["content-type"] == JSON
+        jsonschema.validate(json.loads(body), PEP691_PROJECT_LIST)
+        assert get("/.dynawheel-index-cache.jsonl")[0] == 404  # the cache is not published
+        assert get("/simple/no-such-project/")[0] == 404
+        conn.close()
+        # real clients: pip and uv, installing and importing
+        run(venv, "-m", "pip", "install", "--index-url", f"http://127.0.0.1:{port}/simple/", "Nginx.Served")
+        run(venv, "-c", "import Nginx_Served")
+        run("uv", "pip", "install", "--python", venv, "--index-url", f"http://127.0.0.1:{port}/simple/",
+            "nginx-other")
+        run(venv, "-c", "import nginx_other")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    log = (tmp_path / "access.log").read_text()
+    assert "/simple/nginx-served/" in log and "/simple/nginx-other/" in log and other.name in log
+    uv_lines = [line for line in log.splitlines() if line.startswith("/simple/nginx-other/ ")]
+    assert uv_lines and all(f' 200 "{JSON}" "uv/' in line for line in uv_lines), log  # uv got PEP 691 JSON
+    pip_lines = [line for line in log.splitlines() if line.startswith("/simple/nginx-served/ ") and '"pip/' in line]
+    assert pip_lines and all(" 200 " in line for line in pip_lines), log
+
+
+def test_archived_and_quarantined_projects_in_serve(tmp_path: Path, serve: Any) -> None:
+    from dynawheel.publish.index import ProjectStatus
+
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    make_wheel(wh, "arch", "1.0")
+    quarantined = make_wheel(wh, "quar", "1.0")
+    build_index(wh, statuses={"arch": ProjectStatus("archived"), "quar": ProjectStatus("quarantined", "malware")})
+    srv = serve(wh, allow_anonymous_upload=True)
+    new = make_wheel(dist, "arch", "2.0")
+    status, answer = _post(srv, upload_fields(new, "arch", "2.0"), new.name, new.read_bytes())
+    assert status == 403 and b"archived" in answer
+    assert not (wh / new.name).exists()
+    assert srv.request("GET", f"/{quarantined.name}")[0] == 404
+    status, _, body = srv.request("GET", "/simple/quar/", headers={"Accept": JSON})
+    assert status == 200 and json.loads(body)["project-status"] == {"status": "quarantined", "reason": "malware"}
+    other = make_wheel(dist, "fine", "1.0")
+    assert _post(srv, upload_fields(other, "fine", "1.0"), other.name, other.read_bytes())[0] == 200
+    assert json.loads((wh / "simple" / "arch" / "index.json").read_text())["project-status"] == {"status": "archived"}

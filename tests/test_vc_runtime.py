@@ -81,7 +81,7 @@ def test_show_reports_msvcp140_missing_with_the_rule() -> None:
 def test_repair_vendors_msvcp140(tmp_path: Path) -> None:
     wheel = make_wheel(_stage(tmp_path / "stage"), tmp_path / "in")
     refused = run_cli("repair", wheel, "-w", tmp_path / "none", "--no-system-paths")
-    assert refused.code != 0 and "MSVCP140.dll" in refused.err, refused.err
+    assert refused.code != 0 and "MSVCP140.dll" in refused.err and VC_REDIST_NOTE in refused.err, refused.err
     done = run_cli("repair", wheel, "-w", tmp_path / "wh", "-L", BIN / "vcredist", "--no-system-paths")
     assert done.code == 0, done.err
     tree = extract(only_wheel(tmp_path / "wh"), tmp_path / "x")

@@ -20,7 +20,7 @@ import pytest
 
 from dynawheel.analysis.resolve import Status
 from dynawheel.binary import BinaryFormat
-from dynawheel.platforms.pe import is_system_name, is_vc_redist
+from dynawheel.platforms.pe import is_system_name, is_vc_redist, read_headers
 from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 
@@ -85,3 +85,14 @@ def test_pywin32_needs_only_system_own_and_vc_runtime_dlls(pywin32: Path) -> Non
     assert all(is_vc_redist(name) and not is_system_name(name) for name in missing - own)
     (verdict,) = [v for v in report.verdicts if v.format is BinaryFormat.PE]
     assert sum("Visual C++ runtime" in b for b in verdict.blockers) == 2, verdict.blockers
+
+
+def test_pywin32_headers_equal_pefiles(pywin32: Path) -> None:
+    """Our struct reads of the headers against pefile's parse, on every binary of a published wheel."""
+    from .test_pe import pefile_headers
+
+    with zipfile.ZipFile(pywin32) as archive:
+        binaries = [archive.read(n) for n in archive.namelist() if n.lower().endswith((".dll", ".pyd", ".exe"))]
+    assert len(binaries) > 50
+    for data in binaries:
+        assert read_headers(data) == pefile_headers(data)

@@ -28,7 +28,6 @@ import posixpath
 import re
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from ..binary import BinaryFile, Dependency, Image
@@ -223,6 +222,10 @@ def _parse_all(tree: Tree, files: _Files, rels: list[str]) -> list[tuple[str, Bi
     member is mostly zlib work, which releases the GIL), the rest on this thread."""
     paths = {rel: posixpath.join(tree.root, rel) for rel in rels}
     big = sorted((rel for rel in rels if tree.size(rel) >= BIG_FILE), key=tree.size, reverse=True)
+    if not big or len(rels) == 1:  # nothing to overlap: no threads (nor their ~2 ms of imports)
+        return [(rel, files.parsed(paths[rel])) for rel in rels]
+    from concurrent.futures import ThreadPoolExecutor
+
     done: dict[str, BinaryFile | BadFile | None] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(PARSE_THREADS, len(big)))) as pool:
         futures = {rel: pool.submit(files.parsed, paths[rel]) for rel in big}

@@ -7,11 +7,12 @@ import os
 from typing import Any
 
 from ..search import SearchPaths
-from ..wheel.zipwriter import DEFLATE_CHOICES
 
 
 def add_deflate_option(p: Any) -> None:  # a parser or an argument group
     """--deflate; its default comes from $DYNAWHEEL_DEFLATE (read here, in the CLI, not in the library)."""
+    from ..wheel.zipwriter import DEFLATE_CHOICES  # performance: not for `show`
+
     p.add_argument("--deflate", choices=DEFLATE_CHOICES, default=os.environ.get("DYNAWHEEL_DEFLATE", "auto"),
                    help="deflate implementation: auto (libdeflate for members up to 128 MiB: ~3x zlib's speed, "
                         "size within ~1%%; zlib-ng for larger ones: ~2.4x, ~2%% larger; each when installed), "

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import logging
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..publish.index import IndexResult, build_index
+from ..publish.index import STATUSES, IndexResult, ProjectStatus, build_index, normalize_name
 from ..publish.serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
 
 
@@ -24,6 +29,11 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
                        help="SITE/<name>/{index.html,*.whl}: serve SITE with any static server as --index-url")
     index.add_argument("--yank", action="append", default=[], metavar="FILE[=REASON]",
                        help="mark a file as yanked (PEP 592); repeatable")
+    index.add_argument("--status", action="append", default=[], metavar="PROJECT=STATUS[:REASON]",
+                       help="PEP 792 project status: active, archived (no uploads), quarantined (no files, no "
+                            "uploads) or deprecated; repeatable")
+    index.add_argument("--no-cache", action="store_true",
+                       help="read and hash every file again (the cache in SITE is rewritten either way)")
     index.set_defaults(func=_index)
 
     serve = sub.add_parser("serve", help="serve a wheelhouse as a package index that takes twine uploads",
@@ -39,6 +49,8 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
     serve.add_argument("--add-user", metavar="NAME",
                        help="add NAME to --password-file (password from --password, stdin or a prompt) and exit")
     serve.add_argument("--password", help="password for --add-user (visible in the process list: prefer stdin)")
+    serve.add_argument("-q", "--quiet", dest="no_access_log", action="store_true",
+                       help="no access log (by default one line per request, common log format, on stderr)")
     serve.set_defaults(func=_serve)
 
 
@@ -52,8 +64,21 @@ def _parse_yanks(values: list[str]) -> dict[str, str]:
     return yanked
 
 
+def _parse_statuses(values: list[str]) -> dict[str, ProjectStatus]:
+    statuses = {}
+    for value in values:
+        project, sep, rest = value.partition("=")
+        status, _, reason = rest.partition(":")
+        if not project or not sep or status not in STATUSES:
+            raise UsageError(f"--status needs PROJECT=STATUS[:REASON] with STATUS one of {', '.join(STATUSES)}: "
+                             f"{value!r}")
+        statuses[normalize_name(project)] = ProjectStatus(status, reason or None)
+    return statuses
+
+
 def _index(args: argparse.Namespace) -> int:
-    result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank))
+    result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank),
+                         use_cache=not args.no_cache, statuses=_parse_statuses(args.status))
     _report(result)
     return EXIT_OK if result.ok else EXIT_FINDINGS
 
@@ -77,11 +102,38 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("serve needs a WHEELHOUSE (or --add-user NAME --password-file FILE)")
     config = ServeConfig(password_file=args.password_file, allow_anonymous_upload=args.allow_anonymous_upload,
                          allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size)
+    if not (args.no_access_log or args.quiet):
+        _access_log_to_stderr()
     server = make_server(args.wheelhouse, args.host, args.port, config)
     print(_banner(server), flush=True)
-    serve_forever(server)
+    with _stop_on_signals():
+        serve_forever(server)
     print("dynawheel: server stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _access_log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("dynawheel.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the server, even when SIGINT came in ignored (``serve ... &`` from a script)."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _add_user(args: argparse.Namespace) -> int:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..report import audit, to_dot, to_json, to_text
-from ..tools import find_tool, run_tool
 from .options import add_search_options, search_from_args
 
 
@@ -19,24 +17,28 @@ def register(sub: Any) -> None:
                        description="Show, for every binary in PATH (a .whl, a staged or installed directory, or "
                                    "one file), what it needs, where each dependency resolves by its loader's "
                                    "rules (in the tree, system, external, MISSING) and where it looked.")
-    p.add_argument("path", type=Path)
+    p.add_argument("path")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="versioned JSON (schema: dynawheel/data/show-schema.json)")
     out.add_argument("--dot", action="store_true", help="Graphviz DOT")
-    out.add_argument("--svg", type=Path, metavar="FILE", help="render the graph to FILE with Graphviz's dot")
+    out.add_argument("--svg", metavar="FILE", help="render the graph to FILE with Graphviz's dot")
     add_search_options(p)
     p.set_defaults(func=run_show)
 
 
 def run_show(args: argparse.Namespace) -> int:
-    if not args.path.exists():
-        raise UsageError(f"no such file or directory: {str(args.path)!r}")
+    if not os.path.exists(args.path):
+        raise UsageError(f"no such file or directory: {args.path!r}")
     report = audit(args.path, search_from_args(args))
     if args.json:
+        import json
+
         print(json.dumps(to_json(report), indent=2))
     elif args.dot:
         print(to_dot(report), end="")
     elif args.svg:
+        from ..tools import find_tool, run_tool  # performance: subprocess only when it runs
+
         dot = find_tool("dot", "install Graphviz (Debian: apt-get install graphviz) or use --dot")
         svg = run_tool([dot, "-Tsvg"], input=to_dot(report).encode())
         from ..fsutil import atomic_output

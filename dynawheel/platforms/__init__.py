@@ -92,7 +92,7 @@ class Backend(Protocol):
 BACKEND_MODULES = ("elf", "pe", "macho")
 _FORMAT_MODULES = {BinaryFormat.ELF: "elf", BinaryFormat.PE: "pe", BinaryFormat.MACHO: "macho"}
 # Performance: a backend is imported only when a file's first bytes may be of its format
-# (magic.MAGIC_PREFIXES; pe needs pefile, ~3 ms; macho its data tables), and its own sniff() decides.
+# (magic.MAGIC_PREFIXES; macho needs its data tables), and its own sniff() decides.
 
 
 @functools.cache

@@ -72,7 +72,7 @@ from typing import Any, BinaryIO
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
 from ..errors import BinaryFormatError
-from ..policy import family_of, interpreters, system_libraries
+from ..policy import family_of, interpreters, loader_names, system_libraries
 from ..search import SearchPaths
 from . import Candidate, Loaded
 
@@ -453,7 +453,7 @@ class ElfBackend:
         if name in system_libraries():
             return True
         interp = default_interpreter(loader)
-        return name in {posixpath.basename(i) for i in interpreters(None).values()} or (
+        return name in loader_names() or (
             interp is not None and name == posixpath.basename(interp)
         )
 

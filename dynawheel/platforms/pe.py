@@ -2,11 +2,13 @@
 
 Reading
 -------
-``pefile`` parses the DOS, NT and section headers (``fast_load=True``).  The three
-directories we need are then walked here, directly: the import and delay-import
-descriptor tables (only the DLL names: pefile's own directory parsers also decode
-every imported symbol, thousands for a large DLL) and the export name table (pefile
-stops at 8192 exports).  The load-config ``DependentLoadFlags`` field is one read.
+The DOS, COFF and optional headers and the section table are read here with a few
+struct reads (:func:`read_headers`; pefile's header objects cost ~2 ms per file and its
+import ~5 ms, the most of ``show`` on a small wheel: pefile is imported only to edit).
+The three directories we need are then walked here, directly: the import and
+delay-import descriptor tables (only the DLL names: pefile's own directory parsers also
+decode every imported symbol, thousands for a large DLL) and the export name table
+(pefile stops at 8192 exports).  The load-config ``DependentLoadFlags`` field is one read.
 
 How CPython >= 3.8 loads an extension on Windows (facts this module encodes)
 -------------------------------------------------------------------------------
@@ -64,10 +66,7 @@ import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, BinaryIO, Union
-
-import pefile
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image
 from ..errors import BinaryFormatError
@@ -103,14 +102,102 @@ class NameSlot:
     pointer: int  # file offset of the descriptor's name-RVA field
 
 
+@dataclass(frozen=True)
+class Section:
+    """One section header: where its bytes are in memory (RVA) and in the file."""
+
+    virtual_address: int
+    virtual_size: int
+    raw_size: int
+    raw_pointer: int
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What the readers need from the COFF and optional headers (PE format specification)."""
+
+    machine: int
+    characteristics: int
+    pe32plus: bool
+    subsystem: int
+    size_of_headers: int
+    directories: tuple[tuple[int, int], ...]  # (rva, size), at most 16
+    sections: tuple[Section, ...]
+
+
+DOS_HEADER_SIZE = 64
+# Machine, NumberOfSections, TimeDateStamp, PointerToSymbolTable, NumberOfSymbols, SizeOfOptionalHeader,
+# Characteristics
+COFF_HEADER = struct.Struct("<2H3I2H")
+SECTION_HEADER_SIZE = 40
+SECTION_FIELDS = struct.Struct("<8x4I")  # Name; VirtualSize, VirtualAddress, SizeOfRawData, PointerToRawData
+OPTIONAL_MAGIC = {0x10B: False, 0x20B: True}  # PE32, PE32+
+MAX_DIRECTORIES = 16
+# the IMAGE_SUBSYSTEM_* names of the Subsystem field (PE format specification)
+SUBSYSTEMS = {0: "UNKNOWN", 1: "NATIVE", 2: "WINDOWS_GUI", 3: "WINDOWS_CUI", 5: "OS2_CUI", 7: "POSIX_CUI",
+              8: "NATIVE_WINDOWS", 9: "WINDOWS_CE_GUI", 10: "EFI_APPLICATION", 11: "EFI_BOOT_SERVICE_DRIVER",
+              12: "EFI_RUNTIME_DRIVER", 13: "EFI_ROM", 14: "XBOX", 16: "WINDOWS_BOOT_APPLICATION"}
+
+
+def read_headers(data: Data) -> Headers:
+    """The headers of a PE file, read directly (a few struct reads: no directory is parsed).
+    Raises ValueError saying what is wrong."""
+    size = len(data)
+    if size < DOS_HEADER_SIZE:
+        raise ValueError(f"truncated DOS header: {size} of {DOS_HEADER_SIZE} bytes")
+    if data[:2] != b"MZ":
+        raise ValueError(f"no 'MZ' signature: {bytes(data[:2])!r}")
+    (lfanew,) = struct.unpack_from("<I", data, 0x3C)
+    if lfanew + 4 + COFF_HEADER.size > size:
+        raise ValueError(f"e_lfanew {lfanew:#x} points past the end of the file ({size} bytes)")
+    if data[lfanew : lfanew + 4] != b"PE\0\0":
+        raise ValueError(f"no PE signature at e_lfanew {lfanew:#x}: {bytes(data[lfanew:lfanew + 4])!r}")
+    machine, nsections, _, _, _, optional_size, characteristics = COFF_HEADER.unpack_from(data, lfanew + 4)
+    optional = lfanew + 4 + COFF_HEADER.size
+    magic = struct.unpack_from("<H", data, optional)[0] if optional + 2 <= size else None
+    if magic not in OPTIONAL_MAGIC:
+        raise ValueError(f"no optional header at {optional:#x} (magic {magic!r}): not an image file")
+    plus = OPTIONAL_MAGIC[magic]
+    fixed = 112 if plus else 96  # the fields before the data directories
+    if optional + fixed > size:
+        raise ValueError(f"optional header truncated: {size - optional} of {fixed} bytes at {optional:#x}")
+    (size_of_headers,) = struct.unpack_from("<I", data, optional + 60)
+    (subsystem,) = struct.unpack_from("<H", data, optional + 68)
+    (count,) = struct.unpack_from("<I", data, optional + fixed - 4)
+    count = min(count, MAX_DIRECTORIES)
+    if optional + fixed + 8 * count > size:
+        raise ValueError(f"data directories truncated: {count} at {optional + fixed:#x}, file of {size} bytes")
+    flat = struct.unpack_from(f"<{2 * count}I", data, optional + fixed)
+    table = optional + optional_size
+    if table + SECTION_HEADER_SIZE * nsections > size:
+        raise ValueError(f"section table truncated: {nsections} sections at {table:#x}, file of {size} bytes")
+    sections = []
+    for n in range(nsections):
+        virtual_size, virtual_address, raw_size, raw_pointer = SECTION_FIELDS.unpack_from(
+            data, table + SECTION_HEADER_SIZE * n)
+        sections.append(Section(virtual_address, virtual_size, raw_size, raw_pointer))
+    return Headers(machine, characteristics, plus, subsystem, size_of_headers,
+                   tuple(zip(flat[::2], flat[1::2])), tuple(sections))
+
+
 class PEView:
-    """pefile headers plus bounds-checked RVA reads; every failure names the file."""
+    """The headers of one PE file plus bounds-checked RVA reads; every failure names the file.
+    ``pe`` (pefile's full header objects, for editing) is made on first use only."""
 
     def __init__(self, data: Data, path: str) -> None:
         self.data = data
         self.path = path
         try:
-            self.pe = pefile.PE(data=data, fast_load=True)
+            self.headers = read_headers(data)
+        except ValueError as exc:
+            raise self.error(f"invalid PE headers ({exc})") from None
+
+    @functools.cached_property
+    def pe(self) -> Any:
+        import pefile
+
+        try:
+            return pefile.PE(data=self.data, fast_load=True)
         except pefile.PEFormatError as exc:
             raise self.error(f"invalid PE headers ({exc.value})") from None
         except (struct.error, IndexError, ValueError) as exc:  # pefile on very short input
@@ -121,14 +208,12 @@ class PEView:
 
     @property
     def pe32plus(self) -> bool:
-        return bool(self.pe.OPTIONAL_HEADER.Magic == 0x20B)
+        return self.headers.pe32plus
 
     def directory(self, index: int) -> tuple[int, int]:
         """(rva, size) of data directory `index`, (0, 0) when absent."""
-        dirs = self.pe.OPTIONAL_HEADER.DATA_DIRECTORY
-        if index >= len(dirs):
-            return (0, 0)
-        return (int(dirs[index].VirtualAddress), int(dirs[index].Size))
+        dirs = self.headers.directories
+        return dirs[index] if index < len(dirs) else (0, 0)
 
     def offset(self, rva: int, length: int, what: str) -> int:
         """File offset of `length` bytes at `rva`, which must lie in the file."""
@@ -138,14 +223,14 @@ class PEView:
         return offset
 
     def _map(self, rva: int) -> int | None:
-        if rva < int(self.pe.OPTIONAL_HEADER.SizeOfHeaders):
+        if rva < self.headers.size_of_headers:
             return rva
-        for section in self.pe.sections:
-            start = int(section.VirtualAddress)
-            if start <= rva < start + max(int(section.Misc_VirtualSize), int(section.SizeOfRawData)):
-                if rva - start >= int(section.SizeOfRawData):
+        for section in self.headers.sections:
+            start = section.virtual_address
+            if start <= rva < start + max(section.virtual_size, section.raw_size):
+                if rva - start >= section.raw_size:
                     return None  # zero-filled memory, not in the file
-                return rva - start + int(section.PointerToRawData)
+                return rva - start + section.raw_pointer
         return None
 
     def read(self, rva: int, length: int, what: str) -> bytes:
@@ -226,11 +311,11 @@ def _file_kind(characteristics: int) -> FileKind:
 
 
 def _details(view: PEView, exports: list[str]) -> dict[str, Any]:
-    subsystem = int(view.pe.OPTIONAL_HEADER.Subsystem)
+    subsystem = view.headers.subsystem
     return {
-        "machine": int(view.pe.FILE_HEADER.Machine),
+        "machine": view.headers.machine,
         "pe32plus": view.pe32plus,
-        "subsystem": pefile.SUBSYSTEM_TYPE.get(subsystem, subsystem),
+        "subsystem": f"IMAGE_SUBSYSTEM_{SUBSYSTEMS[subsystem]}" if subsystem in SUBSYSTEMS else subsystem,
         "exports": exports,
         "python_extension": any(name.startswith("PyInit_") for name in exports),
         "dependent_load_flags": dependent_load_flags(view),
@@ -240,13 +325,13 @@ def _details(view: PEView, exports: list[str]) -> dict[str, Any]:
 def read_image(data: Data, path: str) -> Image:
     """The Image of one PE file held in `data` (bytes or mmap)."""
     view = PEView(data, path)
-    machine = int(view.pe.FILE_HEADER.Machine)
+    machine = view.headers.machine
     soname, exports = read_exports(view)
     needed = tuple(Dependency(slot.name, slot.kind) for slot in import_slots(view))
     return Image(
         format=BinaryFormat.PE,
         arch=MACHINES.get(machine, f"pe-machine-{machine:#06x}"),
-        kind=_file_kind(int(view.pe.FILE_HEADER.Characteristics)),
+        kind=_file_kind(view.headers.characteristics),
         needed=needed,
         soname=soname,
         details=_details(view, exports),
@@ -277,7 +362,14 @@ SYSTEM_ARCH = {"x86_64": "x64", "i686": "x86", "arm64": "arm64"}
 
 @functools.lru_cache(maxsize=1)
 def _system_lists() -> dict[str, frozenset[str]]:
-    text = resources.files("dynawheel").joinpath("data/windows-system-dlls.json").read_text(encoding="utf-8")
+    name = "windows-system-dlls.json"
+    try:  # performance: beside the package, without importlib.resources (~2.5 ms to import)
+        with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", name), encoding="utf-8") as fp:
+            text = fp.read()
+    except OSError:  # not installed as files
+        from importlib import resources
+
+        text = resources.files("dynawheel").joinpath(f"data/{name}").read_text("utf-8")
     doc = json.loads(text)
     if doc.get("version") != 2:
         raise ValueError(f"windows-system-dlls.json: unsupported version {doc.get('version')!r}")

@@ -24,22 +24,30 @@ the wheelhouse is scanned; hidden files (``.*``) and ``*.metadata`` are ignored.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import datetime
 import email.parser
+import functools
 import hashlib
 import html
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
+import struct
 import tarfile
 import threading
+import time
 import zipfile
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union
 from urllib.parse import quote
 
 from packaging.utils import (
@@ -57,10 +65,17 @@ from ..errors import PackageIndexError
 
 logger = logging.getLogger(__name__)
 
-REPOSITORY_VERSION = "1.1"
+REPOSITORY_VERSION = "1.1"  # PEP 700 (versions, size, upload-time)
+STATUS_REPOSITORY_VERSION = "1.4"  # pages with a PEP 792 project status
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 MAX_METADATA_SIZE = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
+# what the zip, tar, deflate, bzip2 and lzma layers raise on damaged archives (bad CRC, junk streams,
+# unsupported methods, the encryption flag, truncation, non-UTF-8 names)
+ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, ValueError, NotImplementedError,
+    RuntimeError, OSError, zlib.error, lzma.LZMAError, struct.error, UnicodeError,
+)
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 Kind = Literal["wheel", "sdist"]
@@ -72,12 +87,33 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
+_CLOSED = ("archived", "quarantined")  # no uploads (PEP 792 index semantics)
+
+
+@dataclass(frozen=True)
+class ProjectStatus:
+    """A PEP 792 project status marker (``active`` when a project has none)."""
+
+    status: str
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, status: object, reason: object = None) -> ProjectStatus:
+        if status not in STATUSES:
+            raise PackageIndexError(f"not a PEP 792 project status ({', '.join(STATUSES)}): {status!r}")
+        return cls(str(status), None if reason is None else str(reason))
+
+
+ACTIVE = ProjectStatus("active")
+
+
 @dataclass(frozen=True)
 class DistFile:
     """One distribution file found in the wheelhouse."""
 
     filename: str
-    path: Path
+    directory: Path  # where the file is (``path`` is made from it when asked: 6,000 Paths cost 20 ms)
     project: str  # the name as METADATA / PKG-INFO spells it
     normalized: str
     version: str
@@ -85,19 +121,30 @@ class DistFile:
     sha256: str
     size: int
     requires_python: str | None
-    metadata: bytes | None = field(default=None, repr=False)  # wheels only (PEP 658)
+    metadata: bytes | None = field(default=None, repr=False)  # wheels only (PEP 658); None when from the cache
+    metadata_sha256: str | None = None  # wheels only
+    tags: str = ""  # sorted wheel tags joined by '.', or 'sdist'
+    canonical_version: str = ""
+    stat_key: tuple[int, int, int] = (0, 0, 0)  # size, mtime_ns, inode when inspected
+    upload_time_ns: int = 0  # when the file got into the wheelhouse (its mtime): PEP 700 upload-time
 
-    @property
-    def metadata_sha256(self) -> str | None:
-        return None if self.metadata is None else hashlib.sha256(self.metadata).hexdigest()
+    def __post_init__(self) -> None:
+        if self.metadata is not None and self.metadata_sha256 is None:
+            object.__setattr__(self, "metadata_sha256", hashlib.sha256(self.metadata).hexdigest())
+        if not self.tags:
+            tags = parse_wheel_filename(self.filename)[3] if self.kind == "wheel" else ()
+            object.__setattr__(self, "tags", ".".join(sorted(map(str, tags))) if tags else "sdist")
+        if not self.canonical_version:
+            object.__setattr__(self, "canonical_version", canonicalize_version(self.version))
+
+    @functools.cached_property
+    def path(self) -> Path:
+        return self.directory / self.filename
 
     @property
     def identity(self) -> tuple[str, str, str]:
         """What the file claims to be: project, version, and tags (or ``sdist``)."""
-        if self.kind == "sdist":
-            return (self.normalized, canonicalize_version(self.version), "sdist")
-        tags = parse_wheel_filename(self.filename)[3]
-        return (self.normalized, canonicalize_version(self.version), ".".join(sorted(map(str, tags))))
+        return (self.normalized, self.canonical_version, self.tags)
 
 
 @dataclass(frozen=True)
@@ -128,6 +175,7 @@ class IndexResult:
     skipped: tuple[Skipped, ...]
     conflicts: tuple[Conflict, ...]
     unknown_yanked: tuple[str, ...] = ()
+    statuses: Mapping[str, ProjectStatus] = field(default_factory=dict)  # PEP 792, by normalized name
 
     @property
     def ok(self) -> bool:
@@ -140,19 +188,23 @@ _cache: dict[tuple[str, int, int, int], DistFile] = {}
 _cache_lock = threading.Lock()
 
 
-def inspect_distribution(path: Path) -> DistFile:
+def inspect_distribution(path: Path, filename: str | None = None) -> DistFile:
     """Read a wheel or sdist: name, version, hash, requires-python, METADATA.
 
+    ``filename`` is the name the file is published under (default: its own name; an upload
+    is inspected in a temporary file before it gets its name).
     Raises :class:`PackageIndexError` naming the file when it is not a valid
     distribution (bad name, not a zip/tar, no or inconsistent metadata).
     """
+    name = path.name if filename is None else filename
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     with _cache_lock:
         hit = _cache.get(key)
-    if hit is not None and hit.filename == path.name:
+    if hit is not None and hit.filename == name:
         return hit
-    dist = _inspect_uncached(path, st.st_size)
+    dist = _inspect_uncached(path, st.st_size, name)
+    dist = dataclasses.replace(dist, stat_key=(st.st_size, st.st_mtime_ns, st.st_ino), upload_time_ns=st.st_mtime_ns)
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -160,27 +212,26 @@ def inspect_distribution(path: Path) -> DistFile:
     return dist
 
 
-def _inspect_uncached(path: Path, size: int) -> DistFile:
-    name = path.name
+def _inspect_uncached(path: Path, size: int, name: str) -> DistFile:
     if name.endswith(".whl"):
         kind: Kind = "wheel"
         try:
             fname, fversion, _build, _tags = parse_wheel_filename(name)
         except (InvalidWheelFilename, InvalidVersion) as exc:
             raise PackageIndexError(f"not a valid wheel file name ({exc}): {name!r}") from None
-        meta, metadata = _read_wheel_metadata(path, str(fname))
+        meta, metadata = _read_wheel_metadata(path, str(fname), name)
     elif name.endswith(".tar.gz"):
         kind = "sdist"
         try:
             fname, fversion = parse_sdist_filename(name)
         except (InvalidSdistFilename, InvalidVersion) as exc:
             raise PackageIndexError(f"not a valid sdist file name ({exc}): {name!r}") from None
-        meta, metadata = _read_sdist_pkg_info(path, name[: -len(".tar.gz")]), None
+        meta, metadata = _read_sdist_pkg_info(path, name), None
     else:
         raise PackageIndexError(f"not a wheel (.whl) or sdist (.tar.gz): {name!r}")
     project, version = _check_claims(name, meta, str(fname), fversion)
     return DistFile(
-        filename=name, path=path, project=project, normalized=normalize_name(project),
+        filename=name, directory=path.parent, project=project, normalized=normalize_name(project),
         version=version, kind=kind, sha256=_sha256_file(path), size=size,
         requires_python=_header(meta, "Requires-Python"), metadata=metadata,
     )
@@ -214,12 +265,13 @@ def _parse_metadata(data: bytes, what: str) -> Message:
     return email.parser.Parser().parsestr(text, headersonly=True)
 
 
-def _read_wheel_metadata(path: Path, fname: str) -> tuple[Message, bytes]:
+def _read_wheel_metadata(path: Path, fname: str, name: str) -> tuple[Message, bytes]:
     """METADATA of a wheel, read from the zip without extracting anything.
 
     Only the entry ``<name>-<version>.dist-info/METADATA`` at the top level is read; no
     archive path is ever used to touch the file system.
     """
+    member = "(central directory)"
     try:
         with zipfile.ZipFile(path) as zf:
             want = canonicalize_name(fname)
@@ -227,17 +279,53 @@ def _read_wheel_metadata(path: Path, fname: str) -> tuple[Message, bytes]:
                           if _is_top_metadata(i.filename) and canonicalize_name(i.filename.split("-", 1)[0]) == want]
             if len(candidates) != 1:
                 raise PackageIndexError(
-                    f"wheel has {len(candidates)} matching .dist-info/METADATA entries: {path.name!r}")
+                    f"wheel has {len(candidates)} matching .dist-info/METADATA entries: {name!r}")
             info = candidates[0]
+            member = info.filename
             if info.file_size > MAX_METADATA_SIZE:
-                raise PackageIndexError(f"METADATA is larger than {MAX_METADATA_SIZE} bytes: {path.name!r}")
+                raise PackageIndexError(f"{member} is larger than {MAX_METADATA_SIZE} bytes: {name!r}")
             with zf.open(info) as fh:
                 data = fh.read(MAX_METADATA_SIZE + 1)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
-        if isinstance(exc, PackageIndexError):
-            raise
-        raise PackageIndexError(f"corrupted wheel ({exc}): {path.name!r}") from None
-    return _parse_metadata(data, path.name), data
+            if len(data) > MAX_METADATA_SIZE:
+                raise PackageIndexError(f"{member} inflates to more than {MAX_METADATA_SIZE} bytes: {name!r}")
+    except PackageIndexError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise PackageIndexError(f"corrupted wheel, member {member!r} ({_describe(exc)}): {name!r}") from None
+    return _parse_metadata(data, name), data
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
+
+
+def check_wheel_archive(path: Path, name: str, *, max_inflated: int) -> None:
+    """Inflate every member of a wheel (CRC checked by :mod:`zipfile`) without keeping any of it.
+
+    For uploads: a wheel that any installer would reject is refused before it is listed.
+    Raises :class:`PackageIndexError` naming the member; the work is bounded by ``max_inflated`` bytes.
+    """
+    member = "(central directory)"
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                member = info.filename
+                if not member or member.startswith("/") or "\\" in member or ".." in member.split("/"):
+                    raise PackageIndexError(f"unsafe member name {member!r} in wheel {name!r}")
+                if info.flag_bits & 0x1:
+                    raise PackageIndexError(f"member {member!r} is encrypted: {name!r}")
+                with zf.open(info) as fh:
+                    while chunk := fh.read(_CHUNK):
+                        total += len(chunk)
+                        if total > max_inflated:
+                            raise PackageIndexError(
+                                f"wheel inflates to more than {max_inflated} bytes (at {member!r}): {name!r}")
+    except PackageIndexError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise PackageIndexError(f"corrupted wheel, member {member!r} ({_describe(exc)}): {name!r}") from None
 
 
 def _is_top_metadata(arcname: str) -> bool:
@@ -245,7 +333,8 @@ def _is_top_metadata(arcname: str) -> bool:
     return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA"
 
 
-def _read_sdist_pkg_info(path: Path, stem: str) -> Message:
+def _read_sdist_pkg_info(path: Path, name: str) -> Message:
+    stem = name[: -len(".tar.gz")]
     try:
         with tarfile.open(path, "r:gz") as tf:
             for member in tf:
@@ -255,10 +344,12 @@ def _read_sdist_pkg_info(path: Path, stem: str) -> Message:
                         break
                     fh = tf.extractfile(member)
                     if fh is not None:
-                        return _parse_metadata(fh.read(MAX_METADATA_SIZE), path.name)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise PackageIndexError(f"corrupted sdist ({exc}): {path.name!r}") from None
-    raise PackageIndexError(f"sdist has no top-level PKG-INFO (expected {stem + '/PKG-INFO'!r}): {path.name!r}")
+                        return _parse_metadata(fh.read(MAX_METADATA_SIZE), name)
+    except PackageIndexError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise PackageIndexError(f"corrupted sdist ({_describe(exc)}): {name!r}") from None
+    raise PackageIndexError(f"sdist has no top-level PKG-INFO (expected {stem + '/PKG-INFO'!r}): {name!r}")
 
 
 def _sha256_file(path: Path) -> str:
@@ -266,21 +357,234 @@ def _sha256_file(path: Path) -> str:
         return fsutil.sha256_hex(fh, _CHUNK)
 
 
-def scan_wheelhouse(wheelhouse: Path) -> tuple[list[DistFile], list[Skipped]]:
-    """Inspect every file at the top level of ``wheelhouse``; bad ones are skipped with a reason."""
+def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
+                    only: Callable[[str], bool] | None = None) -> tuple[list[DistFile], list[Skipped]]:
+    """Inspect every file at the top level of ``wheelhouse``; bad ones are skipped with a reason.
+
+    A file whose name, size, modification time and inode match an entry of ``cache`` is taken
+    from it; the others are read and hashed on worker threads.  ``only`` limits the scan to
+    the file names it accepts.
+    """
     if not wheelhouse.is_dir():
         raise PackageIndexError(f"wheelhouse is not a directory: {str(wheelhouse)!r}")
     dists: list[DistFile] = []
     skipped: list[Skipped] = []
-    for path in sorted(wheelhouse.iterdir()):
-        if path.name.startswith(".") or path.name.endswith(".metadata") or not path.is_file():
-            continue
-        try:
-            dists.append(inspect_distribution(path))
-        except (PackageIndexError, OSError) as exc:
-            logger.info("skipped %s: %s", path.name, exc)
-            skipped.append(Skipped(path, str(exc)))
+    todo: list[Path] = []
+    known = cache.files if cache is not None else {}
+    with os.scandir(wheelhouse) as listing:
+        for entry in listing:
+            name = entry.name
+            if name.startswith(".") or name.endswith(".metadata") or (only is not None and not only(name)):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                st = entry.stat()
+            except OSError as exc:
+                skipped.append(Skipped(Path(entry.path), str(exc)))
+                continue
+            hit = known.get(name)
+            if hit is not None and hit.stat_key == (st.st_size, st.st_mtime_ns, st.st_ino):
+                dists.append(hit)  # its path is wheelhouse/name: the cache is per wheelhouse (layout key)
+            else:
+                todo.append(Path(entry.path))
+    for path, outcome in _inspect_many(sorted(todo)):
+        if isinstance(outcome, DistFile):
+            dists.append(outcome)
+        else:
+            logger.info("skipped %s: %s", path.name, outcome)
+            skipped.append(Skipped(path, outcome))
+    dists.sort(key=lambda d: d.filename)
+    skipped.sort(key=lambda s: s.path.name)
     return dists, skipped
+
+
+def _inspect_one(path: Path) -> DistFile | str:
+    try:
+        return inspect_distribution(path)
+    except (PackageIndexError, OSError) as exc:
+        return str(exc)
+
+
+def _inspect_many(paths: list[Path]) -> list[tuple[Path, DistFile | str]]:
+    """Inspect files on worker threads (hashing and inflating release the GIL)."""
+    if len(paths) < 4:
+        return [(path, _inspect_one(path)) for path in paths]
+    workers = min(8, (os.cpu_count() or 1) + 2, len(paths))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="dynawheel-index") as pool:
+        return list(zip(paths, pool.map(_inspect_one, paths)))
+
+
+# ---------------------------------------------------------------- the cache
+
+
+CACHE_NAME = ".dynawheel-index-cache.jsonl"
+_CACHE_FORMAT = 2
+_RACY_NS = 2_000_000_000  # file times are coarse (a few ms): a file changed this recently is not vouched for
+
+
+@dataclass
+class SiteCache:
+    """What the last run knew: inspected files (by name) and what the pages were written from.
+
+    Stored as JSON lines in ``SITE/.dynawheel-index-cache.jsonl``: a header, then one line per
+    file; a later line for the same name replaces an earlier one (``serve`` appends).  It is
+    never trusted blindly: an entry counts only while the file's size, mtime and inode match,
+    and a cache that does not parse, or was written for another layout, is ignored and rebuilt.
+    """
+
+    layout: str
+    files: dict[str, DistFile] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)  # file names on the pages
+    yanked: dict[str, str] = field(default_factory=dict)
+
+    statuses: dict[str, ProjectStatus] = field(default_factory=dict)
+
+    def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None, int]]:
+        return sorted(_page_input(self.files[n], self.yanked) for n in names if n in self.files)
+
+
+def _page_input(dist: DistFile, yanked: Mapping[str, str]) -> tuple[str, str, str | None, int]:
+    return (dist.filename, dist.sha256, yanked.get(dist.filename), dist.upload_time_ns)
+
+
+def _layout_key(layout: _Layout, wheelhouse: Path) -> str:
+    return json.dumps([_CACHE_FORMAT, str(wheelhouse.resolve()), str(layout.site.resolve()), layout.flat,
+                       layout.in_place])
+
+
+def _vouched(dist: DistFile, now_ns: int) -> DistFile:
+    """``dist`` as the cache may keep it: a file changed so recently that a change within the file
+    system's clock granularity would not show in its mtime gets an mtime that never matches."""
+    size, mtime_ns, inode = dist.stat_key
+    if now_ns - mtime_ns < _RACY_NS:
+        return dataclasses.replace(dist, metadata=None, stat_key=(size, -1, inode))
+    return dist
+
+
+def _entry_json(dist: DistFile, listed: bool) -> str:
+    size, mtime_ns, inode = dist.stat_key
+    return json.dumps({
+        "f": dist.filename, "p": dist.project, "n": dist.normalized, "v": dist.version, "cv": dist.canonical_version,
+        "k": dist.kind, "t": dist.tags, "h": dist.sha256, "s": dist.size, "rp": dist.requires_python,
+        "mh": dist.metadata_sha256, "st": [size, mtime_ns, inode], "ut": dist.upload_time_ns, "l": listed,
+    }, separators=(",", ":"))
+
+
+def _entry_from(doc: dict[str, Any], wheelhouse: Path) -> DistFile:
+    kind = doc["k"]
+    if kind not in ("wheel", "sdist"):
+        raise ValueError(f"kind {kind!r}")
+    stat_key = tuple(int(x) for x in doc["st"])
+    if len(stat_key) != 3:
+        raise ValueError("stat")
+    name = str(doc["f"])
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"file name {name!r}")
+    return DistFile(
+        filename=name, directory=wheelhouse, project=str(doc["p"]), normalized=str(doc["n"]),
+        version=str(doc["v"]), kind=kind, sha256=str(doc["h"]), size=int(doc["s"]),
+        requires_python=None if doc["rp"] is None else str(doc["rp"]),
+        metadata_sha256=None if doc["mh"] is None else str(doc["mh"]), tags=str(doc["t"]),
+        canonical_version=str(doc["cv"]), stat_key=(stat_key[0], stat_key[1], stat_key[2]),
+        upload_time_ns=int(doc["ut"]),
+    )
+
+
+# the cache last read or written per site, with the bytes of its file then: a long-running process
+# (serve) parses the file again only when someone else changed it (bytes compared, not timestamps)
+_memo: dict[str, tuple[bytes, SiteCache]] = {}
+_memo_lock = threading.Lock()
+
+
+def _read_cache_bytes(site: Path) -> bytes | None:
+    try:
+        with (site / CACHE_NAME).open("rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _remember(site: Path, cache: SiteCache, data: bytes | None = None) -> None:
+    data = _read_cache_bytes(site) if data is None else data
+    with _memo_lock:
+        if data is None:
+            _memo.pop(str(site.resolve()), None)
+        else:
+            _memo[str(site.resolve())] = (data, cache)
+
+
+def load_cache(site: Path, wheelhouse: Path, layout_key: str) -> SiteCache | None:
+    """The cache of ``site``, or None when there is none or it cannot be used (then the run rebuilds it)."""
+    data = _read_cache_bytes(site)
+    if data is None:
+        return None
+    with _memo_lock:
+        memo = _memo.get(str(site.resolve()))
+    if memo is not None and memo[0] == data and memo[1].layout == layout_key:
+        return memo[1]
+    cache = _parse_cache(site / CACHE_NAME, data, wheelhouse, layout_key)
+    if cache is not None:
+        _remember(site, cache, data)
+    return cache
+
+
+def _parse_cache(path: Path, data: bytes, wheelhouse: Path, layout_key: str) -> SiteCache | None:
+    lines = data.splitlines()
+    try:
+        docs = json.loads(b"[" + b",".join(lines[1:]) + b"]") if len(lines) > 1 else []  # one call: fast
+    except ValueError:
+        docs = None  # a torn or damaged line: parse line by line below
+    try:
+        header = json.loads(lines[0])
+        if header.get("format") != _CACHE_FORMAT or header.get("layout") != layout_key:
+            logger.info("index cache %s is for another layout or format: rebuilding it", path)
+            return None
+        cache = SiteCache(layout_key, yanked={str(k): str(v) for k, v in dict(header["yanked"]).items()},
+                          statuses={str(k): ProjectStatus.of(v[0], v[1]) for k, v in dict(header["status"]).items()})
+        for number, line in enumerate(lines[1:], 2):
+            try:
+                doc = docs[number - 2] if docs is not None else json.loads(line)
+                if doc.get("gone"):
+                    cache.files.pop(str(doc["f"]), None)
+                    cache.listed.discard(str(doc["f"]))
+                    continue
+                dist = _entry_from(doc, wheelhouse)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                if number == len(lines):  # a torn last line (a writer was killed): everything before it holds
+                    logger.info("index cache %s: ignoring a torn last line (%s)", path, exc)
+                    break
+                raise
+            cache.files[dist.filename] = dist
+            (cache.listed.add if doc.get("l") else cache.listed.discard)(dist.filename)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, InvalidVersion, PackageIndexError) as exc:
+        logger.warning("index cache %s is corrupt (%s): rebuilding it", path, _describe(exc))
+        return None
+    return cache
+
+
+def save_cache(site: Path, cache: SiteCache) -> None:
+    now = time.time_ns()
+    cache = dataclasses.replace(cache, files={n: _vouched(d, now) for n, d in cache.files.items()})
+    marks = {name: [mark.status, mark.reason] for name, mark in cache.statuses.items()}
+    lines = [json.dumps({"format": _CACHE_FORMAT, "layout": cache.layout, "yanked": cache.yanked, "status": marks},
+                        sort_keys=True)]
+    lines += [_entry_json(d, d.filename in cache.listed) for _n, d in sorted(cache.files.items())]
+    data = ("\n".join(lines) + "\n").encode()
+    fsutil.write_atomic(site / CACHE_NAME, data, 0o644)
+    _remember(site, cache, data)
+
+
+def append_cache(site: Path, entries: Iterable[tuple[DistFile, bool]], gone: Iterable[str] = ()) -> None:
+    """Add lines for changed and removed files to the cache (one ``write``); the caller holds the site's lock."""
+    lines = [_entry_json(dist, listed) for dist, listed in entries]
+    lines += [json.dumps({"f": name, "gone": True}) for name in gone]
+    data = "".join(line + "\n" for line in lines).encode()
+    fd = os.open(site / CACHE_NAME, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def find_conflicts(dists: Iterable[DistFile]) -> tuple[list[DistFile], list[Conflict]]:
@@ -314,7 +618,7 @@ class _Layout:
     def file_dir(self, dist: DistFile) -> Path:
         if self.flat:
             return self.simple / dist.normalized
-        return dist.path.parent if self.in_place else self.site / "files"
+        return dist.directory if self.in_place else self.site / "files"
 
     def href(self, dist: DistFile) -> str:
         target = self.file_dir(dist) / dist.filename
@@ -322,11 +626,17 @@ class _Layout:
         return "/".join(quote(part) for part in Path(rel).parts)
 
 
-def _page_html(title: str, links: Iterable[str]) -> bytes:
+def _page_html(title: str, links: Iterable[str], status: ProjectStatus | None = None) -> bytes:
     body = "\n".join(f"    {link}<br>" for link in links)
+    marks = ""
+    if status is not None:
+        marks = f'    <meta name="pypi:project-status" content="{status.status}">\n'
+        if status.reason is not None:
+            marks += f'    <meta name="pypi:project-status-reason" content="{html.escape(status.reason)}">\n'
+    version = REPOSITORY_VERSION if status is None else STATUS_REPOSITORY_VERSION
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{REPOSITORY_VERSION}">\n'
+        f'    <meta name="pypi:repository-version" content="{version}">\n{marks}'
         f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{html.escape(title)}</h1>\n{body}\n  </body>\n</html>\n"
     ).encode()
@@ -374,15 +684,25 @@ def _file_json(dist: DistFile, href: str, yank: str | None) -> dict[str, JSONVal
     }
     if dist.requires_python:
         entry["requires-python"] = dist.requires_python
+    if dist.upload_time_ns > 0:
+        entry["upload-time"] = _iso_time(dist.upload_time_ns)
     meta_sha = dist.metadata_sha256
     entry["core-metadata"] = {"sha256": meta_sha} if meta_sha else False
     entry["dist-info-metadata"] = entry["core-metadata"]
     return entry
 
 
+def _iso_time(ns: int) -> str:
+    """PEP 700's format: ``yyyy-mm-ddThh:mm:ss.ffffffZ``."""
+    when = datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def project_pages(normalized: str, dists: list[DistFile], layout: _Layout,
-                  yanked: Mapping[str, str]) -> tuple[bytes, bytes]:
-    """HTML and PEP 691 JSON of one project's page."""
+                  yanked: Mapping[str, str], status: ProjectStatus | None = None) -> tuple[bytes, bytes]:
+    """HTML and PEP 691 JSON of one project's page (a quarantined project lists no files, PEP 792)."""
+    if status is not None and status.status == "quarantined":
+        dists = []
     dists = sorted(dists, key=lambda d: (Version(d.version), d.filename))
     links, files = [], []
     for dist in dists:
@@ -394,12 +714,17 @@ def project_pages(normalized: str, dists: list[DistFile], layout: _Layout,
         if dist.version not in versions:
             versions.append(dist.version)
     doc: dict[str, JSONValue] = {
-        "meta": {"api-version": REPOSITORY_VERSION},
+        "meta": {"api-version": REPOSITORY_VERSION if status is None else STATUS_REPOSITORY_VERSION},
         "name": normalized,
         "versions": versions,
         "files": list[JSONValue](files),
     }
-    return _page_html(f"Links for {normalized}", links), _json_bytes(doc)
+    if status is not None:
+        mark: dict[str, JSONValue] = {"status": status.status}
+        if status.reason is not None:
+            mark["reason"] = status.reason
+        doc["project-status"] = mark
+    return _page_html(f"Links for {normalized}", links, status), _json_bytes(doc)
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -446,10 +771,19 @@ def _place_file(src: Path, dst: Path) -> bool:
 
 
 def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False,
-                yanked: Mapping[str, str] | None = None) -> IndexResult:
+                yanked: Mapping[str, str] | None = None, use_cache: bool = True,
+                project: str | None = None, statuses: Mapping[str, ProjectStatus] | None = None) -> IndexResult:
     """Write (or update) a static package index for ``wheelhouse`` into ``out`` (default: the wheelhouse).
 
-    ``yanked`` maps file names to a reason (``""`` = yanked without a reason).
+    ``yanked`` maps file names to a reason (``""`` = yanked without a reason); None keeps the
+    yanks of the previous run (from the cache).  ``statuses`` maps normalized project names to a
+    PEP 792 status (None keeps the previous run's): the pages say it, an ``archived`` or
+    ``quarantined`` project takes no uploads, a ``quarantined`` one lists no files.
+    With the cache (``SITE/.dynawheel-index-cache.jsonl``) a re-run costs a directory listing plus
+    reading the new or changed files; ``use_cache=False`` re-reads everything (the cache is
+    rewritten either way).  ``project`` (a normalized name) updates only that project's files
+    and pages, and the project list when it changes: what ``serve`` does after an upload; the
+    result then lists only that project's files.
     Raises :class:`PackageIndexError` when the wheelhouse does not exist or the site
     cannot be written.
     """
@@ -459,44 +793,183 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     site = Path(out) if out is not None else wheelhouse
     in_place = site.resolve() == wheelhouse.resolve()
     layout = _Layout(site, site if flat else site / "simple", flat, in_place and not flat)
-    yanked = dict(yanked or {})
-    dists, skipped = scan_wheelhouse(wheelhouse)
+    key = _layout_key(layout, wheelhouse)
+    prev = load_cache(site, wheelhouse, key) if use_cache else None
+    if prev is None:
+        project = None  # nothing to update incrementally: a full run
+    yanks = dict(prev.yanked if prev is not None and yanked is None else yanked or {})
+    marks = dict(prev.statuses if prev is not None and statuses is None else statuses or {})
+    if project is not None and prev is not None and marks.get(project, ACTIVE).status in _CLOSED:
+        raise PackageIndexError(f"project {project!r} is {marks[project].status}: it takes no new files (PEP 792)")
+    only = None if project is None else _project_filter(project)
+    dists, skipped = scan_wheelhouse(wheelhouse, prev, only)
     kept, conflicts = find_conflicts(dists)
     try:
-        written, removed = _write_site(layout, kept, yanked)
+        site.mkdir(parents=True, exist_ok=True)
+        written, removed = _write_site(layout, kept, yanks, marks, prev, project)
+        _update_cache(site, key, prev, dists, kept, yanks, marks, project)
     except OSError as exc:
         raise PackageIndexError(f"cannot write the index into {str(site)!r}: {exc}") from exc
-    unknown = tuple(sorted(set(yanked) - {d.filename for d in kept}))
+    unknown = tuple(sorted(set(yanks) - {d.filename for d in kept})) if project is None else ()
     for name in unknown:
         logger.info("yank names no indexed file: %r", name)
     return IndexResult(
         site=site, simple=layout.simple, flat=flat, files=tuple(kept),
         projects=tuple(sorted({d.normalized for d in kept})), written=tuple(written), removed=tuple(removed),
-        skipped=tuple(skipped), conflicts=tuple(conflicts), unknown_yanked=unknown,
+        skipped=tuple(skipped), conflicts=tuple(conflicts), unknown_yanked=unknown, statuses=marks,
     )
 
 
-def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str]) -> tuple[list[Path], list[Path]]:
-    written: list[Path] = []
+def project_of_filename(filename: str) -> str:
+    """The normalized project a distribution file name claims (its text before the first ``-``).
+
+    Called for every file of a large wheelhouse on each upload: string methods, no regex.
+    """
+    head = filename.split("-", 1)[0].lower().replace("_", "-").replace(".", "-")
+    while "--" in head:
+        head = head.replace("--", "-")
+    return head
+
+
+def _project_filter(project: str) -> Callable[[str], bool]:
+    return lambda name: project_of_filename(name) == project
+
+
+def _update_cache(site: Path, key: str, prev: SiteCache | None, dists: list[DistFile], kept: list[DistFile],
+                  yanked: dict[str, str], statuses: dict[str, ProjectStatus], project: str | None) -> None:
+    listed = {d.filename for d in kept}
+    if project is not None and prev is not None and yanked == prev.yanked and statuses == prev.statuses:
+        seen = {d.filename for d in dists}
+        lines = [(d, d.filename in listed) for d in dists
+                 if prev.files.get(d.filename) != d or (d.filename in prev.listed) != (d.filename in listed)]
+        gone = [name for name in prev.files if name not in seen and project_of_filename(name) == project]
+        if lines or gone:
+            now = time.time_ns()
+            lines = [(_vouched(d, now), listed_now) for d, listed_now in lines]
+            append_cache(site, lines, gone)
+            files = {**prev.files, **{d.filename: d for d, _ in lines}}
+            for name in gone:
+                files.pop(name, None)
+            now_listed = {n for n in prev.listed if n in files and project_of_filename(n) != project} | listed
+            _remember(site, SiteCache(key, files, now_listed, yanked, statuses))
+        return
+    files = {d.filename: d for d in dists}
+    if (prev is None or prev.files != files or prev.listed != listed or prev.yanked != yanked
+            or prev.statuses != statuses):
+        save_cache(site, SiteCache(key, files, listed, yanked, statuses))
+
+
+def _group(dists: Iterable[DistFile]) -> dict[str, list[DistFile]]:
     by_project: dict[str, list[DistFile]] = {}
     for dist in dists:
         by_project.setdefault(dist.normalized, []).append(dist)
+    return by_project
+
+
+def _display_names(by_project: Mapping[str, list[DistFile]]) -> dict[str, str]:
+    return {norm: max(group, key=lambda d: d.filename).project for norm, group in by_project.items()}
+
+
+def _names_in(directory: Path) -> set[str]:
+    try:
+        return set(os.listdir(directory))
+    except OSError:
+        return set()
+
+
+def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str],
+                statuses: Mapping[str, ProjectStatus], prev: SiteCache | None,
+                project: str | None) -> tuple[list[Path], list[Path]]:
+    """Place files, write .metadata and pages; with ``prev``, only what changed since it was written."""
+    written: list[Path] = []
+    by_project = _group(dists)
+    listings: dict[Path, set[str]] = {}
+
+    def listing(directory: Path) -> set[str]:
+        if directory not in listings:
+            listings[directory] = _names_in(directory)
+        return listings[directory]
+
+    def present(path: Path) -> bool:
+        return path.name in listing(path.parent)
+
+    def placed(dist: DistFile) -> bool:
+        """The file and its .metadata are where the last run put them (strings only: runs for every file)."""
+        if layout.flat:
+            directory = layout.simple / dist.normalized
+        else:
+            directory = layout.site if layout.in_place else layout.site / "files"
+        there = listing(directory)
+        return dist.filename in there and (dist.kind != "wheel" or dist.filename + ".metadata" in there)
+
     for dist in dists:
+        if (prev is not None and prev.files.get(dist.filename) is dist and dist.filename in prev.listed
+                and placed(dist)):
+            continue  # unchanged since the cache was written, and still in place
         target = layout.file_dir(dist) / dist.filename
         if _place_file(dist.path, target):
             written.append(target)
-        if dist.metadata is not None and write_atomic(target.with_name(dist.filename + ".metadata"), dist.metadata):
-            written.append(target.with_name(dist.filename + ".metadata"))
+        meta_target = target.with_name(dist.filename + ".metadata")
+        if (dist.kind == "wheel"
+                and write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist))):
+            written.append(meta_target)
+    prev_projects = _group(prev.files[n] for n in prev.listed) if prev is not None else {}
     for normalized, group in sorted(by_project.items()):
-        page_html, page_json = project_pages(normalized, group, layout, yanked)
+        inputs = sorted(_page_input(d, yanked) for d in group)
+        old = prev_projects.get(normalized)
+        status = statuses.get(normalized)
+        if (prev is not None and old is not None and prev.page_inputs(d.filename for d in old) == inputs
+                and prev.statuses.get(normalized) == status and normalized in listing(layout.simple)):
+            continue
+        page_html, page_json = project_pages(normalized, group, layout, yanked, status)
         written += _write_pair(layout.simple / normalized, page_html, page_json)
-    names = {norm: sorted(group, key=lambda d: d.filename)[-1].project for norm, group in by_project.items()}
-    root_html, root_json = root_pages(names)
-    written += _write_pair(layout.simple, root_html, root_json)
-    removed = _remove_stale(layout, dists, set(by_project))
+    if project is not None and prev is not None:  # the other projects, as the cache lists them
+        others = {norm: group for norm, group in prev_projects.items() if norm != project}
+        names = _display_names({**others, **by_project})
+    else:
+        names = _display_names(by_project)
+    if (prev is None or names != _display_names(prev_projects) or not present(layout.simple / "index.html")
+            or not present(layout.simple / "index.json")):
+        root_html, root_json = root_pages(names)
+        written += _write_pair(layout.simple, root_html, root_json)
+    if prev is None:
+        removed = _remove_stale(layout, dists, set(by_project))
+    else:
+        removed = _remove_unlisted(layout, prev, prev_projects, dists, set(names), project)
     for path in written:
         logger.info("wrote %s", path)
     return written, removed
+
+
+def _metadata_of(dist: DistFile) -> bytes:
+    return _read_wheel_metadata(dist.path, parse_wheel_filename(dist.filename)[0], dist.filename)[1]
+
+
+def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[str, list[DistFile]],
+                     dists: list[DistFile], projects: set[str], project: str | None) -> list[Path]:
+    """Remove what the previous run (per the cache) wrote for files and projects now gone."""
+    now = {d.filename for d in dists}
+    candidates: list[Path] = []
+    for norm in prev_projects:
+        if norm not in projects and (project is None or norm == project):
+            candidates += [layout.simple / norm / "index.html", layout.simple / norm / "index.json"]
+    for name in prev.listed:
+        if name in now or (project is not None and project_of_filename(name) != project):
+            continue
+        old = prev.files[name]
+        target = layout.file_dir(old) / name
+        candidates.append(target.with_name(name + ".metadata"))
+        if not layout.in_place:
+            candidates.append(target)
+    removed = []
+    for path in candidates:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        logger.info("removed stale %s", path)
+    return removed
 
 
 def _write_pair(directory: Path, page_html: bytes, page_json: bytes) -> list[Path]:

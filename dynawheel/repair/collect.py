@@ -32,6 +32,7 @@ from ..analysis.resolve import Analysis, Edge, Status
 from ..binary import BinaryFormat
 from ..errors import RepairError, ResolveError, UsageError, WheelFormatError
 from ..fsutil import sha256_hex
+from ..platforms import backend_of
 from ..tree import HostFS, Tree
 from ..wheel.tags import parse_filename
 
@@ -114,7 +115,10 @@ def describe_missing(analysis: Analysis, edges: Iterable[Edge]) -> str:
     for edge in edges:
         where = analysis.relpath(edge.dependent) or edge.dependent
         searched = "; ".join(f"{a.path} ({a.via}): {a.outcome}" for a in edge.tried) or "nowhere to look"
-        lines.append(f"  {edge.request.name!r} needed by {where!r}; searched: {searched}")
+        binary = analysis.binaries.get(edge.dependent)
+        note = backend_of(binary.format).missing_note(edge.request.name) if binary is not None else None
+        lines.append(f"  {edge.request.name!r} needed by {where!r}; searched: {searched}"
+                     + (f" ({note})" if note else ""))
     head = f"cannot find {len(lines)} needed librar{'y' if len(lines) == 1 else 'ies'} " \
            "(add a directory with -L DIR, or go on with --allow-missing):"
     return "\n".join([head, *lines])

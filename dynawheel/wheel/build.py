@@ -18,7 +18,7 @@ from .metadata import (
     from_project_table,
     read_pyproject,
 )
-from .stage import AddStep, Stage
+from .stage import AddStep, StageFiles
 from .tags import WheelTags, interpreter_tags, parse_tags
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class BuildOptions:
     compression_level: int = 6
     deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' (exactly zlib's bytes) or 'zlib-ng'
     exclude: tuple[str, ...] = ()
-    files: Stage | None = None  # a Stage composed in Python (Stage().add(...)), packed first
+    files: StageFiles | None = None  # a Stage composed in Python (Stage().add(...)), packed first
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _binary_kind(path: Path) -> str | None:
     return format_of(head)
 
 
-def _default_tags(stage: Stage, notes: list[str]) -> WheelTags:
+def _default_tags(stage: StageFiles, notes: list[str]) -> WheelTags:
     binaries = {name: kind for name, src in stage.files.items() if (kind := _binary_kind(src))}
     if not binaries:
         return parse_tags("py3-none-any")
@@ -101,7 +101,7 @@ def _add_items(tool: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def _metadata(opts: BuildOptions, project: dict[str, Any] | None, base: Path, stage: Stage) -> ProjectMetadata:
+def _metadata(opts: BuildOptions, project: dict[str, Any] | None, base: Path, stage: StageFiles) -> ProjectMetadata:
     if opts.metadata_text is not None:
         return from_metadata_text(opts.metadata_text, "(given text)", opts.metadata)
     if opts.metadata_file is not None:
@@ -118,8 +118,8 @@ def _metadata(opts: BuildOptions, project: dict[str, Any] | None, base: Path, st
     return from_options(opts.metadata)
 
 
-def collect(opts: BuildOptions, config: Path | None) -> Stage:
-    stage = Stage(dict(opts.files.files), dict(opts.files.origins)) if opts.files else Stage()
+def collect(opts: BuildOptions, config: Path | None) -> StageFiles:
+    stage = StageFiles(dict(opts.files.files), dict(opts.files.origins)) if opts.files else StageFiles()
     if opts.stage is not None:
         skip = [CONFIG_NAME] if config is not None and config.parent.resolve() == opts.stage.resolve() else []
         stage.add_tree(opts.stage, exclude=[*skip, *opts.exclude])
@@ -147,7 +147,7 @@ def build(opts: BuildOptions, out_dir: Path) -> BuildResult:
     return BuildResult(path, meta.name, meta.version, spec.tags, tuple(notes + more))
 
 
-def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: Stage, notes: list[str]) -> WheelSpec:
+def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: StageFiles, notes: list[str]) -> WheelSpec:
     old_tags, old_purelib = existing_wheel_file(stage.files)
     if opts.tags is not None and old_tags is not None and set(opts.tags.expanded()) != set(old_tags.expanded()):
         raise StageError(f"the WHEEL file in the stage says Tag {old_tags}, but the build asks for {opts.tags}")
@@ -176,7 +176,7 @@ def build_wheel(
     add: tuple[tuple[str, str], ...] = (),
     compression_level: int = 6,
     pyproject: str | Path | None = None,
-    files: Stage | None = None,
+    files: StageFiles | None = None,
 ) -> Path:
     """Build a wheel and return its path (the typed, keyword-only API)."""
     opts = BuildOptions(
@@ -192,3 +192,15 @@ def build_wheel(
         compression_level=compression_level,
     )
     return build(opts, Path(out_dir)).path
+
+
+@dataclass
+class Stage(StageFiles):
+    """The files of a wheel-to-be (arcname -> file on disk), composed in Python, that can build itself.
+
+    >>> Stage().add("build/lib/*.so", "pkg/").add_tree("src").build("dist", name="x", version="1")  # doctest: +SKIP
+    """
+
+    def build(self, out_dir: str | Path = "dist", **options: Any) -> Path:
+        """Pack these files as a wheel; `options` are those of :func:`dynawheel.build_wheel`."""
+        return build_wheel(None, out_dir, files=self, **options)

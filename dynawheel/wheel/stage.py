@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from ..errors import StageError
 
@@ -86,11 +86,15 @@ def walk_tree(root: Path) -> Iterator[tuple[str, Path]]:
     yield from _walk(root, root, real_root, (real_root,))
 
 
-@dataclass
-class Stage:
-    """The files of a wheel-to-be: arcname -> file on disk.
+S = TypeVar("S", bound="StageFiles")
 
-    >>> Stage().add("build/lib/*.so", "anamespace/").add_tree("src")   # doctest: +SKIP
+
+@dataclass
+class StageFiles:
+    """The files of a wheel-to-be: arcname -> file on disk (the public :class:`dynawheel.Stage`, which
+    can also build itself, is this plus ``build()``: wheel/build.py).
+
+    >>> StageFiles().add("build/lib/*.so", "anamespace/").add_tree("src")   # doctest: +SKIP
     """
 
     files: dict[str, Path] = field(default_factory=dict)
@@ -104,7 +108,7 @@ class Stage:
         self.files[arcname] = source
         self.origins[arcname] = origin
 
-    def add_tree(self, root: str | Path, dest: str = "", *, exclude: Iterable[str] = ()) -> Stage:
+    def add_tree(self: S, root: str | Path, dest: str = "", *, exclude: Iterable[str] = ()) -> S:
         """Add everything below directory `root` under `dest` (a directory inside the wheel)."""
         root = Path(root)
         prefix = _dir_prefix(dest)
@@ -115,11 +119,11 @@ class Stage:
             self._put(prefix + rel, real, str(root / rel))
         return self
 
-    def add(self, source: str | Path, dest: str = "", *, base: Path | None = None) -> Stage:
+    def add(self: S, source: str | Path, dest: str = "", *, base: Path | None = None) -> S:
         """Add a file, directory or glob; see AddStep for the meaning of `dest`."""
         return self.add_step(AddStep(str(source), dest, base))
 
-    def add_step(self, step: AddStep) -> Stage:
+    def add_step(self: S, step: AddStep) -> S:
         base = step.base or Path.cwd()
         pattern = step.source if os.path.isabs(step.source) else str(base / step.source)
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(step.source) else [pattern]
@@ -142,14 +146,7 @@ class Stage:
             raise StageError(f"--add source {str(src)!r} is not a file or directory")
 
 
-    def build(self, out_dir: str | Path = "dist", **options: Any) -> Path:
-        """Pack these files as a wheel; `options` are those of :func:`dynawheel.build_wheel`."""
-        from .build import build_wheel
-
-        return build_wheel(None, out_dir, files=self, **options)
-
 
 def _dir_prefix(dest: str) -> str:
     dest = dest.strip("/")
     return dest + "/" if dest else ""
-
