@@ -161,7 +161,7 @@ class Runner:
         bad = [str(p.relative_to(work)) for p in work.rglob("*")
                if p.is_file() and p.parent.name not in ("out", "house", "site", "files", "case")
                and not p.parent.name.startswith(("fuzz", "other"))]
-        bad = [b for b in bad if "/simple/" not in f"/{b}" and not b.startswith(("site/", "house/"))]
+        bad = [b for b in bad if "/simple/" not in f"/{b}" and not b.startswith(("site/", "site2/", "house/"))]
         if left or bad:
             for name in left:
                 path = self.tmp / name
