@@ -86,9 +86,10 @@ def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> Job:
 def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairResult:
     """Repair one wheel into `wheel_dir` (a pure wheel is copied through unchanged)."""
     name, version, build, tags = parse_filename(wheel.name)
-    dist_info = f"{name}-{version}.dist-info"
-    with WheelSession(wheel, dist_info, dry_run=opts.dry_run, elf_editor=opts.elf_editor) as session:
-        job = decide(session.tree, opts, name)
+    with WheelSession(wheel, name, version, dry_run=opts.dry_run, elf_editor=opts.elf_editor) as session:
+        dist_info = session.dist_info  # as the wheel spells it
+        dist = dist_info[: -len(".dist-info")].rpartition("-")[0]  # <dist>.libs the same on every re-repair
+        job = decide(session.tree, opts, dist)
         session.analysed(job.plan.files)
         if opts.dry_run:
             return RepairResult(wheel, None, job.collection, job.plan, new_tags(job, tags, opts), tuple(job.notes),
@@ -104,7 +105,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         packer = session.packer(opts.compression_level, opts.deflate)
         edited = edit_copies(job, session.tree, work, opts, session.editors, packer.pack_soon)
         zf = session.zip
-        extra = shim_files(job, session.read_small, name)
+        extra = shim_files(job, session.read_small, dist)
         extra[f"{dist_info}/WHEEL"] = wheel_text(session.wheel_file, tags2)
         extra[f"{dist_info}/METADATA"] = with_requires(session.metadata, job.requires)
         if job.collection.vendored or job.collection.provided:

@@ -15,7 +15,7 @@ from ..errors import DynawheelError
 from .archive import check_member_name
 from .assemble import SCHEMES
 from .record import RecordRow, encode_digest, parse_record
-from .tags import WheelTags, parse_filename, parse_tags
+from .tags import WheelTags, dist_info_dirs, find_dist_info, parse_filename, parse_tags
 from .text import MAX_METADATA, MAX_RECORD, MAX_WHEEL, parse_metadata, parse_wheel_file
 from .zipread import READ_ERRORS, open_zip, read_member
 
@@ -193,11 +193,12 @@ def check_wheel(path: Path) -> WheelCheck:
 
 def _check_zip(zf: zipfile.ZipFile, name: str, version: str, tags: WheelTags, problems: _Problems) -> list[str]:
     names = _check_names(zf.namelist(), problems)
-    dist_info = f"{name}-{version}.dist-info"
-    tops = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
-    if tops != [dist_info]:
-        problems.add(f"expected exactly one .dist-info directory {dist_info!r}, found {tops!r}")
+    found = find_dist_info(names, name, version)
+    if found is None:
+        problems.add(f"expected exactly one .dist-info directory {name}-{version}.dist-info (name and version "
+                     f"compared normalized), found {dist_info_dirs(names)!r}")
         return []
+    dist_info = found
     wheel_text = _read(zf, f"{dist_info}/WHEEL", MAX_WHEEL, problems)
     if wheel_text is not None:
         _check_wheel_file(wheel_text, tags, problems)
@@ -210,7 +211,7 @@ def _check_zip(zf: zipfile.ZipFile, name: str, version: str, tags: WheelTags, pr
             _check_record(zf, parse_record(record, "RECORD"), names, dist_info, problems)
         except DynawheelError as exc:
             problems.add(str(exc))
-    return list(_installs(names, dist_info, f"{name}-{version}.data", name, problems))
+    return list(_installs(names, dist_info, dist_info[: -len(".dist-info")] + ".data", name, problems))
 
 
 def check_wheels(paths: Iterable[str | Path]) -> CheckReport:

@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import WheelFormatError
-from .zipwriter import pread_data_offset
+from .localheader import pread_data_offset
 
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3: what zipfile itself reads
 MAX_MEMBER = 1 << 40  # bytes: no wheel member is bigger than 1 TiB; a bigger size is a broken header
