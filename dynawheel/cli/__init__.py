@@ -22,13 +22,13 @@ from ..errors import EXIT_ERROR, EXIT_INTERNAL, DynawheelError
 # command -> the module that registers it: only that module is imported when the command is known
 # (importing all of them costs ~60 ms, a fifth of a small repair); anything else imports them all
 _COMMANDS = {"build": "build", "check": "build", "show": "show", "repair": "repair", "index": "publish",
-             "serve": "publish"}
+             "serve": "publish", "tags": "wheelops", "merge": "wheelops"}
 
 
 def _modules(argv: Sequence[str] | None) -> list[Any]:
     args = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in args if not a.startswith("-")), None)
-    names = [_COMMANDS[command]] if command in _COMMANDS else ["build", "show", "repair", "publish"]
+    names = [_COMMANDS[command]] if command in _COMMANDS else ["build", "show", "repair", "publish", "wheelops"]
     return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..wheel.build import BuildOptions, build
-from ..wheel.check import CheckReport, check_wheels
+from ..ops.build import build
+from ..ops.check import check_wheels
+from ..wheel.build import BuildOptions
+from ..wheel.check import CheckReport
 from ..wheel.metadata import MetadataOptions
 from ..wheel.stage import AddStep
 from ..wheel.tags import WheelTags, make_tags, parse_tags
@@ -33,11 +36,14 @@ def register(sub: Any) -> None:
                       help="extra core-metadata field, e.g. 'Classifier: Environment :: Console'")
     meta.add_argument("--pyproject", type=Path, metavar="FILE", help="PEP 621 file (default: STAGE/pyproject.toml)")
     meta.add_argument("--metadata", type=Path, metavar="FILE", help="a ready METADATA file")
-    tags = p.add_argument_group("tags (default: py3-none-any; the interpreter's tag when binaries are present)")
+    tags = p.add_argument_group("tags (default: py3-none-any; with binaries: the platform tag from their content, "
+                                "as repair computes it, and the interpreter's python/ABI tags)")
     tags.add_argument("--tag", metavar="PY-ABI-PLAT", help="e.g. py3-none-any, cp311-cp311-manylinux_2_17_x86_64")
     tags.add_argument("--python-tag")
     tags.add_argument("--abi-tag")
     tags.add_argument("--platform-tag")
+    tags.add_argument("--force-tag", action="store_true",
+                      help="write a given platform tag even when the binaries do not support it")
     root = tags.add_mutually_exclusive_group()
     root.add_argument("--root-is-purelib", dest="purelib", action="store_const", const=True, default=None)
     root.add_argument("--root-is-platlib", dest="purelib", action="store_const", const=False)
@@ -92,11 +98,12 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         compression_level=args.compression_level,
         deflate=args.deflate,
         exclude=tuple(args.exclude),
+        force_tag=args.force_tag,
     )
 
 
 def run_build(args: argparse.Namespace) -> int:
-    result = build(options_from_args(args), args.wheel_dir)
+    result = build(options_from_args(args), args.wheel_dir, macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {result.path}")
