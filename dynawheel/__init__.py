@@ -7,6 +7,8 @@ and the seed-compatible :func:`dynawheel`.  Every error is a :class:`DynawheelEr
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -50,6 +52,21 @@ if TYPE_CHECKING:
     from .report import AuditReport, audit
     from .search import SearchPaths
     from .wheel.build import BuildOptions, BuildResult, Stage
+
+
+class _Package(types.ModuleType):
+    """This package's module object.  Importing a submodule binds it as an attribute of the package
+    (``import dynawheel.report`` sets ``dynawheel.report``); for a public name that is also a
+    submodule's name that binding is dropped, so a public callable stays what it is whatever was
+    imported before (the submodule is still in ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

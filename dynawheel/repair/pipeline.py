@@ -94,7 +94,8 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         if opts.dry_run:
             return RepairResult(wheel, None, job.collection, job.plan, new_tags(job, tags, opts), tuple(job.notes),
                                 job.shim)
-        if not job.analysis.tree_binaries:
+        if not job.analysis.tree_binaries:  # copied unchanged, once every member is checked
+            session.verify_unchanged()
             out = wheel_dir / wheel.name
             copy_atomic(wheel, out)
             return RepairResult(wheel, out, job.collection, job.plan, tags, ("no binaries: copied unchanged",))
@@ -104,9 +105,9 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         packer = session.packer(opts.compression_level, opts.deflate)
         edited = edit_copies(job, session.tree, work, opts, session.editors, packer.pack_soon)
         zf = session.zip
-        extra = shim_files(job, zf.read, dist)
-        extra[f"{dist_info}/WHEEL"] = wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
-        extra[f"{dist_info}/METADATA"] = with_requires(zf.read(f"{dist_info}/METADATA"), job.requires)
+        extra = shim_files(job, session.read_small, dist)
+        extra[f"{dist_info}/WHEEL"] = wheel_text(session.wheel_file, tags2)
+        extra[f"{dist_info}/METADATA"] = with_requires(session.metadata, job.requires)
         if job.collection.vendored or job.collection.provided:
             extra[f"{dist_info}/{MANIFEST}"] = manifest(job)
         entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)

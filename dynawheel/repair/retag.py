@@ -3,6 +3,8 @@ architectures for Mach-O), and the WHEEL file that carries it."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -59,12 +61,35 @@ def _given_platform(content: Content, plat: str) -> str:
     return tags
 
 
+_TAG_ARCH = re.compile(r"[a-z0-9_]+")
+
+
+def _check_machines(images: Sequence[tuple[str, Image]]) -> None:
+    """One machine for every ELF file, and one a platform tag can name: else a RepairError naming the
+    files (an i686 library among x86_64 ones, an unknown e_machine), never a tag like 'linux_i686+x86_64'."""
+    by_arch: dict[str, list[str]] = {}
+    for path, image in images:
+        by_arch.setdefault(image.arch, []).append(path)
+
+    def files(arch: str) -> str:
+        paths = sorted(set(by_arch[arch]))
+        return f"{arch}: {paths[0]!r}" + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+
+    if len(by_arch) > 1:
+        raise RepairError("the ELF files are for different machines, no one wheel tag fits them: "
+                          + "; ".join(files(arch) for arch in sorted(by_arch)))
+    for arch in by_arch:
+        if not _TAG_ARCH.fullmatch(arch) or re.fullmatch(r"em[0-9]+.*", arch):
+            raise RepairError(f"unknown or unsupported ELF machine/class, no platform tag names it: {files(arch)}")
+
+
 def new_tags(job: Job, old: WheelTags, opts: RepairOptions) -> WheelTags:
     """The repaired wheel's tags: its platform tag by the one rule of :mod:`dynawheel.platform_tags`
     (the rule `build`, `check`, `tags` and `merge` apply); PE trees keep theirs."""
     content = repaired_content(job)
     if not content.has_binaries:
         return old
+    _check_machines(content.elf)
     try:
         if content.elf and opts.plat is not None:
             platform: str | None = _given_platform(content, opts.plat)
