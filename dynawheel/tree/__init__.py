@@ -105,32 +105,12 @@ class _Pass:
         return self
 
 
-class _InflateStream(io.RawIOBase):
-    """A deflated zip member as a seekable stream that never holds the whole member.
+class _RangeStream(io.RawIOBase):
+    """A read-only seekable stream of `size` bytes, each read served by `_range(start, size)`."""
 
-    It inflates forward, keeping only what the current read needs (and the first
-    ``_HEAD_KEEP`` bytes); a seek backwards past that restarts inflation from the member's
-    start, and the pass that got furthest is kept (parked), so a later read beyond it goes on
-    from there.  Readers that read in file order (dynawheel's ELF reader does) pay one pass.
-
-    With `on_digest`, every inflated byte is also hashed once, in order, and closing the stream
-    finishes the member when that is cheap (no more than ``FINISH_MIN`` compressed bytes or
-    than it already inflated are left), then calls ``on_digest(digest or None)``: None when it
-    did not finish.
-    """
-
-    def __init__(self, read_raw: Callable[[int, int], bytes], compressed: int, size: int, what: str,
-                 on_digest: Callable[[str | None], None] | None = None) -> None:
+    def __init__(self, size: int, what: str) -> None:
         super().__init__()
-        self._read_raw, self._compressed, self._size, self._what = read_raw, compressed, size, what
-        self._pos = 0
-        self._head = b""
-        self._pass = _Pass()
-        self._parked: _Pass | None = None  # the pass that got furthest, when it is not the current one
-        self.restarts = 0
-        self._on_digest = on_digest
-        self._hash = _HashThread() if on_digest is not None else None
-        self._hashed = 0  # inflated bytes fed to _hash (the furthest any pass got)
+        self._size, self._what, self._pos = size, what, 0
 
     def readable(self) -> bool:
         return True
@@ -158,6 +138,36 @@ class _InflateStream(io.RawIOBase):
         data = self._range(self._pos, max(0, self._size - self._pos))
         self._pos += len(data)
         return data
+
+    def _range(self, start: int, size: int) -> bytes:
+        raise NotImplementedError
+
+
+class _InflateStream(_RangeStream):
+    """A deflated zip member as a seekable stream that never holds the whole member.
+
+    It inflates forward, keeping only what the current read needs (and the first
+    ``_HEAD_KEEP`` bytes); a seek backwards past that restarts inflation from the member's
+    start, and the pass that got furthest is kept (parked), so a later read beyond it goes on
+    from there.  Readers that read in file order (dynawheel's ELF reader does) pay one pass.
+
+    With `on_digest`, every inflated byte is also hashed once, in order, and closing the stream
+    finishes the member when that is cheap (no more than ``FINISH_MIN`` compressed bytes or
+    than it already inflated are left), then calls ``on_digest(digest or None)``: None when it
+    did not finish.
+    """
+
+    def __init__(self, read_raw: Callable[[int, int], bytes], compressed: int, size: int, what: str,
+                 on_digest: Callable[[str | None], None] | None = None) -> None:
+        super().__init__(size, what)
+        self._read_raw, self._compressed = read_raw, compressed
+        self._head = b""
+        self._pass = _Pass()
+        self._parked: _Pass | None = None  # the pass that got furthest, when it is not the current one
+        self.restarts = 0
+        self._on_digest = on_digest
+        self._hash = _HashThread() if on_digest is not None else None
+        self._hashed = 0  # inflated bytes fed to _hash (the furthest any pass got)
 
     def _range(self, start: int, size: int) -> bytes:
         end = start + size
@@ -287,35 +297,15 @@ class _InflateStream(io.RawIOBase):
             log.debug("prefetch of %s stopped: %s", self._what, exc)  # the reader meets it again, and says so
 
 
-class _StoredStream(io.RawIOBase):
+class _StoredStream(_RangeStream):
     """A big stored zip member as a seekable stream over the archive (os.pread): never read whole."""
 
     def __init__(self, fd: int, start: int, size: int) -> None:
-        super().__init__()
-        self._fd, self._start, self._size, self._pos = fd, start, size, 0
+        super().__init__(size, "a stored member")
+        self._fd, self._start = fd, start
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        size = min(len(buffer), max(0, self._size - self._pos))
-        data = os.pread(self._fd, size, self._start + self._pos) if size else b""
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+    def _range(self, start: int, size: int) -> bytes:
+        return os.pread(self._fd, size, self._start + start) if size > 0 else b""
 
 
 class Tree(Protocol):
