@@ -9,8 +9,9 @@ with dynawheel's resolution of the same file
 (``analyze(FileTree(FILE), SearchPaths.from_host({}))``, LD_LIBRARY_PATH unset on both
 sides).  A file agrees when both mappings are equal, "not found" entries included.
 
-ld.so prints paths as it opened them (``$ORIGIN/../lib`` stays un-normalized); both
-sides are compared after ``os.path.normpath``.
+ld.so prints paths as it opened them (``$ORIGIN/../lib`` stays un-normalized, and only
+the kernel knows where ``link/../lib`` is when ``link`` is a symlinked directory); both
+sides are compared as real paths (``os.path.realpath``), the interpreter's as printed.
 
 Files ld.so cannot list (static executables, objects of another machine, linker
 scripts, relocatable objects, files it refuses) are skipped and counted separately:
@@ -85,10 +86,15 @@ def ldso_closure(path: str) -> dict[str, str | None] | None:
     for line in proc.stdout.splitlines():
         m = _LINE.match(line)
         if m:
-            out.setdefault(m.group(1), os.path.normpath(m.group(2)) if m.group(2) else None)
+            out.setdefault(m.group(1), _real(m.group(2)) if m.group(2) else None)
         elif _INTERP_LINE.match(line):
             out.setdefault(os.path.basename(_INTERP_LINE.match(line).group(1)), _INTERP_LINE.match(line).group(1))  # type: ignore[union-attr]
     return out
+
+
+def _real(path: str) -> str:
+    """The file a path names (symlinks and '..' resolved by the kernel); the interpreter as printed."""
+    return path if path == LDSO else os.path.realpath(path)
 
 
 def our_closure(path: str, search: SearchPaths) -> dict[str, str | None]:
@@ -97,7 +103,7 @@ def our_closure(path: str, search: SearchPaths) -> dict[str, str | None]:
     for walk in analysis.walks[:1]:
         for edge in walk.edges:
             if edge.loaded_here or edge.hit is None:  # first load of a name, or a miss
-                out.setdefault(edge.request.name, edge.hit)
+                out.setdefault(edge.request.name, None if edge.hit is None else _real(edge.hit))
     return out
 
 
