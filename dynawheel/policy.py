@@ -123,6 +123,27 @@ def split_version(symbol_version: str) -> tuple[str, str]:
     return prefix, version
 
 
+# musl's C library is one file, the loader, known under several names (facts, not code):
+# - ``ld-musl-<LDSO_ARCH>.so.1``, its path (musl's Makefile / ``ldso/dynlink.c``);
+# - ``libc.so``, the soname upstream musl gives it (Debian's musl-gcc links against that);
+# - ``libc.musl-<apk arch>.so.1``, the soname Alpine gives it (Alpine's ``main/musl/APKBUILD``
+#   links ``/lib/libc.musl-${CARCH}.so.1`` to the loader; every musllinux wheel built on Alpine,
+#   e.g. in the quay.io/pypa/musllinux_1_2 images, needs it).  Alpine's arch names:
+MUSL_APK_ARCH: Mapping[str, tuple[str, ...]] = {
+    "x86_64": ("x86_64",), "i686": ("x86",), "aarch64": ("aarch64",), "armv7l": ("armv7", "armhf"),
+    "ppc64le": ("ppc64le",), "s390x": ("s390x",), "riscv64": ("riscv64",), "loongarch64": ("loongarch64",),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def musl_libc_names() -> frozenset[str]:
+    """Every name of musl's C library (any arch): the system on a musllinux target, never
+    vendored, never missing, whatever the host has."""
+    loaders = {posixpath.basename(p) for p in interpreters("musllinux").values()}
+    alpine = {f"libc.musl-{a}.so.1" for names in MUSL_APK_ARCH.values() for a in names}
+    return frozenset({"libc.so", *loaders, *alpine})
+
+
 @functools.lru_cache(maxsize=1)
 def loader_names() -> frozenset[str]:
     """The file names of every family's program interpreters (ld-linux-x86-64.so.2, ld-musl-*.so.1, ...)."""
@@ -130,10 +151,12 @@ def loader_names() -> frozenset[str]:
 
 
 def family_of(images: Iterable[Image]) -> str:
-    """musllinux when an image uses musl's loader or libc, else manylinux."""
+    """musllinux when an image uses musl's loader or needs musl's libc (by any of its names:
+    Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
+    musl = musl_libc_names()
     for image in images:
         interp = str(image.details.get("interp") or "")
-        if "ld-musl-" in interp or any(d.name == "libc.so" for d in image.needed):
+        if "ld-musl-" in interp or any(d.name in musl for d in image.needed):
             return "musllinux"
     return "manylinux"
 
@@ -146,6 +169,8 @@ def blockers_for(
     `newest`: a cache of :func:`_newest_needs` by image id, shared by the calls for one set of images."""
     out: list[str] = []
     allowed = policy.lib_whitelist | loader_names()
+    if policy.family == "musllinux":
+        allowed |= musl_libc_names()
     for lib in sorted(set(external)):
         if lib not in allowed:
             out.append(f"{policy.name}: external library {lib!r} is not allowed")
@@ -200,6 +225,12 @@ def _limit_key(limit: str | None) -> tuple[int, ...] | None:
     return version_key(limit) if limit is not None else None
 
 
+# musl has no symbol versions: which musl release a binary needs cannot be read from it.  Like
+# auditwheel on a host without musl, the verdict is the newest musllinux policy (`repair --plat`
+# may still ask for an older one: it is checked for libraries and arch only).
+MUSL_UNPROVABLE = "musl has no symbol versions, so an older musl cannot be proven enough (newest policy assumed)"
+
+
 def best_elf_policy(images_in_tree: Iterable[tuple[str, Image]], external_libs: Iterable[str]) -> PolicyVerdict:
     """The best policy a tree qualifies for, and what blocks each better one.
 
@@ -215,8 +246,12 @@ def best_elf_policy(images_in_tree: Iterable[tuple[str, Image]], external_libs: 
     newest: dict[int, Mapping[str, tuple[tuple[int, ...], str]]] = {}
     if len(arches) > 1:
         blockers.append(f"the tree mixes arches {arches!r}")
+    newest_musl = min((p.priority for p in load_policies() if p.family == "musllinux"), default=None)
     for policy in load_policies():
         if policy.family != family:
+            continue
+        if family == "musllinux" and policy.priority != newest_musl:
+            blockers.append(f"{policy.name}: {MUSL_UNPROVABLE}")
             continue
         reasons = blockers_for(policy, images, external, newest)
         if not reasons and len(arches) <= 1:

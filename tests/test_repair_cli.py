@@ -7,6 +7,8 @@ byte-identical (hashed before and after).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +22,7 @@ import pytest
 
 from . import elfbuild
 from .conftest import Result, make_venv, run_cli, unshare_problem
-from .repairkit import dynamic, hash_tree, have_patchelf, members, only_wheel, probe, read_member
+from .repairkit import dynamic, hash_tree, have_patchelf, libs_mapped, members, only_wheel, probe, read_member
 
 pytestmark = [
     pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed"),
@@ -403,3 +405,54 @@ def test_provided_by_another_wheel(tmp_path: Path) -> None:
     maps = out["maps"]
     assert isinstance(maps, list)
     assert f"{venv.site_packages}/provlib/libprov.so.1" in maps
+
+
+# ---- a .dist-info spelled as the project spells its name ------------------------------------
+
+def _capitalize_dist_info(src: Path, dest_dir: Path) -> Path:
+    """The wheel `src` (small 1) as pyobjc publishes its wheels: ``Small_Pk-1.0.dist-info`` in
+    ``Small_Pk-1.0-...whl`` (METADATA's Name and Version and the RECORD rows follow)."""
+    dest_dir.mkdir()
+    dest = dest_dir / ("Small_Pk-1.0-" + src.name.split("-", 2)[2])
+    old, new = "small-1.dist-info/", "Small_Pk-1.0.dist-info/"
+    with zipfile.ZipFile(src) as zin:
+        content = {i.filename.replace(old, new): zin.read(i) for i in zin.infolist()}
+    content[new + "METADATA"] = content[new + "METADATA"].replace(b"Name: small\n", b"Name: Small.Pk\n").replace(
+        b"Version: 1\n", b"Version: 1.0\n")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(content[new + "METADATA"]).digest()).rstrip(b"=").decode()
+    rows = [r.replace(old, new) for r in content[new + "RECORD"].decode().splitlines()]
+    rows = [f"{new}METADATA,sha256={digest},{len(content[new + 'METADATA'])}" if r.startswith(new + "METADATA,")
+            else r for r in rows]
+    content[new + "RECORD"] = ("\n".join(rows) + "\n").encode()
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name, data in content.items():
+            zout.writestr(name, data)
+    return dest
+
+
+def test_capitalized_dist_info_is_kept_and_re_repair_is_idempotent(tmp_path: Path) -> None:
+    s = small(tmp_path, second_ext=True)  # two users in two directories: a shared <dist>.libs
+    wheel = _capitalize_dist_info(s.wheel(), tmp_path / "caps")
+    assert run_cli("check", wheel).code == 0, run_cli("check", wheel).out
+    first, second = tmp_path / "w1", tmp_path / "w2"
+    result = run_cli("repair", wheel, "-w", first)
+    assert result.code == 0, result.err
+    repaired = only_wheel(first)
+    assert repaired.name.startswith("small_pk-1.0-"), repaired.name  # the file name is normalized (PEP 491) ...
+    tops = {m.split("/", 1)[0] for m in members(repaired)}
+    assert "Small_Pk-1.0.dist-info" in tops and not any(t.startswith("small_pk-") for t in tops)  # ... not the dir
+    assert "Small_Pk.libs" in tops, tops  # named after the .dist-info: the same on every re-repair
+    checked = run_cli("check", repaired)
+    assert checked.code == 0, checked.out
+    result = run_cli("repair", repaired, "-w", second)
+    assert result.code == 0, result.err
+    assert only_wheel(second).read_bytes() == repaired.read_bytes()
+    installed = subprocess.run([sys.executable, "-m", "installer", "--validate-record", "all", "--destdir",
+                                tmp_path / "dest", repaired], capture_output=True, text=True)  # pypa/installer
+    assert installed.returncode == 0, installed.stderr
+    assert [p.name for p in (tmp_path / "dest").rglob("Small_Pk-1.0.dist-info")] == ["Small_Pk-1.0.dist-info"]
+    venv = make_venv(tmp_path / "venv")
+    venv.pip("install", "--no-index", "--no-deps", repaired)
+    assert (venv.site_packages / "Small_Pk-1.0.dist-info" / "RECORD").is_file()
+    mapped = libs_mapped(probe(venv, "pk._e", "other._o"), "libaa")
+    assert mapped and all(m.startswith(str(venv.site_packages / "Small_Pk.libs") + "/") for m in mapped), mapped

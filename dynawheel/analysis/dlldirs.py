@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
+from ..errors import UsageError
 from ..repair.shim import END as SHIM_END
 from ..repair.shim import START as SHIM_START
 from ..search import SearchPaths
@@ -94,11 +95,25 @@ def dll_directories_in(tree: Tree) -> tuple[str, ...]:
 
 def with_dll_directories(tree: Tree, search: SearchPaths | None) -> SearchPaths:
     """`search` (default: the host's) plus the DLL directories the tree adds at import, in the
-    resolver's namespace."""
+    resolver's namespace.  A relative directory of ``search.dll_directories`` (``--dll-dir
+    pywin32_system32``) is a directory of the tree or wheel: pywin32's start-up code adds its own
+    ``pywin32_system32/`` with ``os.add_dll_directory``; an absolute one is a host directory."""
     search = search if search is not None else SearchPaths.from_host()
-    extra = tuple(posixpath.join(tree.root, d) if d else tree.root for d in dll_directories_in(tree))
-    new = tuple(d for d in extra if d not in search.dll_directories)
-    if new:
-        log.debug("DLL directories added at import: %s", ", ".join(new))
-        search = replace(search, dll_directories=search.dll_directories + new)
+    given = tuple(_in_tree(tree, d) for d in search.dll_directories)
+    found = tuple(posixpath.join(tree.root, d) if d else tree.root for d in dll_directories_in(tree))
+    dirs = tuple(dict.fromkeys((*given, *found)))
+    if dirs != search.dll_directories:
+        log.debug("DLL directories: %s", ", ".join(dirs))
+        search = replace(search, dll_directories=dirs)
     return search
+
+
+def _in_tree(tree: Tree, directory: str) -> str:
+    """A --dll-dir in the resolver's namespace: relative ones are below the tree's root."""
+    if directory.startswith("/") or re.match(r"[A-Za-z]:[\\/]", directory):
+        return directory
+    rel = posixpath.normpath(directory.replace("\\", "/"))
+    if rel == ".." or rel.startswith("../"):
+        raise UsageError(f"--dll-dir {directory!r} leaves the tree: a relative DLL directory is a directory of "
+                         "the tree or wheel (give an absolute path for a directory of this host)")
+    return tree.root if rel == "." else posixpath.join(tree.root, rel)

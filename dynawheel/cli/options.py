@@ -29,7 +29,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
                    help="glibc: the glibc-hwcaps subdirectories the target CPU supports, best first, "
                         "comma-separated (x86-64-v3,x86-64-v2), or 'none'; default: this host's CPU's")
     g.add_argument("--dll-dir", action="append", default=[], metavar="DIR",
-                   help="Windows: a directory added with os.add_dll_directory")
+                   help="Windows: a directory added with os.add_dll_directory; relative: a directory of the "
+                        "tree or wheel (pywin32_system32), absolute: a host directory")
     g.add_argument("--windows-path", action="append", default=[], metavar="DIR",
                    help="Windows: search PATH too (as Python <= 3.7 did; hits are flagged)")
     g.add_argument("--executable-path", metavar="DIR", help="macOS: what @executable_path means")

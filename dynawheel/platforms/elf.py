@@ -40,7 +40,9 @@ its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
 
 musl's loader (facts from musl ``ldso/dynlink.c``, checked against ``ld-musl-x86_64.so.1
 --list`` in tests/test_musl.py) is used for a chain whose program uses ``ld-musl-*`` or
-whose objects need musl's ``libc.so`` (the musllinux tell, :func:`policy.family_of`):
+whose objects need musl's libc by any of its names (``libc.so``, Alpine's ``libc.musl-ARCH.so.1``,
+``ld-musl-ARCH.so.1``: the musllinux tell, :func:`policy.family_of`); those names are the system
+whatever the host has (:meth:`ElfBackend.is_system`):
 
 =====================================  ==============================================
 ``N`` is ``libc.so``, ``libm.so``, ...  the loader itself (musl's libc: one file)
@@ -72,7 +74,7 @@ from typing import Any, BinaryIO
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
 from ..errors import BinaryFormatError
-from ..policy import family_of, interpreters, loader_names, system_libraries
+from ..policy import family_of, interpreters, loader_names, musl_libc_names, system_libraries
 from ..search import SearchPaths
 from . import Candidate, Loaded
 
@@ -446,8 +448,10 @@ class ElfBackend:
 
     def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
         name = posixpath.basename(request.name)
-        if name in system_libraries():
+        if name in system_libraries() or name in musl_libc_names():
             return True
+        if _MUSL_SELF.match(name) and family_of((loader,)) == "musllinux":
+            return True  # musl's loader answers libm.so, libpthread.so, ... itself
         interp = default_interpreter(loader)
         return name in loader_names() or (
             interp is not None and name == posixpath.basename(interp)

@@ -97,9 +97,10 @@ def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOpti
 def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairResult:
     """Repair one wheel into `wheel_dir` (a pure wheel is copied through unchanged)."""
     name, version, build, tags = parse_filename(wheel.name)
-    dist_info = f"{name}-{version}.dist-info"
-    with WheelSession(wheel, dist_info, dry_run=opts.dry_run, elf_editor=opts.elf_editor) as session:
-        job = decide(session.tree, opts, name)
+    with WheelSession(wheel, name, version, dry_run=opts.dry_run, elf_editor=opts.elf_editor) as session:
+        dist_info = session.dist_info  # as the wheel spells it
+        dist = dist_info[: -len(".dist-info")].rpartition("-")[0]  # <dist>.libs the same on every re-repair
+        job = decide(session.tree, opts, dist)
         check_abi3(wheel.name, session.tree, job.analysis, opts)
         session.analysed(job.plan.files)
         if opts.dry_run:
@@ -115,7 +116,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         packer = session.packer(opts.compression_level, opts.deflate)
         edited = edit_copies(job, session.tree, work, opts, session.editors, packer.pack_soon)
         zf = session.zip
-        extra = shim_files(job, zf.read, name)
+        extra = shim_files(job, zf.read, dist)
         extra[f"{dist_info}/WHEEL"] = wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
         extra[f"{dist_info}/METADATA"] = with_requires(zf.read(f"{dist_info}/METADATA"), job.requires)
         if job.collection.vendored or job.collection.provided:

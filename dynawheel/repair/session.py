@@ -30,6 +30,7 @@ from ..magic import BINARY_MAGIC
 from ..tree import DirTree, WheelTree
 from ..wheel.archive import Packer
 from ..wheel.record import parse_record
+from ..wheel.tags import dist_info_dirs, find_dist_info
 from ..wheel.verify import RecordCheck, SharedDigests
 from .apply import Editors
 
@@ -99,18 +100,30 @@ class TreeSession:
             self.editors.of(BinaryFormat.ELF).prepare()
 
 
+def _dist_info(tree: WheelTree, wheel: Path, name: str, version: str) -> str:
+    """The wheel's .dist-info directory, matched as installers match it (name and version
+    normalized: ``pyobjc_framework_ScreenCaptureKit-11.0.dist-info`` in
+    ``pyobjc_framework_screencapturekit-11.0-...whl``), spelled as the wheel spells it."""
+    found = find_dist_info(tree.files(), name, version)
+    if found is None:
+        raise WheelFormatError(f"broken wheel {wheel.name!r}: expected one .dist-info directory of {name} {version}, "
+                               f"found {dist_info_dirs(tree.files())!r}")
+    return found
+
+
 class WheelSession:
     """One wheel's repair: owns the tree, the shared digests, the RECORD check, the packer and the
     work directory, and closes them in order.  Use as a context manager."""
 
-    def __init__(self, wheel: Path, dist_info: str, *, dry_run: bool, elf_editor: str = "auto") -> None:
-        self.wheel, self.dist_info = wheel, dist_info
+    def __init__(self, wheel: Path, name: str, version: str, *, dry_run: bool, elf_editor: str = "auto") -> None:
+        self.wheel = wheel
         self.editors = Editors(in_process=elf_editor != "patchelf")
         self._stack = ExitStack()
         self._early: tuple[RecordCheck, dict[str, str]] | None = None
         with self._stack as stack:
             self.tree = WheelTree(wheel)
             stack.callback(self.tree.close)
+            self.dist_info = dist_info = _dist_info(self.tree, wheel, name, version)
             self.tree.keep_reads()  # the binaries edited are read again (inflated once)
             self.shared = SharedDigests()
             stack.callback(self.shared.close)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from ..errors import StageError, WheelFormatError
 from ..wheel.inflate import errors, inflate_whole, inflater
+from ..wheel.localheader import pread_data_offset
 from ..wheel.record import encode_digest
-from ..wheel.zipwriter import pread_data_offset
 
 if TYPE_CHECKING:
     from ..wheel.verify import SharedDigests

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
+from .localheader import raw_data_offset
 from .record import RecordRow, encode_digest, format_record
-from .zipwriter import DEFLATED, STORED, ZipWriter, compress_whole, crc32, raw_data_offset, whole_limit
+from .zipwriter import DEFLATED, STORED, ZipWriter, compress_whole, crc32, whole_limit
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -16,7 +16,7 @@ from ..errors import DynawheelError
 from .archive import check_member_name
 from .assemble import SCHEMES
 from .record import RecordRow, encode_digest, parse_record
-from .tags import WheelTags, parse_filename, parse_tags
+from .tags import WheelTags, dist_info_dirs, find_dist_info, parse_filename, parse_tags
 
 _UNLISTED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 
@@ -181,11 +181,12 @@ def check_wheel(path: Path) -> WheelCheck:
 
 def _check_zip(zf: zipfile.ZipFile, name: str, version: str, tags: WheelTags, problems: _Problems) -> list[str]:
     names = _check_names(zf.namelist(), problems)
-    dist_info = f"{name}-{version}.dist-info"
-    tops = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
-    if tops != [dist_info]:
-        problems.add(f"expected exactly one .dist-info directory {dist_info!r}, found {tops!r}")
+    found = find_dist_info(names, name, version)
+    if found is None:
+        problems.add(f"expected exactly one .dist-info directory {name}-{version}.dist-info (name and version "
+                     f"compared normalized), found {dist_info_dirs(names)!r}")
         return []
+    dist_info = found
     wheel_text = _read_text(zf, f"{dist_info}/WHEEL", problems)
     if wheel_text is not None:
         _check_wheel_file(wheel_text, tags, problems)
@@ -200,7 +201,7 @@ def _check_zip(zf: zipfile.ZipFile, name: str, version: str, tags: WheelTags, pr
             _check_record(zf, parse_record(record, "RECORD"), names, dist_info, problems)
         except DynawheelError as exc:
             problems.add(str(exc))
-    return list(_installs(names, dist_info, f"{name}-{version}.data", name, problems))
+    return list(_installs(names, dist_info, dist_info[: -len(".dist-info")] + ".data", name, problems))
 
 
 def check_wheels(paths: Iterable[str | Path]) -> CheckReport:

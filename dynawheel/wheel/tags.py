@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import sysconfig
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from packaging.tags import Tag, parse_tag, sys_tags
@@ -132,6 +133,33 @@ def parse_filename(filename: str) -> tuple[str, str, str | None, WheelTags]:
     parts = stem.split("-")
     build = parts[2] if len(parts) == 6 else None
     return parts[0], parts[1], build, WheelTags(*parts[-3:])
+
+
+def dist_info_dirs(names: Iterable[str]) -> list[str]:
+    """The top-level ``*.dist-info`` directories among archive member names, sorted."""
+    return sorted({n.split("/", 1)[0] for n in names if "/" in n and n.split("/", 1)[0].endswith(".dist-info")})
+
+
+def same_dist_info(directory: str, name: str, version: str) -> bool:
+    """Whether ``directory`` (``NAME-VERSION.dist-info``) is the .dist-info of `name` `version` as
+    installers match it: names equal once normalized (PEP 503: ``pyobjc_framework_ScreenCaptureKit``
+    is ``pyobjc-framework-screencapturekit``), versions equal as PEP 440 versions.  The spelling in the
+    wheel is kept as it is: a wheel's RECORD lists its members under it."""
+    stem, dot, _ = directory.rpartition(".dist-info")
+    dname, dash, dversion = stem.rpartition("-")
+    if not dot or not dash or canonicalize_name(dname) != canonicalize_name(name):
+        return False
+    try:
+        return Version(dversion.replace("_", "-")) == Version(version.replace("_", "-"))
+    except InvalidVersion:
+        return dversion == version
+
+
+def find_dist_info(names: Iterable[str], name: str, version: str) -> str | None:
+    """The wheel's one top-level .dist-info directory when it matches `name` `version` (see
+    :func:`same_dist_info`); None when there is none, several, or another project's."""
+    tops = dist_info_dirs(names)
+    return tops[0] if len(tops) == 1 and same_dist_info(tops[0], name, version) else None
 
 
 def wheel_filename(name: str, version: str, tags: WheelTags, build: str | None = None) -> str:

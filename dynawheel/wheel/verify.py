@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 from ..errors import WheelFormatError
 from ..magic import BINARY_MAGIC
 from .inflate import errors, inflate_whole, inflater
+from .localheader import pread_data_offset
 from .record import encode_digest
-from .zipwriter import pread_data_offset
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -314,23 +313,3 @@ class ZipWriter:
             min(m.compressed, _U32), min(m.size, _U32), len(raw), len(extra), 0, 0, 0, m.external_attr,
             min(m.offset, _U32)))
         self.fp.write(raw + extra)
-
-
-def data_offset_from(head: bytes, header_offset: int) -> int:
-    """Where a member's stored data starts, from the 30 bytes read at its local header (the one
-    reader of local headers); EOFError when they are not one."""
-    if len(head) != 30 or head[:4] != b"PK\x03\x04":
-        raise EOFError(f"no local file header at offset {header_offset}")
-    name_len, extra_len = struct.unpack_from("<HH", head, 26)
-    return int(header_offset + 30 + name_len + extra_len)
-
-
-def raw_data_offset(fp: BinaryIO, header_offset: int) -> int:
-    """Where a member's compressed data starts, from its local header (read through `fp`)."""
-    fp.seek(header_offset)
-    return data_offset_from(fp.read(30), header_offset)
-
-
-def pread_data_offset(fd: int, header_offset: int) -> int:
-    """Where a member's compressed data starts, from its local header (read with pread: no seek)."""
-    return data_offset_from(os.pread(fd, 30, header_offset), header_offset)
