@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import HEADER, bench_venv
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_show.py", "bench_repair.py", "bench_build.py")  # in the case order
+SCRIPTS = ("bench_show.py", "bench_repair.py", "bench_build.py", "bench_tags.py")  # in the case order
 
 
 def main() -> int:

@@ -68,3 +68,7 @@ class OutputError(DynawheelError, OSError):
 
 class PackageIndexError(DynawheelError, ValueError):
     """A package index cannot be built or served."""
+
+
+class BuildStepError(DynawheelError, RuntimeError):
+    """A `[tool.dynawheel] run` step of a project build failed (its number, command and exit code are named)."""

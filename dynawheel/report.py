@@ -25,6 +25,7 @@ from .policy import best_elf_policy, read_data
 from .search import SearchPaths
 from .tree import Tree, open_tree
 from .wheel.tags import parse_filename
+from .wording import counted
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -147,6 +148,12 @@ def _where(analysis: Analysis, path: str | None) -> str | None:
     return rel if rel is not None else path
 
 
+def _in_tree_names(analysis: Analysis, text: str) -> str:
+    """'DT_RUNPATH of <tree root>/pkg/_ext.so' -> 'DT_RUNPATH of pkg/_ext.so' (a wheel's root is no real path)."""
+    root = analysis.root.rstrip("/") + "/"
+    return text.replace(root, "") if root != "/" else text
+
+
 def _image_json(image: Image) -> dict[str, Any]:
     return {
         "arch": image.arch, "kind": image.kind.value, "soname": image.soname,
@@ -236,7 +243,8 @@ def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: st
             " =>  [", " => [")
         if edge.status in (Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING):
             for attempt in edge.tried:
-                yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({attempt.via}): {attempt.outcome}"
+                via = _in_tree_names(analysis, attempt.via)
+                yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({via}): {attempt.outcome}"
         if edge.hit and edge.loaded_here and edge.hit not in shown and edge.status is not Status.SYSTEM:
             shown.add(edge.hit)
             yield from _edge_lines(analysis, children, edge.hit, prefix + cont, shown)
@@ -244,7 +252,7 @@ def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: st
 
 def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     a = report.analysis
-    lines = [f"{report.target}: {len(a.tree_binaries)} binaries, {len(a.files)} files"]
+    lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
     others: dict[str, list[str]] = defaultdict(list)  # soname symlinks: one walk shown per file
     for alias, first in a.aliases.items():
         others[first].append(_where(a, alias) or alias)
@@ -273,7 +281,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         lines.append(f"bad file: {bad.message}")
     missing = report.graph.missing()
     external = report.graph.external()
-    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {len(a.bad)} bad file(s)")
+    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {counted(len(a.bad), 'bad file')}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ Run it with `make demo` (or `python scripts/demo.py [OUTDIR]`).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,7 @@ def step(title: str) -> None:
 
 
 def sh(*args: str | Path, env: dict[str, str] | None = None) -> str:
-    shown = " ".join(str(a) for a in args)
+    shown = shlex.join(str(a) for a in args)  # quoted: each line can be pasted back into a shell
     print(f"$ {shown}", flush=True)
     proc = subprocess.run([str(a) for a in args], capture_output=True, text=True,
                           env={**os.environ, **env} if env else None)

@@ -46,6 +46,12 @@ WINE_DIR = Path("/usr/lib/x86_64-linux-gnu/wine/x86_64-windows")
 # Windows 10 1607; gdi32.dll forwards to it) and dpapi.dll (Windows 10).
 CHECKED_ADDITIONS = frozenset({"gdi32full.dll", "dpapi.dll"})
 
+# Documented by Microsoft ("International Components for Unicode (ICU)", learn.microsoft.com, Win32
+# Internationalization docs, "History of changes to the ICU library in Windows"): icuuc.dll and icuin.dll are
+# system DLLs since Windows 10 1703, the combined icu.dll since 1903. Added for every arch (delvewheel's x64/x86
+# sets predate them; its arm64 set lacks icu.dll).
+DOCUMENTED_WINDOWS10 = frozenset({"icu.dll", "icuuc.dll", "icuin.dll"})
+
 # The Visual C++ Redistributable (2005-2022) and its versioned runtimes: not part of Windows.
 VC_REDIST = re.compile(
     r"(msvcp\d+(_\w+)?|msvcr\d+(_\w+)?|vcruntime\d+(_\d+)?|concrt\d+|vccorlib\d+|vcamp\d+|vcomp\d*|"
@@ -100,9 +106,9 @@ def is_redistributable(name: str) -> bool:
 def build(sets: dict[str, frozenset[str]], wine: frozenset[str]) -> dict[str, list[str]]:
     windows10 = sets["arm64"] & (wine | CHECKED_ADDITIONS)
     lists = {
-        "x64": sets["x64"] | windows10,
-        "x86": sets["x86"] | windows10,
-        "arm64": sets["arm64"],
+        "x64": sets["x64"] | windows10 | DOCUMENTED_WINDOWS10,
+        "x86": sets["x86"] | windows10 | DOCUMENTED_WINDOWS10,
+        "arm64": sets["arm64"] | DOCUMENTED_WINDOWS10,
     }
     return {arch: sorted(n for n in names if not is_redistributable(n) and not n.startswith(("api-ms-win-", "ext-ms-")))
             for arch, names in lists.items()}
@@ -123,6 +129,8 @@ def document(lists: dict[str, list[str]], wheel: Path, wine: str) -> dict[str, o
             "of Windows 7 SP1, 8, 8.1, 10 and 11 (x64, x86), of arm64 Windows 10 and 11 (arm64)",
             "x64 and x86 also get the Windows 10 names of the arm64 set that Wine implements for x86-64 "
             f"(Debian libwine {wine}, {WINE_DIR}), and gdi32full.dll and dpapi.dll (dynawheel's list version 1)",
+            "every arch also gets icuuc.dll and icuin.dll (Windows 10 1703) and icu.dll (Windows 10 1903), as "
+            "Microsoft's page 'International Components for Unicode (ICU)' (Win32 Internationalization) documents",
             "removed: the Visual C++ Redistributable's DLLs (msvcp*, msvcr*, vcruntime*, concrt*, vccorlib*, "
             "vcamp*, vcomp*, mfc*, atl*) except those Windows ships itself (msvcp60, msvcp110_win, mfc40/42, "
             "msvcrt20/40)",

@@ -171,12 +171,15 @@ def test_symlinks_stored_as_content_and_escapes_refused(tmp_path: Path) -> None:
                       "pkg/loop")
 
 
-def test_binaries_default_to_interpreter_tag_with_note(tmp_path: Path, seed_tree: Path) -> None:
+def test_binaries_get_the_platform_tag_of_their_content(tmp_path: Path, seed_tree: Path) -> None:
+    """The seed's extension needs GLIBC_2.34 (built here) and its support.so sits beside it: the tag repair
+    would give, manylinux_2_34, and the interpreter's python/ABI tags, with a note saying so."""
     result = run_cli("build", seed_tree / "pkg1" / "src", "--name", "b", "--version", "1", "-w", tmp_path)
     assert result.code == 0, result.err
-    assert "note: the tree holds binaries" in result.err
+    assert "note: platform tag manylinux_2_" in result.err and "after the running interpreter" in result.err
     wheel = next(tmp_path.glob("b-1-*.whl"))
-    assert "-cp3" in wheel.name and "linux" in wheel.name
+    assert "-cp3" in wheel.name and "manylinux_2_" in wheel.name
+    assert run_cli("check", wheel).code == 0
     assert meta(wheel, "WHEEL")["Root-Is-Purelib"] == "false"
 
 
@@ -287,7 +290,7 @@ def _fat64(fat: bytes) -> bytes:
 
 def test_a_64bit_fat_macho_is_a_binary(tmp_path: Path) -> None:
     """Every magic-byte table is one table: a universal Mach-O with a 64-bit fat header is a binary
-    for the build's default tag (it needs --tag, as any non-ELF binary), not py3-none-any."""
+    for the build's default tag (its content's macOS tag), not py3-none-any."""
     lib = tmp_path / "s" / "pk" / "libuniversal.dylib"
     lib.parent.mkdir(parents=True)
     lib.write_bytes(_fat64((FIXTURES / "macho" / "bin" / "fat" / "libuniversal.dylib").read_bytes()))
@@ -298,8 +301,11 @@ def test_a_64bit_fat_macho_is_a_binary(tmp_path: Path) -> None:
         assert "FAT_MAGIC_64" in text and "nfat_arch 2" in text
     with lib.open("rb") as fp:
         assert [i.arch for i in BACKEND.parse(fp, str(lib)).images] == ["x86_64", "arm64"]
-    with pytest.raises(TagError, match="non-ELF binaries"):
-        build_wheel(tmp_path / "s", tmp_path / "o", name="x", version="1")
-    assert [p.name for p in build_wheel(tmp_path / "s", tmp_path / "o", name="x", version="1",
+    # its slices (x86_64 10.9, arm64 11.0) give the platform tag, as repair gives it
+    assert build_wheel(tmp_path / "s", tmp_path / "o", name="x", version="1").name.endswith(
+        "-macosx_10_9_universal2.whl")
+    with pytest.raises(TagError, match="has no i386 slice"):
+        build_wheel(tmp_path / "s", tmp_path / "o2", name="x", version="1", tag="cp311-cp311-macosx_10_9_intel")
+    assert [p.name for p in build_wheel(tmp_path / "s", tmp_path / "o2", name="x", version="1",
                                         tag="cp311-cp311-macosx_11_0_universal2").parent.iterdir()] \
         == ["x-1-cp311-cp311-macosx_11_0_universal2.whl"]

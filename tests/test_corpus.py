@@ -49,13 +49,6 @@ BY_FILE = {w["file"]: w for w in CORPUS}
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
-# DLLs every clean Windows 10/11 has that dynawheel's system-DLL list (dynawheel/data/
-# windows-system-dlls.json) lacks.  A wheel whose only other misses are these is marked xfail with
-# this reason, and passes once the list has them.
-PENDING_NAMES = ("icu.dll",)  # as the wheels spell them (--exclude is case-sensitive)
-PENDING_WINDOWS_LIST = frozenset(n.lower() for n in PENDING_NAMES)
-PENDING_REASON = ("in System32 since Windows 10 1903 (the ICU that Windows ships), not yet in "
-                  "dynawheel/data/windows-system-dlls.json")
 
 
 def family(wheel: dict[str, Any]) -> str:
@@ -141,12 +134,12 @@ def missing_names(doc: dict[str, Any]) -> set[str]:
 
 
 def check_complete(wheel: dict[str, Any], code: int, doc: dict[str, Any]) -> None:
-    """Nothing missing but what the entry documents (and, until it lands, the pending Windows list)."""
+    """Nothing missing but what the entry documents."""
     known = {n.lower() for n in wheel.get("known_missing", {})}
     missing = missing_names(doc)
     assert doc["bad"] == [] and doc["external"] == [], (doc["bad"], doc["external"])
     assert known <= missing, f"documented as missing but found: {sorted(known - missing)}"
-    assert missing - known <= PENDING_WINDOWS_LIST, sorted(missing - known)
+    assert missing <= known, sorted(missing - known)
     if not missing:
         assert code == 0 and doc["ok"] is True
 
@@ -172,12 +165,6 @@ def check_verdict(wheel: dict[str, Any], doc: dict[str, Any]) -> None:
                 if plat.endswith(end))
     assert summaries["macho"].split(",")[0] == want, (summaries["macho"], plat)
     assert re.fullmatch(r"[\w+]+, macOS >= \d+\.\d+", summaries["macho"]), summaries["macho"]
-
-
-def xfail_if_pending(doc: dict[str, Any], wheel: dict[str, Any]) -> None:
-    pending = sorted(missing_names(doc) & PENDING_WINDOWS_LIST - {n.lower() for n in wheel.get("known_missing", {})})
-    if pending:
-        pytest.xfail(f"{', '.join(pending)} reported missing: {PENDING_REASON}")
 
 
 # ---- LIEF, the independent parser --------------------------------------------------------------
@@ -257,11 +244,10 @@ def test_show_is_complete_and_parses_as_lief_does(wheel: dict[str, Any], corpus:
     assert binaries >= 1
     check_verdict(wheel, doc)
     check_complete(wheel, code, doc)
-    xfail_if_pending(doc, wheel)
 
 
 def repair(wheel: dict[str, Any], path: Path, out: Path) -> Path:
-    excludes = [a for n in sorted(set(wheel.get("known_missing", {})) | set(PENDING_NAMES))
+    excludes = [a for n in sorted(set(wheel.get("known_missing", {})))
                 for a in ("--exclude", n)] if family(wheel) == "windows" else []
     result = run_cli("repair", *search_args(wheel), *excludes, path, "-w", out)
     assert result.code == 0, result.err
@@ -284,7 +270,6 @@ def test_repair_is_accepted_complete_and_reproducible(wheel: dict[str, Any], cor
     check_verdict(wheel, doc)
     again = repair(wheel, repaired, tmp_path / "w2")
     assert again.name == repaired.name and again.read_bytes() == repaired.read_bytes(), "a second repair differs"
-    xfail_if_pending(doc, wheel)
 
 
 MAPS_PROBE = """

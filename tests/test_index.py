@@ -363,7 +363,7 @@ def test_cli_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wh = tmp_path / "wh"
     whl = make_wheel(wh, "pkg", "1.0")
     assert main(["index", str(wh), "-o", str(tmp_path / "site"), "--yank", f"{whl.name}=bad"]) == 0
-    assert "1 files in 1 projects" in capsys.readouterr().out
+    assert "1 file in 1 project" in capsys.readouterr().out
     (wh / "notes.txt").write_text("x")
     assert main(["index", str(wh), "--flat", "-o", str(tmp_path / "flat")]) == 3
     assert "skipped: notes.txt" in capsys.readouterr().err
@@ -390,7 +390,7 @@ def test_corrupt_wheels_are_skipped_never_a_traceback(tmp_path: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "dynawheel", "index", str(wh)], capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 3 and "Traceback" not in proc.stderr, (kind, proc.stderr)
-        assert f"skipped: {path.name}:" in proc.stderr and "1 files in 1 projects" in proc.stdout
+        assert f"skipped: {path.name}:" in proc.stderr and "1 file in 1 project" in proc.stdout
 
 
 # ---------------------------------------------------------------- the cache (issue 13)

@@ -44,7 +44,7 @@ def test_seed_text_tree(seed_tree: Path) -> None:
     assert "├── support.so => anamespace/support.so [in tree]" in lines
     assert any(line.startswith("└── libc.so.6 => /") and line.endswith("[system]") for line in lines)
     assert any(line.startswith("elf: manylinux_2_") for line in lines)
-    assert lines[-1] == "summary: 0 missing, 0 external, 0 bad file(s)"
+    assert lines[-1] == "summary: 0 missing, 0 external, 0 bad files"
 
 
 def test_missing_library_exit_code_and_places_searched(broken_tree: Path) -> None:

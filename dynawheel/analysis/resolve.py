@@ -39,6 +39,12 @@ from ..tree import HostFS, Tree, in_tree
 log = logging.getLogger(__name__)
 
 PARSE_THREADS = min(4, os.cpu_count() or 1)
+# Bounds on the work one analysis does and keeps, whatever the binaries ask (1,500 DT_NEEDED x a
+# 1,500-entry RPATH are 2.25 million lookups): an edge keeps its first KEPT_ATTEMPTS attempts, a
+# summary of the rest and the hit; an analysis makes at most MAX_LOOKUPS lookups (a big system directory,
+# /usr/lib/x86_64-linux-gnu with 2,254 libraries, needs 19,272); requests beyond are "not searched", missing.
+KEPT_ATTEMPTS = 64
+MAX_LOOKUPS = 100_000
 BIG_FILE = 32 << 20  # parsed on a background thread
 # Names only ever used to *report* a non-binary that pretends to be one, never to pick a format.
 LIBRARY_NAME = re.compile(r"\.(so(\.[0-9]+)*|dylib|dll|pyd)$", re.IGNORECASE)
@@ -126,6 +132,8 @@ class _Files:
         self._ident: dict[str, tuple[str, str] | None] = {}
         self._parsed: dict[tuple[str, str], BinaryFile | BadFile | None] = {}
         self._folded: dict[str, str] | None = None  # lower-cased tree path -> its spelling
+        self._dirs: dict[str, bool] = {}  # host directory -> exists
+        self.lookups = 0  # candidates tried (bounded by MAX_LOOKUPS)
 
     def spelled(self, path: str) -> str:
         """`path`, or when it is a tree path that does not exist, the tree file whose path differs
@@ -153,8 +161,20 @@ class _Files:
                     return ("tree", self.tree.identity(rel))
             except DynawheelError:
                 pass  # e.g. a link escaping the tree: the host may still have it
+        if not self._host_dir(posixpath.dirname(path)):
+            return None
         real = self.host.real(path)
         return ("host", real) if real is not None else None
+
+    def _host_dir(self, directory: str) -> bool:
+        """Whether a host directory may hold files: one lookup per directory, not per candidate
+        (a thousand search directories that do not exist cost a thousand lookups, not millions)."""
+        if self.host.sysroot != "/":
+            return True  # below a sysroot absolute links are re-rooted: HostFS.real decides
+        known = self._dirs.get(directory)
+        if known is None:
+            known = self._dirs[directory] = os.path.isdir(directory)
+        return known
 
     def real_paths(self) -> dict[str, str]:
         return {path: ident[1] for path, ident in self._ident.items() if ident is not None}
@@ -244,6 +264,14 @@ def analyze(tree: Tree, search: SearchPaths | None = None) -> Analysis:
         root=tree.root, files=files_list, binaries=binaries, bad=tuple(bad), walks=tuple(walks),
         tree_binaries=tuple(in_tree_paths), real_paths=files.real_paths(), aliases=aliases,
     )
+
+
+def _kept(tried: list[Attempt], more: int) -> tuple[Attempt, ...]:
+    """The attempts an edge keeps: the first ones, one line for those left out, the last (the hit)."""
+    if not more:
+        return tuple(tried)
+    summary = Attempt("...", f"{more} more places", "not found")
+    return (*tried[:KEPT_ATTEMPTS], summary, *tried[KEPT_ATTEMPTS:])
 
 
 def _aliases(tree: Tree, files: _Files, paths: list[str]) -> dict[str, str]:
@@ -341,19 +369,36 @@ class _Walker:
         system = backend.is_system(request, loader.image, self.search)
         tried: list[Attempt] = []
         fold = backend.case_insensitive
+        more = 0  # attempts not kept (beyond KEPT_ATTEMPTS)
         for cand in backend.candidates(request, chain, self.search):
+            if not self._count(loader, request):
+                tried.append(Attempt("...", "the lookup budget", f"not searched: over {MAX_LOOKUPS} lookups in "
+                                     "this analysis (implausible dependency lists or search paths)"))
+                break
             path = self.files.spelled(cand.path) if fold else cand.path
             outcome, image, fatal = self._try(path, loader.image)
             if cand.quiet and outcome == "not found":
                 continue
-            tried.append(Attempt(path, cand.via, outcome))
+            if len(tried) < KEPT_ATTEMPTS or image is not None or fatal:
+                tried.append(Attempt(path, cand.via, outcome))
+            else:
+                more += 1
             if fatal and backend.stops_at_bad_file:
                 break
             if image is None:
                 continue
-            return self._hit(state, backend, request, loader, path, image, system, tuple(tried), cand.flag)
+            return self._hit(state, backend, request, loader, path, image, system, _kept(tried, more), cand.flag)
         status = Status.SYSTEM if system else (Status.OPTIONAL_MISSING if request.optional else Status.MISSING)
-        return Edge(loader.path, loader.image.arch, request, status, None, tuple(tried)), None
+        return Edge(loader.path, loader.image.arch, request, status, None, _kept(tried, more)), None
+
+    def _count(self, loader: Loaded, request: Dependency) -> bool:
+        """Count one lookup; False once the analysis is over its budget (the first time, say so)."""
+        self.files.lookups += 1
+        if self.files.lookups == MAX_LOOKUPS + 1:
+            log.warning("over %d library lookups in one analysis (at %r of %r, which asks for %d libraries): "
+                        "the requests left are reported as not searched", MAX_LOOKUPS, request.name, loader.path,
+                        len(loader.image.needed))
+        return self.files.lookups <= MAX_LOOKUPS
 
     def _hit(
         self, state: _State, backend: Backend, request: Dependency, loader: Loaded, path: str,

@@ -22,13 +22,13 @@ from ..errors import EXIT_ERROR, EXIT_INTERNAL, DynawheelError
 # command -> the module that registers it: only that module is imported when the command is known
 # (importing all of them costs ~60 ms, a fifth of a small repair); anything else imports them all
 _COMMANDS = {"build": "build", "check": "build", "show": "show", "repair": "repair", "index": "publish",
-             "serve": "publish"}
+             "serve": "publish", "tags": "wheelops", "merge": "wheelops"}
 
 
 def _modules(argv: Sequence[str] | None) -> list[Any]:
     args = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in args if not a.startswith("-")), None)
-    names = [_COMMANDS[command]] if command in _COMMANDS else ["build", "show", "repair", "publish"]
+    names = [_COMMANDS[command]] if command in _COMMANDS else ["build", "show", "repair", "publish", "wheelops"]
     return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 
@@ -38,12 +38,26 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Build, repair, audit and publish wheels that ship shared libraries.",
     )
     parser.add_argument("--version", action="version", version=f"dynawheel {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    _add_verbosity(parser, default=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _modules(argv):
         module.register(sub)
+    for command in sub.choices.values():  # `dynawheel repair -v ...` as well as `dynawheel -v repair ...`
+        _add_verbosity(command, default=False)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """-v/-q; a subcommand's own leave the values of the main parser alone unless they are given, and a
+    subcommand that gives one of these letters its own meaning (serve -q: no access log) keeps it."""
+    g = parser.add_argument_group("verbosity")
+    taken = set(parser._option_string_actions)
+    if not taken & {"-v", "--verbose"}:
+        g.add_argument("-v", "--verbose", action="count", default=0 if default else argparse.SUPPRESS,
+                       help="more log output (-vv: debug)")
+    if not taken & {"-q", "--quiet"}:
+        g.add_argument("-q", "--quiet", action="store_true", default=False if default else argparse.SUPPRESS,
+                       help="only errors: no progress, notes or 'wrote'/'repaired' lines")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

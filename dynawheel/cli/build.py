@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..wheel.build import BuildOptions, build
-from ..wheel.check import CheckReport, check_wheels
+from ..ops.build import build
+from ..ops.check import check_wheels
+from ..wheel.build import BuildOptions
+from ..wheel.check import CheckReport
 from ..wheel.metadata import MetadataOptions
 from ..wheel.stage import AddStep
 from ..wheel.tags import WheelTags, make_tags, parse_tags
+from ..wording import counted
 from .options import add_deflate_option
 
 
@@ -33,11 +37,14 @@ def register(sub: Any) -> None:
                       help="extra core-metadata field, e.g. 'Classifier: Environment :: Console'")
     meta.add_argument("--pyproject", type=Path, metavar="FILE", help="PEP 621 file (default: STAGE/pyproject.toml)")
     meta.add_argument("--metadata", type=Path, metavar="FILE", help="a ready METADATA file")
-    tags = p.add_argument_group("tags (default: py3-none-any; the interpreter's tag when binaries are present)")
+    tags = p.add_argument_group("tags (default: py3-none-any; with binaries: the platform tag from their content, "
+                                "as repair computes it, and the interpreter's python/ABI tags)")
     tags.add_argument("--tag", metavar="PY-ABI-PLAT", help="e.g. py3-none-any, cp311-cp311-manylinux_2_17_x86_64")
     tags.add_argument("--python-tag")
     tags.add_argument("--abi-tag")
     tags.add_argument("--platform-tag")
+    tags.add_argument("--force-tag", action="store_true",
+                      help="write a given platform tag even when the binaries do not support it")
     root = tags.add_mutually_exclusive_group()
     root.add_argument("--root-is-purelib", dest="purelib", action="store_const", const=True, default=None)
     root.add_argument("--root-is-platlib", dest="purelib", action="store_const", const=False)
@@ -92,11 +99,14 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         compression_level=args.compression_level,
         deflate=args.deflate,
         exclude=tuple(args.exclude),
+        force_tag=args.force_tag,
     )
 
 
 def run_build(args: argparse.Namespace) -> int:
-    result = build(options_from_args(args), args.wheel_dir)
+    result = build(options_from_args(args), args.wheel_dir, macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"))
+    if args.quiet:  # only errors
+        return EXIT_OK
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {result.path}")
@@ -113,12 +123,17 @@ def report_json(report: CheckReport) -> dict[str, Any]:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    for path in args.wheels:  # a path that is not there is a mistyped argument, not a broken wheel
+        if not path.exists():
+            raise UsageError(f"no such file: {str(path)!r}")
+        if path.is_dir():
+            raise UsageError(f"{str(path)!r} is a directory: check takes .whl files")
     report = check_wheels(args.wheels)
     if args.json:
         print(json.dumps(report_json(report), indent=2))
         return EXIT_OK if report.ok else EXIT_FINDINGS
     for wheel in report.wheels:
-        print(f"{wheel.path.name}: {'ok' if wheel.ok else f'{len(wheel.problems)} problem(s)'}")
+        print(f"{wheel.path.name}: {'ok' if wheel.ok else counted(len(wheel.problems), 'problem')}")
         for problem in wheel.problems:
             print(f"  - {problem}")
     for conflict in report.conflicts:

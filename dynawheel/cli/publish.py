@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..publish.index import STATUSES, IndexResult, ProjectStatus, build_index, normalize_name
 from ..publish.serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
+from ..wording import counted
 
 
 def register(sub: Any) -> None:  # argparse._SubParsersAction
@@ -84,7 +85,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _report(result: IndexResult) -> None:
-    print(f"index: {len(result.files)} files in {len(result.projects)} projects at {result.simple}/ "
+    files, projects = counted(len(result.files), "file"), counted(len(result.projects), "project")
+    print(f"index: {files} in {projects} at {result.simple}/ "
           f"({len(result.written)} written, {len(result.removed)} removed)")
     for skipped in result.skipped:
         print(f"skipped: {skipped.path.name}: {skipped.reason}", file=sys.stderr)
@@ -163,11 +165,9 @@ def _banner(server: IndexServer) -> str:
     url, host = _public_url(server)
     config = server.config
     user = "NAME" if config.password_file else "anonymous"
-    if config.password_file is None and not config.allow_anonymous_upload:
-        uploads = "uploads refused: no --password-file"
-    else:
-        uploads = f"uploads: twine to {url}"
-    return "\n".join([
+    refused = config.password_file is None and not config.allow_anonymous_upload
+    uploads = "uploads refused: no --password-file" if refused else f"uploads: twine to {url}"
+    lines = [
         f"dynawheel: serving {server.wheelhouse} at {url}simple/ ({uploads}; Ctrl-C stops)",
         "",
         "install:",
@@ -178,6 +178,10 @@ def _banner(server: IndexServer) -> str:
         f"  pip config set global.extra-index-url {url}simple/",
         "plain http from another machine also needs:",
         f"  pip config set global.trusted-host {host}",
+    ]
+    if refused:  # no upload instructions for a server that refuses uploads
+        return "\n".join(lines)
+    return "\n".join([*lines,
         "",
         "upload with twine: put this in ~/.pypirc, then `twine upload --repository dynawheel dist/*`",
         "  [distutils]",

@@ -123,9 +123,11 @@ def _report_dry_run(args: argparse.Namespace, results: list[RepairResult], stric
             _print_plan(result)
     if not (missing and strict):
         return EXIT_OK
-    for m in missing:
-        print(f"dynawheel: missing: {m['request']!r} needed by {m['needed_by']!r}; searched: "
-              f"{'; '.join(m['searched']) or 'nowhere to look'}", file=sys.stderr)
+    for m in missing:  # one line per library, then one per place searched
+        print(f"dynawheel: missing: {m['request']!r} needed by {m['needed_by']!r}"
+              f"{', searched:' if m['searched'] else ': nowhere to look'}", file=sys.stderr)
+        for place in m["searched"]:
+            print(f"    {place}", file=sys.stderr)
     return EXIT_FINDINGS
 
 
@@ -144,7 +146,7 @@ def run_repair(args: argparse.Namespace) -> int:
         repair_tree(dirs[0], args.output, opts, in_place=args.in_place, dist=args.name)]
     if args.dry_run:
         return _report_dry_run(args, results, strict)
-    for result in results:
+    for result in [] if args.quiet else results:  # -q: only errors
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         vendored = len(result.collection.vendored)

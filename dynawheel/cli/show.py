@@ -30,6 +30,10 @@ def run_show(args: argparse.Namespace) -> int:
     if not os.path.exists(args.path):
         raise UsageError(f"no such file or directory: {args.path!r}")
     report = audit(args.path, search_from_args(args))
+    single = os.path.isfile(args.path) and not str(args.path).endswith(".whl")
+    if single and not report.analysis.tree_binaries and not report.analysis.bad:
+        raise UsageError(f"{str(args.path)!r} is not a binary (not an ELF, PE or Mach-O file): show reads a binary, "
+                         "a .whl or a directory")
     if args.json:
         import json
 

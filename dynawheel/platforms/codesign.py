@@ -56,6 +56,10 @@ CS_ADHOC = 0x2
 CS_LINKER_SIGNED = 0x20000
 CS_EXECSEG_MAIN_BINARY = 0x1
 CS_HASHTYPE_SHA256 = 2
+# cs_blobs.h hash types -> (hashlib name, stored size): Apple's `codesign` writes a SHA-1 CodeDirectory
+# in slot 0 and a SHA-256 one as an alternate (slots 0x1000...); linkers write one SHA-256 directory
+HASH_TYPES = {1: ("sha1", 20), 2: ("sha256", 32), 3: ("sha256", 20), 4: ("sha384", 48)}
+CSSLOT_ALTERNATE_CODEDIRECTORIES = 0x1000
 CS_VERSION_EXECSEG = 0x20400
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -87,10 +91,14 @@ def _align(value: int, to: int) -> int:
     return (value + to - 1) // to * to
 
 
-def page_hashes(data: bytes, code_limit: int, page_size: int = PAGE_SIZE) -> list[bytes]:
-    """SHA-256 of every page of data[:code_limit] (the last page may be short)."""
+def page_hashes(data: bytes, code_limit: int, page_size: int = PAGE_SIZE,
+                hash_type: int = CS_HASHTYPE_SHA256) -> list[bytes]:
+    """The hash (SHA-256 unless `hash_type` says otherwise) of every page of data[:code_limit] (the last
+    page may be short)."""
+    algorithm, size = HASH_TYPES[hash_type]
     return [
-        hashlib.sha256(data[off : min(off + page_size, code_limit)]).digest() for off in range(0, code_limit, page_size)
+        hashlib.new(algorithm, data[off : min(off + page_size, code_limit)]).digest()[:size]
+        for off in range(0, code_limit, page_size)
     ]
 
 
@@ -369,7 +377,7 @@ def verify_signature(data: bytes, path: str = "<bytes>") -> list[str]:
         piece = data[sl.offset : sl.offset + sl.size]
         try:
             problems.extend(_verify_slice(piece, sl, where))
-        except (BinaryFormatError, struct.error, ValueError) as exc:
+        except (BinaryFormatError, RepairError, struct.error, ValueError) as exc:
             problems.append(f"{where}: {exc}")
     return problems
 
@@ -386,19 +394,30 @@ def _verify_slice(piece: bytes, sl: SliceHeader, where: str) -> list[str]:
     if not (fileoff <= dataoff and dataoff + datasize <= fileoff + filesize):
         problems.append(f"{where}: __LINKEDIT does not cover the signature")
     sig = piece[dataoff : dataoff + datasize]
-    cd = parse_code_directory(sig, where)
-    problems.extend(_check_cd(cd, piece, dataoff, where))
-    problems.extend(_check_requirements(cd, sig, where))
+    for cd in code_directories(sig, where):
+        problems.extend(_check_cd(cd, piece, dataoff, where))
+        problems.extend(_check_requirements(cd, sig, where))
     return problems
+
+
+def code_directories(sig: bytes, where: str) -> list[CodeDirectory]:
+    """Every CodeDirectory of an embedded-signature SuperBlob: slot 0 and the alternates (0x1000...)."""
+    found = [parse_code_directory(sig, where)]
+    _, _, count = struct.unpack_from(">III", sig)
+    for i in range(count):
+        slot, offset = struct.unpack_from(">II", sig, 12 + 8 * i)
+        if CSSLOT_ALTERNATE_CODEDIRECTORIES <= slot < CSSLOT_ALTERNATE_CODEDIRECTORIES + 5:
+            found.append(_decode_cd(sig, offset, where))
+    return found
 
 
 def _check_cd(cd: CodeDirectory, piece: bytes, dataoff: int, where: str) -> list[str]:
     problems = []
     if cd.code_limit != dataoff:
         problems.append(f"{where}: codeLimit {cd.code_limit} != signature offset {dataoff}")
-    if cd.hash_type != CS_HASHTYPE_SHA256 or cd.hash_size != HASH_SIZE:
-        return [*problems, f"{where}: hash type {cd.hash_type} is not SHA-256"]
-    expected = page_hashes(piece, cd.code_limit, 1 << cd.page_shift)
+    if cd.hash_type not in HASH_TYPES or cd.hash_size != HASH_TYPES[cd.hash_type][1]:
+        return [*problems, f"{where}: unknown hash type {cd.hash_type} (size {cd.hash_size})"]
+    expected = page_hashes(piece, cd.code_limit, 1 << cd.page_shift, cd.hash_type)
     if len(expected) != cd.n_code:
         problems.append(f"{where}: {cd.n_code} code slots for {len(expected)} pages")
     for i, (want, got) in enumerate(zip(expected, cd.code_hashes)):
@@ -416,7 +435,8 @@ def _check_requirements(cd: CodeDirectory, sig: bytes, where: str) -> list[str]:
         if slot == CSSLOT_REQUIREMENTS:
             (length,) = struct.unpack_from(">I", sig, offset + 4)
             blob = sig[offset : offset + length]
-            if hashlib.sha256(blob).digest() != cd.special_hashes[CSSLOT_REQUIREMENTS - 1]:
+            algorithm, size = HASH_TYPES.get(cd.hash_type, ("sha256", HASH_SIZE))
+            if hashlib.new(algorithm, blob).digest()[:size] != cd.special_hashes[CSSLOT_REQUIREMENTS - 1]:
                 return [f"{where}: requirements hash (special slot -2) mismatch"]
             return []
     if any(cd.special_hashes[CSSLOT_REQUIREMENTS - 1]):

@@ -89,6 +89,7 @@ DT_SONAME = 14
 DT_RPATH = 15
 DT_RUNPATH = 29
 _STRING_TAGS = frozenset({DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH})
+MAX_PHDR_TABLE = 4 << 20  # bytes of program headers read at most (real files: < 1 KiB; 0xffff x 56 fits)
 MAX_DYNAMIC = 1 << 16  # entries; real files have well under 100
 DT_VERNEED = 0x6FFFFFFE
 DT_VERNEEDNUM = 0x6FFFFFFF
@@ -246,6 +247,9 @@ class _Reader:
             fmt, order = struct.Struct(self.end + "IIIIIIII"), (0, 1, 2, 4)
         if phnum and phentsize < fmt.size:
             raise BinaryFormatError(f"cannot parse {self.path!r}: program header size {phentsize} < {fmt.size}")
+        if phentsize * phnum > MAX_PHDR_TABLE:  # a header field, never trusted to size a read
+            raise BinaryFormatError(f"cannot parse {self.path!r}: program header table of {phnum} x {phentsize} "
+                                    f"bytes (at most {MAX_PHDR_TABLE} are read)")
         table = self._at(phoff, phentsize * phnum, what="program headers") if phnum else b""
         for i in range(phnum):
             fields = fmt.unpack_from(table, i * phentsize)

@@ -62,6 +62,7 @@ FAT_MAGIC = 0xCAFEBABE
 FAT_MAGIC_64 = 0xCAFEBABF
 MH_MAGIC = 0xFEEDFACE
 MH_MAGIC_64 = 0xFEEDFACF
+MAX_SIZEOFCMDS = 16 << 20  # bytes of load commands read at most (real headers: a few KiB; 0xfffffff0 is a lie)
 MAX_FAT_ARCHS = 30  # more is not a fat file: 0xcafebabe + major >= 45 is a Java class
 
 LC_REQ_DYLD = 0x80000000
@@ -332,6 +333,9 @@ def parse_slice_header(data: bytes, offset: int, size: int, path: str) -> SliceH
     header_size = 32 if is64 else 28
     cputype, cpusubtype, filetype, ncmds, sizeofcmds, flags = struct.unpack_from(endian + "iIIIII", data, 4)
     arch = arch_name(cputype, cpusubtype)
+    if sizeofcmds > MAX_SIZEOFCMDS and not (size and header_size + sizeofcmds > size):
+        raise BinaryFormatError(f"{path!r} ({arch}): load commands claim {sizeofcmds} bytes (at most "
+                                f"{MAX_SIZEOFCMDS} are read)")
     if header_size + sizeofcmds > (min(size, len(data)) if size else len(data)):
         raise BinaryFormatError(
             f"{path!r} ({arch}): load commands ({sizeofcmds} bytes) run past the end of the "
@@ -381,7 +385,7 @@ def read_headers(fp: BinaryIO, path: str) -> tuple[bool, list[SliceHeader]]:
         if len(first) < 28:
             raise BinaryFormatError(f"{path!r}: truncated Mach-O header at offset {offset}")
         sizeofcmds = struct.unpack_from("<I" if first[0] in (0xCE, 0xCF) else ">I", first, 20)[0]
-        too_big = size and 28 + sizeofcmds > size
+        too_big = (size and 28 + sizeofcmds > size) or sizeofcmds > MAX_SIZEOFCMDS  # never read what a header asks
         data = first if too_big else _read_at(fp, offset, 32 + sizeofcmds)
         headers.append(parse_slice_header(data, offset, size, path))
     return is_fat, headers

@@ -54,13 +54,16 @@ step   where / what                                                SearchPaths f
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import mmap
 import os
 import posixpath
 import re
+import shutil
 import struct
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
@@ -403,8 +406,13 @@ def is_system_name(name: str, arch: str = "x86_64") -> bool:
 # ---- the backend -------------------------------------------------------------------------
 
 
+SPOOL_ABOVE = 16 << 20  # bytes of a stream (a big zip member) from which it is spooled to a file and mapped
+
+
 def _map_file(fp: BinaryIO) -> Data:
-    """The whole file: mapped read-only when it is a real file, else read."""
+    """The whole file: mapped read-only when it is a real file; an in-memory buffer as it is; any
+    other stream (a big wheel member, inflated as it is read) copied in chunks to a temporary file
+    and mapped, so a 1 GiB member never becomes 1 GiB (and copies of it) in memory."""
     try:
         fileno = fp.fileno()
     except (AttributeError, OSError, ValueError):
@@ -415,7 +423,17 @@ def _map_file(fp: BinaryIO) -> Data:
         except (OSError, ValueError):
             pass  # empty file or not mappable
     fp.seek(0)
-    return fp.read()
+    if isinstance(fp, io.BytesIO):
+        return fp.getvalue()
+    head = fp.read(SPOOL_ABOVE)
+    if len(head) < SPOOL_ABOVE:
+        return head
+    with tempfile.TemporaryFile(prefix="dynawheel-pe-") as spool:
+        spool.write(head)
+        del head
+        shutil.copyfileobj(fp, spool, 1 << 20)
+        spool.flush()
+        return mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)  # stays valid after the file is closed
 
 
 def _spelled(directory: str, name: str) -> str:

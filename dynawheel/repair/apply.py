@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..binary import BinaryFormat
 from ..platforms import EditJob, Editor, Edits, ElfEdits, MachoEdits, PeEdits, make_editor
 from ..tree import HostFS, Tree
+from ..wording import counted
 from .plan import FileEdits, Job
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ def edit_copies(job: Job, tree: Tree, work: Path, opts: RepairOptions, editors: 
                     fp.write(view)
             else:
                 shutil.copyfileobj(src, fp, 1 << 20)
-    opts.say(f"patching {len(job.plan.files)} file(s), vendoring {len(vendored)} librar(y/ies)")
+    libraries = counted(len(vendored), "library", "libraries")
+    opts.say(f"patching {counted(len(job.plan.files), 'file')}, vendoring {libraries}")
     apply_edits({out[rel]: (rel, edits) for rel, edits in job.plan.files.items()}, editors, sources, ready)
     for dest in out.values():
         os.chmod(dest, 0o755)

@@ -110,16 +110,20 @@ def canonical_analysis(analysis: Analysis, real: Callable[[str], str | None]) ->
 
 
 def describe_missing(analysis: Analysis, edges: Iterable[Edge]) -> str:
-    """A header line, then one line per library that cannot be found: who needs it, every place searched."""
-    lines = []
+    """A header line, then for each library that cannot be found a line naming it and who needs it, and one
+    indented line per place searched (paths inside the tree are shown relative to it)."""
+    lines, count = [], 0
+    root = analysis.root.rstrip("/") + "/"
     for edge in edges:
+        count += 1
         where = analysis.relpath(edge.dependent) or edge.dependent
-        searched = "; ".join(f"{a.path} ({a.via}): {a.outcome}" for a in edge.tried) or "nowhere to look"
         binary = analysis.binaries.get(edge.dependent)
         note = backend_of(binary.format).missing_note(edge.request.name) if binary is not None else None
-        lines.append(f"  {edge.request.name!r} needed by {where!r}; searched: {searched}"
-                     + (f" ({note})" if note else ""))
-    head = f"cannot find {len(lines)} needed librar{'y' if len(lines) == 1 else 'ies'} " \
+        named = f"  {edge.request.name!r} needed by {where!r}" + (f" ({note})" if note else "")
+        lines.append(f"{named}, searched:" if edge.tried else f"{named}: nowhere to look")
+        lines += [f"    {a.path} ({a.via.replace(root, '') if root != '/' else a.via}): {a.outcome}"
+                  for a in edge.tried]
+    head = f"cannot find {count} needed librar{'y' if count == 1 else 'ies'} " \
            "(add a directory with -L DIR, or go on with --allow-missing):"
     return "\n".join([head, *lines])
 

@@ -16,6 +16,7 @@ from typing import BinaryIO
 from .. import fsutil
 from ..errors import OutputError, RepairError
 from ..wheel.archive import Entry, RawSource, is_executable
+from ..wheel.text import parse_metadata
 from .plan import Job
 from .shim import add_shim, pth_shim
 
@@ -51,9 +52,7 @@ def shim_files(job: Job, read: Callable[[str], bytes], dist: str) -> dict[str, b
 def with_requires(text: bytes, requires: tuple[str, ...]) -> bytes:
     if not requires:
         return text
-    import email.parser  # performance: loaded only when used
-
-    msg = email.parser.BytesParser().parsebytes(text)
+    msg = parse_metadata(text, "METADATA")
     have = {r.split(";")[0].replace(" ", "") for r in msg.get_all("Requires-Dist") or []}
     extra = [r for r in requires if r.replace(" ", "") not in have]
     head, sep, body = text.partition(b"\n\n")

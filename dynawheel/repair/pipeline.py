@@ -16,7 +16,7 @@ from tempfile import TemporaryDirectory
 from ..analysis.abi3 import audit_tags, refuse
 from ..analysis.dlldirs import with_dll_directories
 from ..analysis.resolve import Analysis, Status, analyze
-from ..errors import RepairError
+from ..errors import RepairError, UsageError
 from ..tree import HostFS, Tree
 from ..wheel.archive import write_wheel
 from ..wheel.tags import WheelTags, parse_filename, wheel_filename
@@ -106,7 +106,8 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         if opts.dry_run:
             return RepairResult(wheel, None, job.collection, job.plan, new_tags(job, tags, opts), tuple(job.notes),
                                 job.shim)
-        if not job.analysis.tree_binaries:
+        if not job.analysis.tree_binaries:  # copied unchanged, once every member is checked
+            session.verify_unchanged()
             out = wheel_dir / wheel.name
             copy_atomic(wheel, out)
             return RepairResult(wheel, out, job.collection, job.plan, tags, ("no binaries: copied unchanged",))
@@ -116,9 +117,9 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         packer = session.packer(opts.compression_level, opts.deflate)
         edited = edit_copies(job, session.tree, work, opts, session.editors, packer.pack_soon)
         zf = session.zip
-        extra = shim_files(job, zf.read, dist)
-        extra[f"{dist_info}/WHEEL"] = wheel_text(zf.read(f"{dist_info}/WHEEL"), tags2)
-        extra[f"{dist_info}/METADATA"] = with_requires(zf.read(f"{dist_info}/METADATA"), job.requires)
+        extra = shim_files(job, session.read_small, dist)
+        extra[f"{dist_info}/WHEEL"] = wheel_text(session.wheel_file, tags2)
+        extra[f"{dist_info}/METADATA"] = with_requires(session.metadata, job.requires)
         if job.collection.vendored or job.collection.provided:
             extra[f"{dist_info}/{MANIFEST}"] = manifest(job)
         entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)
@@ -135,6 +136,11 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
         raise RepairError(f"not a directory: {str(target)!r}")
     if out is None and not in_place and not opts.dry_run:
         raise RepairError("give an output directory (-o DIR) or --in-place")
+    if out is not None and not in_place:
+        real_target, real_out = target.resolve(), out.resolve()
+        if real_out == real_target or real_target in real_out.parents:
+            raise UsageError(f"output directory {str(out)!r} is inside the input {str(target)!r}: the repaired copy "
+                             "would be part of what it copies; give a directory outside it (or --in-place)")
     session = TreeSession(target, dry_run=opts.dry_run, elf_editor=opts.elf_editor)
     tree = session.tree
     job = decide(tree, opts, dist)

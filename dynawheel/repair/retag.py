@@ -4,14 +4,16 @@ architectures for Mach-O), and the WHEEL file that carries it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..analysis.graph import outside_names
 from ..analysis.resolve import Status
 from ..binary import BinaryFormat, Image
-from ..errors import RepairError
-from ..policy import Policy, PolicyDataError, best_elf_policy, blockers_for, get_policy
+from ..errors import RepairError, TagError
+from ..platform_tags import Content, best_platform, blockers, policy_tags
+from ..policy import PolicyDataError, get_policy
 from ..wheel.tags import WheelTags
 from .plan import Job
 
@@ -19,89 +21,82 @@ if TYPE_CHECKING:
     from .options import RepairOptions
 
 
-def _elf_images(job: Job) -> tuple[list[tuple[str, Image]], set[str]]:
+def _images(job: Job, fmt: BinaryFormat) -> list[tuple[str, Image]]:
+    """(path, image) of every `fmt` image of the repaired tree: the tree's binaries and the vendored copies."""
     a = job.analysis
-    images = [(a.relpath(p) or p, i) for p in a.tree_binaries for i in a.binaries[p].images
-              if a.binaries[p].format is BinaryFormat.ELF]
-    images += [(v.dest, i) for v in job.collection.vendored for i in a.binaries[v.source].images
-               if v.format is BinaryFormat.ELF]
+    images = [(a.relpath(p) or p, i) for p in a.tree_binaries if p not in a.aliases
+              for i in a.binaries[p].images if a.binaries[p].format is fmt]
+    images += [(v.dest, i) for v in job.collection.vendored for i in a.binaries[v.source].images if v.format is fmt]
+    return images
+
+
+def repaired_content(job: Job) -> Content:
+    """The Content of the tree once repaired: ELF, else Mach-O images (tree + vendored copies), the
+    libraries kept from the system, and the missing ones that --allow-missing let through."""
+    a = job.analysis
+    elf = _images(job, BinaryFormat.ELF)
+    if not elf:
+        return Content(macho=tuple(_images(job, BinaryFormat.MACHO)))
     sources = {*a.tree_binaries, *(v.source for v in job.collection.vendored)}
-    external = outside_names((e for w in a.walks for e in w.edges), sources, (Status.SYSTEM,))
-    return images, external
+    system = frozenset(outside_names((e for w in a.walks for e in w.edges), sources, (Status.SYSTEM,)))
+    missing = tuple(sorted({(a.relpath(e.dependent) or e.dependent, e.request.name)
+                            for e in job.collection.missing_allowed}))
+    return Content(elf=tuple(elf), system=system, missing=missing)
 
 
-def _policy_platform(job: Job, plat: str | None) -> str | None:
-    images, external = _elf_images(job)
-    if not images:
-        return None
-    policy: Policy | None
-    if plat is None:
-        verdict = best_elf_policy(images, external)
-        policy = verdict.policy
-        if policy is None:
-            return verdict.tag
-    else:
-        policy = _find_policy(plat)
-        problems = blockers_for(policy, images, external)
-        if problems:
-            raise RepairError(f"the tree does not meet {plat!r}: " + "; ".join(problems[:8]))
-    arch = images[0][1].arch
-    if plat is not None and plat not in (policy.name, *policy.aliases) and not plat.endswith(f"_{arch}"):
-        raise RepairError(f"--plat {plat!r} does not match the binaries' arch {arch!r}")
-    return ".".join(f"{name}_{arch}" for name in (policy.name, *policy.aliases))
-
-
-def _find_policy(plat: str) -> Policy:
+def _given_platform(content: Content, plat: str) -> str:
+    """--plat checked by the one rule; the policy's tag with its aliases."""
     try:
-        return get_policy(plat)
+        policy = get_policy(plat)
     except PolicyDataError:
         raise RepairError(f"unknown --plat {plat!r}: expected e.g. manylinux_2_17_x86_64 or manylinux2014_x86_64") \
             from None
+    arch = content.elf[0][1].arch
+    if plat not in (policy.name, *policy.aliases) and not plat.endswith(f"_{arch}"):
+        raise RepairError(f"--plat {plat!r} does not match the binaries' arch {arch!r}")
+    tags = policy_tags(policy, arch)
+    problems = blockers(content, tags)
+    if problems:
+        raise RepairError(f"the tree does not meet {plat!r}: " + "; ".join(problems[:8]))
+    return tags
 
 
-def _macos_platform(job: Job, target: str | None) -> str | None:
-    """macosx_<min>_<arch> on which every Mach-O of the repaired tree (vendored copies too) loads.
-
-    arch: what every binary has (arm64 + x86_64: universal2; a thin extension makes the wheel thin).
-    min: the highest minimum macOS of those slices, where an arm64 slice's 11.0 constrains nothing
-    (arm64 Macs start there): x86_64 10.9 + arm64 11.0 is macosx_10_9_universal2, which pip accepts
-    on both.  MACOSX_DEPLOYMENT_TARGET only raises it.
-    """
-    a = job.analysis
-    paths = [p for p in a.tree_binaries if a.binaries[p].format is BinaryFormat.MACHO]
-    paths += [v.source for v in job.collection.vendored if v.format is BinaryFormat.MACHO]
-    if not paths:
-        return None
-    common = set.intersection(*({i.arch for i in a.binaries[p].images} for p in paths))
-    if {"arm64", "x86_64"} <= common:
-        arch, archs = "universal2", {"arm64", "x86_64"}
-    elif common:
-        arch = next((x for x in ("arm64", "x86_64") if x in common), sorted(common)[0])
-        archs = {arch}
-    else:
-        have = "; ".join(f"{a.relpath(p) or p}: {'+'.join(i.arch for i in a.binaries[p].images)}" for p in paths)
-        raise RepairError(f"no architecture is common to every Mach-O binary, so no macOS tag fits ({have})")
-    need = (11, 0) if arch == "arm64" else (10, 9)
-    for p in paths:
-        for image in a.binaries[p].images:
-            minimum = _ver(str(image.details.get("min_macos") or "10.9"))
-            if image.arch in archs and not (image.arch == "arm64" and minimum <= (11, 0)):
-                need = max(need, minimum)
-    if target is not None and target.strip():  # an empty MACOSX_DEPLOYMENT_TARGET is no target
-        if not re.fullmatch(r"\d+(\.\d+){0,2}", target.strip()):
-            raise RepairError(f"MACOSX_DEPLOYMENT_TARGET must look like 10.13 or 12.0, got {target!r}")
-        need = max(need, _ver(target.strip()))
-    major, minor = need[0], (need[1] if need[0] < 11 else 0)
-    return f"macosx_{major}_{minor}_{arch}"
+_TAG_ARCH = re.compile(r"[a-z0-9_]+")
 
 
-def _ver(text: str) -> tuple[int, int]:
-    parts = [int(p) for p in text.split(".")[:2] if p.isdigit()] + [0, 0]
-    return parts[0], parts[1]
+def _check_machines(images: Sequence[tuple[str, Image]]) -> None:
+    """One machine for every ELF file, and one a platform tag can name: else a RepairError naming the
+    files (an i686 library among x86_64 ones, an unknown e_machine), never a tag like 'linux_i686+x86_64'."""
+    by_arch: dict[str, list[str]] = {}
+    for path, image in images:
+        by_arch.setdefault(image.arch, []).append(path)
+
+    def files(arch: str) -> str:
+        paths = sorted(set(by_arch[arch]))
+        return f"{arch}: {paths[0]!r}" + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+
+    if len(by_arch) > 1:
+        raise RepairError("the ELF files are for different machines, no one wheel tag fits them: "
+                          + "; ".join(files(arch) for arch in sorted(by_arch)))
+    for arch in by_arch:
+        if not _TAG_ARCH.fullmatch(arch) or re.fullmatch(r"em[0-9]+.*", arch):
+            raise RepairError(f"unknown or unsupported ELF machine/class, no platform tag names it: {files(arch)}")
 
 
 def new_tags(job: Job, old: WheelTags, opts: RepairOptions) -> WheelTags:
-    platform = _policy_platform(job, opts.plat) or _macos_platform(job, opts.macos_target)
+    """The repaired wheel's tags: its platform tag by the one rule of :mod:`dynawheel.platform_tags`
+    (the rule `build`, `check`, `tags` and `merge` apply); PE trees keep theirs."""
+    content = repaired_content(job)
+    if not content.has_binaries:
+        return old
+    _check_machines(content.elf)
+    try:
+        if content.elf and opts.plat is not None:
+            platform: str | None = _given_platform(content, opts.plat)
+        else:
+            platform = best_platform(content, opts.macos_target)
+    except TagError as exc:
+        raise RepairError(str(exc)) from None
     return replace(old, platform=platform) if platform else old
 
 

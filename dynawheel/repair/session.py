@@ -16,10 +16,11 @@ The order of these steps matters; only this module knows it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -29,9 +30,11 @@ from ..errors import WheelFormatError
 from ..magic import BINARY_MAGIC
 from ..tree import DirTree, WheelTree
 from ..wheel.archive import Packer
-from ..wheel.record import parse_record
+from ..wheel.record import MAX_RECORD, encode_digest, parse_record
 from ..wheel.tags import dist_info_dirs, find_dist_info
+from ..wheel.text import MAX_METADATA, MAX_WHEEL, parse_metadata, parse_wheel_file
 from ..wheel.verify import RecordCheck, SharedDigests
+from ..wheel.zipread import READ_ERRORS, read_member
 from .apply import Editors
 
 
@@ -39,10 +42,9 @@ def _record_todo(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[list
                                                                              dict[str, str]]:
     """(every member but RECORD with its RECORD hash, the hash of every RECORD row); RECORD's list
     and sizes must agree with the zip."""
-    try:
-        rows = parse_record(zf.read(f"{dist_info}/RECORD"), f"{wheel.name}: RECORD")
-    except KeyError:
-        raise WheelFormatError(f"broken wheel {wheel.name!r}: no {dist_info}/RECORD") from None
+    if f"{dist_info}/RECORD" not in zf.NameToInfo:
+        raise WheelFormatError(f"broken wheel {wheel.name!r}: no {dist_info}/RECORD")
+    rows = parse_record(read_member(zf, f"{dist_info}/RECORD", wheel.name, MAX_RECORD), f"{wheel.name}: RECORD")
     listed = {r.path: r for r in rows}
     todo: list[tuple[zipfile.ZipInfo, str]] = []
     for info in zf.infolist():
@@ -55,7 +57,40 @@ def _record_todo(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[list
             raise WheelFormatError(f"broken RECORD in {wheel.name!r}: {info.filename!r} is {info.file_size} bytes, "
                                    f"RECORD says {row.size}")
         todo.append((info, row.hash))
+    in_zip = set(zf.NameToInfo)
+    gone = sorted(p for p in listed if p not in in_zip and not p.startswith(f"{dist_info}/RECORD"))
+    if gone:
+        raise WheelFormatError(f"broken RECORD in {wheel.name!r}: it lists {gone[0]!r}, which is not in the wheel"
+                               + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""))
     return todo, {p: r.hash for p, r in listed.items()}
+
+
+def _verify_whole(zf: zipfile.ZipFile, wheel: Path, hashes: Mapping[str, str]) -> None:
+    """Every member read as pip reads it (CRC checked) and hashed against RECORD: a wheel copied
+    unchanged must install."""
+    for info in zf.infolist():
+        expected = hashes.get(info.filename)
+        if info.is_dir() or not expected:
+            continue
+        digest = hashlib.new(expected.partition("=")[0])
+        try:
+            with zf.open(info) as fp:
+                while chunk := fp.read(1 << 20):
+                    digest.update(chunk)
+        except READ_ERRORS as exc:
+            raise WheelFormatError(f"cannot read {info.filename!r} from {wheel.name!r}: {exc}") from None
+        if encode_digest(digest.digest(), digest.name) != expected:
+            raise WheelFormatError(f"broken RECORD in {wheel.name!r}: the hash of {info.filename!r} does not "
+                                   f"match {expected!r}")
+
+
+def _wheel_texts(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[bytes, bytes]:
+    """(WHEEL, METADATA) of the wheel, both read and parsed (a broken one is refused, before any work)."""
+    wheel_file = read_member(zf, f"{dist_info}/WHEEL", wheel.name, MAX_WHEEL)
+    parse_wheel_file(wheel_file, f"{wheel.name}: WHEEL")
+    metadata = read_member(zf, f"{dist_info}/METADATA", wheel.name, MAX_METADATA)
+    parse_metadata(metadata, f"{wheel.name}: METADATA")
+    return wheel_file, metadata
 
 
 def _early_record_check(zf: zipfile.ZipFile, wheel: Path, dist_info: str, shared: SharedDigests | None = None
@@ -125,6 +160,7 @@ class WheelSession:
             stack.callback(self.tree.close)
             self.dist_info = dist_info = _dist_info(self.tree, wheel, name, version)
             self.tree.keep_reads()  # the binaries edited are read again (inflated once)
+            self.wheel_file, self.metadata = _wheel_texts(self.tree.zip, dist_info, wheel)
             self.shared = SharedDigests()
             stack.callback(self.shared.close)
             if not dry_run:  # the RECORD check starts before the analysis (see _early_record_check)
@@ -158,6 +194,16 @@ class WheelSession:
         hashes, check = _check_record(self.zip, self.dist_info, self.wheel, self._early, self.shared)
         self._stack.callback(check.close)
         return hashes, check
+
+    def verify_unchanged(self) -> None:
+        """For a wheel copied unchanged: every member read whole (CRC) and checked against RECORD now."""
+        if self._early is not None:
+            self._early[0].close()
+        _verify_whole(self.tree.zip, self.wheel, _record_todo(self.tree.zip, self.dist_info, self.wheel)[1])
+
+    def read_small(self, member: str) -> bytes:
+        """A member read whole (at most MAX_METADATA bytes): the __init__.py files a shim goes into."""
+        return read_member(self.tree.zip, member, self.wheel.name, MAX_METADATA)
 
     def workdir(self) -> Path:
         """A private directory for the edited copies, removed with the session."""

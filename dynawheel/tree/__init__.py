@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from ..errors import StageError, WheelFormatError
 from ..wheel.inflate import errors, inflate_whole, inflater
-from ..wheel.localheader import pread_data_offset
 from ..wheel.record import encode_digest
+from ..wheel.zipread import READ_ERRORS, data_offset, open_zip
 
 if TYPE_CHECKING:
     from ..wheel.verify import SharedDigests
@@ -42,7 +42,7 @@ def _finish_errors() -> tuple[type[Exception], ...]:
 
 def _read_errors() -> tuple[type[Exception], ...]:
     """What reading a member may raise (evaluated in ``except`` clauses only: see inflate.py)."""
-    return (*errors(), zipfile.BadZipFile, OSError, EOFError, NotImplementedError)
+    return (*errors(), *READ_ERRORS)
 
 
 HASH_APART_MIN = 256 << 10  # members read whole from this size on are hashed on a thread of their own
@@ -287,6 +287,37 @@ class _InflateStream(io.RawIOBase):
             log.debug("prefetch of %s stopped: %s", self._what, exc)  # the reader meets it again, and says so
 
 
+class _StoredStream(io.RawIOBase):
+    """A big stored zip member as a seekable stream over the archive (os.pread): never read whole."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._size, self._pos = fd, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), max(0, self._size - self._pos))
+        data = os.pread(self._fd, size, self._start + self._pos) if size else b""
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
 class Tree(Protocol):
     root: str  # absolute posix path, the tree's place in the resolver's namespace
 
@@ -478,14 +509,13 @@ class WheelTree:
     ) -> None:
         self.path = os.fspath(path)
         self.broken: dict[str, str] = {}  # member names are checked when listed: none is broken later
+        self._zip = open_zip(self.path)  # every member's method, flags and name checked
         try:
-            self._zip = zipfile.ZipFile(self.path)
             self._fd = os.open(self.path, os.O_RDONLY)
             self._length = os.fstat(self._fd).st_size
-        except FileNotFoundError:
-            raise WheelFormatError(f"no such wheel: {self.path!r}") from None
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise WheelFormatError(f"not a zip archive: {self.path!r} ({exc})") from None
+        except OSError as exc:
+            self._zip.close()
+            raise WheelFormatError(f"cannot read {self.path!r}: {exc.strerror}") from None
         self.root = root or "/" + os.path.basename(self.path)
         self._members: dict[str, zipfile.ZipInfo] = {}
         self._dirs: set[str] = {""}
@@ -554,6 +584,10 @@ class WheelTree:
     def _index(self, require_wheel: bool) -> None:
         for info in self._zip.infolist():
             rel = _check_rel(info.filename.rstrip("/"), self.path)
+            if not rel:
+                raise WheelFormatError(f"member {info.filename!r} of {self.path!r} has no name")
+            if rel in self._members:
+                raise WheelFormatError(f"member {rel!r} appears twice in {self.path!r}")
             if info.is_dir():
                 self._dirs.add(rel)
                 continue
@@ -588,13 +622,7 @@ class WheelTree:
 
     def _data_offset(self, rel: str, info: zipfile.ZipInfo) -> int:
         """Where the member's stored bytes start, found through its local header."""
-        try:
-            data = pread_data_offset(self._fd, info.header_offset)
-        except EOFError:
-            raise WheelFormatError(f"bad local header for {rel!r} in {self.path!r}") from None
-        if data + info.compress_size > self._length:
-            raise WheelFormatError(f"{rel!r} runs past the end of {self.path!r}")
-        return data
+        return data_offset(self._fd, info, self.path, self._length)
 
     def _raw(self, rel: str, info: zipfile.ZipInfo, limit: int | None = None) -> bytes:
         """The member's stored bytes (the first `limit` of them)."""
@@ -611,7 +639,7 @@ class WheelTree:
                     return self._kept.get(rel) or self._keep(rel, self._hashed(
                         info, inflate_whole(self._raw(rel, info), info.file_size), limit))
                 return zlib.decompressobj(-15).decompress(self._raw(rel, info, max(4096, limit)), limit)
-            with self._zip.open(info) as fp:  # bzip2 / lzma: rare in wheels
+            with self._zip.open(info) as fp:  # bzip2 / LZMA: rare in wheels, small (open_zip checked the size)
                 return fp.read(-1 if limit is None else limit)
         except _read_errors() as exc:
             raise WheelFormatError(f"cannot read {rel!r} from {self.path!r}: {exc}") from None
@@ -653,6 +681,8 @@ class WheelTree:
                 self._stop_prefetch()  # the reader takes this pass over (and the prefetch ends)
                 return cast(BinaryIO, stream)
             return cast(BinaryIO, self._new_stream(rel, info))
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size > STREAM_ABOVE:
+            return cast(BinaryIO, _StoredStream(self._fd, self._data_offset(rel, info), info.file_size))
         return io.BytesIO(self._bytes(rel))
 
     @staticmethod

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import MetadataError, StageError, TagError, UsageError
 from ..magic import format_of
@@ -19,7 +20,7 @@ from .metadata import (
     read_pyproject,
 )
 from .stage import AddStep, StageFiles
-from .tags import WheelTags, interpreter_tags, parse_tags
+from .tags import WheelTags, interpreter_tags, make_tags, parse_tags
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,22 @@ class BuildOptions:
     deflate: str = "auto"  # 'auto' (zlib-ng when installed), 'zlib' (exactly zlib's bytes) or 'zlib-ng'
     exclude: tuple[str, ...] = ()
     files: StageFiles | None = None  # a Stage composed in Python (Stage().add(...)), packed first
+    # the platform tag from the binaries' content (dynawheel.ops.build gives the rule repair applies);
+    # None: this package knows no binaries, so a tree with binaries needs a tag and none is judged
+    tag_rule: TagRule | None = None
+    force_tag: bool = False  # write a platform tag the content does not support
+
+
+class TagRule(Protocol):
+    """What the binaries of a stage support (injected: wheel/ knows nothing of binaries)."""
+
+    def platform(self, files: Mapping[str, Path]) -> str | None:
+        """The best platform tag of these files (None: no binaries)."""
+        ...
+
+    def blockers(self, files: Mapping[str, Path], platform: str) -> tuple[str, ...]:
+        """Why these files do not support `platform` (() when they do)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,15 @@ def _binary_kind(path: Path) -> str | None:
     return format_of(head)
 
 
-def _default_tags(stage: StageFiles, notes: list[str]) -> WheelTags:
+def _default_tags(stage: StageFiles, notes: list[str], rule: TagRule | None) -> WheelTags:
+    if rule is not None:
+        platform = rule.platform(stage.files)
+        if platform is None:
+            return parse_tags("py3-none-any")
+        here = interpreter_tags()
+        notes.append(f"platform tag {platform} from the binaries; python and ABI tags {here.python}-{here.abi} "
+                     "after the running interpreter (pass --python-tag/--abi-tag to choose)")
+        return make_tags(here.python, here.abi, platform)
     binaries = {name: kind for name, src in stage.files.items() if (kind := _binary_kind(src))}
     if not binaries:
         return parse_tags("py3-none-any")
@@ -154,11 +179,26 @@ def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: StageFiles, notes: l
     if None not in (opts.root_is_purelib, old_purelib) and opts.root_is_purelib != old_purelib:
         raise StageError(f"the WHEEL file in the stage says Root-Is-Purelib: {old_purelib}, "
                          f"but the build asks for {opts.root_is_purelib}")
-    tags = opts.tags or old_tags or _default_tags(stage, notes)
+    tags = opts.tags or old_tags or _default_tags(stage, notes, opts.tag_rule)
+    if opts.tag_rule is not None and (opts.tags or old_tags):
+        _judge(opts.tag_rule, stage, tags, opts.force_tag, notes)
     purelib = opts.root_is_purelib if opts.root_is_purelib is not None else old_purelib
     if purelib is None:
         purelib = tags.is_pure
     return WheelSpec(meta, tags, purelib, opts.build_number, opts.compression_level, opts.deflate)
+
+
+def _judge(rule: TagRule, stage: StageFiles, tags: WheelTags, force: bool, notes: list[str]) -> None:
+    """Refuse a given platform tag the content does not support (a note instead with `force`)."""
+    problems = rule.blockers(stage.files, tags.platform)
+    if not problems:
+        return
+    text = "; ".join(problems[:8]) + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")
+    if force:
+        notes.append(f"--force-tag: writing {tags.platform} although the content does not support it: {text}")
+        return
+    raise TagError(f"the content does not support platform tag {tags.platform!r}: {text} "
+                   "(--force-tag writes it anyway)")
 
 
 def build_wheel(
@@ -177,6 +217,8 @@ def build_wheel(
     compression_level: int = 6,
     pyproject: str | Path | None = None,
     files: StageFiles | None = None,
+    tag_rule: TagRule | None = None,
+    force_tag: bool = False,
 ) -> Path:
     """Build a wheel and return its path (the typed, keyword-only API)."""
     opts = BuildOptions(
@@ -190,6 +232,8 @@ def build_wheel(
         root_is_purelib=root_is_purelib,
         build_number=build_number,
         compression_level=compression_level,
+        tag_rule=tag_rule,
+        force_tag=force_tag,
     )
     return build(opts, Path(out_dir)).path
 

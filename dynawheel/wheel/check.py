@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.parser
 import hashlib
 import zipfile
 from collections import defaultdict
@@ -17,6 +16,8 @@ from .archive import check_member_name
 from .assemble import SCHEMES
 from .record import RecordRow, encode_digest, parse_record
 from .tags import WheelTags, dist_info_dirs, find_dist_info, parse_filename, parse_tags
+from .text import MAX_METADATA, MAX_RECORD, MAX_WHEEL, parse_metadata, parse_wheel_file
+from .zipread import READ_ERRORS, open_zip, read_member
 
 _UNLISTED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 
@@ -53,13 +54,14 @@ class _Problems(list[str]):
         self.append(text)
 
 
-def _read_text(zf: zipfile.ZipFile, name: str, problems: _Problems) -> str | None:
-    try:
-        return zf.read(name).decode("utf-8")
-    except KeyError:
+def _read(zf: zipfile.ZipFile, name: str, limit: int, problems: _Problems) -> bytes | None:
+    if name not in zf.NameToInfo:
         problems.add(f"missing {name}")
-    except UnicodeDecodeError:
-        problems.add(f"{name} is not UTF-8")
+        return None
+    try:
+        return read_member(zf, name, Path(str(zf.filename)).name, limit)
+    except DynawheelError as exc:
+        problems.add(str(exc))
     return None
 
 
@@ -81,8 +83,12 @@ def _check_names(names: list[str], problems: _Problems) -> list[str]:
     return good
 
 
-def _check_wheel_file(text: str, tags: WheelTags, problems: _Problems) -> bool:
-    msg = email.parser.Parser().parsestr(text)
+def _check_wheel_file(data: bytes, tags: WheelTags, problems: _Problems) -> bool:
+    try:
+        msg = parse_wheel_file(data, "WHEEL")
+    except DynawheelError as exc:
+        problems.add(str(exc))
+        return False
     version = msg.get("Wheel-Version", "")
     if not version.startswith("1."):
         problems.add(f"WHEEL: unsupported Wheel-Version {version!r}")
@@ -100,8 +106,12 @@ def _check_wheel_file(text: str, tags: WheelTags, problems: _Problems) -> bool:
     return purelib == "true"
 
 
-def _check_metadata(text: str, name: str, version: str, problems: _Problems) -> None:
-    msg = email.parser.Parser().parsestr(text)
+def _check_metadata(data: bytes, name: str, version: str, problems: _Problems) -> None:
+    try:
+        msg = parse_metadata(data, "METADATA")
+    except DynawheelError as exc:
+        problems.add(str(exc))
+        return
     if canonicalize_name(msg.get("Name", "")) != canonicalize_name(name):
         problems.add(f"METADATA Name {msg.get('Name')!r} does not match the file name's {name!r}")
     if (msg.get("Version") or "").strip().replace("-", "_") != version:
@@ -133,7 +143,7 @@ def _check_record(zf: zipfile.ZipFile, rows: list[RecordRow], names: list[str], 
             continue
         try:
             digest, size = _digest(zf, name, row.hash.split("=", 1)[0])
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except READ_ERRORS as exc:
             problems.add(f"cannot read member {name!r}: {exc}")
             continue
         if digest != row.hash:
@@ -172,8 +182,10 @@ def check_wheel(path: Path) -> WheelCheck:
     except DynawheelError as exc:
         return WheelCheck(path, (str(exc),))
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open_zip(path) as zf:
             installs = _check_zip(zf, name, version, tags, problems)
+    except DynawheelError as exc:
+        return WheelCheck(path, (str(exc),))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         return WheelCheck(path, (f"not a valid zip file: {exc}",))
     return WheelCheck(path, tuple(problems), tuple(installs))
@@ -187,16 +199,14 @@ def _check_zip(zf: zipfile.ZipFile, name: str, version: str, tags: WheelTags, pr
                      f"compared normalized), found {dist_info_dirs(names)!r}")
         return []
     dist_info = found
-    wheel_text = _read_text(zf, f"{dist_info}/WHEEL", problems)
+    wheel_text = _read(zf, f"{dist_info}/WHEEL", MAX_WHEEL, problems)
     if wheel_text is not None:
         _check_wheel_file(wheel_text, tags, problems)
-    meta_text = _read_text(zf, f"{dist_info}/METADATA", problems)
+    meta_text = _read(zf, f"{dist_info}/METADATA", MAX_METADATA, problems)
     if meta_text is not None:
         _check_metadata(meta_text, name, version, problems)
-    record = zf.read(f"{dist_info}/RECORD") if f"{dist_info}/RECORD" in names else None
-    if record is None:
-        problems.add(f"missing {dist_info}/RECORD")
-    else:
+    record = _read(zf, f"{dist_info}/RECORD", MAX_RECORD, problems)
+    if record is not None:
         try:
             _check_record(zf, parse_record(record, "RECORD"), names, dist_info, problems)
         except DynawheelError as exc:

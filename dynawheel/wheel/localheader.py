@@ -28,6 +28,14 @@ def raw_data_offset(fp: BinaryIO, header_offset: int) -> int:
     return data_offset_from(fp.read(30), header_offset)
 
 
-def pread_data_offset(fd: int, header_offset: int) -> int:
-    """Where a member's compressed data starts, from its local header (read with pread: no seek)."""
-    return data_offset_from(os.pread(fd, 30, header_offset), header_offset)
+def pread_data_offset(fd: int, header_offset: int, name: bytes | None = None) -> int:
+    """Where a member's compressed data starts, from its local header (read with pread: no seek);
+    with `name` (as the central directory stores it), the local header must name the same member."""
+    head = os.pread(fd, 30 + len(name or b""), header_offset)
+    offset = data_offset_from(head[:30], header_offset)
+    if name is not None:
+        name_len = struct.unpack_from("<H", head, 26)[0]
+        if name_len != len(name) or head[30:] != name:
+            got = head[30 : 30 + name_len] + (b"..." if name_len > len(head) - 30 else b"")
+            raise EOFError(f"its local header names {got.decode('utf-8', 'replace')!r}")
+    return offset

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from ..errors import WheelFormatError
 
+MAX_RECORD = 32 << 20  # bytes of RECORD (torch's 12 248 members: 1.5 MB)
+
 
 def encode_digest(digest: bytes, algorithm: str = "sha256") -> str:
     """'<algorithm>=<urlsafe-b64-nopad>', as RECORD writes a digest."""
@@ -34,12 +36,24 @@ def format_record(rows: Iterable[RecordRow]) -> bytes:
 
 
 def parse_record(data: bytes, where: str) -> list[RecordRow]:
+    """The rows of a RECORD file (at most MAX_RECORD bytes; csv errors, bad sizes and hashes are
+    WheelFormatErrors naming `where` and the line)."""
+    if len(data) > MAX_RECORD:
+        raise WheelFormatError(f"{where}: RECORD is {len(data)} bytes (the limit is {MAX_RECORD})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WheelFormatError(f"{where}: RECORD is not UTF-8 ({exc})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _rows(reader, where)
+    except csv.Error as exc:
+        raise WheelFormatError(f"{where}: RECORD line {reader.line_num}: {exc}") from None
+
+
+def _rows(reader: Iterable[list[str]], where: str) -> list[RecordRow]:
     rows = []
-    for lineno, fields in enumerate(csv.reader(io.StringIO(text)), 1):
+    for lineno, fields in enumerate(reader, 1):
         if not fields:
             continue
         if len(fields) != 3:

@@ -32,6 +32,7 @@ from ..magic import BINARY_MAGIC
 from .inflate import errors, inflate_whole, inflater
 from .localheader import pread_data_offset
 from .record import encode_digest
+from .zipread import stored_name
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,11 @@ class Stopped(Exception):
 
 
 def member_digest(fd: int, header_offset: int, method: int, compressed: int, algorithm: str,
-                  stop: threading.Event | None = None, size: int = 0) -> str:
+                  stop: threading.Event | None = None, size: int = 0, name: bytes | None = None) -> str:
     """'<algorithm>=<urlsafe-b64-nopad>' of one member's content, as RECORD writes it; `size`, the
-    inflated size the zip gives, lets a small deflated member be inflated in one call."""
-    offset = pread_data_offset(fd, header_offset)
+    inflated size the zip gives, lets a small deflated member be inflated in one call; `name`, the
+    member's name as the central directory stores it, is checked against its local header."""
+    offset = pread_data_offset(fd, header_offset, name)
     if method == DEFLATED and 0 < size <= WHOLE_MAX:  # performance: one call (most members are small)
         data = inflate_whole(os.pread(fd, compressed, offset), size)
         return encode_digest(hashlib.new(algorithm, data).digest(), algorithm)
@@ -163,7 +165,8 @@ HOLD_MIN = 1 << 20  # compressed bytes from which a binary is left for the reade
 BATCH = 4 << 20  # compressed bytes per task: small members are checked in groups (one future per group)
 
 
-_Member = tuple[str, int, int, int, str, int]  # name, header offset, method, compressed size, algorithm, size
+# name, header offset, method, compressed size, algorithm, size, stored name
+_Member = tuple[str, int, int, int, str, int, bytes]
 
 
 def _check_batch(fd: int, batch: list[_Member], skip: set[str], stop: threading.Event,
@@ -172,11 +175,11 @@ def _check_batch(fd: int, batch: list[_Member], skip: set[str], stop: threading.
     fill meanwhile) and members the reader of `shared` hashes are left out; nothing more once
     `stop` is set."""
     out: list[tuple[str, str | Exception]] = []
-    for name, offset, method, compressed, algo, size in batch:
+    for name, offset, method, compressed, algo, size, raw_name in batch:
         if name in skip or (shared is not None and algo == ALGORITHM and not shared.claim(name, "check")):
             continue
         try:
-            out.append((name, member_digest(fd, offset, method, compressed, algo, stop, size)))
+            out.append((name, member_digest(fd, offset, method, compressed, algo, stop, size, raw_name)))
         except Stopped:
             break
         except read_errors() as exc:
@@ -242,7 +245,7 @@ class RecordCheck:
         size = 0
         for info, expected in todo:
             batch.append((info.filename, info.header_offset, info.compress_type, info.compress_size,
-                          expected.partition("=")[0] or ALGORITHM, info.file_size))
+                          expected.partition("=")[0] or ALGORITHM, info.file_size, stored_name(info)))
             size += info.compress_size
             if size >= BATCH:
                 self.futures.append(self.pool.submit(_check_batch, self.fd, batch, self.skipped, self.stop, shared))
