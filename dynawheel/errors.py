@@ -54,6 +54,10 @@ class HeaderSpaceError(RepairError):
     """A Mach-O header has no room for the new load commands."""
 
 
+class Abi3ViolationError(RepairError):
+    """A wheel tagged abi3 uses symbols outside the stable ABI of its minimum Python."""
+
+
 class ToolError(DynawheelError, RuntimeError):
     """An external tool (patchelf, install_name_tool, dot) failed."""
 

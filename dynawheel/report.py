@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .analysis.abi3 import Abi3Audit, audit_tags
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph, outside_names
 from .analysis.resolve import LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
@@ -22,7 +23,8 @@ from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
 from .policy import best_elf_policy, read_data
 from .search import SearchPaths
-from .tree import open_tree
+from .tree import Tree, open_tree
+from .wheel.tags import parse_filename
 from .wording import counted
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JSON_VERSION = 1
+JSON_VERSION = 2  # 2: 'abi3' (the stable-ABI audit) added
 
 __all__ = ["AuditReport", "Verdict", "audit", "dll_directories_in", "json_schema", "to_dot", "to_json", "to_text",
            "with_dll_directories"]
@@ -48,6 +50,7 @@ class AuditReport:
     target: str
     analysis: Analysis
     verdicts: tuple[Verdict, ...]
+    abi3: Abi3Audit | None = None  # a wheel tagged abi3/abi3t: its stable-ABI audit
 
     @functools.cached_property
     def graph(self) -> DependencyGraph:
@@ -66,13 +69,22 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
     try:
         analysis = analyze(tree, with_dll_directories(tree, search))
+        abi3 = wheel_abi3_audit(str(target), tree, analysis)
     finally:
         tree.close()
     analysis = _with_fake_libraries(analysis)
     graph = DependencyGraph(analysis)
-    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)))
+    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)), abi3)
     report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
     return report
+
+
+def wheel_abi3_audit(wheel_name: str, tree: Tree, analysis: Analysis) -> Abi3Audit | None:
+    """The stable-ABI audit of a wheel whose file name tags it abi3/abi3t (None for any other target)."""
+    if not wheel_name.endswith(".whl"):
+        return None
+    tags = parse_filename(wheel_name.replace("\\", "/").rsplit("/", 1)[-1])[3]
+    return audit_tags(tree, analysis, tags.python, tags.abi)
 
 
 def _with_fake_libraries(analysis: Analysis) -> Analysis:
@@ -178,6 +190,10 @@ def to_json(report: AuditReport) -> dict[str, Any]:
         "external": sorted({_where(a, e.hit) or "" for e in graph.external()}),
         "verdicts": [{"format": v.format.value, "summary": v.summary, "blockers": list(v.blockers)}
                      for v in report.verdicts],
+        "abi3": None if report.abi3 is None else {
+            "abi": report.abi3.abi, "minimum_python": report.abi3.minimum, "ok": report.abi3.ok,
+            "binaries_checked": report.abi3.checked,
+            "violations": [{"path": v.path, "symbol": v.symbol, "added": v.added} for v in report.abi3.violations]},
     }
 
 
@@ -256,6 +272,11 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         lines.extend(f"  {label}: {b}" for b in verdict.blockers[:12])
         if len(verdict.blockers) > 12:
             lines.append(f"  ... and {len(verdict.blockers) - 12} more")
+    if report.abi3 is not None:
+        r = report.abi3
+        lines.append(f"{r.abi}: Python >= {r.minimum}: " + (
+            f"{r.checked} binaries use only the stable ABI" if r.ok else f"{len(r.violations)} violation(s)"))
+        lines.extend(f"  not stable ABI: {v.describe(r.minimum)}" for v in r.violations)
     for bad in a.bad:
         lines.append(f"bad file: {bad.message}")
     missing = report.graph.missing()

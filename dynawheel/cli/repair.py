@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
     ch.add_argument("--no-mangle-all", action="store_true", help="keep every vendored library's name")
     ch.add_argument("--lib-dir", default="", metavar="DIR", help="shared directory (default: <dist>.libs)")
     ch.add_argument("--allow-missing", action="store_true", help="go on when a library cannot be found")
+    ch.add_argument("--allow-abi3-violations", action="store_true",
+                    help="repair a wheel tagged abi3/abi3t although it uses symbols outside that stable ABI")
     ch.add_argument("--provided-by", action="append", default=[], type=Path, metavar="WHEEL",
                     help="libraries this wheel installs are not vendored; a Requires-Dist on it is added")
     ch.add_argument("--plat", metavar="TAG", help="ELF policy to meet (default: the best the tree qualifies for)")
@@ -66,7 +68,8 @@ def options_from_args(args: argparse.Namespace) -> RepairOptions:
                          macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"),
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
                          deflate=args.deflate, elf_editor=args.elf_editor,
-                         dry_run=args.dry_run, progress=_progress(args))
+                         dry_run=args.dry_run, allow_abi3_violations=args.allow_abi3_violations,
+                         progress=_progress(args))
 
 
 def plan_json(result: RepairResult) -> dict[str, Any]:

@@ -198,3 +198,13 @@ def make_editor(fmt: BinaryFormat, *, in_process: bool = True) -> Editor:
     module = importlib.import_module(f"{__name__}.{_EDITOR_MODULES[fmt]}")
     editor: Editor = module.make_editor(in_process=in_process)
     return editor
+
+
+# ---- symbols -------------------------------------------------------------------------------------
+
+def python_imports(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]:
+    """The Python C API symbols a binary imports (ELF/Mach-O: undefined ``Py*``/``_Py*`` symbols, the
+    Mach-O underscore removed; PE: the names imported from python3.dll / python3X.dll)."""
+    module = importlib.import_module(f"{__name__}.symbols")
+    names: frozenset[str] = module.python_imports(fmt, fp, path)
+    return names

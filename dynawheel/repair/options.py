@@ -28,6 +28,7 @@ class RepairOptions:
     deflate: str = "auto"  # 'auto' (libdeflate; zlib-ng for streams), 'libdeflate', 'zlib-ng' or 'zlib'
     elf_editor: str = "auto"  # 'auto': shared libraries in this process (platforms/elf_rewrite.py); 'patchelf'
     dry_run: bool = False
+    allow_abi3_violations: bool = False  # repair a wheel tagged abi3 that uses symbols outside its stable ABI
     progress: Progress | None = None
 
     def say(self, message: str) -> None:

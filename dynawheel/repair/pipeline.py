@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from ..analysis.abi3 import audit_tags, refuse
 from ..analysis.dlldirs import with_dll_directories
-from ..analysis.resolve import Status, analyze
+from ..analysis.resolve import Analysis, Status, analyze
 from ..errors import RepairError, UsageError
 from ..tree import HostFS, Tree
 from ..wheel.archive import write_wheel
@@ -83,6 +84,16 @@ def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> Job:
     return Job(analysis, collection, plan, shim, requires, notes)
 
 
+def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOptions) -> None:
+    """Refuse a wheel tagged abi3/abi3t whose binaries use symbols outside that stable ABI."""
+    if opts.allow_abi3_violations:
+        return
+    tags = parse_filename(wheel_name)[3]
+    result = audit_tags(tree, analysis, tags.python, tags.abi)
+    if result is not None:
+        refuse(result)
+
+
 def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairResult:
     """Repair one wheel into `wheel_dir` (a pure wheel is copied through unchanged)."""
     name, version, build, tags = parse_filename(wheel.name)
@@ -90,6 +101,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         dist_info = session.dist_info  # as the wheel spells it
         dist = dist_info[: -len(".dist-info")].rpartition("-")[0]  # <dist>.libs the same on every re-repair
         job = decide(session.tree, opts, dist)
+        check_abi3(wheel.name, session.tree, job.analysis, opts)
         session.analysed(job.plan.files)
         if opts.dry_run:
             return RepairResult(wheel, None, job.collection, job.plan, new_tags(job, tags, opts), tuple(job.notes),
