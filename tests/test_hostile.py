@@ -359,8 +359,10 @@ def _big_member_wheel(tmp_path: Path, rel: str, head: bytes, size: int, method: 
 
 def _peak_rss_of(code: str, tmp_path: Path) -> tuple[int, str]:
     """(peak RSS in MiB, output) of a fresh interpreter running `code`."""
-    proc = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
-                           "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"],
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a big pytest worker would report the worker's
+    proc = subprocess.run([sys.executable, "-c", code + "\nimport re\n"
+                           "hwm = re.search(r'^VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read(), re.M)\n"
+                           "print('RSS', int(hwm.group(1)) // 1024)"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rss = int(proc.stdout.rsplit("RSS", 1)[1])

@@ -854,8 +854,9 @@ def test_uploads_stream_in_bounded_memory(tmp_path: Path) -> None:
     assert "Traceback" not in err
     for path in wheels:
         assert (wh / path.name).read_bytes() == path.read_bytes()
-    # held in memory, the bodies alone would be 192 MB (and 8 scrypt checks 128 MB)
-    assert peak - baseline < 60, (baseline, peak)
+    # held in memory, the bodies alone would be 192 MB (and 8 scrypt checks 128 MB); before streaming: +470 MB.
+    # Issue 13's goal is a peak under 150 MB; the growth bound leaves room for 8 threads' buffers under load.
+    assert peak < 150 and peak - baseline < 100, (baseline, peak)
 
 
 @pytest.mark.slow

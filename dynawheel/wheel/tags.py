@@ -67,7 +67,10 @@ class WheelTags:
         return f"{self.python}-{self.abi}-{self.platform}"
 
     def expanded(self) -> list[Tag]:
-        return sorted(parse_tag(str(self)), key=str)
+        try:
+            return sorted(parse_tag(str(self)), key=str)
+        except ValueError as exc:  # packaging >= 26 refuses some tags our syntax check lets through ('311')
+            raise TagError(f"invalid wheel tag {str(self)!r}: {exc}") from None
 
     @property
     def is_pure(self) -> bool:

@@ -36,6 +36,15 @@ from typing import Callable
 
 from . import targets
 
+
+def _peak_rss_mb() -> int:
+    """This process's own peak RSS (VmHWM): ru_maxrss would include a big parent's, since it survives exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 AS_LIMIT = 3 << 30  # bytes of address space for the whole process (threads' stacks and arenas included)
 RSS_LIMIT_MB = 512
 CASE_TIMEOUT = 10
@@ -289,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     def report() -> None:
         summary = {"kind": kind.name, "cases": runner.cases, "seconds": round(time.monotonic() - start, 1),
                    "findings": runner.found, "slowest_case_s": round(runner.slowest[0], 3),
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+                   "peak_rss_mb": _peak_rss_mb()}
         print(json.dumps(summary), flush=True)
         if args.findings is not None and runner.slowest[1]:
             args.findings.mkdir(parents=True, exist_ok=True)
