@@ -153,6 +153,11 @@ def test_python_m_build_sdist_then_wheel_from_it(tmp_path: Path, wheelhouse: Pat
                        "yamlgreet-1.0.0/src/_yamlgreet.c", "yamlgreet-1.0.0/src/greet.c",
                        "yamlgreet-1.0.0/src/greet.h"]
     wheel = next((tmp_path / "dist").glob("yamlgreet-*.whl"))
+    _install_and_check(tmp_path, wheel)
+
+
+def _install_and_check(tmp_path: Path, wheel: Path) -> None:
+    """The built wheel is complete, installs into a fresh venv and imports with libyaml hidden."""
     _check_wheel(wheel)
     venv = make_venv(tmp_path / "venv")
     venv.pip("install", "--no-index", wheel)
@@ -168,10 +173,7 @@ def test_uv_build(tmp_path: Path, wheelhouse: Path) -> None:
           tmp_path / "dist", "."], _env(wheelhouse), project)
     assert (tmp_path / "dist" / "yamlgreet-1.0.0.tar.gz").exists()
     wheel = next((tmp_path / "dist").glob("yamlgreet-*.whl"))
-    _check_wheel(wheel)
-    venv = make_venv(tmp_path / "venv")
-    venv.pip("install", "--no-index", wheel)
-    _check_installed(tmp_path, venv.python)
+    _install_and_check(tmp_path, wheel)
 
 
 @pytest.mark.slow

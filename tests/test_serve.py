@@ -32,25 +32,14 @@ import pytest
 from dynawheel.errors import PackageIndexError
 from dynawheel.publish.index import build_index
 from dynawheel.publish.serve import IndexServer, ServeConfig, add_user, make_server, negotiate, parse_multipart
-
-try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
-    from tests.test_index import (
-        PEP691_PROJECT,
-        PEP691_PROJECT_LIST,
-        make_corrupt_wheels,
-        make_sdist,
-        make_wheel,
-        parse_page,
-    )
-except ImportError:
-    from test_index import (  # type: ignore
-        PEP691_PROJECT,
-        PEP691_PROJECT_LIST,
-        make_corrupt_wheels,
-        make_sdist,
-        make_wheel,
-        parse_page,
-    )
+from tests.test_index import (
+    PEP691_PROJECT,
+    PEP691_PROJECT_LIST,
+    make_corrupt_wheels,
+    make_sdist,
+    make_wheel,
+    parse_page,
+)
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
