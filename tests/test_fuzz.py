@@ -32,7 +32,7 @@ def test_fuzz_budget(kind: str, tmp_path: Path) -> None:
     if kind == "upload" and _upload_type_error():
         pytest.skip("known: serve.check_digests raises TypeError on a non-ASCII digest (serve.py is being "
                     "rewritten on branch i13-publish; reported there)")
-    if kind in ("elf", "zip", "check", "show", "repair", "index") and shutil.which("gcc") is None:
+    if kind in ("elf", "zip", "check", "show", "repair", "index", "cli") and shutil.which("gcc") is None:
         pytest.skip("gcc builds the ELF seeds")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run", kind, "--runs", str(FUZZ_RUNS), "--max-time", str(FUZZ_SECONDS),
