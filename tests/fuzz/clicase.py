@@ -49,6 +49,7 @@ class Command:
     name: str
     codes: tuple[int, ...]  # the exit codes the command documents for this use
     args: Callable[[Case, bytes, int], list[str]]  # (case, input, variant) -> the command line after -q
+    writes: bool = True  # False: the command writes nothing at all (check, show, --dry-run)
 
 
 def _search(case: Case) -> list[str]:
@@ -148,11 +149,11 @@ def _index(case: Case, data: bytes, variant: int) -> list[str]:
 
 
 COMMANDS = (
-    Command("check", (0, 1, 3), _check),
-    Command("show", (0, 1, 3), _show),
-    Command("show-dir", (0, 1, 3), _show_dir),
+    Command("check", (0, 1, 3), _check, writes=False),
+    Command("show", (0, 1, 3), _show, writes=False),
+    Command("show-dir", (0, 1, 3), _show_dir, writes=False),
     Command("repair", (0, 1), _repair),
-    Command("repair-dry-run", (0, 1, 3), _repair_dry),
+    Command("repair-dry-run", (0, 1, 3), _repair_dry, writes=False),
     Command("repair-stage", (0, 1), _repair_stage),
     Command("build", (0, 1), _build),
     Command("tags", (0, 1), _tags),
@@ -167,13 +168,15 @@ def pick(data: bytes) -> tuple[Command, int]:
 
 
 def _snapshot(*roots: Path, skip: Path) -> dict[str, str]:
-    """Every file below `roots` (but not below `skip`) -> the SHA-256 of its bytes (a link: its target)."""
+    """Every file and directory below `roots` (but not `skip` nor below it) -> the SHA-256 of its bytes
+    (a link: its target; a directory: 'dir')."""
     files: dict[str, str] = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             if Path(dirpath) == skip:
                 dirnames[:] = []
                 continue
+            files[dirpath] = "dir"
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 if os.path.islink(path):
@@ -212,6 +215,9 @@ def _verify(command: Command, code: int, case: Case, before: dict[str, str]) -> 
     left = sorted(str(p.relative_to(case.out)) for p in case.out.rglob("*")) if case.out.exists() else []
     if code == 1 and left:
         raise AssertionError(f"{command.name}: exit 1 left {left[:10]} in its output directory")
+    if not command.writes and case.out.exists():
+        raise AssertionError(f"{command.name}: exit {code} wrote {left[:10] or 'an empty directory'} "
+                             "(it writes nothing)")
     if code == 0 and command.name in ("repair", "tags", "merge", "build"):
         wheels = [p for p in left if p.endswith(".whl")]
         if len(wheels) != 1 or any(".tmp" in p or p.startswith(".") for p in left):
