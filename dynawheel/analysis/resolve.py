@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from ..binary import BinaryFile, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
+from ..policy import linux_system
 from ..search import SearchPaths
 from ..tree import HostFS, Tree, in_tree
 
@@ -332,9 +333,10 @@ class _State:
 class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
+        self.linux = linux_system()  # the policy data the ELF loader rules need
 
     def walk(self, root: str, image: Image) -> Walk:
-        backend = backend_of(image.format)
+        backend = backend_of(image.format).with_policy(self.linux)
         state = _State()
         self._register(state, backend, root, image, root, Status.IN_TREE)
         state.chains[root] = (Loaded(root, image),)

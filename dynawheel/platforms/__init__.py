@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol, Union
 
@@ -48,6 +49,29 @@ class Candidate:
     quiet: bool = False
 
 
+@dataclass(frozen=True)
+class LinuxSystem:
+    """What the manylinux/musllinux policy data says a Linux target provides, given to the ELF
+    backend (platforms/ never reads policy.py: the core injects this, as policy.linux_system() builds it)."""
+
+    libraries: frozenset[str]  # the names some policy lets stay outside a wheel: the system's
+    musl_libc: frozenset[str]  # every name of musl's C library (the loader itself)
+    interpreters: Mapping[str, Mapping[str, str]]  # family ('manylinux', 'musllinux') -> arch -> PT_INTERP
+    loaders: frozenset[str] = field(init=False)  # the file names of every family's interpreters
+
+    def __post_init__(self) -> None:
+        names = {posixpath.basename(p) for table in self.interpreters.values() for p in table.values()}
+        object.__setattr__(self, "loaders", frozenset(names))
+
+    def family(self, images: Iterable[Image]) -> str:
+        """musllinux when an image uses musl's loader or needs musl's libc (by any of its names:
+        Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
+        for image in images:
+            if "ld-musl-" in (image.elf.interp or "") or any(d.name in self.musl_libc for d in image.needed):
+                return "musllinux"
+        return "manylinux"
+
+
 class Backend(Protocol):
     """One binary format: its reader and its loader's search rules."""
 
@@ -61,6 +85,10 @@ class Backend(Protocol):
     # a candidate path matches a file of the tree whose name differs only in case (Windows' file
     # lookup; on the host, the backend spells paths itself)
     case_insensitive: bool
+
+    def with_policy(self, linux: LinuxSystem) -> Backend:
+        """This backend with the policy data its loader rules need (ELF: a new one; the others need none)."""
+        ...
 
     def sniff(self, head: bytes) -> bool:
         """True if these first bytes (MAGIC_READ of them) start a file of this format."""
