@@ -15,6 +15,7 @@ from ..analysis.graph import DependencyGraph
 from ..analysis.resolve import Analysis, Status
 from ..binary import BinaryFile, BinaryFormat, DepKind, Image
 from ..errors import RepairError
+from ..wheel.layout import PACKAGE, install_root
 from .collect import Collection, Vendored
 from .shim import ShimPlan, shim_targets
 
@@ -54,12 +55,14 @@ class EditPlan:
             edits.renames[old] = new
 
 
-def _inside(entry: str, directory: str, root_token: str) -> bool:
-    """Does an rpath entry ($ORIGIN/... or @loader_path/...) point inside the tree?"""
+def _inside(entry: str, directory: str, root_token: str, root: str = PACKAGE) -> bool:
+    """Does an rpath entry ($ORIGIN/... or @loader_path/...) point inside the tree, and inside the install
+    root `root` unless that is the package (a script's entry to site-packages breaks once installed)?"""
     for token in (root_token, "${ORIGIN}" if root_token == "$ORIGIN" else root_token):
         if entry == token or entry.startswith(token + "/"):
             target = posixpath.normpath(posixpath.join(directory or ".", entry[len(token):].lstrip("/")))
-            return not target.startswith("..") and not posixpath.isabs(target)
+            inside = not target.startswith("..") and not posixpath.isabs(target)
+            return inside and (root == PACKAGE or target == root or target.startswith(root + "/"))
     return False
 
 
@@ -100,25 +103,26 @@ class Planner:
         self.a = analysis
         self.c = collection
         self.graph = DependencyGraph(analysis)
-        self.vendored = collection.by_source()
+        self.vendored = collection.by_slot()
         self.plan = EditPlan()
 
     def build(self) -> EditPlan:
         for path in self.a.tree_binaries:
             rel = self.a.relpath(path)
             assert rel is not None
-            self._file(path, rel, self.a.binaries[path], vendored=None)
+            self._file(path, rel, self.a.binaries[path], install_root(rel), vendored=None)
         for v in self.c.vendored:
-            self._file(v.source, v.dest, self.a.binaries[v.source], vendored=v)
+            self._file(v.source, v.dest, self.a.binaries[v.source], v.install_root, vendored=v)
         self.plan.files = {k: e for k, e in self.plan.files.items() if not e.empty}
         return self.plan
 
-    def _targets(self, node: str) -> Iterator[tuple[str, str]]:
-        """(requested name, tree path of what it now resolves to) for `node`'s vendored/in-tree deps."""
-        twins = dict(self.c.twins)
+    def _targets(self, node: str, root: str) -> Iterator[tuple[str, str]]:
+        """(requested name, tree path of what it now resolves to) for `node`'s vendored/in-tree deps, as
+        the binaries of install root `root` load them (their own copies)."""
+        twins = {src: rel for src, rel in self.c.twins if install_root(rel) == root}
         for edge in self.graph.dependencies(node):
-            if edge.hit in self.vendored:
-                yield edge.request.name, self.vendored[edge.hit].dest
+            if edge.hit is not None and (edge.hit, root) in self.vendored:
+                yield edge.request.name, self.vendored[(edge.hit, root)].dest
             elif edge.hit in twins:  # an outside library the tree ships an identical copy of
                 yield edge.request.name, twins[edge.hit]
             elif edge.hit is not None and edge.status is Status.IN_TREE and edge.hit != node:
@@ -130,21 +134,21 @@ class Planner:
             if dep_rel == dependent:
                 yield request, provided
 
-    def _file(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
+    def _file(self, node: str, rel: str, binary: BinaryFile, root: str, vendored: Vendored | None) -> None:
         image = binary.images[0]
         if binary.format is BinaryFormat.ELF:
-            self._elf(node, rel, image, vendored)
+            self._elf(node, rel, image, root, vendored)
         elif binary.format is BinaryFormat.MACHO:
-            self._macho(node, rel, binary, vendored)
+            self._macho(node, rel, binary, root, vendored)
         else:
-            self._pe(node, rel, vendored)
+            self._pe(node, rel, root, vendored)
 
-    def _elf(self, node: str, rel: str, image: Image, vendored: Vendored | None) -> None:
+    def _elf(self, node: str, rel: str, image: Image, root: str, vendored: Vendored | None) -> None:
         directory = posixpath.dirname(rel)
         pieces = [piece for entry in (*image.rpaths, *image.runpaths) for piece in entry.split(":") if piece]
-        kept = [] if vendored is not None else [p for p in pieces if _inside(p, directory, "$ORIGIN")]
+        kept = [] if vendored is not None else [p for p in pieces if _inside(p, directory, "$ORIGIN", root)]
         added: list[str] = []
-        for request, target in self._targets(node):
+        for request, target in self._targets(node, root):
             new = posixpath.basename(target)
             if new != request:  # a path request ('/build/libfoo.so') becomes a name found through the run path
                 self.plan.rename(rel, BinaryFormat.ELF, request, new)
@@ -161,11 +165,12 @@ class Planner:
     def _is_vendored_or_provided(self, target: str) -> bool:
         return any(v.dest == target for v in self.c.vendored) or any(p == target for _d, _r, p in self.c.provided)
 
-    def _macho(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
+    def _macho(self, node: str, rel: str, binary: BinaryFile, root: str, vendored: Vendored | None) -> None:
         directory = posixpath.dirname(rel)
         rpaths = _dedupe(r for image in binary.images for r in image.rpaths)
-        kept = () if vendored is not None else tuple(r for r in rpaths if _inside(r, directory, "@loader_path"))
-        for request, target in self._targets(node):
+        kept = () if vendored is not None else \
+            tuple(r for r in rpaths if _inside(r, directory, "@loader_path", root))
+        for request, target in self._targets(node, root):
             if self._is_vendored_or_provided(target) or vendored is not None or \
                     not _macho_reaches(request, target, directory, kept):
                 new = relative_entry("@loader_path", directory, posixpath.dirname(target))
@@ -176,8 +181,8 @@ class Planner:
         if vendored is not None:
             edits.own_name = f"@rpath/{vendored.name}"
 
-    def _pe(self, node: str, rel: str, vendored: Vendored | None) -> None:
-        for request, target in self._targets(node):
+    def _pe(self, node: str, rel: str, root: str, vendored: Vendored | None) -> None:
+        for request, target in self._targets(node, root):
             new = posixpath.basename(target)
             if new.lower() != posixpath.basename(request).lower():
                 self.plan.rename(rel, BinaryFormat.PE, request, new)
@@ -213,10 +218,12 @@ def shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
     dirs: dict[str, list[str]] = {}
     for path in analysis.tree_binaries:
         rel = analysis.relpath(path)
-        if analysis.binaries[path].format is not BinaryFormat.PE or rel is None:
+        # a program in .data/scripts finds its DLLs in its own directory (copies beside it): no shim
+        if analysis.binaries[path].format is not BinaryFormat.PE or rel is None or install_root(rel) != PACKAGE:
             continue
         loaded = [p for walk in analysis.walks if walk.root == path for p in walk.loaded]
-        places = [posixpath.dirname(v.dest) for v in collection.vendored if v.source in loaded]
+        places = [posixpath.dirname(v.dest) for v in collection.vendored
+                  if v.source in loaded and v.install_root == PACKAGE]
         places += [d for p in dict.fromkeys(loaded) for d in provided.get(analysis.relpath(p) or p, ())]
         wanted = dirs.setdefault(rel, [])
         wanted += [d for d in dict.fromkeys(places) if d != posixpath.dirname(rel)]
@@ -226,11 +233,11 @@ def shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
 def _delay_loaded(analysis: Analysis, collection: Collection) -> dict[str, list[str]]:
     """PE extension -> tree paths of the DLLs it delay-loads: the delay-load helper searches only
     the default order at the first call, so the shim loads them first by full path."""
-    dest = {v.source: v.dest for v in collection.vendored}
+    dest = {v.source: v.dest for v in collection.vendored if v.install_root == PACKAGE}
     out: dict[str, list[str]] = {}
     for walk in analysis.walks:
         rel = analysis.relpath(walk.root)
-        if rel is None or analysis.binaries[walk.root].format is not BinaryFormat.PE:
+        if rel is None or analysis.binaries[walk.root].format is not BinaryFormat.PE or install_root(rel) != PACKAGE:
             continue
         for edge in walk.edges:
             if edge.request.kind is DepKind.DELAY and edge.hit is not None:
