@@ -55,6 +55,7 @@ def stage_demo(root: Path) -> tuple[Path, Path]:
     build, stage = root / "build", root / "stage"
     helper = elfbuild.shared_lib(build / "libhelper.so.1", soname="libhelper.so.1")
     pk = elfbuild.shared_lib(stage / "demo" / "libpk.so", soname="libpk.so")
+    (stage / "demo" / "libpk.so.c").unlink()  # its source, written beside it
     elfbuild.extension(stage / "demo", "_ext", needs=[helper])
     (stage / "demo" / "__init__.py").write_text("")
     tool = stage / SCRIPTS / "demo-tool"
