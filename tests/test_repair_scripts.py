@@ -122,6 +122,12 @@ def test_the_stage_and_the_wheel_repair_alike(wheels: dict[str, Path], tmp_path:
     assert tool.runpath == ("$ORIGIN",) and tool.rpath is None  # the stage-only '$ORIGIN/../../demo' is gone
 
 
+def test_repairing_the_repaired_wheel_changes_nothing(wheels: dict[str, Path], tmp_path: Path) -> None:
+    again = run_cli("repair", wheels["wheel"], "-w", tmp_path)  # build/ is gone: everything is in the wheel now
+    assert again.code == 0, again.err
+    assert only_wheel(tmp_path).read_bytes() == wheels["wheel"].read_bytes()
+
+
 def _edges(wheel: Path, dependent: str, code: int = 0) -> list[dict[str, str]]:
     shown = run_cli("show", "--json", wheel)
     assert shown.code == code, shown.err
