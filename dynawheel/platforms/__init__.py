@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, Union
+from typing import BinaryIO, ClassVar, Protocol, Union
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..magic import MAGIC_PREFIXES
@@ -128,11 +128,15 @@ def backend_of(fmt: BinaryFormat) -> Backend:
 
 # ---- editors -------------------------------------------------------------------------------------
 
+# Each record also answers the format-neutral questions of `dynawheel repair --dry-run` (and of
+# RepairResult.plan): renames, runpath, own_name, delete_rpaths.
+
 @dataclass(frozen=True)
 class ElfEdits:
     """The edits of one ELF file, applied in one write (or one patchelf call)."""
 
-    replace_needed: tuple[tuple[str, str], ...] = ()
+    format: ClassVar[BinaryFormat] = BinaryFormat.ELF
+    replace_needed: tuple[tuple[str, str], ...] = ()  # (DT_NEEDED, new name), in the order decided
     runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
     soname: str | None = None
     force_rpath: bool = False  # write DT_RPATH (inherited by dependencies) instead of DT_RUNPATH
@@ -141,22 +145,72 @@ class ElfEdits:
     def empty(self) -> bool:
         return not self.replace_needed and self.runpath is None and self.soname is None
 
+    @property
+    def renames(self) -> dict[str, str]:
+        return dict(self.replace_needed)
+
+    @property
+    def own_name(self) -> str | None:
+        return self.soname
+
+    @property
+    def delete_rpaths(self) -> tuple[str, ...]:
+        return ()
+
 
 @dataclass(frozen=True)
 class MachoEdits:
     """The edits of one Mach-O file (every slice): renamed dependencies, install name, LC_RPATHs."""
 
-    change_dependencies: tuple[tuple[str, str], ...] = ()
+    format: ClassVar[BinaryFormat] = BinaryFormat.MACHO
+    change_dependencies: tuple[tuple[str, str], ...] = ()  # (load command's name, new name), in the order decided
     install_id: str | None = None
     delete_rpaths: tuple[str, ...] = ()
     add_rpaths: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.change_dependencies or self.install_id or self.delete_rpaths or self.add_rpaths)
+
+    @property
+    def renames(self) -> dict[str, str]:
+        return dict(self.change_dependencies)
+
+    @property
+    def own_name(self) -> str | None:
+        return self.install_id
+
+    @property
+    def runpath(self) -> tuple[str, ...] | None:
+        return None
 
 
 @dataclass(frozen=True)
 class PeEdits:
     """The edits of one PE file: imported DLLs renamed."""
 
+    format: ClassVar[BinaryFormat] = BinaryFormat.PE
     rename_imports: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.rename_imports
+
+    @property
+    def renames(self) -> dict[str, str]:
+        return dict(self.rename_imports)
+
+    @property
+    def own_name(self) -> str | None:
+        return None
+
+    @property
+    def runpath(self) -> tuple[str, ...] | None:
+        return None
+
+    @property
+    def delete_rpaths(self) -> tuple[str, ...]:
+        return ()
 
 
 Edits = Union[ElfEdits, MachoEdits, PeEdits]
