@@ -87,6 +87,7 @@ class ServeConfig:
     allow_anonymous_upload: bool = False
     allow_overwrite: bool = False
     max_upload_size: int = DEFAULT_MAX_UPLOAD
+    base_url: str | None = None  # public URL of the server: absolute PEP 740 provenance URLs
 
 
 @dataclass(frozen=True)
@@ -557,7 +558,7 @@ class IndexServer(ThreadingHTTPServer):
                 try:
                     _store_provenance(provenance_path(target), provenance)
                     os.replace(staged, target)
-                    build_index(self.wheelhouse, project=project)
+                    build_index(self.wheelhouse, project=project, base_url=self.config.base_url)
                 except (OSError, PackageIndexError) as exc:
                     cause = exc if isinstance(exc, OSError) else exc.__cause__
                     if not self.config.allow_overwrite:  # listed nowhere: take it back out
@@ -624,7 +625,7 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
         read_password_file(config.password_file)
     if config.max_upload_size <= 0:
         raise PackageIndexError(f"max upload size must be positive: {config.max_upload_size!r}")
-    result = build_index(wheelhouse)
+    result = build_index(wheelhouse, base_url=config.base_url)
     try:
         return IndexServer(wheelhouse, (host, port), config, result.statuses)
     except OSError as exc:
