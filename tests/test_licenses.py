@@ -130,3 +130,34 @@ def test_check_refuses_a_license_file_that_is_not_there(tmp_path: Path, repaired
     assert result.code != 0
     problems = [line for line in (result.out + result.err).splitlines() if "METADATA" in line or "RECORD" in line]
     assert len(problems) == 1 and "no member zy-1.dist-info/licenses/gone/libffi" in problems[0], result.out
+
+
+def test_show_json_names_libraries_without_license_and_reports_the_sbom(tmp_path: Path, repaired: Path,
+                                                                         built: Path) -> None:
+    import jsonschema
+
+    from dynawheel.report import json_schema
+
+    lib = elfbuild.shared_lib(tmp_path / "build" / "libhelper.so.1", soname="libhelper.so.1")
+    stage = tmp_path / "stage" / "hp"
+    elfbuild.extension(stage, "_hp", needs=[lib], runpath=[str(lib.parent)])
+    (stage / "__init__.py").write_text("")
+    assert run_cli("build", stage.parent, "--name", "hp", "--version", "2", "-w", tmp_path / "dist").code == 0
+    before = run_cli("show", "--json", only_wheel(tmp_path / "dist"))
+    doc = json.loads(before.out)
+    jsonschema.validate(doc, json_schema())
+    assert doc["provenance"]["no_license"] == [str(lib.resolve())]
+    assert doc["provenance"]["sbom"] is None
+    text = run_cli("show", only_wheel(tmp_path / "dist")).out
+    assert f"licenses: no license file found for 1 library: {lib.resolve()}" in text.splitlines()
+    unrepaired = json.loads(run_cli("show", "--json", built).out)["provenance"]  # Debian's: owned, licensed
+    assert unrepaired["no_license"] == [] and len(unrepaired["libraries"]) == 2
+    assert all(x["owner"].startswith("pkg:deb/debian/") and x["license_files"] for x in unrepaired["libraries"])
+    after = json.loads(run_cli("show", "--json", repaired).out)
+    jsonschema.validate(after, json_schema())
+    sbom = after["provenance"]["sbom"]
+    assert sbom["path"] == f"{DIST_INFO}/sboms/dynawheel.cdx.json" and len(sbom["components"]) == 3
+    in_sbom = json.loads(read_member(repaired, sbom["path"]))["components"]
+    assert sorted(c["purl"] for c in sbom["components"]) == sorted(c["purl"] for c in in_sbom)
+    assert after["provenance"]["no_license"] == []
+    assert all(x["in_tree"] and len(x["license_files"]) == 1 for x in after["provenance"]["libraries"])
