@@ -13,12 +13,14 @@ import importlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Protocol, Union
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..magic import MAGIC_PREFIXES
 from ..search import SearchPaths
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
