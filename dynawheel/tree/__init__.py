@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from ..errors import StageError, WheelFormatError
 from ..wheel.inflate import errors, inflate_whole, inflater
-from ..wheel.record import encode_digest
 from ..wheel.zipread import READ_ERRORS, data_offset, open_zip
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class _HashThread:
     (hashlib releases the GIL): the stream's reader only inflates, the hash runs beside it."""
 
     def __init__(self) -> None:
-        import hashlib  # performance: not for `show` (~2.5 ms with OpenSSL)
+        import hashlib  # performance: hashing is not for `show` (~2.5 ms with OpenSSL; csv for RECORD)
 
         self._hash = hashlib.sha256()
         self._queue: queue.SimpleQueue[bytes | memoryview | None] = queue.SimpleQueue()
@@ -81,6 +80,8 @@ class _HashThread:
         """The digest of everything given (waits for the thread; call once)."""
         self._queue.put(None)
         self._thread.join()
+        from ..wheel.record import encode_digest
+
         return encode_digest(self._hash.digest(), self._hash.name)
 
 
@@ -659,6 +660,8 @@ class WheelTree:
                 shared.put_soon(info.filename, data)
             else:
                 import hashlib
+
+                from ..wheel.record import encode_digest
 
                 shared.put(info.filename, encode_digest(hashlib.sha256(data).digest()))
         return data
