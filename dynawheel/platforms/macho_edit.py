@@ -287,7 +287,7 @@ def write_atomic(path: str, data: bytes, mode_from: str | None = None) -> None:
 
 def edits_of(edits: MachoEdits) -> list[Edit]:
     """The load-command edits of a file's MachoEdits, in the order they are applied."""
-    out: list[Edit] = [ChangeDependency(o, n) for o, n in edits.change_dependencies]
+    out: list[Edit] = [ChangeDependency(o, n) for o, n in sorted(edits.change_dependencies)]  # one order
     if edits.install_id:
         out.append(SetId(edits.install_id))
     out += [DeleteRpath(r) for r in edits.delete_rpaths]
