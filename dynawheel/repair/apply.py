@@ -59,12 +59,14 @@ def edit_copies(job: Job, tree: Tree, work: Path, opts: RepairOptions, editors: 
     for rel in sorted(set(job.plan.files) | set(vendored)):
         dest = out[rel] = work / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        real = host.real(vendored[rel].source) if rel in vendored else None
+        # a copy of a library the tree ships (for the scripts directory) is read from the tree
+        src_rel = job.analysis.relpath(vendored[rel].source) if rel in vendored else rel
+        real = host.real(vendored[rel].source) if rel in vendored and src_rel is None else None
         edits = job.plan.files.get(rel)
         if real is not None and edits is not None and editors.of(edits.format).writes_from_source:
             sources[dest] = real
             continue
-        src_fp = host.open(vendored[rel].source) if rel in vendored else tree.open(rel)
+        src_fp = tree.open(src_rel) if src_rel is not None else host.open(vendored[rel].source)
         with src_fp as src, open(dest, "wb") as fp:
             if isinstance(src, io.BytesIO):  # performance: a member inflated whole, written in one call
                 with src.getbuffer() as view:
