@@ -62,6 +62,13 @@ class Owner:
         kind = {"msys2": "alpm"}.get(self.manager, self.manager)
         return kind, self.namespace, self.name, self.version, dict(self.qualifiers)
 
+    def purl(self) -> str:
+        """This package's purl ('pkg:deb/debian/libffi8@3.4.4-1?arch=amd64'), made by packageurl-python."""
+        from packageurl import PackageURL
+
+        kind, namespace, name, version, qualifiers = self.purl_parts()
+        return str(PackageURL(kind, namespace, name, version, qualifiers or None).to_string())
+
 
 class Layout(Protocol):
     """One kind of package layout: who owns `path`, or None when this layout does not know."""
