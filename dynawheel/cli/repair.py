@@ -19,7 +19,7 @@ from .options import add_deflate_option, add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("repair", help="vendor the libraries binaries need beside them (ELF, PE, Mach-O)",
+    p = sub.add_parser("repair",
                        description="Copy every non-system library the binaries of TARGET need next to them, "
                                    "rewrite RUNPATH ($ORIGIN) / install names (@loader_path) / DLL imports, add the "
                                    "Windows os.add_dll_directory shim where needed, and retag wheels.")
