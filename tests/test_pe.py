@@ -15,7 +15,18 @@ import pytest
 from dynawheel.binary import BinaryFormat, Dependency, DepKind, FileKind, Image
 from dynawheel.errors import BinaryFormatError
 from dynawheel.platforms import Candidate, Loaded
-from dynawheel.platforms.pe import BACKEND, DELAY_FLAG, PATH_FLAG, Headers, Section, read_headers, system_dlls
+from dynawheel.platforms.pe import (
+    BACKEND,
+    DELAY_FLAG,
+    PATH_FLAG,
+    Headers,
+    PEView,
+    Section,
+    import_slots,
+    imported_names,
+    read_headers,
+    system_dlls,
+)
 from dynawheel.search import SearchPaths
 
 from .conftest import assert_user_error, run_cli
@@ -88,27 +99,27 @@ def test_reader_facts(name: str) -> None:
     assert image.arch == arch
     assert image.kind is kind
     assert [(d.name, d.kind) for d in image.needed] == needed
-    assert image.details["exports"] == exports
-    assert image.details["python_extension"] is extension
+    assert list(image.pe.exports) == exports
+    assert image.pe.python_extension is extension
     assert image.soname == (None if kind is FileKind.EXECUTABLE else pathlib.PurePath(name).name)
-    assert image.details["machine"] == {"x86_64": 0x8664, "i686": 0x14C}[arch]
-    assert image.details["pe32plus"] is (arch == "x86_64")
+    assert image.pe.machine == {"x86_64": 0x8664, "i686": 0x14C}[arch]
+    assert image.pe.pe32plus is (arch == "x86_64")
     # lld writes a load config only for _load_config_used; loadcfg.dll says LOAD_LIBRARY_SEARCH_SYSTEM32.
-    assert image.details["dependent_load_flags"] == (0x800 if name == "loadcfg.dll" else None)
+    assert image.pe.dependent_load_flags == (0x800 if name == "loadcfg.dll" else None)
     json.dumps(dict(image.details))  # JSON-ready
     assert (image.format.value, image.arch) == ("pe", arch)
 
 
 def test_subsystem_of_the_console_loader() -> None:
-    assert parse(BIN / "loader.exe").details["subsystem"] == "IMAGE_SUBSYSTEM_WINDOWS_CUI"
-    assert parse(BIN / "ext.pyd").details["subsystem"] == "IMAGE_SUBSYSTEM_WINDOWS_GUI"
+    assert parse(BIN / "loader.exe").pe.subsystem == "IMAGE_SUBSYSTEM_WINDOWS_CUI"
+    assert parse(BIN / "ext.pyd").pe.subsystem == "IMAGE_SUBSYSTEM_WINDOWS_GUI"
 
 
 def test_parse_from_a_stream_equals_parse_from_a_file() -> None:
     data = (BIN / "realistic.pyd").read_bytes()
     from_stream = BACKEND.parse(io.BytesIO(data), "wheel.whl/pkg/realistic.pyd").images[0]
     assert from_stream == parse(BIN / "realistic.pyd")
-    assert from_stream.details == parse(BIN / "realistic.pyd").details
+    assert from_stream.facts == parse(BIN / "realistic.pyd").facts
 
 
 def test_sniff() -> None:
@@ -499,6 +510,30 @@ def pefile_headers(data: bytes) -> Headers:
 def test_headers_equal_pefiles(name: str) -> None:
     data = (BIN / name).read_bytes()
     assert read_headers(data) == pefile_headers(data)
+
+
+def pefile_imported_names(data: bytes) -> list[tuple[str, list[str]]]:
+    import pefile
+
+    pe = pefile.PE(data=data, fast_load=True)
+    pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"]])
+    return [(e.dll.decode(), [i.name.decode() for i in e.imports if i.name])
+            for e in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])]
+
+
+@pytest.mark.parametrize("name", sorted(p.relative_to(BIN).as_posix() for p in BIN.rglob("*") if p.is_file()))
+def test_imported_names_equal_pefiles(name: str) -> None:
+    """The names each import descriptor imports (what the stable-ABI audit reads from python3.dll)."""
+    data = (BIN / name).read_bytes()
+    view = PEView(data, name)
+    ours = [(s.name, imported_names(view, s)) for s in import_slots(view) if s.kind is DepKind.NEEDED]
+    assert ours == pefile_imported_names(data)
+
+
+def test_imported_names_of_the_python_dll() -> None:
+    view = PEView((BIN / "realistic.pyd").read_bytes(), "realistic.pyd")
+    names = {s.name: imported_names(view, s) for s in import_slots(view) if s.kind is DepKind.NEEDED}
+    assert "PyModule_Create2" in names["python3.dll"]
 
 
 def test_truncated_section_table_is_a_format_error(tmp_path: pathlib.Path) -> None:

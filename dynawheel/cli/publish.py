@@ -21,7 +21,7 @@ from ..wording import counted
 
 
 def register(sub: Any) -> None:  # argparse._SubParsersAction
-    index = sub.add_parser("index", help="write a static package index (PEP 503/691/658) for a wheelhouse",
+    index = sub.add_parser("index",
                            description="Write simple/ pages, PEP 691 JSON and .metadata files for WHEELHOUSE.")
     index.add_argument("wheelhouse", type=Path, metavar="WHEELHOUSE")
     index.add_argument("-o", "--output", type=Path, metavar="SITE",
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
                        help="read and hash every file again (the cache in SITE is rewritten either way)")
     index.set_defaults(func=_index)
 
-    serve = sub.add_parser("serve", help="serve a wheelhouse as a package index that takes twine uploads",
+    serve = sub.add_parser("serve",
                            description="Serve WHEELHOUSE to pip/uv (HTML + PEP 691 JSON) and accept twine uploads.")
     serve.add_argument("wheelhouse", type=Path, metavar="WHEELHOUSE", nargs="?")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

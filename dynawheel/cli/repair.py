@@ -14,11 +14,12 @@ from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..repair.collect import Choices
 from ..repair.options import RepairOptions
 from ..repair.pipeline import RepairResult, repair_tree, repair_wheel
+from ..wording import counted
 from .options import add_deflate_option, add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("repair", help="vendor the libraries binaries need beside them (ELF, PE, Mach-O)",
+    p = sub.add_parser("repair",
                        description="Copy every non-system library the binaries of TARGET need next to them, "
                                    "rewrite RUNPATH ($ORIGIN) / install names (@loader_path) / DLL imports, add the "
                                    "Windows os.add_dll_directory shim where needed, and retag wheels.")
@@ -44,6 +45,9 @@ def register(sub: Any) -> None:
                     help="libraries this wheel installs are not vendored; a Requires-Dist on it is added")
     ch.add_argument("--plat", metavar="TAG", help="ELF policy to meet (default: the best the tree qualifies for)")
     ch.add_argument("--name", help="distribution name of a staged directory (for <dist>.libs)")
+    ch.add_argument("--no-sbom", action="store_true",
+                    help="do not write .dist-info/sboms/dynawheel.cdx.json (the CycloneDX SBOM of the vendored "
+                         "libraries, PEP 770)")
     ch.add_argument("--compression-level", type=int, default=6, metavar="0-9")
     add_deflate_option(ch)
     ch.add_argument("--elf-editor", choices=("auto", "patchelf"), default="auto",
@@ -68,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> RepairOptions:
                          macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"),
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
                          deflate=args.deflate, elf_editor=args.elf_editor,
-                         dry_run=args.dry_run, allow_abi3_violations=args.allow_abi3_violations,
+                         dry_run=args.dry_run, sbom=not args.no_sbom, allow_abi3_violations=args.allow_abi3_violations,
                          progress=_progress(args))
 
 
@@ -149,6 +153,10 @@ def run_repair(args: argparse.Namespace) -> int:
     for result in [] if args.quiet else results:  # -q: only errors
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
+        if result.licenses.missing:
+            libs = counted(len(result.licenses.missing), "vendored library", "vendored libraries")
+            print(f"note: no license file found for {libs} (package unknown, or it ships none): "
+                  f"{', '.join(result.licenses.missing)}", file=sys.stderr)
         vendored = len(result.collection.vendored)
         print(f"repaired {result.target} -> {result.output} ({vendored} vendored)")
     return EXIT_OK
