@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import getpass
 import logging
 import signal
@@ -107,11 +108,23 @@ def _serve(args: argparse.Namespace) -> int:
     if not (args.no_access_log or args.quiet):
         _access_log_to_stderr()
     server = make_server(args.wheelhouse, args.host, args.port, config)
+    _pin_malloc_threshold()
     print(_banner(server), flush=True)
     with _stop_on_signals():
         serve_forever(server)
     print("dynawheel: server stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _pin_malloc_threshold() -> None:
+    """glibc raises its mmap threshold to the largest block freed (scrypt's 16 MiB, a 1 MiB read of an
+    upload being checked), after which freed buffers linger in each thread's arena: 8 concurrent
+    uploads then peak at 60-130 MB instead of ~60.  The server pins it at the default 128 KiB."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (musl has no mallopt: AttributeError)
 
 
 def _access_log_to_stderr() -> None:
