@@ -51,6 +51,8 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
     serve.add_argument("--add-user", metavar="NAME",
                        help="add NAME to --password-file (password from --password, stdin or a prompt) and exit")
     serve.add_argument("--password", help="password for --add-user (visible in the process list: prefer stdin)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="processes serving the same port, like a web server's workers (POSIX; default: 1)")
     serve.add_argument("-q", "--quiet", dest="no_access_log", action="store_true",
                        help="no access log (by default one line per request, common log format, on stderr)")
     serve.set_defaults(func=_serve)
@@ -103,6 +105,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _add_user(args)
     if args.wheelhouse is None:
         raise UsageError("serve needs a WHEELHOUSE (or --add-user NAME --password-file FILE)")
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers must be between 1 and 64: {args.workers}")
     config = ServeConfig(password_file=args.password_file, allow_anonymous_upload=args.allow_anonymous_upload,
                          allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size)
     if not (args.no_access_log or args.quiet):
@@ -111,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
     _pin_malloc_threshold()
     print(_banner(server), flush=True)
     with _stop_on_signals():
-        serve_forever(server)
+        serve_forever(server, args.workers)
     print("dynawheel: server stopped", file=sys.stderr)
     return EXIT_OK
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
-from .wire import BadRequest, Request, parse_head, response_head
+from .wire import BadRequest, Request, head_rest, head_start, parse_head, response_head
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _CHANNEL_RECV = 64 * 1024  # a handed-off body is read in pieces this big (below
 _MAX_BUFFERED_OUT = 1 << 20  # stop reading pipelined requests while this much waits to be sent
 _MAX_IGNORED_BODY = 1 << 20  # a GET/HEAD body is read and dropped up to this size; larger is 413
 _MAX_THREADS = 64  # connections handed off at once; more get 503
+_KEPT_HEAD = 2048  # heads up to this size are remembered with what they parsed to
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class Reply:
     file: int | None = None  # a file descriptor
     length: int = -1  # -1: len(body)
     close: bool = False
+    wire: bytes | None = None  # the head after its Date line, and the body: kept when a Reply is answered again
 
     def content_length(self) -> int:
         return len(self.body) if self.length < 0 else self.length
@@ -117,6 +119,7 @@ class LoopServer:
         self._rbuf = bytearray(_RECV)  # every recv of the loop lands here first: no big allocation per read
         self._rview = memoryview(self._rbuf)
         self._conns: dict[int, _Conn] = {}
+        self._heads: dict[bytes, Request] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._returned: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
@@ -125,11 +128,17 @@ class LoopServer:
         self._stopped = threading.Event()
         self._stopped.set()
         self._accepting = True
+        self._pid = os.getpid()
+        self.parent_pid: int | None = None  # a worker process stops when this process is gone
 
     # -- lifecycle
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Serve until :meth:`shutdown` (from another thread) or an exception (Ctrl-C) stops the loop."""
+        """Serve until :meth:`shutdown` (from another thread) or an exception (Ctrl-C) stops the loop.
+
+        Several processes may serve one server (forked after it was made): each has its own selector."""
+        if os.getpid() != self._pid:
+            self._after_fork()
         self._stopped.clear()
         self._stop = False
         sel = self._selector
@@ -144,11 +153,22 @@ class LoopServer:
                 if now - swept >= 1.0:
                     swept = now
                     self._sweep(now)
+                    if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                        break
         finally:
             for sock in (self.socket, self._wake_r):
                 with contextlib.suppress(KeyError, ValueError):
                     sel.unregister(sock)
             self._stopped.set()
+
+    def _after_fork(self) -> None:
+        """In a forked worker: a selector and wake-up pair of its own (the parent's are not shared)."""
+        self._pid = os.getpid()
+        for old in (self._selector, self._wake_r, self._wake_w):
+            old.close()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
 
     def shutdown(self) -> None:
         """Stop :meth:`serve_forever` and wait until it returned."""
@@ -225,7 +245,7 @@ class LoopServer:
                 conn.skip -= dropped
                 continue
             try:
-                request = parse_head(conn.inbuf)
+                request = self._parse(conn.inbuf)
             except BadRequest as exc:
                 line = bytes(conn.inbuf[: conn.inbuf.find(b"\r\n")]).decode("latin-1")[:200]
                 conn.inbuf.clear()
@@ -237,6 +257,21 @@ class LoopServer:
             if not self._answer(conn, request):
                 return
         self._flush(conn)
+
+    def _parse(self, buf: bytearray) -> Request | None:
+        """:func:`.wire.parse_head`, once per distinct head: clients send the same heads again and again."""
+        end = buf.find(b"\r\n\r\n", 0, _KEPT_HEAD)
+        if end < 0:
+            return parse_head(buf)
+        raw = bytes(buf[: end + 4])
+        request = self._heads.get(raw)
+        if request is None:
+            request = parse_head(raw)
+            if request is not None:
+                if len(self._heads) >= 4096:
+                    self._heads.clear()
+                self._heads[raw] = request
+        return request
 
     def _answer(self, conn: _Conn, request: Request) -> bool:
         """Answer one request on the loop; False when it was handed off (the connection left the loop)."""
@@ -256,6 +291,13 @@ class LoopServer:
     def _queue(self, conn: _Conn, reply: Reply, head_only: bool, close: bool) -> None:
         close = close or reply.close
         length = reply.content_length()
+        if reply.file is None and not head_only and not close:  # the common case: from `wire` when answered before
+            wire = reply.wire
+            if wire is None:
+                wire = reply.wire = head_rest(length, reply.headers, False) + reply.body
+            conn.out += head_start(reply.status)
+            conn.out += wire
+            return
         conn.out += response_head(reply.status, length, reply.headers, close)
         if reply.file is not None:
             if head_only or length == 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.parser
 import errno
 import hashlib
@@ -27,6 +28,8 @@ import io
 import logging
 import os
 import secrets
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -34,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 from urllib.parse import unquote
 
 from packaging.utils import (
@@ -59,6 +62,9 @@ from .index import (
 )
 from .loop import Channel, LoopServer, Reply
 from .wire import BadRequest, Request
+
+if sys.platform != "win32":  # Windows: one process serves, the thread lock is enough
+    import fcntl
 
 logger = logging.getLogger(__name__)
 # one line per answered request in common log format (the CLI sends it to stderr unless -q)
@@ -492,7 +498,8 @@ class _Watch:
         self.checked = 0.0
         self.mtime = os.stat(self.directory).st_mtime_ns
         self.files = self.scan()
-        self.refreshing = False
+        self.refreshing = False  # a thread is re-indexing: serve what is there meanwhile
+        self.stale = False  # a change was seen and not indexed yet
 
     def scan(self) -> dict[str, tuple[int, int, int]]:
         files: dict[str, tuple[int, int, int]] = {}
@@ -510,8 +517,10 @@ class _Watch:
 
     def changed(self) -> bool:
         """True when the distributions differ from those last indexed (throttled; cheap when nothing moved)."""
+        if self.refreshing or self.stale:
+            return not self.refreshing
         now = time.monotonic()
-        if self.refreshing or now - self.checked < _WATCH_EVERY:
+        if now - self.checked < _WATCH_EVERY:
             return False
         self.checked = now
         try:
@@ -521,7 +530,39 @@ class _Watch:
         if mtime == self.mtime and time.time_ns() - mtime > _RACY_NS:
             return False
         self.mtime = mtime
-        return self.scan() != self.files
+        self.stale = self.scan() != self.files
+        return self.stale
+
+
+class _IndexLock:
+    """Held while the index is written: a thread lock, and ``flock`` on the wheelhouse directory for the
+    other worker processes (each opens the directory itself: a lock is per open file description)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if sys.platform == "win32":
+            return
+        try:
+            if self._pid != os.getpid():
+                self._fd, self._pid = os.open(self._directory, os.O_RDONLY), os.getpid()
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if sys.platform != "win32" and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
 
 class IndexServer(LoopServer):
@@ -534,11 +575,13 @@ class IndexServer(LoopServer):
         self.site_root = wheelhouse.resolve()
         self._root = str(self.site_root)
         self.config = config
-        self.index_lock = threading.Lock()
+        self.index_lock = _IndexLock(self.site_root)
         self.passwords = _VerifiedPasswords()
         self._validating = threading.BoundedSemaphore(2)
         self._pages: dict[Path, tuple[tuple[int, int, int], bytes, str]] = {}
         self._files: dict[str, _FileEntry] = {}
+        # answers to heads seen before (GET of a page or a small file), while their source is unchanged
+        self._replies: dict[Request, tuple[str, str, tuple[int, ...], Reply]] = {}
         self._file_bytes = 0
         self._password_path = config.password_file.resolve() if config.password_file is not None else None
         self.watch = _Watch(wheelhouse)
@@ -557,34 +600,43 @@ class IndexServer(LoopServer):
             self.request_log.append(entry)
             del self.request_log[:-100_000]
 
-    def page(self, path: Path) -> tuple[bytes, str]:
-        """A page's bytes and ETag, kept in memory while the file's size, mtime and inode stay the same
+    def page(self, path: Path) -> tuple[bytes, str, tuple[int, int, int]]:
+        """A page's bytes, ETag and stat key, kept in memory while the file's size, mtime and inode stay the same
         (pages are replaced by rename, so a new page is a new inode)."""
         st = os.stat(path)
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
         hit = self._pages.get(path)
         if hit is not None and hit[0] == key:
-            return hit[1], hit[2]
+            return hit[1], hit[2], key
         with open(path, "rb") as fh:
             body = fh.read()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + ("-j" if path.name == "index.json" else "-h") + '"'
         if len(self._pages) >= 8192:
             self._pages.clear()
         self._pages[path] = (key, body, etag)
-        return body, etag
+        return body, etag, key
 
     # -- answering (the loop's App)
 
     def respond(self, request: Request, client: str) -> Reply | None:
+        hit = self._replies.get(request)
+        if hit is not None and self._still_good(hit):
+            self.answered(request, client, hit[3], None)
+            return hit[3]
         if request.method == "POST":
             return None
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HTTPError(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {request.method!r}", close=True)
-            reply = _Get(self, request).answer(may_defer=True)
+            get = _Get(self, request)
+            reply = get.answer(may_defer=True)
             if reply is None:  # the wheelhouse changed: re-index on a thread, then answer
                 self.watch.refreshing = True
                 return None
+            if get.source is not None and reply.file is None:
+                if len(self._replies) >= 4096:
+                    self._replies.clear()
+                self._replies[request] = (*get.source, reply)
         except HTTPError as exc:
             reply = _error_reply(request, exc)
         except Exception:
@@ -592,6 +644,20 @@ class IndexServer(LoopServer):
             reply = _error_reply(request, HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", close=True))
         self.answered(request, client, reply, None)
         return reply
+
+    def _still_good(self, hit: tuple[str, str, tuple[int, ...], Reply]) -> bool:
+        """A remembered answer holds while its page (or file) is the same file and the wheelhouse did not change."""
+        kind, path, key, _reply = hit
+        try:
+            if kind == "page":
+                st = os.stat(path)
+                return (st.st_size, st.st_mtime_ns, st.st_ino) == key and not self.watch.changed()
+            entry = self._files.get(path)
+            status = self.statuses.get(entry.project) if entry is not None else None
+            return (entry is not None and entry.key == key and _lstat_key(os.lstat(entry.path)) == key
+                    and (status is None or status.status != "quarantined"))
+        except OSError:
+            return False
 
     def respond_blocking(self, request: Request, client: str, channel: Channel) -> Reply:
         user: str | None = None
@@ -651,11 +717,16 @@ class IndexServer(LoopServer):
                 files = self.watch.scan()
                 if files != self.watch.files:
                     before = set(self.watch.files)
-                    result = build_index(self.wheelhouse)
-                    self.statuses = dict(result.statuses)
+                    try:
+                        result = build_index(self.wheelhouse)
+                    except PackageIndexError as exc:  # the pages stay as they were; the next change tries again
+                        logger.error("cannot re-index the changed wheelhouse: %s", exc)
+                    else:
+                        self.statuses = dict(result.statuses)
+                        logger.info("wheelhouse changed: %d added, %d removed; %d pages written",
+                                    len(set(files) - before), len(before - set(files)), len(result.written))
                     self.watch.files = files
-                    logger.info("wheelhouse changed: %d added, %d removed; %d pages written",
-                                len(set(files) - before), len(before - set(files)), len(result.written))
+                self.watch.stale = False
         finally:
             self.watch.refreshing = False
 
@@ -784,6 +855,7 @@ class _Get:
 
     def __init__(self, server: IndexServer, request: Request) -> None:
         self.server, self.request = server, request
+        self.source: tuple[str, str, tuple[int, ...]] | None = None  # what the answer was made from
 
     def answer(self, may_defer: bool) -> Reply | None:
         """The reply; None (only when ``may_defer``) when the wheelhouse changed and must be re-indexed first."""
@@ -815,10 +887,11 @@ class _Get:
                             "application/vnd.pypi.simple.v1+html, text/html", {"Vary": "Accept"})
         name = "index.json" if choice == JSON_CONTENT_TYPE else "index.html"
         try:
-            body, etag = self.server.page(directory / name)
+            body, etag, key = self.server.page(directory / name)
         except OSError:
             raise HTTPError(HTTPStatus.NOT_FOUND, f"no such project here (and no fallback): {self.request.target!r}",
                             {"Vary": "Accept"}) from None
+        self.source = ("page", str(directory / name), key)
         headers = [("ETag", etag), ("Vary", "Accept"), ("Cache-Control", "max-age=0, must-revalidate")]
         if _etag_matches(self.request.headers.get("if-none-match"), etag):
             return Reply(HTTPStatus.NOT_MODIFIED.value, headers)
@@ -834,6 +907,8 @@ class _Get:
         if _etag_matches(self.request.headers.get("if-none-match"), entry.etag):
             return Reply(HTTPStatus.NOT_MODIFIED.value, headers)
         if entry.body is not None:
+            if len(segments) == 1:
+                self.source = ("file", segments[0], entry.key)
             return Reply(200, headers, entry.body)
         size = entry.key[2]
         if self.request.method == "HEAD":
@@ -1005,14 +1080,42 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
         raise PackageIndexError(f"cannot listen on {host!r} port {port!r}: {exc}") from None
 
 
-def serve_forever(server: IndexServer) -> None:
-    """Serve until Ctrl-C (or :meth:`shutdown` from another thread), then close the socket."""
+def serve_forever(server: IndexServer, workers: int = 1) -> None:
+    """Serve until Ctrl-C or SIGTERM (a :class:`KeyboardInterrupt`; or :meth:`shutdown` from another thread),
+    then close the socket.  ``workers`` > 1 forks that many processes in all (POSIX), each serving the same
+    listening socket, as a web server's worker processes do; stopping this one stops them."""
+    children: list[int] = []
     try:
+        for _ in range(workers - 1 if hasattr(os, "fork") else 0):
+            pid = os.fork()
+            if pid == 0:
+                _worker(server)
+            children.append(pid)
         server.serve_forever()
     except KeyboardInterrupt:
         logger.info("interrupted, stopping")
     finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
         server.server_close()
+
+
+def _worker(server: IndexServer) -> NoReturn:
+    """A forked worker process: serve until told to stop (SIGTERM, SIGINT) or the parent is gone; never return."""
+    server.parent_pid = os.getppid()
+    code = 0
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        logger.exception("worker %d stopped", os.getpid())
+        code = 1
+    os._exit(code)
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:

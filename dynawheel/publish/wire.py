@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 MAX_REQUEST_LINE = 8 * 1024
@@ -43,14 +43,17 @@ class BadRequest(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Request:
-    """One request head, as sent (field names lowercased; repeated fields joined with ``", "``)."""
+    """One request head, as sent (field names lowercased; repeated fields joined with ``", "``).
+
+    Compared and hashed by identity: the server parses a head it has seen before only once, and
+    keys what it answered to it by this object."""
 
     method: str
     target: str
     version: str  # "HTTP/1.1" or "HTTP/1.0"
-    headers: dict[str, str] = field(hash=False)
+    headers: dict[str, str]
     head_size: int  # bytes of the head, its blank line included
     content_length: int  # 0 when absent
     keep_alive: bool
@@ -173,14 +176,24 @@ class _Clock:
 _CLOCK = _Clock()
 
 
-def response_head(status: int, length: int, headers: list[tuple[str, str]], close: bool) -> bytes:
-    """A response's status line and header fields, the blank line included (``Server``, ``Date``,
-    ``Content-Length`` and, when ``close``, ``Connection: close`` are added here)."""
-    parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
-             b"Server: dynawheel\r\nDate: ", _CLOCK.date(), b"\r\nContent-Length: ", str(length).encode(), b"\r\n"]
+def head_start(status: int) -> bytes:
+    """A response's status line, ``Server`` and ``Date`` (without its line end: :func:`head_rest` follows)."""
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+    return line + b"Server: dynawheel\r\nDate: " + _CLOCK.date()
+
+
+def head_rest(length: int, headers: list[tuple[str, str]], close: bool) -> bytes:
+    """The rest of a response head after :func:`head_start`: ``Content-Length``, ``headers`` and, when
+    ``close``, ``Connection: close``; the blank line included."""
+    parts = [b"\r\nContent-Length: ", str(length).encode(), b"\r\n"]
     for key, value in headers:
         parts.append(f"{key}: {value}\r\n".encode("latin-1", "replace"))
     if close:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def response_head(status: int, length: int, headers: list[tuple[str, str]], close: bool) -> bytes:
+    """A whole response head: :func:`head_start` and :func:`head_rest`."""
+    return head_start(status) + head_rest(length, headers, close)
