@@ -35,6 +35,7 @@ _CHANNEL_RECV = 64 * 1024  # a handed-off body is read in pieces this big (below
 _MAX_BUFFERED_OUT = 1 << 20  # stop reading pipelined requests while this much waits to be sent
 _MAX_IGNORED_BODY = 1 << 20  # a GET/HEAD body is read and dropped up to this size; larger is 413
 _MAX_THREADS = 64  # connections handed off at once; more get 503
+_DONE, _STALLED, _HANDED_OFF = 0, 1, 2  # what answering the buffered requests came to
 _KEPT_HEAD = 2048  # heads up to this size are remembered with what they parsed to
 
 
@@ -199,7 +200,7 @@ class LoopServer:
                 self._take_back()
             return
         if events & selectors.EVENT_WRITE:
-            self._flush(conn)
+            self._process(conn)
         elif events & selectors.EVENT_READ:
             self._read(conn)
 
@@ -237,8 +238,24 @@ class LoopServer:
         self._process(conn)
 
     def _process(self, conn: _Conn) -> None:
-        """Answer the complete requests in ``conn.inbuf``, in order, until one has to wait."""
-        while conn.inbuf and not conn.closing and conn.file is None and len(conn.out) < _MAX_BUFFERED_OUT:
+        """Answer the complete requests in ``conn.inbuf``, in order, sending as it goes; when output must
+        drain first, wait for the socket to be writable (which comes back here)."""
+        while True:
+            state = self._answer_buffered(conn)
+            if state == _HANDED_OFF or not self._flush(conn):
+                return
+            if conn.closing:
+                self._close(conn)
+                return
+            if state == _DONE:
+                return
+
+    def _answer_buffered(self, conn: _Conn) -> int:
+        """:data:`_DONE` (nothing complete left), :data:`_STALLED` (output must drain before more) or
+        :data:`_HANDED_OFF` (the connection left the loop)."""
+        while conn.inbuf and not conn.closing:
+            if conn.file is not None or len(conn.out) >= _MAX_BUFFERED_OUT:
+                return _STALLED
             if conn.skip:
                 dropped = min(conn.skip, len(conn.inbuf))
                 del conn.inbuf[:dropped]
@@ -250,13 +267,13 @@ class LoopServer:
                 line = bytes(conn.inbuf[: conn.inbuf.find(b"\r\n")]).decode("latin-1")[:200]
                 conn.inbuf.clear()
                 self._queue(conn, self.app.refused(line, conn.client, exc), head_only=False, close=True)
-                break
+                return _DONE
             if request is None:
-                break
+                return _DONE
             del conn.inbuf[: request.head_size]
             if not self._answer(conn, request):
-                return
-        self._flush(conn)
+                return _HANDED_OFF
+        return _DONE
 
     def _parse(self, buf: bytearray) -> Request | None:
         """:func:`.wire.parse_head`, once per distinct head: clients send the same heads again and again."""
@@ -308,26 +325,23 @@ class LoopServer:
             conn.out += reply.body
         conn.closing = conn.closing or close
 
-    def _flush(self, conn: _Conn) -> None:
+    def _flush(self, conn: _Conn) -> bool:
+        """Send what waits; True when all of it went (False: closed, or registered for EVENT_WRITE)."""
         try:
             done = self._send(conn)
         except OSError as exc:
             self._dropped(conn, exc)
-            return
+            return False
         if not done:
             if not conn.writing:
                 self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
                 conn.writing = True
-            return
+            return False
         conn.last = time.monotonic()
-        if conn.closing:
-            self._close(conn)
-            return
         if conn.writing:
             self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
             conn.writing = False
-        if conn.inbuf:
-            self._process(conn)
+        return True
 
     def _send(self, conn: _Conn) -> bool:
         """Send what waits; True when all of it went."""

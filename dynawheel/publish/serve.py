@@ -754,19 +754,22 @@ class IndexServer(LoopServer):
     def _checked_file(self, segments: list[str], target: str) -> _FileEntry:
         if any(not seg or seg.startswith(".") for seg in segments):
             raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r}")
-        resolved = self.site_root.joinpath(*segments).resolve()
-        if (not resolved.is_relative_to(self.site_root) or not resolved.is_file()
-                or resolved == self._password_path):
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r}")
-        path = str(resolved)
-        st = os.lstat(path)
+        try:  # a name too long for the file system, a file removed meanwhile: not found, like any other
+            resolved = self.site_root.joinpath(*segments).resolve()
+            if (not resolved.is_relative_to(self.site_root) or not resolved.is_file()
+                    or resolved == self._password_path):
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r}")
+            path = str(resolved)
+            st = os.lstat(path)
+            body = None
+            if st.st_size <= _SMALL_FILE:
+                with open(path, "rb") as fh:
+                    body = fh.read(_SMALL_FILE + 1)
+        except OSError as exc:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r} ({exc.strerror})") from None
+        if body is not None and len(body) != st.st_size:
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"{target!r} is being written; retry")
         suffix = ".gz" if resolved.name.endswith(".tar.gz") else resolved.suffix
-        body = None
-        if st.st_size <= _SMALL_FILE:
-            with open(path, "rb") as fh:
-                body = fh.read(_SMALL_FILE + 1)
-            if len(body) != st.st_size:
-                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"{target!r} is being written; retry")
         return _FileEntry(_lstat_key(st), path, f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
                           _CONTENT_TYPES.get(suffix, "application/octet-stream"), project_of_filename(resolved.name),
                           body)
@@ -913,7 +916,10 @@ class _Get:
         size = entry.key[2]
         if self.request.method == "HEAD":
             return Reply(200, headers, length=size)
-        fd = os.open(entry.path, os.O_RDONLY | _O_NOFOLLOW)
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | _O_NOFOLLOW)
+        except OSError:  # removed (or replaced by a symbolic link) since it was checked
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.request.target!r}") from None
         st = os.fstat(fd)
         if (st.st_ino, st.st_size) != (entry.key[1], size):
             os.close(fd)
