@@ -128,7 +128,7 @@ def _version(text: str) -> tuple[int, int]:
 
 
 def _min_macos(image: Image) -> tuple[int, int]:
-    return _version(str(image.details.get("min_macos") or "10.9"))
+    return _version(image.macho.min_macos or "10.9")
 
 
 def _by_file(images: Iterable[tuple[str, Image]]) -> dict[str, list[Image]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .binary import BinaryFormat, Image
 from .errors import DynawheelError
+from .platforms import LinuxSystem
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +146,20 @@ def musl_libc_names() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1)
+def linux_system() -> LinuxSystem:
+    """The policy data the ELF backend's loader rules need (the core gives it: Backend.with_policy)."""
+    data: Mapping[str, Mapping[str, str]] = _data()["interpreters"]
+    return LinuxSystem(system_libraries(), musl_libc_names(), {fam: dict(table) for fam, table in data.items()})
+
+
 def loader_names() -> frozenset[str]:
     """The file names of every family's program interpreters (ld-linux-x86-64.so.2, ld-musl-*.so.1, ...)."""
-    return frozenset(posixpath.basename(path) for path in interpreters(None).values())
+    return linux_system().loaders
 
 
 def family_of(images: Iterable[Image]) -> str:
-    """musllinux when an image uses musl's loader or needs musl's libc (by any of its names:
-    Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
-    musl = musl_libc_names()
-    for image in images:
-        interp = str(image.details.get("interp") or "")
-        if "ld-musl-" in interp or any(d.name in musl for d in image.needed):
-            return "musllinux"
-    return "manylinux"
+    """musllinux or manylinux: :meth:`LinuxSystem.family`."""
+    return linux_system().family(images)
 
 
 def blockers_for(
@@ -203,9 +204,8 @@ def blockers_for(
 def _newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str]]:
     """{prefix: (version key, symbol version)} of the newest version `image` needs per prefix
     (GLIBC, GLIBCXX, ...; versions that are not numbers, such as GLIBC_PRIVATE, left out)."""
-    needs: Mapping[str, list[str]] = image.details.get("version_needs") or {}
     out: dict[str, tuple[tuple[int, ...], str]] = {}
-    for versions in needs.values():
+    for versions in image.elf.version_needs.values():
         for symver in versions:
             prefix, key = _symver_key(symver)
             if key is not None and (prefix not in out or key > out[prefix][0]):

@@ -115,7 +115,7 @@ def _verdicts(analysis: Analysis, graph: DependencyGraph) -> Iterator[Verdict]:
     macho = _images(analysis, BinaryFormat.MACHO)
     if macho:
         archs = "+".join(sorted({image.arch for _p, image in macho}))
-        mins = [str(image.details.get("min_macos")) for _p, image in macho if image.details.get("min_macos")]
+        mins = [image.macho.min_macos for _p, image in macho if image.macho.min_macos]
         newest = max(mins, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit())) if mins else "unknown"
         yield Verdict(BinaryFormat.MACHO, f"{archs}, macOS >= {newest}")
     if _images(analysis, BinaryFormat.PE):

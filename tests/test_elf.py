@@ -10,11 +10,14 @@ import pytest
 
 from dynawheel.binary import BinaryFormat, Dependency, FileKind
 from dynawheel.errors import BinaryFormatError
-from dynawheel.platforms import Loaded, backend_for
-from dynawheel.platforms.elf import BACKEND, expand_dst, normalize_arch, parse_elf
+from dynawheel.platforms import Loaded, backend_for, elf
+from dynawheel.platforms.elf import expand_dst, normalize_arch, parse_elf
+from dynawheel.policy import linux_system
 from dynawheel.search import SearchPaths
 
 from . import elfbuild
+
+BACKEND = elf.BACKEND.with_policy(linux_system())  # the loader rules with the policy data, as the resolver has them
 
 pytestmark = pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed")
 
@@ -48,8 +51,8 @@ def test_shared_library_fields(built: dict[str, Path]) -> None:
     assert image.needed[0] == Dependency("libhelper.so.1")
     assert [d.name for d in image.needed] == ["libhelper.so.1", "libc.so.6"]
     assert image.rpaths == ("$ORIGIN/../h", "/opt/x") and image.runpaths == ()
-    assert image.details["elfclass"] == 64 and image.details["interp"] is None
-    assert "GLIBC_2.2.5" in image.details["version_needs"]["libc.so.6"]
+    assert image.elf.elfclass == 64 and image.elf.interp is None
+    assert "GLIBC_2.2.5" in image.elf.version_needs["libc.so.6"]
 
 
 def test_runpath_and_extension(built: dict[str, Path]) -> None:
@@ -61,17 +64,17 @@ def test_runpath_and_extension(built: dict[str, Path]) -> None:
 
 def test_executables(built: dict[str, Path]) -> None:
     pie, nopie = parse(built["pie"]), parse(built["nopie"])
-    assert pie.kind is FileKind.EXECUTABLE and pie.details["type"] == "ET_DYN"
-    assert nopie.kind is FileKind.EXECUTABLE and nopie.details["type"] == "ET_EXEC"
-    assert pie.details["interp"] == "/lib64/ld-linux-x86-64.so.2"
+    assert pie.kind is FileKind.EXECUTABLE and pie.elf.type == "ET_DYN"
+    assert nopie.kind is FileKind.EXECUTABLE and nopie.elf.type == "ET_EXEC"
+    assert pie.elf.interp == "/lib64/ld-linux-x86-64.so.2"
     # libc.so.6 has a PT_INTERP too, yet it is a library (it has a DT_SONAME)
     assert parse(Path("/lib/x86_64-linux-gnu/libc.so.6")).kind is FileKind.SHARED
 
 
 def test_wrong_class_and_machine(built: dict[str, Path]) -> None:
     i386, arm = parse(built["i386"]), parse(built["aarch64"])
-    assert (i386.arch, i386.details["elfclass"], i386.soname) == ("i686", 32, "libhelper.so.1")
-    assert (arm.arch, arm.details["elfclass"]) == ("aarch64", 64)
+    assert (i386.arch, i386.elf.elfclass, i386.soname) == ("i686", 32, "libhelper.so.1")
+    assert (arm.arch, arm.elf.elfclass) == ("aarch64", 64)
     assert i386.arch != parse(built["helper"]).arch != arm.arch  # the resolver skips a candidate of another arch
 
 
@@ -97,7 +100,7 @@ def test_common_header_names_are_pyelftools_names() -> None:
 
 def test_sniff() -> None:
     assert BACKEND.sniff(b"\x7fELF\x02\x01\x01\x00") and not BACKEND.sniff(b"MZ\x90\x00")
-    assert backend_for(b"\x7fELF\x02\x01\x01\x00") is BACKEND
+    assert backend_for(b"\x7fELF\x02\x01\x01\x00") is elf.BACKEND
     assert backend_for(b"#!/bin/sh") is None
 
 

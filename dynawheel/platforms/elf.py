@@ -41,7 +41,7 @@ its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
 musl's loader (facts from musl ``ldso/dynlink.c``, checked against ``ld-musl-x86_64.so.1
 --list`` in tests/test_musl.py) is used for a chain whose program uses ``ld-musl-*`` or
 whose objects need musl's libc by any of its names (``libc.so``, Alpine's ``libc.musl-ARCH.so.1``,
-``ld-musl-ARCH.so.1``: the musllinux tell, :func:`policy.family_of`); those names are the system
+``ld-musl-ARCH.so.1``: the musllinux tell, :meth:`LinuxSystem.family`); those names are the system
 whatever the host has (:meth:`ElfBackend.is_system`):
 
 =====================================  ==============================================
@@ -70,13 +70,13 @@ import posixpath
 import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO
+from types import MappingProxyType
+from typing import BinaryIO
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, ElfFacts, FileKind, Image
 from ..errors import BinaryFormatError
-from ..policy import family_of, interpreters, loader_names, musl_libc_names, system_libraries
 from ..search import SearchPaths
-from . import Candidate, Loaded
+from . import Candidate, LinuxSystem, Loaded
 
 log = logging.getLogger(__name__)
 
@@ -339,22 +339,17 @@ class _Reader:
     def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]]) -> Image:
         e_type, = struct.unpack_from(self.end + "H", self.header, 16)
         etype = _enum_name(_COMMON_TYPES, 0, e_type)
-        details: dict[str, Any] = {
-            "elfclass": self.elfclass,
-            "endian": "little" if self.little else "big",
-            "machine": _enum_name(_COMMON_MACHINES, 1, self.machine),
-            "osabi": _enum_name(_COMMON_OSABIS, 2, self.header[7]),
-            "type": etype,
-            "interp": interp,
-            "flags_1": fields.flags_1,
-            "nodeflib": bool(fields.flags_1 & DF_1_NODEFLIB),
-            "version_needs": versions,
-        }
+        facts = ElfFacts(
+            elfclass=self.elfclass, endian="little" if self.little else "big",
+            machine=_enum_name(_COMMON_MACHINES, 1, self.machine), osabi=_enum_name(_COMMON_OSABIS, 2, self.header[7]),
+            type=etype, interp=interp, flags_1=fields.flags_1, nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
+            version_needs=MappingProxyType({lib: tuple(names) for lib, names in versions.items()}),
+        )
         return Image(
             format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),
             kind=_kind(etype, interp, fields), needed=tuple(Dependency(n) for n in fields.needed),
             rpaths=tuple(fields.rpaths), runpaths=tuple(fields.runpaths),
-            soname=fields.soname, details=details,
+            soname=fields.soname, facts=facts,
         )
 
 
@@ -405,12 +400,12 @@ def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
 
 
 # ---------------------------------------------------------------- search rules
-def default_interpreter(image: Image) -> str | None:
+def default_interpreter(image: Image, linux: LinuxSystem) -> str | None:
     """The PT_INTERP of `image`, else the standard glibc interpreter for its arch."""
-    interp = image.details.get("interp")
-    if isinstance(interp, str):
+    interp = image.elf.interp
+    if interp is not None:
         return interp
-    return interpreters("manylinux").get(image.arch)
+    return linux.interpreters.get("manylinux", {}).get(image.arch)
 
 
 def expand_dst(text: str, origin: str, search: SearchPaths) -> str:
@@ -439,10 +434,25 @@ def _dirs(entries: Sequence[str], holder: Loaded, search: SearchPaths) -> Iterat
 
 
 class ElfBackend:
+    """The ELF reader and loader rules; the rules need the policy data (`linux`: which libraries the
+    system provides, the program interpreters), given by the core (:meth:`with_policy`)."""
+
     format = BinaryFormat.ELF
     match_soname = True  # an already-loaded object also answers to its DT_SONAME
     stops_at_bad_file = True  # ld.so fails ("invalid ELF header") instead of searching on
     case_insensitive = False
+
+    def __init__(self, linux: LinuxSystem | None = None) -> None:
+        self._linux = linux
+
+    def with_policy(self, linux: LinuxSystem) -> ElfBackend:
+        return ElfBackend(linux)
+
+    @property
+    def linux(self) -> LinuxSystem:
+        if self._linux is None:
+            raise RuntimeError("the ELF loader rules need the policy data: BACKEND.with_policy(policy.linux_system())")
+        return self._linux
 
     def sniff(self, head: bytes) -> bool:
         return head[:4] == MAGIC
@@ -452,12 +462,13 @@ class ElfBackend:
 
     def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
         name = posixpath.basename(request.name)
-        if name in system_libraries() or name in musl_libc_names():
+        linux = self.linux
+        if name in linux.libraries or name in linux.musl_libc:
             return True
-        if _MUSL_SELF.match(name) and family_of((loader,)) == "musllinux":
+        if _MUSL_SELF.match(name) and linux.family((loader,)) == "musllinux":
             return True  # musl's loader answers libm.so, libpthread.so, ... itself
-        interp = default_interpreter(loader)
-        return name in loader_names() or (
+        interp = default_interpreter(loader, linux)
+        return name in linux.loaders or (
             interp is not None and name == posixpath.basename(interp)
         )
 
@@ -474,13 +485,14 @@ class ElfBackend:
             return
         loader = chain[-1]
         name = expand_dst(request.name, posixpath.dirname(loader.path), search)
-        interp = default_interpreter(chain[0].image)
+        linux = self.linux
+        interp = default_interpreter(chain[0].image, linux)
         if interp is not None and name == posixpath.basename(interp) and search.use_system:
             yield Candidate(search.host_path(interp), "program interpreter (loaded first)")
             return
-        musl = family_of(link.image for link in chain) == "musllinux"
+        musl = linux.family(link.image for link in chain) == "musllinux"
         if musl and "/" not in name and _MUSL_SELF.match(name):
-            musl_loader = interpreters("musllinux").get(chain[0].image.arch)
+            musl_loader = linux.interpreters.get("musllinux", {}).get(chain[0].image.arch)
             if musl_loader is not None and search.use_system:
                 yield Candidate(search.host_path(musl_loader), "musl's loader (it is the C library)")
             return
@@ -525,7 +537,7 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
         yield from _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
     # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
     # lies in one of them (a prefix test); cache entries elsewhere still count.
-    nodeflib = bool(loader.image.details.get("nodeflib"))
+    nodeflib = loader.image.elf.nodeflib
     defaults = search.elf_default_dirs_for(loader.image.arch)
     cache = search.elf_cache(loader.image.arch)
     if cache is not None:

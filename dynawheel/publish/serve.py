@@ -10,6 +10,8 @@
   file made with :func:`add_user`.  An upload streams into a hidden temporary file of the
   wheelhouse; once it passed every check it gets its name and only its project's pages (and
   the project list, for a new project) are rewritten, under a lock, each page atomically.
+  PEP 740 ``attestations`` sent with it are checked (:mod:`dynawheel.publish.provenance`) and
+  stored as ``<file>.provenance`` before the file is listed; a bad one refuses the upload (400).
 
 Paths are confined to the site: ``..`` segments, encoded slashes and NUL bytes are 400,
 hidden files (``.*``) and anything outside the site (symlinks included) are 404.
@@ -49,6 +51,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from .. import fsutil
 from ..errors import PackageIndexError
 from .index import (
     JSON_CONTENT_TYPE,
@@ -58,9 +61,9 @@ from .index import (
     inspect_distribution,
     normalize_name,
     project_of_filename,
-    write_atomic,
 )
 from .loop import Channel, LoopServer, Reply
+from .provenance import AttestationError, provenance_from_upload, provenance_path
 from .wire import BadRequest, Request
 
 if sys.platform != "win32":  # Windows: one process serves, the thread lock is enough
@@ -78,7 +81,7 @@ _JSON_TYPES = {JSON_CONTENT_TYPE, "application/vnd.pypi.simple.latest+json"}
 _HTML_V1_TYPES = {"application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.latest+html"}
 _CONTENT_TYPES = {".whl": "application/octet-stream", ".gz": "application/gzip",
                   ".metadata": "text/plain; charset=utf-8", ".html": "text/html; charset=utf-8",
-                  ".json": "application/json"}
+                  ".json": "application/json", ".provenance": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,7 @@ def add_user(password_file: Path, name: str, password: str) -> None:
     users[name] = _hash_password(password, secrets.token_bytes(16))
     data = "".join(f"{user}:{hashed}\n" for user, hashed in sorted(users.items())).encode()
     try:
-        write_atomic(password_file, data)
-        os.chmod(password_file, 0o600)
+        fsutil.write_atomic(password_file, data, 0o600)  # never readable by others, not even for a moment
     except OSError as exc:
         raise PackageIndexError(f"cannot write password file {str(password_file)!r}: {exc}") from exc
 
@@ -399,6 +401,18 @@ def check_digests(parts: Mapping[str, FormPart], sha256_hex: str, md5_hex: str) 
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"md5_digest does not match the content: {md5!r}")
     else:
         raise HTTPError(HTTPStatus.BAD_REQUEST, "upload carries no sha256_digest")
+
+
+def upload_provenance(parts: Mapping[str, FormPart], filename: str, sha256_hex: str, user: str | None) -> bytes | None:
+    """The PEP 740 provenance file for an upload's ``attestations`` field (None without one); 400 when an
+    attestation is malformed or attests another file."""
+    part = parts.get("attestations")
+    if part is None:
+        return None
+    try:
+        return provenance_from_upload(part.data, filename, sha256_hex, user)
+    except AttestationError as exc:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"attestations refused (PEP 740): {exc}") from None
 
 
 class _Spool:
@@ -774,9 +788,12 @@ class IndexServer(LoopServer):
                           _CONTENT_TYPES.get(suffix, "application/octet-stream"), project_of_filename(resolved.name),
                           body)
 
-    def store_upload(self, filename: str, staged: Path) -> None:
+    def store_upload(self, filename: str, staged: Path, provenance: bytes | None = None) -> None:
         """Validate an uploaded file (already in a hidden temporary file of the wheelhouse), give it its
         name and update its project's pages (and the project list for a new project) under the lock.
+
+        ``provenance`` (checked PEP 740 provenance) is written beside it first; without it, a provenance
+        file left by an earlier upload of the same name is removed (it would describe other bytes).
 
         The temporary file is removed whatever happens; nothing is listed unless everything passed.
         """
@@ -794,6 +811,7 @@ class IndexServer(LoopServer):
                 if not self.config.allow_overwrite and (target.exists() or self._claimed(filename)):
                     raise HTTPError(HTTPStatus.CONFLICT, f"file already exists: {filename!r}")
                 try:
+                    _store_provenance(provenance_path(target), provenance)
                     os.replace(staged, target)
                     build_index(self.wheelhouse, project=project)
                     st = os.stat(target)
@@ -802,6 +820,7 @@ class IndexServer(LoopServer):
                     cause = exc if isinstance(exc, OSError) else exc.__cause__
                     if not self.config.allow_overwrite:  # listed nowhere: take it back out
                         target.unlink(missing_ok=True)
+                        provenance_path(target).unlink(missing_ok=True)
                     if isinstance(cause, OSError):
                         raise _storage_error(cause, filename) from None
                     raise
@@ -823,6 +842,13 @@ class IndexServer(LoopServer):
         except (PackageIndexError, OSError) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution {filename!r}: {exc}") from None
 
+
+
+def _store_provenance(path: Path, provenance: bytes | None) -> None:
+    if provenance is None:
+        path.unlink(missing_ok=True)
+    else:
+        fsutil.write_atomic(path, provenance, skip_same=True)
 
 
 _ROOT_PAGE = b'<!DOCTYPE html>\n<html><body><a href="simple/">simple/</a></body></html>\n'
@@ -971,7 +997,8 @@ class _Upload:
             filename = parts["content"].filename or ""
             check_upload_filename(filename, _field(parts, "name"), _field(parts, "version"))
             check_digests(parts, upload.sha256.hexdigest(), upload.md5.hexdigest())
-            self.server.store_upload(filename, upload.path)
+            provenance = upload_provenance(parts, filename, upload.sha256.hexdigest(), self.user)
+            self.server.store_upload(filename, upload.path, provenance)
         finally:
             for each in spool:
                 each.discard()
