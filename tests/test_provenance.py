@@ -13,8 +13,10 @@ import base64
 import datetime
 import hashlib
 import json
+import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -427,3 +429,28 @@ def test_serve_base_url_names_what_it_serves(tmp_path: Path, served: Any) -> Non
     assert url == f"http://127.0.0.1:1/mirror/{whl.name}.provenance"
     status, _, body = srv.request("GET", f"/{whl.name}.provenance")  # behind a proxy that strips /mirror
     assert status == 200 and json.loads(body)["attestation_bundles"][0]["publisher"]["claims"] == {}
+
+
+def test_provenance_copied_under_a_running_server_is_linked(tmp_path: Path, served: Any) -> None:
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "later", "1.0")
+    srv = served(wh)
+    assert _files(srv, "later")[whl.name]["provenance"] is None
+
+    def linked_within(seconds: float) -> object:
+        deadline = time.monotonic() + seconds
+        while True:
+            value = _files(srv, "later")[whl.name]["provenance"]
+            if value is not None or time.monotonic() > deadline:
+                return value
+            time.sleep(0.1)
+
+    staged = tmp_path / "staged.provenance"
+    provenance_file(whl, Signer().attest(whl.name, _sha(whl))).rename(staged)
+    os.replace(staged, wh / f"{whl.name}.provenance")  # moved in behind the server's back
+    assert linked_within(10) == f"../../{whl.name}.provenance"
+    (wh / f"{whl.name}.provenance").unlink()
+    deadline = time.monotonic() + 10
+    while _files(srv, "later")[whl.name]["provenance"] is not None:
+        assert time.monotonic() < deadline, "the removed provenance is still linked"
+        time.sleep(0.1)
