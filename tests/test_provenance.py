@@ -289,6 +289,12 @@ def test_uv_publish_sends_attestations(tmp_path: Path, served: Any) -> None:
     stored = json.loads((wh / f"{whl.name}.provenance").read_bytes())
     assert stored["attestation_bundles"][0]["attestations"] == [json.loads(sent.read_text())]
     assert _files(srv, "uv-attested")[whl.name]["provenance"] == f"../../{whl.name}.provenance"
+    sdist = make_sdist(dist, "uv-attested", "1.0")
+    unsent = Signer().attest_file(sdist)
+    run(uv, "publish", "--publish-url", f"{srv.url}legacy/", "-u", "alice", "-p", "pw", "--no-attestations", sdist,
+        unsent)
+    assert _files(srv, "uv-attested")[sdist.name]["provenance"] is None  # not sent: none made up
+    assert not (wh / f"{sdist.name}.provenance").exists()
 
 
 @pytest.mark.slow
