@@ -18,7 +18,7 @@ from .analysis.abi3 import Abi3Audit, audit_tags
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph, outside_names
 from .analysis.provenance import Provenance, provenance_of
-from .analysis.resolve import LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
+from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
@@ -59,8 +59,14 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing missing and no unreadable binary."""
-        return not self.graph.missing() and not self.analysis.bad
+        """Nothing missing, nothing found only inside the wheel (installed apart), no unreadable binary."""
+        return not self.graph.missing() and not self.apart and not self.analysis.bad
+
+    @property
+    def apart(self) -> tuple[Edge, ...]:
+        """Libraries a binary finds in the tree but not once installed (a program of .data/scripts loading a
+        library of the package)."""
+        return tuple(e for e in self.graph.edges if e.flag == APART_FLAG)
 
 
 def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
@@ -299,7 +305,8 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         lines.append(f"bad file: {bad.message}")
     missing = report.graph.missing()
     external = report.graph.external()
-    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {counted(len(a.bad), 'bad file')}")
+    apart = f", {len(report.apart)} installed apart" if report.apart else ""
+    lines.append(f"summary: {len(missing)} missing{apart}, {len(external)} external, {counted(len(a.bad), 'bad file')}")
     return "\n".join(lines) + "\n"
 
 

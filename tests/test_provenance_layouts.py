@@ -139,3 +139,62 @@ def test_elf_from_a_conda_prefix_installs_and_imports(tmp_path: Path) -> None:
     assert installed.read_text() == "BSD-3-Clause text\n"
     licenses = [m for m in members(fixed) if m.endswith("/LICENSE")]
     assert licenses == [f"{dist_info}/licenses/{comps['libhelper']['name']}/LICENSE"]
+
+
+HELPER_SPEC = """Name: helper
+Version: 1.0
+Release: 3
+Summary: a library for a test
+License: MIT
+%description
+A library for a test.
+%build
+gcc -shared -fPIC -O1 -Wl,-soname,libhelper.so.1 -o libhelper.so.1.0 %{_sourcedir}/helper.c
+cp %{_sourcedir}/LICENSE .
+%install
+mkdir -p %{buildroot}/usr/lib64
+cp libhelper.so.1.0 %{buildroot}/usr/lib64/
+ln -s libhelper.so.1.0 %{buildroot}/usr/lib64/libhelper.so.1
+%files
+%license LICENSE
+/usr/lib64/libhelper.so.1.0
+/usr/lib64/libhelper.so.1
+"""
+
+
+def _rpm_root(tmp_path: Path) -> Path:
+    """A root with an rpm database holding one real package (built by rpmbuild, installed by rpm)."""
+    import subprocess
+
+    top = tmp_path / "rpmbuild"
+    _put(top / "SOURCES" / "helper.c", "int libhelper(void) { return 7; }\n")  # what elfbuild.extension calls
+    _put(top / "SOURCES" / "LICENSE", "helper's MIT license\n")
+    spec = _put(top / "SPECS" / "helper.spec", HELPER_SPEC)
+    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", "--define", "debug_package %{nil}",
+                    "--define", "__strip /bin/true", str(spec)], check=True, capture_output=True)
+    (package,) = (top / "RPMS").rglob("*.rpm")
+    root = tmp_path / "fedora"
+    _put(root / "etc" / "os-release", 'NAME="Fedora Linux"\nID=fedora\n')
+    subprocess.run(["rpm", "--root", str(root), "--initdb"], check=True, capture_output=True)
+    subprocess.run(["rpm", "--root", str(root), "-i", "--nodeps", "--noscripts", str(package)], check=True,
+                   capture_output=True)
+    return root
+
+
+@pytest.mark.slow
+def test_elf_from_an_rpm_root(tmp_path: Path) -> None:
+    """A library installed by rpm in a sysroot: `repair --sysroot` finds it there, rpm names its package."""
+    if not elfbuild.have_gcc() or not shutil.which("rpmbuild") or not shutil.which("rpm"):
+        pytest.skip("needs gcc, rpm and rpmbuild (.ci/apt-packages.txt: rpm)")
+    root = _rpm_root(tmp_path)
+    stage = tmp_path / "stage" / "rz"
+    elfbuild.extension(stage, "_rz", needs=[root / "usr" / "lib64" / "libhelper.so.1"])
+    _put(stage / "__init__.py", "")
+    assert run_cli("build", stage.parent, "--name", "rz", "--version", "1.0", "-w", tmp_path / "dist").code == 0
+    fixed, comps, dist_info = _repaired(only_wheel(tmp_path / "dist"), tmp_path / "out", "--sysroot", root)
+    assert comps["libhelper"]["purl"] == "pkg:rpm/fedora/helper@1.0-3?arch=x86_64"
+    assert comps["libhelper"]["licenses"] == [{"expression": "MIT"}]
+    assert _license_member(fixed, dist_info, comps["libhelper"], "LICENSE") == b"helper's MIT license\n"
+    venv = make_venv(tmp_path / "venv")
+    venv.pip("install", "--no-index", fixed)
+    assert venv.run("-I", "-c", "import rz._rz as m; print(m.value())").strip() == "7", "the rpm's library, vendored"

@@ -151,6 +151,7 @@ def test_show_flags_a_library_the_program_finds_only_inside_the_wheel(wheels: di
     assert pk[0]["flag"] == APART_FLAG
     text = run_cli("show", only_wheel(wheels["root"] / "dist")).out
     assert f"libpk.so => demo/libpk.so [in tree]  ! {APART_FLAG}" in text, text
+    assert "summary: 2 missing, 1 installed apart, 0 external" in text, text  # libhelper: tool and _ext
 
 
 @pytest.mark.slow
