@@ -108,6 +108,7 @@ def test_installed_program_finds_every_dylib_in_its_own_directory(repaired: tupl
 def test_show_flags_the_package_dylib_found_only_inside_the_wheel(repaired: tuple[Path, Path, Path]) -> None:
     _tree, _target, wheel = repaired
     shown = run_cli("show", "--json", wheel)
+    assert shown.code == 3 and json.loads(shown.out)["ok"] is False  # found in the wheel, not once installed
     edges = [e for w in json.loads(shown.out)["walks"] for e in w["edges"] if e["dependent"] == f"{SCRIPTS}/demo-tool"]
     pk = [e for e in edges if e["request"] == "@loader_path/../../demo/libpk.dylib"]
     assert len(pk) == 1 and pk[0]["status"] == "in_tree" and pk[0]["flag"] == APART_FLAG, edges

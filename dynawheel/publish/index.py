@@ -64,6 +64,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import fsutil
 from ..errors import PackageIndexError
+from ..wheel.tags import is_valid_name
 from .provenance import MAX_PROVENANCE_SIZE, AttestationError, check_provenance, provenance_name
 from .provenance import SUFFIX as PROVENANCE_SUFFIX
 
@@ -80,7 +81,6 @@ ZIP_ERRORS: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, ValueError, NotImplementedError,
     RuntimeError, OSError, zlib.error, lzma.LZMAError, struct.error, UnicodeError,
 )
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 Kind = Literal["wheel", "sdist"]
 JSONValue = Union[str, int, bool, None, list["JSONValue"], dict[str, "JSONValue"]]
@@ -244,7 +244,7 @@ def _inspect_uncached(path: Path, size: int, name: str) -> DistFile:
 
 def _check_claims(name: str, meta: Message, fname: str, fversion: Version) -> tuple[str, str]:
     project, version = _header(meta, "Name"), _header(meta, "Version")
-    if project is None or version is None or not _NAME_RE.match(project):
+    if project is None or version is None or not is_valid_name(project):
         raise PackageIndexError(f"metadata has no valid Name/Version (Name={project!r}, Version={version!r}): {name!r}")
     try:
         same_version = Version(version) == fversion

@@ -138,7 +138,7 @@ class InflateStream(_RangeStream):
         self._head = b""
         self._pass = _Pass()
         self._parked: _Pass | None = None  # the pass that got furthest, when it is not the current one
-        self.restarts = 0
+        self.restarts = 0  # inflations started over after a backward seek (the tests read it)
         self._on_digest = on_digest
         self._hash = _HashThread() if on_digest is not None else None
         self._hashed = 0  # inflated bytes fed to _hash (the furthest any pass got)
