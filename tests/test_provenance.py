@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import hashlib
+import io
 import json
 import os
 import shutil
 import sys
+import tarfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import jsonschema
 import pytest
@@ -36,6 +41,7 @@ from dynawheel.publish.provenance import (
     provenance_from_upload,
 )
 from dynawheel.publish.serve import ServeConfig, add_user, make_server
+from tests.conftest import pypi_problem
 from tests.test_index import PEP691_PROJECT, make_sdist, make_wheel, parse_page
 from tests.test_serve import JSON, Running, multipart, run, snapshot, upload_fields
 
@@ -460,3 +466,84 @@ def test_provenance_copied_under_a_running_server_is_linked(tmp_path: Path, serv
     while _files(srv, "later")[whl.name]["provenance"] is not None:
         assert time.monotonic() < deadline, "the removed provenance is still linked"
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- real Sigstore attestations, made by others
+
+ASSETS_RELEASE = "0.0.30"  # pypi-attestations' sdist ships its test assets: files and what Sigstore signed over them
+
+
+@pytest.fixture(scope="module")
+def sigstore_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real PEP 740 attestations and PyPI provenance objects, Sigstore-signed in CI (GitHub, GitLab, Google Cloud
+    Build, CircleCI) over real distributions, from the sdist of pypi-attestations on PyPI (hash-checked)."""
+    reason = pypi_problem("pypi-attestations", "real Sigstore-signed attestations ship in its sdist")
+    if reason:
+        pytest.skip(reason)
+    request = urllib.request.Request("https://pypi.org/simple/pypi-attestations/", headers={"Accept": JSON})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        files = json.load(resp)["files"]
+    [entry] = [f for f in files if f["filename"] == f"pypi_attestations-{ASSETS_RELEASE}.tar.gz"]
+    with urllib.request.urlopen(urljoin(request.full_url, entry["url"]), timeout=120) as resp:
+        data = resp.read()
+    assert hashlib.sha256(data).hexdigest() == entry["hashes"]["sha256"]
+    out = tmp_path_factory.mktemp("sigstore-assets")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+        for member in tf.getmembers():
+            if member.isfile() and "/test/assets/" in member.name and "/" not in member.name.rsplit("/assets/", 1)[1]:
+                source = tf.extractfile(member)
+                assert source is not None
+                (out / Path(member.name).name).write_bytes(source.read())
+    return out
+
+
+REAL = {  # distribution -> the attestation files made for it
+    "circleci_sign_publish_example-0.0.1.dev137-py3-none-any.whl": ["publish"],
+    "gitlab_oidc_project-0.0.3.tar.gz": ["publish"],
+    "pypi_attestations-0.0.19.tar.gz": ["publish", "slsa"],  # PyPI Publish and SLSA Provenance predicates
+}
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_real_sigstore_attestations_upload_with_twine(tmp_path: Path, served: Any, sigstore_assets: Path) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    wh.mkdir()
+    dist.mkdir()
+    users = tmp_path / "users"
+    add_user(users, "alice", "pw")
+    srv = served(wh, password_file=users)
+    for name, kinds in REAL.items():
+        sent = [sigstore_assets / f"{name}.{kind}.attestation" for kind in kinds]
+        proc = _twine(srv, "--attestations", sigstore_assets / name, *sent)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        stored = json.loads((wh / f"{name}.provenance").read_bytes())["attestation_bundles"][0]["attestations"]
+        canonical = functools.partial(json.dumps, sort_keys=True)
+        assert sorted(map(canonical, stored)) == sorted(canonical(json.loads(p.read_bytes())) for p in sent)
+    # a real, valid attestation, sent with another file: refused, nothing stored
+    other = dist / "rfc8785-0.1.2-py3-none-any.whl"
+    shutil.copy(sigstore_assets / other.name, other)
+    wrong = dist / f"{other.name}.publish.attestation"
+    shutil.copy(sigstore_assets / "gitlab_oidc_project-0.0.3.tar.gz.publish.attestation", wrong)
+    before = snapshot(wh)
+    proc = _twine(srv, "--attestations", other, wrong)
+    assert proc.returncode != 0 and "400" in proc.stdout + proc.stderr and snapshot(wh) == before
+    # its own attestation goes through
+    shutil.copy(sigstore_assets / wrong.name, wrong)
+    assert _twine(srv, "--attestations", other, wrong).returncode == 0
+    assert _files(srv, "rfc8785")[other.name]["provenance"] == f"../../{other.name}.provenance"
+
+
+@pytest.mark.network
+def test_index_links_real_pypi_provenance(tmp_path: Path, sigstore_assets: Path) -> None:
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    names = sorted(p.name[: -len(".provenance")] for p in sigstore_assets.glob("*.provenance"))
+    assert len(names) >= 3  # GitHub, Google Cloud Build and CircleCI publishers
+    for name in names:
+        shutil.copy(sigstore_assets / name, wh / name)
+        shutil.copy(sigstore_assets / f"{name}.provenance", wh / f"{name}.provenance")
+    result = build_index(wh)
+    assert result.ok, result.skipped
+    linked = {d.filename for d in result.files if d.provenance is not None}
+    assert linked == set(names)
