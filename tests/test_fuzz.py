@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CRASHERS = Path(__file__).resolve().parent / "fuzz" / "crashers"
 FUZZ_RUNS = int(os.environ.get("DYNAWHEEL_FUZZ_RUNS", "400"))
 FUZZ_SECONDS = int(os.environ.get("DYNAWHEEL_FUZZ_SECONDS", "8"))
+MIN_RUNS = 50  # cases each kind runs whatever the load (the seconds end a run only after these)
 
 pytest.importorskip("atheris", reason="atheris (the fuzzing engine, PyPI) is not installed")
 
@@ -39,7 +40,7 @@ def test_fuzz_budget(kind: str, tmp_path: Path) -> None:
         pytest.skip("gcc builds the ELF seeds")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run", kind, "--runs", str(FUZZ_RUNS), "--max-time", str(FUZZ_SECONDS),
-         "--strict", "--findings", str(tmp_path / "findings")],
+         "--min-runs", str(MIN_RUNS), "--strict", "--findings", str(tmp_path / "findings")],
         cwd=ROOT, capture_output=True, text=True, timeout=FUZZ_SECONDS * 10 + 120,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -47,8 +48,8 @@ def test_fuzz_budget(kind: str, tmp_path: Path) -> None:
     last = summaries[-1]
     assert not last["findings"], proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr and "==ERROR" not in proc.stderr, proc.stderr[-4000:]
-    assert last["cases"] >= min(FUZZ_RUNS, 50), last
-    assert last["slowest_case_s"] < 10, last
+    assert last["cases"] >= min(FUZZ_RUNS, MIN_RUNS), last
+    assert last["slowest_case_cpu_s"] < 10, last  # CPU, not wall: a loaded CI machine must not fail this
 
 
 def _upload_type_error() -> bool:

@@ -12,7 +12,8 @@ Without ``--strict`` findings are collected (one input and traceback per distinc
 place) in ``--findings`` and the run goes on; with it the first finding stops the run with exit 1,
 as CI wants.  Wheel kinds get a structure-aware mutator besides libFuzzer's own: it mutates one
 member and writes the zip (and RECORD) again so the cases reach the code behind the RECORD check.
-The last line printed is a JSON summary: cases run, findings, slowest case, peak RSS.
+The last line printed is a JSON summary: cases run, findings, slowest case (wall seconds, and CPU seconds:
+what a loaded machine does not inflate), peak RSS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import targets
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (patchelf, dot)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _peak_rss_mb() -> int:
@@ -142,6 +149,7 @@ class Runner:
         self.cases = 0
         self.found: dict[str, int] = {}
         self.slowest = (0.0, b"")
+        self.slowest_cpu = 0.0  # CPU seconds of the most expensive case (its children's included): load-proof
         self.tmp = base / "tmp"
         self.tmp.mkdir(exist_ok=True)
         self.on_case: Callable[[], None] | None = None
@@ -149,7 +157,7 @@ class Runner:
     def __call__(self, data: bytes) -> None:
         self.cases += 1
         work = targets.fresh_dir(self.base)
-        start = time.monotonic()
+        start, cpu = time.monotonic(), _cpu()
         try:
             self.kind.run(data, work)
         except self.allowed:
@@ -161,6 +169,7 @@ class Runner:
         took = time.monotonic() - start
         if took > self.slowest[0]:
             self.slowest = (took, data)
+        self.slowest_cpu = max(self.slowest_cpu, _cpu() - cpu)
         self._check_leftovers(data, work)
         if self.on_case is not None:
             self.on_case()
@@ -272,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=sorted(targets.KINDS))
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--max-time", type=int, default=0, help="seconds (0: no limit)")
+    parser.add_argument("--min-runs", type=int, default=0, help="--max-time ends the run only after this many cases")
     parser.add_argument("--findings", type=Path)
     parser.add_argument("--strict", action="store_true", help="stop at the first finding (exit 1)")
     parser.add_argument("--seed", type=int, default=1)
@@ -311,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     def report() -> None:
         summary = {"kind": kind.name, "cases": runner.cases, "seconds": round(time.monotonic() - start, 1),
                    "findings": runner.found, "slowest_case_s": round(runner.slowest[0], 3),
+                   "slowest_case_cpu_s": round(runner.slowest_cpu, 3),
                    "peak_rss_mb": _peak_rss_mb()}
         print(json.dumps(summary), flush=True)
         if args.findings is not None and runner.slowest[1]:
@@ -321,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_case() -> None:  # libFuzzer ends the process without Python's atexit: report as we go
         now = time.monotonic()
-        done = runner.cases >= args.runs or (args.max_time and now - start >= args.max_time)
+        done = runner.cases >= args.runs or (args.max_time and now - start >= args.max_time
+                                             and runner.cases >= args.min_runs)
         if done or now - last[0] > 30:
             last[0] = now
             report()
