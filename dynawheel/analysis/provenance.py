@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from ..search import SearchPaths
 from ..tree import HostFS, Tree
-from ..wheel.text import parse_metadata
 from .owners import Owners
 from .resolve import Analysis, Status
 
@@ -111,5 +110,7 @@ def _component(c: dict[str, object]) -> SbomComponent:
 def _license_file_entries(tree: Tree, rel: str) -> tuple[str, ...]:
     if not tree.exists(rel):
         return ()
+    from ..wheel.text import parse_metadata  # performance: email's parser only for a wheel with an SBOM
+
     data = _read(tree, rel, 16 << 20)
     return tuple(parse_metadata(data or b"", rel).get_all("License-File") or ())
