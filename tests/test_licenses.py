@@ -196,3 +196,27 @@ def test_staged_tree_then_build_carries_sbom_and_licenses(built: Path, tmp_path:
     assert sorted(edited.license_files or []) == sorted(
         f"{p.parent.name}/{p.name}" for p in (unpacked / DIST_INFO / "licenses").rglob("*") if p.is_file())
     assert len(edited.license_files or []) == 2
+
+
+def test_two_libraries_of_one_name_get_two_license_directories(tmp_path: Path) -> None:
+    from dynawheel.analysis.owners import Owner
+    from dynawheel.binary import BinaryFormat
+    from dynawheel.repair.collect import Vendored
+    from dynawheel.repair.licenses import find_licenses
+
+    one, two = _write_file(tmp_path / "one" / "COPYING", "one"), _write_file(tmp_path / "two" / "COPYING", "two")
+    vendored = (Vendored("/x/a/libfoo.so", (), "libfoo.so", "pk/a/libfoo.so", BinaryFormat.ELF, "0" * 64, ()),
+                Vendored("/x/b/libfoo.so", (), "libfoo.so", "pk/b/libfoo.so", BinaryFormat.ELF, "1" * 64, ()),
+                Vendored("/x/libbar.so", (), "libbar.so", "pk/libbar.so", BinaryFormat.ELF, "2" * 64, ()))
+    owners = {"/x/a/libfoo.so": Owner("conda", "foo-a", licenses=(("COPYING", str(one)),)),
+              "/x/b/libfoo.so": Owner("conda", "foo-b", licenses=(("COPYING", str(two)),)), "/x/libbar.so": None}
+    found = find_licenses(vendored, owners)
+    assert [(f.name, f.source) for f in found.files] == [("pk/a/libfoo.so/COPYING", str(one)),
+                                                         ("pk/b/libfoo.so/COPYING", str(two))]
+    assert found.missing == ("pk/libbar.so",)
+
+
+def _write_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -49,6 +49,7 @@ def find_licenses(vendored: tuple[Vendored, ...], owners: Mapping[str, Owner | N
     """The license files of each vendored library's owner; the libraries for which none was found."""
     files: list[LicenseFile] = []
     missing: list[str] = []
+    bases = [v.dest.rsplit("/", 1)[-1] for v in vendored]
     for v in sorted(vendored, key=lambda v: v.dest):
         owner = owners.get(v.source)
         found = [(name, path) for name, path in (owner.licenses if owner is not None else ())
@@ -56,6 +57,7 @@ def find_licenses(vendored: tuple[Vendored, ...], owners: Mapping[str, Owner | N
         if not found:
             missing.append(v.dest)
         base = v.dest.rsplit("/", 1)[-1]
+        base = v.dest if bases.count(base) > 1 else base  # two libfoo.so (--no-mangle) in two directories
         files += [LicenseFile(f"{base}/{name}", path, v.dest) for name, path in found]
     return Licenses(tuple(files), tuple(missing))
 
