@@ -50,6 +50,47 @@ class Dependency:
         return self.kind is DepKind.WEAK
 
 
+class X86Isa(enum.IntEnum):
+    """An x86-64 micro-architecture level (the psABI's levels; ``GNU_PROPERTY_X86_ISA_1_V*`` bits)."""
+
+    BASELINE = 1
+    V2 = 2
+    V3 = 3
+    V4 = 4
+
+    @property
+    def label(self) -> str:
+        """'x86-64' / 'x86-64-v3': as gcc's ``-march`` and glibc's hwcaps directories name it."""
+        return "x86-64" if self is X86Isa.BASELINE else f"x86-64-v{self.value}"
+
+
+class StackFlag(str, enum.Enum):
+    """What ``PT_GNU_STACK`` asks of the loader."""
+
+    NOT_EXECUTABLE = "not-executable"  # PT_GNU_STACK without PF_X
+    EXECUTABLE = "executable"  # PT_GNU_STACK with PF_X (gcc -z execstack)
+    MISSING = "missing"  # no PT_GNU_STACK: the Linux loaders then make the stack executable
+
+    @property
+    def executable(self) -> bool:
+        return self is not StackFlag.NOT_EXECUTABLE
+
+
+@dataclass(frozen=True)
+class ElfTraits:
+    """Facts of an ELF image the policy checks read, from its program headers and notes.
+
+    `isa_needed` / `isa_used`: the highest x86-64 level in ``GNU_PROPERTY_X86_ISA_1_NEEDED`` /
+    ``_USED`` of its ``NT_GNU_PROPERTY_TYPE_0`` note (None: no such property; the linker writes
+    NEEDED for ``ld -z x86-64-v3``, glibc >= 2.33 refuses to load the image on a CPU below it).
+    `stack`: its ``PT_GNU_STACK``.  `isa_bits`: the NEEDED bits as written (unknown bits kept)."""
+
+    stack: StackFlag = StackFlag.NOT_EXECUTABLE
+    isa_needed: X86Isa | None = None
+    isa_used: X86Isa | None = None
+    isa_bits: int = 0
+
+
 @dataclass(frozen=True)
 class Image:
     """One loadable image: a whole ELF/PE file or one slice of a Mach-O file."""
@@ -66,6 +107,7 @@ class Image:
     # PE: exports, python_extension, dependent_load_flags, subsystem
     # Mach-O: cputype, min_macos, code_signature, free_header_space, filetype
     details: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    elf_traits: ElfTraits | None = None  # ELF only: stack and ISA level (policy checks)
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,12 @@ def python_imports(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]
     module = importlib.import_module(f"{__name__}.symbols")
     names: frozenset[str] = module.python_imports(fmt, fp, path)
     return names
+
+
+def undefined_symbols(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]:
+    """The undefined dynamic symbols of a binary (ELF: ``.dynsym``); other formats: none read yet."""
+    if fmt is not BinaryFormat.ELF:
+        return frozenset()
+    module = importlib.import_module(f"{__name__}.symbols")
+    names: frozenset[str] = module.elf_undefined(fp, path)
+    return names

@@ -1,8 +1,10 @@
 """ELF backend: a header-only reader (struct; pyelftools' names) and glibc ld.so's search rules.
 
-The reader reads the ELF header, the program headers, the ``PT_INTERP`` string, the
-``PT_DYNAMIC`` entries and the version-need records that ``DT_VERNEED`` points to.  It
-never reads section headers or symbol tables, so a 400 MB library costs a few reads.
+The reader reads the ELF header, the program headers (``PT_GNU_STACK``'s flags among them), the
+``PT_INTERP`` string, the ``PT_DYNAMIC`` entries, the version-need records that ``DT_VERNEED``
+points to and, on x86, the ``NT_GNU_PROPERTY_TYPE_0`` note (``PT_GNU_PROPERTY``, else the
+``PT_NOTE`` segments) for its ISA level.  It never reads section headers or symbol tables, so a
+400 MB library costs a few reads.
 
 How glibc's ld.so finds ``DT_NEEDED`` name ``N`` of the object ``L`` (``chain[-1]``) that
 was itself loaded by ``chain[-2]`` ... ``chain[0]`` (facts from glibc ``elf/dl-load.c``
@@ -70,9 +72,9 @@ import posixpath
 import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, ElfTraits, FileKind, Image, StackFlag, X86Isa
 from ..errors import BinaryFormatError
 from ..policy import family_of, interpreters, loader_names, musl_libc_names, system_libraries
 from ..search import SearchPaths
@@ -81,7 +83,14 @@ from . import Candidate, Loaded
 log = logging.getLogger(__name__)
 
 MAGIC = b"\x7fELF"
-PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE = 1, 2, 3, 4
+PT_GNU_STACK, PT_GNU_PROPERTY = 0x6474E551, 0x6474E553
+PF_X = 0x1
+NT_GNU_PROPERTY_TYPE_0 = 5
+# binutils' include/elf/common.h (GNU_PROPERTY_X86_UINT32_OR_LO + 2, GNU_PROPERTY_X86_UINT32_OR_AND_LO + 2)
+GNU_PROPERTY_X86_ISA_1_NEEDED, GNU_PROPERTY_X86_ISA_1_USED = 0xC0008002, 0xC0010002
+_X86_MACHINES = frozenset({3, 62})  # EM_386, EM_X86_64
+MAX_NOTES = 1 << 16  # bytes of a note segment read at most (a property note is 32-48 bytes)
 DT_NULL = 0
 DT_NEEDED = 1
 DT_STRTAB = 5
@@ -235,16 +244,16 @@ class _Reader:
                 return offset + vaddr - start
         raise BinaryFormatError(f"cannot parse {self.path!r}: address {vaddr:#x} is not in any PT_LOAD segment")
 
-    def _program_headers(self) -> Iterator[tuple[int, int, int, int]]:
-        """(p_type, p_offset, p_vaddr, p_filesz) of every program header."""
+    def _program_headers(self) -> Iterator[_Segment]:
+        """Every program header (type, flags, offset, vaddr, filesz, align)."""
         if self.elfclass == 64:
             phoff, = struct.unpack_from(self.end + "Q", self.header, 32)
             phentsize, phnum = struct.unpack_from(self.end + "HH", self.header, 54)
-            fmt, order = struct.Struct(self.end + "IIQQQQQQ"), (0, 2, 3, 5)
+            fmt, order = struct.Struct(self.end + "IIQQQQQQ"), (0, 1, 2, 3, 5, 7)
         else:
             phoff, = struct.unpack_from(self.end + "I", self.header, 28)
             phentsize, phnum = struct.unpack_from(self.end + "HH", self.header, 42)
-            fmt, order = struct.Struct(self.end + "IIIIIIII"), (0, 1, 2, 4)
+            fmt, order = struct.Struct(self.end + "IIIIIIII"), (0, 6, 1, 2, 4, 7)
         if phnum and phentsize < fmt.size:
             raise BinaryFormatError(f"cannot parse {self.path!r}: program header size {phentsize} < {fmt.size}")
         if phentsize * phnum > MAX_PHDR_TABLE:  # a header field, never trusted to size a read
@@ -253,18 +262,30 @@ class _Reader:
         table = self._at(phoff, phentsize * phnum, what="program headers") if phnum else b""
         for i in range(phnum):
             fields = fmt.unpack_from(table, i * phentsize)
-            yield fields[order[0]], fields[order[1]], fields[order[2]], fields[order[3]]
+            yield _Segment(*(fields[k] for k in order))
 
     def read(self) -> Image:
         interp: str | None = None
         dynamic: tuple[int, int] | None = None
-        for p_type, p_offset, p_vaddr, p_filesz in self._program_headers():
-            if p_type == PT_LOAD:
-                self.loads.append((p_vaddr, p_filesz, p_offset))
-            elif p_type == PT_INTERP:
-                interp = _read_cstr(self.fp, p_offset, self.path)
-            elif p_type == PT_DYNAMIC:
-                dynamic = (p_offset, p_filesz)
+        stack = StackFlag.MISSING
+        notes: list[_Segment] = []
+        for seg in self._program_headers():
+            if seg.type == PT_LOAD:
+                self.loads.append((seg.vaddr, seg.filesz, seg.offset))
+            elif seg.type == PT_DYNAMIC:
+                dynamic = (seg.offset, seg.filesz)
+            elif seg.type == PT_GNU_STACK:
+                stack = StackFlag.EXECUTABLE if seg.flags & PF_X else StackFlag.NOT_EXECUTABLE
+            elif seg.type in (PT_INTERP, PT_NOTE, PT_GNU_PROPERTY):
+                notes.append(seg)
+        if any(seg.type == PT_GNU_PROPERTY for seg in notes):  # the linker's own pointer to the property note
+            notes = [seg for seg in notes if seg.type != PT_NOTE]
+        isa = (0, 0)
+        for seg in sorted(notes, key=lambda seg: seg.offset):  # file order: a wheel member is a stream
+            if seg.type == PT_INTERP:
+                interp = _read_cstr(self.fp, seg.offset, self.path)
+            elif self.machine in _X86_MACHINES:
+                isa = self._x86_isa(seg, isa)
         fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
         needs = self._version_records(fields)
         wanted = {off for _tag, off in fields.strings} | {off for lib, names in needs for off in (lib, *names)}
@@ -274,7 +295,23 @@ class _Reader:
         versions: dict[str, list[str]] = {}
         for lib, names in needs:
             versions.setdefault(text[lib], []).extend(text[n] for n in names)
-        return self._image(interp, fields, versions)
+        traits = ElfTraits(stack=stack, isa_needed=_isa_level(isa[0]), isa_used=_isa_level(isa[1]), isa_bits=isa[0])
+        return self._image(interp, fields, versions, traits)
+
+    def _x86_isa(self, seg: _Segment, isa: tuple[int, int]) -> tuple[int, int]:
+        """(NEEDED bits, USED bits) of the GNU property notes in a note segment, OR-ed into `isa`."""
+        data = self._at(seg.offset, min(seg.filesz, MAX_NOTES), what="note segment")
+        align = 8 if seg.align == 8 or (seg.type == PT_GNU_PROPERTY and self.elfclass == 64) else 4
+        needed, used = isa
+        for name, n_type, desc in _notes(data, self.end, align):
+            if name != b"GNU" or n_type != NT_GNU_PROPERTY_TYPE_0:
+                continue
+            for pr_type, value in _properties(desc, self.end, 8 if self.elfclass == 64 else 4):
+                if pr_type == GNU_PROPERTY_X86_ISA_1_NEEDED:
+                    needed |= value
+                elif pr_type == GNU_PROPERTY_X86_ISA_1_USED:
+                    used |= value
+        return needed, used
 
     def _dynamic(self, offset: int, size: int) -> _DynFields:
         """The dynamic entries (Elf_Dyn: d_tag, d_val), up to DT_NULL; strings stay offsets."""
@@ -336,7 +373,8 @@ class _Reader:
                 f"cannot parse {self.path!r}: truncated {what} ({len(data)} of {size} bytes at byte {offset})")
         return data
 
-    def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]]) -> Image:
+    def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]],
+               traits: ElfTraits) -> Image:
         e_type, = struct.unpack_from(self.end + "H", self.header, 16)
         etype = _enum_name(_COMMON_TYPES, 0, e_type)
         details: dict[str, Any] = {
@@ -354,8 +392,49 @@ class _Reader:
             format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),
             kind=_kind(etype, interp, fields), needed=tuple(Dependency(n) for n in fields.needed),
             rpaths=tuple(fields.rpaths), runpaths=tuple(fields.runpaths),
-            soname=fields.soname, details=details,
+            soname=fields.soname, details=details, elf_traits=traits,
         )
+
+
+class _Segment(NamedTuple):
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    filesz: int
+    align: int
+
+
+def _notes(data: bytes, end: str, align: int) -> Iterator[tuple[bytes, int, bytes]]:
+    """(name without its NUL, n_type, descriptor) of each note (Elf_Nhdr + padded name + padded desc)."""
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, n_type = struct.unpack_from(end + "III", data, pos)
+        name_at = pos + 12
+        desc_at = name_at + -(-namesz // 4) * 4
+        nxt = desc_at + -(-descsz // align) * align
+        if desc_at + descsz > len(data):
+            return  # a truncated note: nothing more to read, as readelf stops
+        yield data[name_at:name_at + namesz].rstrip(b"\0"), n_type, data[desc_at:desc_at + descsz]
+        pos = nxt
+
+
+def _properties(desc: bytes, end: str, align: int) -> Iterator[tuple[int, int]]:
+    """(pr_type, 32-bit value) of each property of an NT_GNU_PROPERTY_TYPE_0 descriptor."""
+    pos = 0
+    while pos + 8 <= len(desc):
+        pr_type, datasz = struct.unpack_from(end + "II", desc, pos)
+        if datasz == 4 and pos + 12 <= len(desc):
+            yield pr_type, struct.unpack_from(end + "I", desc, pos + 8)[0]
+        pos += 8 + -(-datasz // align) * align
+
+
+def _isa_level(bits: int) -> X86Isa | None:
+    """The highest level among GNU_PROPERTY_X86_ISA_1_{BASELINE,V2,V3,V4} (bits 0-3); None: none set."""
+    for level in (X86Isa.V4, X86Isa.V3, X86Isa.V2, X86Isa.BASELINE):
+        if bits & (1 << (level.value - 1)):
+            return level
+    return None
 
 
 class _DynFields:

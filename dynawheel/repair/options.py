@@ -29,6 +29,7 @@ class RepairOptions:
     elf_editor: str = "auto"  # 'auto': shared libraries in this process (platforms/elf_rewrite.py); 'patchelf'
     dry_run: bool = False
     allow_abi3_violations: bool = False  # repair a wheel tagged abi3 that uses symbols outside its stable ABI
+    isa_check: bool = True  # False (--disable-isa-check): x86-64 levels above the baseline do not block manylinux
     progress: Progress | None = None
 
     def say(self, message: str) -> None:
