@@ -169,6 +169,7 @@ PEP691_PROJECT = {
                 "core-metadata": {"anyOf": [{"type": "boolean"}, _HASHES]},
                 "dist-info-metadata": {"anyOf": [{"type": "boolean"}, _HASHES]},
                 "gpg-sig": {"type": "boolean"},
+                "provenance": {"anyOf": [{"type": "null"}, {"type": "string", "minLength": 1}]},  # PEP 740
             },
         }},
     },
@@ -213,7 +214,7 @@ def test_index_in_place(tmp_path: Path) -> None:
     result = build_index(wh)
     assert result.ok and result.projects == ("namespace-mod", "other-pkg")
     root = parse_page(wh / "simple" / "index.html")
-    assert root.meta["pypi:repository-version"] == "1.1"
+    assert root.meta["pypi:repository-version"] == "1.3"
     assert [a["href"] for a in root.links] == ["namespace-mod/", "other-pkg/"]
     page = wh / "simple" / "namespace-mod" / "index.html"
     assert "&gt;=3.8,&lt;4" in page.read_text()
@@ -502,7 +503,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert len(reads) == 5
     reads.clear()
     assert build_index(wh).written == () and reads == []  # rebuilt: the next run reads nothing
-    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 2')
+    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 3')
 
 
 def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -547,7 +548,7 @@ def test_upload_time_is_the_files_mtime(tmp_path: Path) -> None:
     doc = json.loads((wh / "simple" / "timed" / "index.json").read_text())
     jsonschema.validate(doc, PEP691_PROJECT)
     assert doc["files"][0]["upload-time"] == "2024-02-29T12:30:15.250000Z"
-    assert doc["meta"]["api-version"] == "1.1"  # PEP 700 fields: api-version 1.1
+    assert doc["meta"]["api-version"] == "1.3"  # PEP 700 fields (1.1), PEP 740 provenance (1.3)
     later = when + datetime.timedelta(days=1)
     os.utime(whl, ns=(int(later.timestamp() * 1e9),) * 2)  # same bytes, touched: the page follows
     result = build_index(wh)
@@ -579,7 +580,7 @@ def test_project_status_markers(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert quarantined["project-status"] == {"status": "quarantined"} and quarantined["files"] == []
     assert bad.name not in (wh / "simple" / "bad-lib" / "index.html").read_text()
     plain = json.loads((wh / "simple" / "plain" / "index.json").read_text())
-    assert "project-status" not in plain and plain["meta"]["api-version"] == "1.1"
+    assert "project-status" not in plain and plain["meta"]["api-version"] == "1.3"
     assert build_index(wh).written == ()  # None keeps the markers (from the cache)
     assert main(["index", str(wh), "--status", "old-lib=deprecated:use new-lib"]) == 0
     doc = json.loads((wh / "simple" / "old-lib" / "index.json").read_text())

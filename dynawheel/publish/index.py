@@ -3,12 +3,14 @@
 Layout written by :func:`build_index` (``SITE`` defaults to the wheelhouse)::
 
     SITE/simple/index.html              project list (PEP 503 + PEP 629 meta tag)
-    SITE/simple/index.json              the same list as PEP 691 JSON (api-version 1.1)
+    SITE/simple/index.json              the same list as PEP 691 JSON (api-version 1.3)
     SITE/simple/<normalized>/index.html links ``#sha256=``, ``data-requires-python``, ``data-yanked``,
                                         ``data-core-metadata`` + ``data-dist-info-metadata``
     SITE/simple/<normalized>/index.json the same page as PEP 691 JSON
     FILES/<file>                        the distribution itself
     FILES/<file>.metadata               the wheel's METADATA (PEP 658), byte for byte
+    FILES/<file>.provenance             PEP 740 provenance, when the wheelhouse has one for the file
+                                        (see :mod:`dynawheel.publish.provenance`); pages link it
 
 ``FILES`` is the wheelhouse itself when ``SITE`` is the wheelhouse (nothing is copied),
 otherwise ``SITE/files/`` (hard links where the file system allows, copies otherwise).
@@ -62,10 +64,12 @@ from packaging.version import InvalidVersion, Version
 
 from .. import fsutil
 from ..errors import PackageIndexError
+from .provenance import MAX_PROVENANCE_SIZE, AttestationError, check_provenance, provenance_name
+from .provenance import SUFFIX as PROVENANCE_SUFFIX
 
 logger = logging.getLogger(__name__)
 
-REPOSITORY_VERSION = "1.1"  # PEP 700 (versions, size, upload-time)
+REPOSITORY_VERSION = "1.3"  # PEP 700 (versions, size, upload-time), PEP 740 (provenance)
 STATUS_REPOSITORY_VERSION = "1.4"  # pages with a PEP 792 project status
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 MAX_METADATA_SIZE = 16 * 1024 * 1024
@@ -127,6 +131,7 @@ class DistFile:
     canonical_version: str = ""
     stat_key: tuple[int, int, int] = (0, 0, 0)  # size, mtime_ns, inode when inspected
     upload_time_ns: int = 0  # when the file got into the wheelhouse (its mtime): PEP 700 upload-time
+    provenance: tuple[int, int, int] | None = None  # size, mtime_ns, inode of FILE.provenance when it checked
 
     def __post_init__(self) -> None:
         if self.metadata is not None and self.metadata_sha256 is None:
@@ -370,6 +375,7 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
     dists: list[DistFile] = []
     skipped: list[Skipped] = []
     todo: list[Path] = []
+    provenances: dict[str, tuple[int, int, int]] = {}
     known = cache.files if cache is not None else {}
     with os.scandir(wheelhouse) as listing:
         for entry in listing:
@@ -383,6 +389,9 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
             except OSError as exc:
                 skipped.append(Skipped(Path(entry.path), str(exc)))
                 continue
+            if name.endswith(PROVENANCE_SUFFIX):
+                provenances[name[: -len(PROVENANCE_SUFFIX)]] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                continue
             hit = known.get(name)
             if hit is not None and hit.stat_key == (st.st_size, st.st_mtime_ns, st.st_ino):
                 dists.append(hit)  # its path is wheelhouse/name: the cache is per wheelhouse (layout key)
@@ -394,9 +403,29 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
         else:
             logger.info("skipped %s: %s", path.name, outcome)
             skipped.append(Skipped(path, outcome))
+    dists = [_with_provenance(d, provenances.get(d.filename), skipped) for d in dists]
     dists.sort(key=lambda d: d.filename)
     skipped.sort(key=lambda s: s.path.name)
     return dists, skipped
+
+
+def _with_provenance(dist: DistFile, found: tuple[int, int, int] | None, skipped: list[Skipped]) -> DistFile:
+    """``dist`` with the provenance file beside it, if that file attests exactly this file (it is read and
+    checked only when it changed since the cache vouched for it); a provenance file that does not check
+    is not linked (never a provenance the index cannot stand behind) and is reported."""
+    if found == dist.provenance:
+        return dist
+    if found is not None:
+        path = dist.directory / provenance_name(dist.filename)
+        try:
+            with path.open("rb") as fh:
+                count = check_provenance(fh.read(MAX_PROVENANCE_SIZE + 1), dist.filename, dist.sha256)
+            logger.info("provenance of %s: %d attestations", dist.filename, count)
+        except (AttestationError, OSError) as exc:
+            logger.info("skipped %s: %s", path.name, exc)
+            skipped.append(Skipped(path, f"provenance does not check against {dist.filename!r}: {exc}"))
+            found = None
+    return dataclasses.replace(dist, provenance=found) if found != dist.provenance else dist
 
 
 def _inspect_one(path: Path) -> DistFile | str:
@@ -419,7 +448,7 @@ def _inspect_many(paths: list[Path]) -> list[tuple[Path, DistFile | str]]:
 
 
 CACHE_NAME = ".dynawheel-index-cache.jsonl"
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3  # 3: provenance (pages became api-version 1.3: old sites are rewritten once)
 _RACY_NS = 2_000_000_000  # file times are coarse (a few ms): a file changed this recently is not vouched for
 
 
@@ -440,12 +469,12 @@ class SiteCache:
 
     statuses: dict[str, ProjectStatus] = field(default_factory=dict)
 
-    def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None, int]]:
+    def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None, int, bool]]:
         return sorted(_page_input(self.files[n], self.yanked) for n in names if n in self.files)
 
 
-def _page_input(dist: DistFile, yanked: Mapping[str, str]) -> tuple[str, str, str | None, int]:
-    return (dist.filename, dist.sha256, yanked.get(dist.filename), dist.upload_time_ns)
+def _page_input(dist: DistFile, yanked: Mapping[str, str]) -> tuple[str, str, str | None, int, bool]:
+    return (dist.filename, dist.sha256, yanked.get(dist.filename), dist.upload_time_ns, dist.provenance is not None)
 
 
 def _layout_key(layout: _Layout, wheelhouse: Path) -> str:
@@ -457,6 +486,8 @@ def _vouched(dist: DistFile, now_ns: int) -> DistFile:
     """``dist`` as the cache may keep it: a file changed so recently that a change within the file
     system's clock granularity would not show in its mtime gets an mtime that never matches."""
     size, mtime_ns, inode = dist.stat_key
+    if dist.provenance is not None and now_ns - dist.provenance[1] < _RACY_NS:
+        dist = dataclasses.replace(dist, provenance=(dist.provenance[0], -1, dist.provenance[2]))
     if now_ns - mtime_ns < _RACY_NS:
         return dataclasses.replace(dist, metadata=None, stat_key=(size, -1, inode))
     return dist
@@ -468,6 +499,7 @@ def _entry_json(dist: DistFile, listed: bool) -> str:
         "f": dist.filename, "p": dist.project, "n": dist.normalized, "v": dist.version, "cv": dist.canonical_version,
         "k": dist.kind, "t": dist.tags, "h": dist.sha256, "s": dist.size, "rp": dist.requires_python,
         "mh": dist.metadata_sha256, "st": [size, mtime_ns, inode], "ut": dist.upload_time_ns, "l": listed,
+        "pv": None if dist.provenance is None else list(dist.provenance),
     }, separators=(",", ":"))
 
 
@@ -481,13 +513,16 @@ def _entry_from(doc: dict[str, Any], wheelhouse: Path) -> DistFile:
     name = str(doc["f"])
     if "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"file name {name!r}")
+    pv = None if doc["pv"] is None else tuple(int(x) for x in doc["pv"])
+    if pv is not None and len(pv) != 3:
+        raise ValueError("provenance stat")
     return DistFile(
         filename=name, directory=wheelhouse, project=str(doc["p"]), normalized=str(doc["n"]),
         version=str(doc["v"]), kind=kind, sha256=str(doc["h"]), size=int(doc["s"]),
         requires_python=None if doc["rp"] is None else str(doc["rp"]),
         metadata_sha256=None if doc["mh"] is None else str(doc["mh"]), tags=str(doc["t"]),
         canonical_version=str(doc["cv"]), stat_key=(stat_key[0], stat_key[1], stat_key[2]),
-        upload_time_ns=int(doc["ut"]),
+        upload_time_ns=int(doc["ut"]), provenance=None if pv is None else (pv[0], pv[1], pv[2]),
     )
 
 
@@ -663,6 +698,8 @@ def _yank_value(dist: DistFile, yanked: Mapping[str, str]) -> str | None:
 
 def _link_html(dist: DistFile, href: str, yank: str | None) -> str:
     attrs = [f'href="{html.escape(href)}#sha256={dist.sha256}"']
+    if dist.provenance is not None:
+        attrs.append(f'data-provenance="{html.escape(href + PROVENANCE_SUFFIX)}"')
     if dist.requires_python:
         attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
     if yank is not None:
@@ -681,6 +718,7 @@ def _file_json(dist: DistFile, href: str, yank: str | None) -> dict[str, JSONVal
         "hashes": {"sha256": dist.sha256},
         "size": dist.size,
         "yanked": (yank or True) if yank is not None else False,
+        "provenance": href + PROVENANCE_SUFFIX if dist.provenance is not None else None,  # PEP 740
     }
     if dist.requires_python:
         entry["requires-python"] = dist.requires_python
@@ -900,7 +938,9 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
         else:
             directory = layout.site if layout.in_place else layout.site / "files"
         there = listing(directory)
-        return dist.filename in there and (dist.kind != "wheel" or dist.filename + ".metadata" in there)
+        if dist.filename not in there or (dist.kind == "wheel" and dist.filename + ".metadata" not in there):
+            return False
+        return layout.in_place or (provenance_name(dist.filename) in there) == (dist.provenance is not None)
 
     for dist in dists:
         if (prev is not None and prev.files.get(dist.filename) is dist and dist.filename in prev.listed
@@ -913,6 +953,8 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
         if (dist.kind == "wheel"
                 and write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist))):
             written.append(meta_target)
+        if not layout.in_place:  # in place, the pages link the wheelhouse's own provenance file
+            written += _place_provenance(dist, target)
     prev_projects = _group(prev.files[n] for n in prev.listed) if prev is not None else {}
     for normalized, group in sorted(by_project.items()):
         inputs = sorted(_page_input(d, yanked) for d in group)
@@ -941,6 +983,15 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
     return written, removed
 
 
+def _place_provenance(dist: DistFile, target: Path) -> list[Path]:
+    """Put the provenance file beside a copy of the distribution, or take a stale one away."""
+    copy = target.with_name(provenance_name(dist.filename))
+    if dist.provenance is None:
+        copy.unlink(missing_ok=True)
+        return []
+    return [copy] if _place_file(dist.directory / provenance_name(dist.filename), copy) else []
+
+
 def _metadata_of(dist: DistFile) -> bytes:
     return _read_wheel_metadata(dist.path, parse_wheel_filename(dist.filename)[0], dist.filename)[1]
 
@@ -960,7 +1011,7 @@ def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[st
         target = layout.file_dir(old) / name
         candidates.append(target.with_name(name + ".metadata"))
         if not layout.in_place:
-            candidates.append(target)
+            candidates += [target, target.with_name(provenance_name(name))]
     removed = []
     for path in candidates:
         try:
@@ -981,7 +1032,7 @@ def _write_pair(directory: Path, page_html: bytes, page_json: bytes) -> list[Pat
 
 
 def _is_dist_name(name: str) -> bool:
-    return name.endswith((".whl", ".tar.gz", ".whl.metadata"))
+    return name.endswith((".whl", ".tar.gz", ".whl.metadata", ".whl.provenance", ".tar.gz.provenance"))
 
 
 def _remove_stale(layout: _Layout, dists: list[DistFile], projects: set[str]) -> list[Path]:
@@ -991,6 +1042,7 @@ def _remove_stale(layout: _Layout, dists: list[DistFile], projects: set[str]) ->
     """
     wanted = {layout.file_dir(d) / d.filename for d in dists}
     wanted |= {p.with_name(p.name + ".metadata") for p in wanted}
+    wanted |= {layout.file_dir(d) / provenance_name(d.filename) for d in dists if d.provenance is not None}
     candidates: list[Path] = []
     for sub in _page_dirs(layout):
         if sub.name not in projects:

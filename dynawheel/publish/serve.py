@@ -10,6 +10,8 @@
   file made with :func:`add_user`.  An upload streams into a hidden temporary file of the
   wheelhouse; once it passed every check it gets its name and only its project's pages (and
   the project list, for a new project) are rewritten, under a lock, each page atomically.
+  PEP 740 ``attestations`` sent with it are checked (:mod:`dynawheel.publish.provenance`) and
+  stored as ``<file>.provenance`` before the file is listed; a bad one refuses the upload (400).
 
 Paths are confined to the site: ``..`` segments, encoded slashes and NUL bytes are 400,
 hidden files (``.*``) and anything outside the site (symlinks included) are 404.
@@ -60,6 +62,7 @@ from .index import (
     project_of_filename,
     write_atomic,
 )
+from .provenance import AttestationError, provenance_from_upload, provenance_path
 
 logger = logging.getLogger(__name__)
 # one line per answered request in common log format (the CLI sends it to stderr unless -q)
@@ -73,7 +76,7 @@ _JSON_TYPES = {JSON_CONTENT_TYPE, "application/vnd.pypi.simple.latest+json"}
 _HTML_V1_TYPES = {"application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.latest+html"}
 _CONTENT_TYPES = {".whl": "application/octet-stream", ".gz": "application/gzip",
                   ".metadata": "text/plain; charset=utf-8", ".html": "text/html; charset=utf-8",
-                  ".json": "application/json"}
+                  ".json": "application/json", ".provenance": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,18 @@ def check_digests(parts: Mapping[str, FormPart], sha256_hex: str, md5_hex: str) 
         raise HTTPError(HTTPStatus.BAD_REQUEST, "upload carries no sha256_digest")
 
 
+def upload_provenance(parts: Mapping[str, FormPart], filename: str, sha256_hex: str, user: str | None) -> bytes | None:
+    """The PEP 740 provenance file for an upload's ``attestations`` field (None without one); 400 when an
+    attestation is malformed or attests another file."""
+    part = parts.get("attestations")
+    if part is None:
+        return None
+    try:
+        return provenance_from_upload(part.data, filename, sha256_hex, user)
+    except AttestationError as exc:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"attestations refused (PEP 740): {exc}") from None
+
+
 class _Spool:
     """The file part of an upload, written to a hidden temporary file in the wheelhouse as it arrives."""
 
@@ -519,10 +534,12 @@ class IndexServer(ThreadingHTTPServer):
         else:
             logger.exception("internal error serving %s", _client(client_address))
 
-    def store_upload(self, filename: str, staged: Path) -> None:
+    def store_upload(self, filename: str, staged: Path, provenance: bytes | None = None) -> None:
         """Validate an uploaded file (already in a hidden temporary file of the wheelhouse), give it its
         name and update its project's pages (and the project list for a new project) under the lock.
 
+        ``provenance`` (checked PEP 740 provenance) is written beside it first; without it, a provenance
+        file left by an earlier upload of the same name is removed (it would describe other bytes).
         The temporary file is removed whatever happens; nothing is listed unless everything passed.
         """
         try:
@@ -538,12 +555,14 @@ class IndexServer(ThreadingHTTPServer):
                 if not self.config.allow_overwrite and (target.exists() or self._claimed(filename)):
                     raise HTTPError(HTTPStatus.CONFLICT, f"file already exists: {filename!r}")
                 try:
+                    _store_provenance(provenance_path(target), provenance)
                     os.replace(staged, target)
                     build_index(self.wheelhouse, project=project)
                 except (OSError, PackageIndexError) as exc:
                     cause = exc if isinstance(exc, OSError) else exc.__cause__
                     if not self.config.allow_overwrite:  # listed nowhere: take it back out
                         target.unlink(missing_ok=True)
+                        provenance_path(target).unlink(missing_ok=True)
                     if isinstance(cause, OSError):
                         raise _storage_error(cause, filename) from None
                     raise
@@ -564,6 +583,13 @@ class IndexServer(ThreadingHTTPServer):
             inspect_distribution(staged, filename)  # the file name must match its own metadata
         except (PackageIndexError, OSError) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution {filename!r}: {exc}") from None
+
+
+def _store_provenance(path: Path, provenance: bytes | None) -> None:
+    if provenance is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, provenance)
 
 
 def _client(address: object) -> str:
@@ -821,7 +847,8 @@ class _Handler(BaseHTTPRequestHandler):
             filename = content.filename or ""
             check_upload_filename(filename, _field(parts, "name"), _field(parts, "version"))
             check_digests(parts, upload.sha256.hexdigest(), upload.md5.hexdigest())
-            self.server.store_upload(filename, upload.path)
+            provenance = upload_provenance(parts, filename, upload.sha256.hexdigest(), self._user)
+            self.server.store_upload(filename, upload.path, provenance)
         finally:
             for each in spool:
                 each.discard()
