@@ -21,7 +21,7 @@ test: setup
 
 # the fuzzer (tests/fuzz/): FUZZ_RUNS cases per input kind, one process; findings in fuzz-findings/
 FUZZ_RUNS ?= 100000
-FUZZ_KINDS ?= elf pe macho text upload zip check show repair index
+FUZZ_KINDS ?= elf pe macho text upload zip check show repair index cli
 fuzz: setup
 	@status=0; for kind in $(FUZZ_KINDS); do \
 		$(VENV)/bin/python -m tests.fuzz.run $$kind --runs $(FUZZ_RUNS) --findings fuzz-findings | grep '^{' | tail -1 \

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, TypeVar, Union
 
 
 class BinaryFormat(str, enum.Enum):
@@ -76,19 +77,96 @@ class StackFlag(str, enum.Enum):
         return self is not StackFlag.NOT_EXECUTABLE
 
 
+_NO_VERSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+_POLICY_FACTS = ("stack", "isa_needed", "isa_used", "isa_bits")  # in show --json's 'elf_traits', not 'details'
+
+
+def _fields_of(record: Any) -> dict[str, Any]:
+    """A frozen record's fields by name, in declaration order (shallow: the caller turns tuples to lists)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
 @dataclass(frozen=True)
-class ElfTraits:
-    """Facts of an ELF image the policy checks read, from its program headers and notes.
+class ElfFacts:
+    """What the ELF reader finds beyond the dependencies (the defaults: a hand-built image's)."""
 
-    `isa_needed` / `isa_used`: the highest x86-64 level in ``GNU_PROPERTY_X86_ISA_1_NEEDED`` /
-    ``_USED`` of its ``NT_GNU_PROPERTY_TYPE_0`` note (None: no such property; the linker writes
-    NEEDED for ``ld -z x86-64-v3``, glibc >= 2.33 refuses to load the image on a CPU below it).
-    `stack`: its ``PT_GNU_STACK``.  `isa_bits`: the NEEDED bits as written (unknown bits kept)."""
-
+    elfclass: int = 64  # 32 or 64
+    endian: str = "little"  # 'little' | 'big'
+    machine: str = "EM_X86_64"  # e_machine, pyelftools' name (or the number as text)
+    osabi: str = "ELFOSABI_SYSV"  # EI_OSABI, pyelftools' name
+    type: str = "ET_DYN"  # e_type, pyelftools' name
+    interp: str | None = None  # PT_INTERP
+    flags_1: int = 0  # DT_FLAGS_1
+    nodeflib: bool = False  # DF_1_NODEFLIB is set: no default directories
+    # DT_VERNEED: {library: (versions, ...)}
+    version_needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _NO_VERSIONS, hash=False)
+    # For the policy checks: PT_GNU_STACK; the highest x86-64 level in GNU_PROPERTY_X86_ISA_1_NEEDED / _USED
+    # of the NT_GNU_PROPERTY_TYPE_0 note (None: no such property; the linker writes NEEDED for
+    # `ld -z x86-64-v3`, and glibc >= 2.33 refuses to load the image on a CPU below it); the NEEDED bits.
     stack: StackFlag = StackFlag.NOT_EXECUTABLE
     isa_needed: X86Isa | None = None
     isa_used: X86Isa | None = None
     isa_bits: int = 0
+
+    def json(self) -> dict[str, Any]:
+        """The `details` of show --json (the policy facts are its `elf_traits`: see :meth:`traits_json`)."""
+        out = {k: v for k, v in _fields_of(self).items() if k not in _POLICY_FACTS}
+        out["version_needs"] = {lib: list(v) for lib, v in self.version_needs.items()}
+        return out
+
+    def traits_json(self) -> dict[str, Any]:
+        return {"stack": self.stack.value, "isa_needed": self.isa_needed.label if self.isa_needed else None,
+                "isa_used": self.isa_used.label if self.isa_used else None}
+
+
+@dataclass(frozen=True)
+class PeFacts:
+    """What the PE reader finds beyond the dependencies."""
+
+    machine: int = 0x8664  # IMAGE_FILE_HEADER.Machine
+    pe32plus: bool = True  # the optional header is PE32+ (64-bit)
+    subsystem: str | int = "IMAGE_SUBSYSTEM_WINDOWS_GUI"  # the IMAGE_SUBSYSTEM_* name, or the number
+    exports: tuple[str, ...] = ()  # exported names
+    python_extension: bool = False  # exports a PyInit_* function
+    dependent_load_flags: int | None = None  # the load config directory's DependentLoadFlags
+
+    def json(self) -> dict[str, Any]:
+        out = _fields_of(self)
+        out["exports"] = list(self.exports)
+        return out
+
+
+@dataclass(frozen=True)
+class MachoFacts:
+    """What the Mach-O reader finds in one slice beyond the dependencies."""
+
+    cputype: int = 0x01000007
+    cpusubtype: int = 3  # without the capability bits
+    slice_offset: int = 0  # where the slice starts in the file
+    header_size: int = 0  # the end of the load commands
+    free_header_space: int = 0  # bytes between the load commands and the first section
+    code_signature: bool = False  # has LC_CODE_SIGNATURE
+    min_macos: str | None = None  # LC_BUILD_VERSION (platform macos) / LC_VERSION_MIN_MACOSX
+    sdk: str | None = None
+    platform: str | None = None  # 'macos', 'ios', ... (LC_BUILD_VERSION), or the number as text
+    uuid: str | None = None  # LC_UUID, hex
+    code_signature_size: int | None = None  # LC_CODE_SIGNATURE's datasize
+    filetype: str = "MH_BUNDLE"  # MH_* name, or the number in hex
+
+    def json(self) -> dict[str, Any]:
+        """The JSON of `dynawheel show`: uuid and code_signature_size only when present."""
+        out = _fields_of(self)
+        for key in ("uuid", "code_signature_size"):
+            if out[key] is None:
+                del out[key]
+        out["filetype"] = out.pop("filetype")
+        return out
+
+
+Facts = Union[ElfFacts, PeFacts, MachoFacts]
+_F = TypeVar("_F", ElfFacts, PeFacts, MachoFacts)
+_FACTS_FORMAT: dict[type[Facts], BinaryFormat] = {
+    ElfFacts: BinaryFormat.ELF, PeFacts: BinaryFormat.PE, MachoFacts: BinaryFormat.MACHO}
 
 
 @dataclass(frozen=True)
@@ -102,12 +180,38 @@ class Image:
     rpaths: tuple[str, ...] = ()  # ELF DT_RPATH, Mach-O LC_RPATH (in order)
     runpaths: tuple[str, ...] = ()  # ELF DT_RUNPATH
     soname: str | None = None  # ELF DT_SONAME, Mach-O LC_ID_DYLIB, PE export-directory name
-    # Format-specific facts, JSON-ready (str/int/bool/None/lists/dicts of them).
-    # ELF: elfclass, osabi, interp, version_needs {lib: [versions]}
-    # PE: exports, python_extension, dependent_load_flags, subsystem
-    # Mach-O: cputype, min_macos, code_signature, free_header_space, filetype
-    details: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    elf_traits: ElfTraits | None = None  # ELF only: stack and ISA level (policy checks)
+    # The format's own facts, as its reader found them; None for an image built by hand.
+    facts: Facts | None = field(default=None, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.facts is not None and _FACTS_FORMAT[type(self.facts)] is not self.format:
+            raise TypeError(f"{type(self.facts).__name__} given for a {self.format.value} image")
+
+    @property
+    def elf(self) -> ElfFacts:
+        """The ELF facts of an ELF image (the defaults when it was built by hand)."""
+        return self._facts(ElfFacts)
+
+    @property
+    def pe(self) -> PeFacts:
+        """The PE facts of a PE image (the defaults when it was built by hand)."""
+        return self._facts(PeFacts)
+
+    @property
+    def macho(self) -> MachoFacts:
+        """The Mach-O facts of a Mach-O slice (the defaults when it was built by hand)."""
+        return self._facts(MachoFacts)
+
+    def _facts(self, kind: type[_F]) -> _F:
+        if _FACTS_FORMAT[kind] is not self.format:
+            raise TypeError(f"a {self.format.value} image has no {kind.__name__}")
+        return self.facts if isinstance(self.facts, kind) else kind()
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The facts as JSON-ready values (str/int/bool/None/lists/dicts), as `dynawheel show --json`
+        prints them; {} for an image built by hand."""
+        return {} if self.facts is None else self.facts.json()
 
 
 @dataclass(frozen=True)

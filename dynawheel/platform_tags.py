@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from .binary import FileKind, Image, X86Isa
+from .binary import FileKind, Image, StackFlag, X86Isa
 from .errors import TagError
 from .policy import (
     MUSL_UNPROVABLE,
@@ -217,7 +217,7 @@ def _version(text: str) -> tuple[int, int]:
 
 
 def _min_macos(image: Image) -> tuple[int, int]:
-    return _version(str(image.details.get("min_macos") or "10.9"))
+    return _version(image.macho.min_macos or "10.9")
 
 
 def _by_file(images: Iterable[tuple[str, Image]]) -> dict[str, list[Image]]:
@@ -405,9 +405,9 @@ class _ElfJudge:
         if arch != "x86_64" or not self.content.isa_check:
             return
         for path, image in self.content.elf:
-            traits = image.elf_traits
-            if traits is not None and traits.isa_needed is not None and traits.isa_needed > X86Isa.BASELINE:
-                level = traits.isa_needed.label
+            needed = image.elf.isa_needed
+            if needed is not None and needed > X86Isa.BASELINE:
+                level = needed.label
                 yield Blocker(plat, Reason.ISA, f"{path!r} needs the {level} instruction set (GNU property "
                               "note), not the x86-64 baseline", "build with -march=x86-64 (or -march=x86-64-v2 "
                               f"into glibc-hwcaps/) and link without -z {level}; or --disable-isa-check", path,
@@ -415,10 +415,10 @@ class _ElfJudge:
 
     def stack(self, plat: str) -> Iterator[Blocker]:
         for path, image in self.content.elf:
-            traits = image.elf_traits
-            if traits is not None and traits.stack.executable:
+            stack = image.elf.stack
+            if stack.executable:
                 how = ("has no PT_GNU_STACK (the loader then makes the stack executable)"
-                       if traits.stack.value == "missing" else "asks for an executable stack (PT_GNU_STACK with X)")
+                       if stack is StackFlag.MISSING else "asks for an executable stack (PT_GNU_STACK with X)")
                 yield Blocker(plat, Reason.EXEC_STACK, f"{path!r} {how}", "relink with -z noexecstack", path,
                               "PT_GNU_STACK")
 

@@ -149,8 +149,7 @@ def family_of(images: Iterable[Image]) -> str:
     Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
     musl = musl_libc_names()
     for image in images:
-        interp = str(image.details.get("interp") or "")
-        if "ld-musl-" in interp or any(d.name in musl for d in image.needed):
+        if "ld-musl-" in (image.elf.interp or "") or any(d.name in musl for d in image.needed):
             return "musllinux"
     return "manylinux"
 
@@ -168,9 +167,8 @@ def blacklisted_symbols() -> Mapping[str, frozenset[str]]:
 def newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str, str]]:
     """{prefix: (version key, symbol version, library)} of the newest version `image` needs per prefix
     (GLIBC, GLIBCXX, ...; versions that are not numbers, such as GLIBC_PRIVATE, left out)."""
-    needs: Mapping[str, list[str]] = image.details.get("version_needs") or {}
     out: dict[str, tuple[tuple[int, ...], str, str]] = {}
-    for lib, versions in needs.items():
+    for lib, versions in image.elf.version_needs.items():
         for symver in versions:
             prefix, key = _symver_key(symver)
             if key is not None and (prefix not in out or key > out[prefix][0]):

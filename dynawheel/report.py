@@ -129,7 +129,7 @@ def _verdicts(analysis: Analysis, graph: DependencyGraph, facts: _ElfFacts) -> I
     macho = _images(analysis, BinaryFormat.MACHO)
     if macho:
         archs = "+".join(sorted({image.arch for _p, image in macho}))
-        mins = [str(image.details.get("min_macos")) for _p, image in macho if image.details.get("min_macos")]
+        mins = [image.macho.min_macos for _p, image in macho if image.macho.min_macos]
         newest = max(mins, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit())) if mins else "unknown"
         yield Verdict(BinaryFormat.MACHO, f"{archs}, macOS >= {newest}")
     if _images(analysis, BinaryFormat.PE):
@@ -173,9 +173,7 @@ def _image_json(image: Image) -> dict[str, Any]:
         "arch": image.arch, "kind": image.kind.value, "soname": image.soname,
         "needed": [{"name": d.name, "kind": d.kind.value} for d in image.needed],
         "rpaths": list(image.rpaths), "runpaths": list(image.runpaths), "details": dict(image.details),
-        "elf_traits": None if (t := image.elf_traits) is None else {
-            "stack": t.stack.value, "isa_needed": t.isa_needed.label if t.isa_needed else None,
-            "isa_used": t.isa_used.label if t.isa_used else None},
+        "elf_traits": image.elf.traits_json() if image.format is BinaryFormat.ELF else None,
     }
 
 

@@ -48,8 +48,8 @@ def test_shared_library_fields(built: dict[str, Path]) -> None:
     assert image.needed[0] == Dependency("libhelper.so.1")
     assert [d.name for d in image.needed] == ["libhelper.so.1", "libc.so.6"]
     assert image.rpaths == ("$ORIGIN/../h", "/opt/x") and image.runpaths == ()
-    assert image.details["elfclass"] == 64 and image.details["interp"] is None
-    assert "GLIBC_2.2.5" in image.details["version_needs"]["libc.so.6"]
+    assert image.elf.elfclass == 64 and image.elf.interp is None
+    assert "GLIBC_2.2.5" in image.elf.version_needs["libc.so.6"]
 
 
 def test_runpath_and_extension(built: dict[str, Path]) -> None:
@@ -61,17 +61,17 @@ def test_runpath_and_extension(built: dict[str, Path]) -> None:
 
 def test_executables(built: dict[str, Path]) -> None:
     pie, nopie = parse(built["pie"]), parse(built["nopie"])
-    assert pie.kind is FileKind.EXECUTABLE and pie.details["type"] == "ET_DYN"
-    assert nopie.kind is FileKind.EXECUTABLE and nopie.details["type"] == "ET_EXEC"
-    assert pie.details["interp"] == "/lib64/ld-linux-x86-64.so.2"
+    assert pie.kind is FileKind.EXECUTABLE and pie.elf.type == "ET_DYN"
+    assert nopie.kind is FileKind.EXECUTABLE and nopie.elf.type == "ET_EXEC"
+    assert pie.elf.interp == "/lib64/ld-linux-x86-64.so.2"
     # libc.so.6 has a PT_INTERP too, yet it is a library (it has a DT_SONAME)
     assert parse(Path("/lib/x86_64-linux-gnu/libc.so.6")).kind is FileKind.SHARED
 
 
 def test_wrong_class_and_machine(built: dict[str, Path]) -> None:
     i386, arm = parse(built["i386"]), parse(built["aarch64"])
-    assert (i386.arch, i386.details["elfclass"], i386.soname) == ("i686", 32, "libhelper.so.1")
-    assert (arm.arch, arm.details["elfclass"]) == ("aarch64", 64)
+    assert (i386.arch, i386.elf.elfclass, i386.soname) == ("i686", 32, "libhelper.so.1")
+    assert (arm.arch, arm.elf.elfclass) == ("aarch64", 64)
     assert i386.arch != parse(built["helper"]).arch != arm.arch  # the resolver skips a candidate of another arch
 
 

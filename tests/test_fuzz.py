@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_fuzz_budget(kind: str, tmp_path: Path) -> None:
     if kind == "upload" and _upload_type_error():
         pytest.skip("known: serve.check_digests raises TypeError on a non-ASCII digest (serve.py is being "
                     "rewritten on branch i13-publish; reported there)")
-    if kind in ("elf", "zip", "check", "show", "repair", "index") and shutil.which("gcc") is None:
+    if kind in ("elf", "zip", "check", "show", "repair", "index", "cli") and shutil.which("gcc") is None:
         pytest.skip("gcc builds the ELF seeds")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run", kind, "--runs", str(FUZZ_RUNS), "--max-time", str(FUZZ_SECONDS),
@@ -82,3 +83,57 @@ def test_crasher_stays_fixed(path: Path, tmp_path: Path) -> None:
         kind.run(path.read_bytes(), work)
     except targets.allowed():
         pass
+
+
+def _fake_main(behaviour: str) -> Any:
+    """A stand-in for dynawheel.cli.main that breaks one rule of the command-line contract."""
+
+    def main(argv: list[str]) -> int:
+        args = [a for a in argv if a != "-q"]
+        out = Path(args[args.index("-w") + 1]) if "-w" in args else None
+        if behaviour == "exit 4":
+            return 4
+        if behaviour == "no error line":
+            return 1
+        if behaviour == "two error lines":
+            print("dynawheel: error: one\ndynawheel: error: two", file=sys.stderr)
+            return 1
+        if behaviour == "traceback":
+            print("Traceback (most recent call last):\ndynawheel: error: x", file=sys.stderr)
+            return 1
+        if behaviour == "writes in cwd":
+            Path("dist").mkdir()
+            return 0
+        if behaviour == "changes the input":
+            Path(args[1]).write_bytes(b"PK")
+            return 0
+        if behaviour == "leaves a wheel on failure" and out is not None:
+            out.mkdir(parents=True)
+            (out / "fuzz-1.0-py3-none-any.whl").write_bytes(b"PK")
+            print("dynawheel: error: x", file=sys.stderr)
+            return 1
+        if behaviour == "usage error":
+            raise SystemExit(2)
+        raise AssertionError(behaviour)
+
+    return main
+
+
+@pytest.mark.parametrize("behaviour", ["exit 4", "no error line", "two error lines", "traceback", "writes in cwd",
+                                       "changes the input", "leaves a wheel on failure", "usage error"])
+def test_the_cli_kind_catches_each_broken_rule(behaviour: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cli kind's checks can fail: a command line that breaks one rule is a finding (AssertionError)."""
+    import dynawheel.cli
+    from tests.fuzz import clicase
+
+    wheel = targets._pure_wheel(tmp_path)
+    command = next(c for c in clicase.COMMANDS if c.name == "repair")  # takes -w: every rule applies
+    monkeypatch.setattr(clicase, "pick", lambda data: (command, 0))
+    work = tmp_path / "case"
+    work.mkdir()
+    clicase.run_case(wheel, work)  # the real command passes
+    monkeypatch.setattr(dynawheel.cli, "main", _fake_main(behaviour))
+    home = Path.cwd()
+    with pytest.raises(AssertionError, match="repair"):
+        clicase.run_case(wheel, targets.fresh_dir(tmp_path))
+    assert Path.cwd() == home  # the case ran in its own working directory, and came back

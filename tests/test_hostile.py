@@ -189,14 +189,64 @@ def test_broken_zip_show_and_repair_one_error(tmp_path: Path, case: str, capsys:
     if case == "missing RECORD":
         return
     code = main(["show", str(wheel)])
-    if code == 3:  # show reads only the binaries' bytes: a broken member is reported as a bad file, and it goes on
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err and fragment in out.out, out
+    if case == "bad CRC":  # show reads the first bytes of a member that is not a binary: no CRC to check
+        assert code == 0, capsys.readouterr()
         return
-    if case in ("corrupt deflate", "bad CRC"):  # not a binary: show has nothing to say about it
-        assert code == 0
+    # a member that is not a binary and cannot be read is a broken wheel (exit 1), not a bad binary (exit 3)
+    _one_error(capsys, code, fragment, NAME)
+
+
+@pytest.mark.parametrize("case", sorted(ZIP_CASES))
+@pytest.mark.parametrize("command", ["tags", "merge"])
+def test_broken_zip_tags_and_merge_one_error(tmp_path: Path, case: str, command: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """tags and merge copy members as compressed bytes: a member they only copy is not inflated (a corrupt
+    deflate stream in it goes through as it is), everything else is one error naming the wheel and member."""
+    make, fragment = ZIP_CASES[case]
+    wheel = make(tmp_path / NAME)
+    before = wheel.read_bytes()
+    out = tmp_path / "out"
+    if command == "tags":
+        code = main(["tags", str(wheel), "--python-tag", "+py2", "-w", str(out)])
+    else:
+        twin = tmp_path / "twin" / "hostile-1.0-py2-none-any.whl"
+        twin.parent.mkdir()
+        twin.write_bytes(before)
+        code = main(["merge", str(wheel), str(twin), "-w", str(out)])
+    assert wheel.read_bytes() == before
+    if case == "corrupt deflate":  # hostile/mod.py is copied raw, never inflated
+        assert code == 0, capsys.readouterr().err
         return
     _one_error(capsys, code, fragment, NAME)
+    assert not list(out.glob("*")) if out.exists() else True
+
+
+@pytest.mark.parametrize("member", ["hostile/mod.py", "hostile/data.bin", "hostile-1.0.data/scripts/tool"])
+def test_show_a_wheel_whose_other_member_is_unreadable_is_an_error(tmp_path: Path, member: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a bad binary (exit 3, the audit goes on) but a broken wheel: exit 1, one line naming both."""
+    wheel = make_wheel(tmp_path / NAME, {member: b"x = 1\n" * 500})
+    at, size = _member_data(wheel, member)
+    data = bytearray(wheel.read_bytes())
+    data[at : at + size] = b"\xff" * size  # deflate block type 3: no inflater reads a byte of it
+    wheel.write_bytes(bytes(data))
+    line = _one_error(capsys, main(["show", str(wheel)]), member, NAME)
+    assert "broken wheel" in line, line
+    _one_error(capsys, main(["show", "--json", str(wheel)]), member)
+
+
+def test_show_an_unreadable_library_member_is_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A member named like a library that cannot be read is reported (exit 3) and the audit goes on (README)."""
+    wheel = make_wheel(tmp_path / NAME, {"hostile/_x.so": b"\x7fELF" + b"\0" * 2000})
+    at, size = _member_data(wheel, "hostile/_x.so")
+    data = bytearray(wheel.read_bytes())
+    data[at : at + size] = b"\xff" * size
+    wheel.write_bytes(bytes(data))
+    assert main(["show", str(wheel)]) == 3
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "dynawheel: error:" not in out.err, out.err
+    bad = [line for line in out.out.splitlines() if line.startswith("bad file:")]
+    assert len(bad) == 1 and "hostile/_x.so" in bad[0], out.out
 
 
 def test_an_unknown_method_binary_member_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

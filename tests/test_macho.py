@@ -127,7 +127,7 @@ def test_reader_facts(rel: str) -> None:
     got = [
         (
             im.arch, im.kind, im.soname, im.rpaths, [(d.name, d.kind) for d in im.needed],
-            im.details["min_macos"], im.details["code_signature"],
+            im.macho.min_macos, im.macho.code_signature,
         )
         for im in binary.images
     ]  # fmt: skip
@@ -140,19 +140,19 @@ def test_reader_facts(rel: str) -> None:
 def test_details_of_the_fat_file() -> None:
     x86, arm = parse(BIN / "fat/libuniversal.dylib").images
     # x86_64 at 10.9 carries LC_VERSION_MIN_MACOSX, arm64 LC_BUILD_VERSION
-    assert (x86.details["platform"], x86.details["sdk"]) == ("macos", "10.9")
-    assert (arm.details["platform"], arm.details["sdk"]) == ("macos", "11.0")
-    assert (x86.details["filetype"], arm.details["filetype"]) == ("MH_DYLIB", "MH_DYLIB")
-    assert x86.details["slice_offset"] == 4096
-    assert arm.details["slice_offset"] == 32768  # 2^14 alignment of arm64 slices
-    assert x86.details["cputype"] == 0x01000007 and arm.details["cputype"] == 0x0100000C
+    assert (x86.macho.platform, x86.macho.sdk) == ("macos", "10.9")
+    assert (arm.macho.platform, arm.macho.sdk) == ("macos", "11.0")
+    assert (x86.macho.filetype, arm.macho.filetype) == ("MH_DYLIB", "MH_DYLIB")
+    assert x86.macho.slice_offset == 4096
+    assert arm.macho.slice_offset == 32768  # 2^14 alignment of arm64 slices
+    assert x86.macho.cputype == 0x01000007 and arm.macho.cputype == 0x0100000C
 
 
 def test_free_header_space() -> None:
     (tight,) = parse(BIN / "header/libtight.dylib").images
     (roomy,) = parse(BIN / "header/libroomy.dylib").images
-    assert tight.details["free_header_space"] == 32  # lld's default padding
-    assert roomy.details["free_header_space"] == 3072
+    assert tight.macho.free_header_space == 32  # lld's default padding
+    assert roomy.macho.free_header_space == 3072
 
 
 def _macholib_facts(path: Path) -> list[tuple[Any, ...]]:
@@ -187,7 +187,7 @@ def _macholib_facts(path: Path) -> list[tuple[Any, ...]]:
 def test_reader_agrees_with_macholib(rel: str) -> None:
     """An independent reader sees the same names, rpaths, ids and free header space."""
     ours = [
-        ([d.name for d in im.needed], im.rpaths, im.soname, im.details["free_header_space"])
+        ([d.name for d in im.needed], im.rpaths, im.soname, im.macho.free_header_space)
         for im in parse(BIN / rel).images
     ]
     assert ours == _macholib_facts(BIN / rel)
@@ -453,8 +453,8 @@ def test_32bit_dylib() -> None:
     (image,) = BACKEND.parse(io.BytesIO(data), "libi386.dylib").images
     assert (image.arch, image.kind, image.soname) == ("i386", FileKind.SHARED, "@rpath/libi386.dylib")
     assert [d.name for d in image.needed] == ["/usr/local/lib/libdep.dylib"]
-    assert image.details["free_header_space"] == 0x1000 - 28 - (124 + 48 + 52)
-    assert image.details["code_signature"] is False and image.details["min_macos"] is None
+    assert image.macho.free_header_space == 0x1000 - 28 - (124 + 48 + 52)
+    assert image.macho.code_signature is False and image.macho.min_macos is None
 
 
 def test_zip_member_is_read_without_its_tail() -> None:
@@ -471,7 +471,7 @@ def test_zip_member_is_read_without_its_tail() -> None:
         with zf.open("pkg/libuniversal.dylib") as member:
             fat = BACKEND.parse(member, "pkg/libuniversal.dylib")  # type: ignore[arg-type]
     assert big.images[0].soname == "@rpath/libhelper.dylib"
-    assert big.images[0].details["free_header_space"] == 32
+    assert big.images[0].macho.free_header_space == 32
     assert fat.images == parse(BIN / "fat/libuniversal.dylib").images
 
 

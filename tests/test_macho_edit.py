@@ -110,7 +110,7 @@ def test_edits_on_every_slice_of_a_fat_file(tmp_path: Path) -> None:
     assert used.count("@rpath/libuniversal-renamed.dylib") == 2
     binary = parse(target)
     assert binary.fat and [im.rpaths for im in binary.images] == [(), ()]
-    assert [im.details["code_signature"] for im in binary.images] == [False, True]
+    assert [im.macho.code_signature for im in binary.images] == [False, True]
 
 
 @needs_objdump
@@ -161,7 +161,7 @@ def test_tight_header_takes_an_edit_that_fits_exactly(tmp_path: Path) -> None:
     done = edit_file(str(target), [ChangeDependency("@rpath/libhelper.dylib", name)])
     assert (done.slices[0].need, done.slices[0].have) == (1328, 1328)
     check_valid(target)
-    assert parse(target).images[0].details["free_header_space"] == 0
+    assert parse(target).images[0].macho.free_header_space == 0
 
 
 def test_same_edits_twice_change_nothing_more() -> None:
@@ -253,7 +253,7 @@ def test_32bit_dylib_edit(tmp_path: Path) -> None:
     )
     image = parse_bytes(new)
     assert [d.name for d in image.needed] == ["@loader_path/libdep.dylib"]
-    assert image.details["code_signature"] is False  # i386 was not signed: stays unsigned
+    assert image.macho.code_signature is False  # i386 was not signed: stays unsigned
     out = tmp_path / "libi386.dylib"
     out.write_bytes(new)
     assert "@loader_path/libdep.dylib" in objdump(out, "--dylibs-used")

@@ -88,27 +88,27 @@ def test_reader_facts(name: str) -> None:
     assert image.arch == arch
     assert image.kind is kind
     assert [(d.name, d.kind) for d in image.needed] == needed
-    assert image.details["exports"] == exports
-    assert image.details["python_extension"] is extension
+    assert list(image.pe.exports) == exports
+    assert image.pe.python_extension is extension
     assert image.soname == (None if kind is FileKind.EXECUTABLE else pathlib.PurePath(name).name)
-    assert image.details["machine"] == {"x86_64": 0x8664, "i686": 0x14C}[arch]
-    assert image.details["pe32plus"] is (arch == "x86_64")
+    assert image.pe.machine == {"x86_64": 0x8664, "i686": 0x14C}[arch]
+    assert image.pe.pe32plus is (arch == "x86_64")
     # lld writes a load config only for _load_config_used; loadcfg.dll says LOAD_LIBRARY_SEARCH_SYSTEM32.
-    assert image.details["dependent_load_flags"] == (0x800 if name == "loadcfg.dll" else None)
+    assert image.pe.dependent_load_flags == (0x800 if name == "loadcfg.dll" else None)
     json.dumps(dict(image.details))  # JSON-ready
     assert (image.format.value, image.arch) == ("pe", arch)
 
 
 def test_subsystem_of_the_console_loader() -> None:
-    assert parse(BIN / "loader.exe").details["subsystem"] == "IMAGE_SUBSYSTEM_WINDOWS_CUI"
-    assert parse(BIN / "ext.pyd").details["subsystem"] == "IMAGE_SUBSYSTEM_WINDOWS_GUI"
+    assert parse(BIN / "loader.exe").pe.subsystem == "IMAGE_SUBSYSTEM_WINDOWS_CUI"
+    assert parse(BIN / "ext.pyd").pe.subsystem == "IMAGE_SUBSYSTEM_WINDOWS_GUI"
 
 
 def test_parse_from_a_stream_equals_parse_from_a_file() -> None:
     data = (BIN / "realistic.pyd").read_bytes()
     from_stream = BACKEND.parse(io.BytesIO(data), "wheel.whl/pkg/realistic.pyd").images[0]
     assert from_stream == parse(BIN / "realistic.pyd")
-    assert from_stream.details == parse(BIN / "realistic.pyd").details
+    assert from_stream.facts == parse(BIN / "realistic.pyd").facts
 
 
 def test_sniff() -> None:

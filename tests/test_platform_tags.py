@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dynawheel import build_wheel, check_wheels, retag_wheel
-from dynawheel.binary import BinaryFormat, FileKind, Image
+from dynawheel.binary import BinaryFormat, FileKind, Image, MachoFacts
 from dynawheel.errors import DynawheelError, TagError
 from dynawheel.platform_tags import Content, best_platform, blockers
 from dynawheel.repair.options import RepairOptions
@@ -177,7 +177,7 @@ def test_tags_pip_installs_the_retagged_wheel(tmp_path: Path, fresh_venv: Venv) 
 # ---- Mach-O and PE: the rule on images --------------------------------------------------------
 
 def _macho(arch: str, minimum: str) -> Image:
-    return Image(BinaryFormat.MACHO, arch, FileKind.BUNDLE, details={"min_macos": minimum})
+    return Image(BinaryFormat.MACHO, arch, FileKind.BUNDLE, facts=MachoFacts(min_macos=minimum))
 
 
 def test_macos_rules() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel.binary import BinaryFormat, Dependency, FileKind, Image
+from dynawheel.binary import BinaryFormat, Dependency, ElfFacts, FileKind, Image
 from dynawheel.platform_tags import Content, ElfVerdict, elf_verdict
 from dynawheel.policy import (
     MUSL_APK_ARCH,
@@ -38,7 +38,7 @@ DATA = ROOT / "dynawheel" / "data" / "manylinux-policy.json"
 
 def image(arch: str = "x86_64", **needs: list[str]) -> Image:
     return Image(BinaryFormat.ELF, arch, FileKind.SHARED, needed=tuple(Dependency(n) for n in needs),
-                 details={"version_needs": {lib.replace("_", "."): v for lib, v in needs.items()}})
+                 facts=ElfFacts(version_needs={lib.replace("_", "."): tuple(v) for lib, v in needs.items()}))
 
 
 def test_data_is_versioned_and_complete() -> None:
@@ -101,7 +101,7 @@ def test_verdict_by_external_library_and_arch() -> None:
 
 def test_musllinux_family() -> None:
     musl = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, needed=(Dependency("libc.so"),),
-                 details={"interp": "/lib/ld-musl-x86_64.so.1"})
+                 facts=ElfFacts(interp="/lib/ld-musl-x86_64.so.1"))
     verdict = best_elf_policy([("m.so", musl)], ["libc.so"])
     assert verdict.tag == "musllinux_1_2_x86_64"  # auditwheel's answer on a host without musl
     assert texts(verdict) == (f"musllinux_1_1_x86_64: {MUSL_UNPROVABLE}",)

@@ -25,7 +25,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from dynawheel.binary import BinaryFormat, Dependency, ElfTraits, FileKind, Image, StackFlag, X86Isa
+from dynawheel.binary import BinaryFormat, Dependency, ElfFacts, FileKind, Image, StackFlag, X86Isa
 from dynawheel.platform_tags import Content, Reason, elf_verdict, explain
 from dynawheel.platforms.elf import parse_elf
 from dynawheel.report import json_schema
@@ -73,11 +73,11 @@ def package(tmp_path: Path, name: str, flags: list[str], source: dict[str, str] 
     return wheel
 
 
-def traits(path: Path) -> ElfTraits:
+def traits(path: Path) -> ElfFacts:
     with path.open("rb") as fp:
-        found = parse_elf(fp, str(path)).images[0].elf_traits
-    assert found is not None
-    return found
+        image = parse_elf(fp, str(path)).images[0]
+    assert isinstance(image.facts, ElfFacts)
+    return image.facts
 
 
 def auditwheel_show(wheel: Path, *flags: str) -> str:
@@ -165,7 +165,7 @@ def test_libpython_rule_spares_programs() -> None:
     assert [(b.reason, b.file, b.subject) for b in ext] == [(Reason.LIBPYTHON, "pkg/_m.so", "libpython3.11.so.1.0")]
     assert explain(Content(elf=(("bin/run", elf(FileKind.EXECUTABLE)),)), "manylinux_2_17_x86_64") == ()
     # and --disable-isa-check is a property of the judgment, not of the content's files
-    v3 = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, elf_traits=ElfTraits(isa_needed=X86Isa.V3))
+    v3 = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, facts=ElfFacts(isa_needed=X86Isa.V3))
     assert elf_verdict(Content(elf=(("a.so", v3),))).tag == "linux_x86_64"
     assert elf_verdict(Content(elf=(("a.so", v3),), isa_check=False)).tag == "manylinux_2_5_x86_64"
 

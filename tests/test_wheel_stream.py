@@ -58,7 +58,7 @@ def test_elf_from_stream_equals_elf_from_file(big_library: Path, big_wheel: Path
     image = got.images[0]
     assert image.soname == "libbig.so.1" and image.runpaths == ("$ORIGIN/../libs",)
     assert "libm.so.6" in [d.name for d in image.needed]
-    assert any(v.startswith("GLIBC_2.") for v in image.details["version_needs"]["libm.so.6"])
+    assert any(v.startswith("GLIBC_2.") for v in image.elf.version_needs["libm.so.6"])
     assert restarts is not None and restarts <= 2  # headers+dynamic, version records, strings
     assert peak < 8 << 20, f"peak {peak >> 20} MiB of Python memory for a {BIG} MiB member"
 

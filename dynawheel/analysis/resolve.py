@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ..binary import BinaryFile, Dependency, Image
-from ..errors import BinaryFormatError, DynawheelError
+from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
 from ..search import SearchPaths
 from ..tree import HostFS, Tree, in_tree
@@ -204,9 +204,16 @@ class _Files:
 
 
 def _sniff(tree: Tree, rel: str, bad: list[BadFile]) -> bool:
-    """True for a binary (by magic bytes); a non-binary *named* like a library is reported."""
+    """True for a binary (by magic bytes); a non-binary *named* like a library is reported.  A wheel
+    member not named like a library whose first bytes cannot be read (bad deflate data, a bad local
+    header) is not an unreadable binary but a broken wheel: WheelFormatError."""
     try:
         head = tree.head(rel, MAGIC_READ)
+    except WheelFormatError as exc:
+        if not LIBRARY_NAME.search(rel):
+            raise WheelFormatError(f"broken wheel: {exc}") from None
+        log.debug("cannot sniff %r: %s", rel, exc)
+        return True  # an unreadable library: the parse reports it, one line, and the audit goes on
     except (OSError, DynawheelError) as exc:
         log.debug("cannot sniff %r: %s", rel, exc)
         return True  # let the parse report it

@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     ch.add_argument("--plat", metavar="TAG", help="ELF policy to meet (default: the best the tree qualifies for)")
     add_isa_option(ch)
     ch.add_argument("--name", help="distribution name of a staged directory (for <dist>.libs)")
+    ch.add_argument("--no-sbom", action="store_true",
+                    help="do not write .dist-info/sboms/dynawheel.cdx.json (the CycloneDX SBOM of the vendored "
+                         "libraries, PEP 770)")
     ch.add_argument("--compression-level", type=int, default=6, metavar="0-9")
     add_deflate_option(ch)
     ch.add_argument("--elf-editor", choices=("auto", "patchelf"), default="auto",
@@ -69,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> RepairOptions:
                          macos_target=os.environ.get("MACOSX_DEPLOYMENT_TARGET"),
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
                          deflate=args.deflate, elf_editor=args.elf_editor,
-                         dry_run=args.dry_run, allow_abi3_violations=args.allow_abi3_violations,
+                         dry_run=args.dry_run, sbom=not args.no_sbom, allow_abi3_violations=args.allow_abi3_violations,
                          isa_check=not args.disable_isa_check,
                          progress=_progress(args))
 

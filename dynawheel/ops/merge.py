@@ -233,7 +233,7 @@ def _universal_platform(opened: Sequence[OpenWheel], plan: _Plan, macos_target: 
             owner = next(w for w in opened if name in w.members)
             if name in plan.raw:
                 owner = next(w for w in opened if name in w.members and w.raw(name).info is plan.raw[name][0].info)
-            head = owner.zf.open(owner.members[name].info).read(8)
+            head = owner.head(name, 8)
             if not (is_thin_macho(head[:4]) or is_fat_macho(head)):
                 continue
             data = owner.read(name)

@@ -72,9 +72,10 @@ import posixpath
 import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, NamedTuple
+from types import MappingProxyType
+from typing import BinaryIO, NamedTuple
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, ElfTraits, FileKind, Image, StackFlag, X86Isa
+from ..binary import BinaryFile, BinaryFormat, Dependency, ElfFacts, FileKind, Image, StackFlag, X86Isa
 from ..errors import BinaryFormatError
 from ..policy import family_of, interpreters, loader_names, musl_libc_names, system_libraries
 from ..search import SearchPaths
@@ -295,8 +296,7 @@ class _Reader:
         versions: dict[str, list[str]] = {}
         for lib, names in needs:
             versions.setdefault(text[lib], []).extend(text[n] for n in names)
-        traits = ElfTraits(stack=stack, isa_needed=_isa_level(isa[0]), isa_used=_isa_level(isa[1]), isa_bits=isa[0])
-        return self._image(interp, fields, versions, traits)
+        return self._image(interp, fields, versions, stack, isa)
 
     def _x86_isa(self, seg: _Segment, isa: tuple[int, int]) -> tuple[int, int]:
         """(NEEDED bits, USED bits) of the GNU property notes in a note segment, OR-ed into `isa`."""
@@ -374,25 +374,21 @@ class _Reader:
         return data
 
     def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]],
-               traits: ElfTraits) -> Image:
+               stack: StackFlag, isa: tuple[int, int]) -> Image:
         e_type, = struct.unpack_from(self.end + "H", self.header, 16)
         etype = _enum_name(_COMMON_TYPES, 0, e_type)
-        details: dict[str, Any] = {
-            "elfclass": self.elfclass,
-            "endian": "little" if self.little else "big",
-            "machine": _enum_name(_COMMON_MACHINES, 1, self.machine),
-            "osabi": _enum_name(_COMMON_OSABIS, 2, self.header[7]),
-            "type": etype,
-            "interp": interp,
-            "flags_1": fields.flags_1,
-            "nodeflib": bool(fields.flags_1 & DF_1_NODEFLIB),
-            "version_needs": versions,
-        }
+        facts = ElfFacts(
+            elfclass=self.elfclass, endian="little" if self.little else "big",
+            machine=_enum_name(_COMMON_MACHINES, 1, self.machine), osabi=_enum_name(_COMMON_OSABIS, 2, self.header[7]),
+            type=etype, interp=interp, flags_1=fields.flags_1, nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
+            version_needs=MappingProxyType({lib: tuple(names) for lib, names in versions.items()}),
+            stack=stack, isa_needed=_isa_level(isa[0]), isa_used=_isa_level(isa[1]), isa_bits=isa[0],
+        )
         return Image(
             format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),
             kind=_kind(etype, interp, fields), needed=tuple(Dependency(n) for n in fields.needed),
             rpaths=tuple(fields.rpaths), runpaths=tuple(fields.runpaths),
-            soname=fields.soname, details=details, elf_traits=traits,
+            soname=fields.soname, facts=facts,
         )
 
 
@@ -486,8 +482,8 @@ def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
 # ---------------------------------------------------------------- search rules
 def default_interpreter(image: Image) -> str | None:
     """The PT_INTERP of `image`, else the standard glibc interpreter for its arch."""
-    interp = image.details.get("interp")
-    if isinstance(interp, str):
+    interp = image.elf.interp
+    if interp is not None:
         return interp
     return interpreters("manylinux").get(image.arch)
 
@@ -604,7 +600,7 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
         yield from _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
     # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
     # lies in one of them (a prefix test); cache entries elsewhere still count.
-    nodeflib = bool(loader.image.details.get("nodeflib"))
+    nodeflib = loader.image.elf.nodeflib
     defaults = search.elf_default_dirs_for(loader.image.arch)
     cache = search.elf_cache(loader.image.arch)
     if cache is not None:

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, BinaryIO
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, MachoFacts
 from ..errors import BinaryFormatError
 from ..search import SearchPaths
 from . import Candidate, Loaded
@@ -445,57 +445,56 @@ def image_of(sl: SliceHeader, path: str) -> Image:
                 soname = sl.lc_str(lc, 8, path)
             elif lc.cmd == LC_RPATH:
                 rpaths.append(sl.lc_str(lc, 8, path))
-        details = _details(sl)
+        facts = _facts(sl)
     except struct.error as exc:
         raise BinaryFormatError(f"{where}: load command too short ({exc})") from None
     except BinaryFormatError as exc:
         msg = str(exc)
         raise BinaryFormatError(msg if msg.startswith(repr(path)) else f"{where}: {msg}") from None
-    filetype_name, kind = FILETYPES.get(sl.filetype, (f"0x{sl.filetype:x}", FileKind.OTHER))
-    details["filetype"] = filetype_name
     return Image(
         format=BinaryFormat.MACHO,
         arch=sl.arch,
-        kind=kind,
+        kind=FILETYPES.get(sl.filetype, ("", FileKind.OTHER))[1],
         needed=tuple(needed),
         rpaths=tuple(rpaths),
         soname=soname,
-        details=details,
+        facts=facts,
     )
 
 
-def _details(sl: SliceHeader) -> dict[str, Any]:
-    details: dict[str, Any] = {
-        "cputype": sl.cputype,
-        "cpusubtype": sl.cpusubtype & CPU_SUBTYPE_MASK,
-        "slice_offset": sl.offset,
-        "header_size": sl.cmds_end,
-        "free_header_space": sl.free_header_space(),
-        "code_signature": False,
-        "min_macos": None,
-        "sdk": None,
-        "platform": None,
-    }
+def _facts(sl: SliceHeader) -> MachoFacts:
+    """The slice's facts; of repeated load commands the last one counts (min_macos: the last macOS one)."""
+    signature_size: int | None = None
+    platform: str | None = None
+    sdk: str | None = None
+    min_macos: str | None = None
+    uuid: str | None = None
     for lc in sl.commands:
         if lc.cmd == LC_CODE_SIGNATURE:
-            (datasize,) = sl.unpack("I", lc.offset + 12)
-            details.update(code_signature=True, code_signature_size=datasize)
-        elif lc.cmd == LC_BUILD_VERSION:
-            platform, minos, sdk = sl.unpack("III", lc.offset + 8)
-            _set_version(details, PLATFORMS.get(platform, str(platform)), minos, sdk)
-        elif lc.cmd == LC_VERSION_MIN_MACOSX:
-            version, sdk = sl.unpack("II", lc.offset + 8)
-            _set_version(details, "macos", version, sdk)
+            (signature_size,) = sl.unpack("I", lc.offset + 12)
+        elif lc.cmd in (LC_BUILD_VERSION, LC_VERSION_MIN_MACOSX):
+            platform, minos, sdk_version = _version_command(sl, lc)
+            sdk = version_string(sdk_version)
+            if platform == "macos":
+                min_macos = version_string(minos)
         elif lc.cmd == LC_UUID:
-            details["uuid"] = sl.raw[lc.offset + 8 : lc.offset + 24].hex()
-    return details
+            uuid = sl.raw[lc.offset + 8 : lc.offset + 24].hex()
+    return MachoFacts(
+        cputype=sl.cputype, cpusubtype=sl.cpusubtype & CPU_SUBTYPE_MASK, slice_offset=sl.offset,
+        header_size=sl.cmds_end, free_header_space=sl.free_header_space(),
+        code_signature=signature_size is not None, min_macos=min_macos, sdk=sdk, platform=platform, uuid=uuid,
+        code_signature_size=signature_size,
+        filetype=FILETYPES.get(sl.filetype, (f"0x{sl.filetype:x}", FileKind.OTHER))[0],
+    )
 
 
-def _set_version(details: dict[str, Any], platform: str, minos: int, sdk: int) -> None:
-    details["platform"] = platform
-    details["sdk"] = version_string(sdk)
-    if platform == "macos":
-        details["min_macos"] = version_string(minos)
+def _version_command(sl: SliceHeader, lc: LoadCommand) -> tuple[str, int, int]:
+    """(platform, minimum OS version, SDK version) of an LC_BUILD_VERSION or LC_VERSION_MIN_MACOSX."""
+    if lc.cmd == LC_BUILD_VERSION:
+        platform, minos, sdk = sl.unpack("III", lc.offset + 8)
+        return PLATFORMS.get(platform, str(platform)), minos, sdk
+    minos, sdk = sl.unpack("II", lc.offset + 8)
+    return "macos", minos, sdk
 
 
 # ---------------------------------------------------------------- the backend

@@ -68,7 +68,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, PeFacts
 from ..errors import BinaryFormatError
 from ..search import SearchPaths
 from . import PATH_FLAG, Candidate, Loaded
@@ -310,16 +310,14 @@ def _file_kind(characteristics: int) -> FileKind:
     return FileKind.OTHER
 
 
-def _details(view: PEView, exports: list[str]) -> dict[str, Any]:
+def _facts(view: PEView, exports: list[str]) -> PeFacts:
     subsystem = view.headers.subsystem
-    return {
-        "machine": view.headers.machine,
-        "pe32plus": view.pe32plus,
-        "subsystem": f"IMAGE_SUBSYSTEM_{SUBSYSTEMS[subsystem]}" if subsystem in SUBSYSTEMS else subsystem,
-        "exports": exports,
-        "python_extension": any(name.startswith("PyInit_") for name in exports),
-        "dependent_load_flags": dependent_load_flags(view),
-    }
+    return PeFacts(
+        machine=view.headers.machine, pe32plus=view.pe32plus,
+        subsystem=f"IMAGE_SUBSYSTEM_{SUBSYSTEMS[subsystem]}" if subsystem in SUBSYSTEMS else subsystem,
+        exports=tuple(exports), python_extension=any(name.startswith("PyInit_") for name in exports),
+        dependent_load_flags=dependent_load_flags(view),
+    )
 
 
 def read_image(data: Data, path: str) -> Image:
@@ -334,7 +332,7 @@ def read_image(data: Data, path: str) -> Image:
         kind=_file_kind(view.headers.characteristics),
         needed=needed,
         soname=soname,
-        details=_details(view, exports),
+        facts=_facts(view, exports),
     )
 
 

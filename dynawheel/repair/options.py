@@ -28,6 +28,7 @@ class RepairOptions:
     deflate: str = "auto"  # 'auto' (libdeflate; zlib-ng for streams), 'libdeflate', 'zlib-ng' or 'zlib'
     elf_editor: str = "auto"  # 'auto': shared libraries in this process (platforms/elf_rewrite.py); 'patchelf'
     dry_run: bool = False
+    sbom: bool = True  # write .dist-info/sboms/dynawheel.cdx.json (PEP 770) listing the vendored libraries
     allow_abi3_violations: bool = False  # repair a wheel tagged abi3 that uses symbols outside its stable ABI
     isa_check: bool = True  # False (--disable-isa-check): x86-64 levels above the baseline do not block manylinux
     progress: Progress | None = None

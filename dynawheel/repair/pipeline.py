@@ -9,6 +9,7 @@ written to temporary names and renamed into place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -16,6 +17,7 @@ from tempfile import TemporaryDirectory
 from ..analysis.abi3 import audit_tags, refuse
 from ..analysis.dlldirs import with_dll_directories
 from ..analysis.imports import Blacklisted, blacklisted_imports
+from ..analysis.owners import Owner, Owners
 from ..analysis.resolve import Analysis, Status, analyze
 from ..errors import RepairError, UsageError
 from ..tree import HostFS, Tree
@@ -48,6 +50,7 @@ from .output import (
 )
 from .plan import EditPlan, Job, make_plan, shim_plan
 from .retag import new_tags, wheel_text
+from .sbom import SBOM_NAME, sbom_json
 from .session import TreeSession, WheelSession
 from .shim import ShimPlan
 
@@ -63,6 +66,8 @@ class RepairResult:
     tags: WheelTags | None = None
     notes: tuple[str, ...] = ()
     shim: ShimPlan = field(default_factory=ShimPlan)
+    sbom: str | None = None  # the SBOM written (its path in the output), None without one
+    owners: Mapping[str, Owner | None] = field(default_factory=dict)  # vendored library's source -> its package
 
 
 def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> Job:
@@ -103,6 +108,15 @@ def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOpti
         refuse(result)
 
 
+def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | None]:
+    """The package that installed each vendored library on the host, where the host knows it."""
+    if not collection.vendored:
+        return {}
+    opts.say("looking up the packages of the vendored libraries")
+    finder = Owners(opts.search)
+    return {v.source: finder.owner(v.source) for v in collection.vendored}
+
+
 def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairResult:
     """Repair one wheel into `wheel_dir` (a pure wheel is copied through unchanged)."""
     name, version, build, tags = parse_filename(wheel.name)
@@ -131,11 +145,15 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         extra[f"{dist_info}/METADATA"] = with_requires(session.metadata, job.requires)
         if job.collection.vendored or job.collection.provided:
             extra[f"{dist_info}/{MANIFEST}"] = manifest(job)
-        entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)
         out = wheel_dir / wheel_filename(name, version, tags2, build)
+        owners = owners_of(job.collection, opts)
+        sbom = f"{dist_info}/sboms/{SBOM_NAME}" if opts.sbom and job.collection.vendored else None
+        if sbom is not None:
+            extra[sbom] = sbom_json(out.name, name, version, job.collection.vendored, owners)
+        entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)
         opts.say(f"writing {out.name}")
         write_wheel(out, entries, dist_info, before_commit=record_check.wait, packer=packer)
-        return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim)
+        return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim, sbom, owners)
 
 
 def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place: bool = False,

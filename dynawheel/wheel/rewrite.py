@@ -13,6 +13,7 @@ This module knows nothing of binaries: the caller judges whether the content mee
 from __future__ import annotations
 
 import email.parser
+import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,8 +23,10 @@ from typing import BinaryIO
 
 from ..errors import OutputError, TagError, WheelFormatError
 from .archive import Entry, RawSource, check_member_name, write_wheel
-from .record import RecordRow, parse_record
+from .record import MAX_RECORD, RecordRow, parse_record
 from .tags import WheelTags, parse_filename, wheel_filename
+from .text import MAX_WHEEL
+from .zipread import READ_ERRORS, data_offset, open_zip, read_member
 
 _SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # signatures of the old RECORD: wrong once it changes
 
@@ -56,8 +59,17 @@ class OpenWheel:
     wheel_text: str  # the WHEEL file
 
     def read(self, name: str) -> bytes:
-        """One member's bytes (inflated: only for the few members a caller changes)."""
-        return self.zf.read(self.members[name].info)
+        """One member's bytes (inflated: only for the few members a caller changes); CRC checked."""
+        return self.head(name, -1)
+
+    def head(self, name: str, size: int) -> bytes:
+        """The first `size` bytes of a member (-1: all of them); a member that does not inflate, or whose
+        CRC is wrong when read whole, is a WheelFormatError naming the wheel and the member."""
+        try:
+            with self.zf.open(self.members[name].info) as fp:
+                return fp.read(size)
+        except READ_ERRORS as exc:
+            raise WheelFormatError(f"{self.path.name}: cannot read member {name!r} ({exc})") from None
 
     def raw(self, name: str) -> RawSource:
         """A member as compressed bytes to copy, with its RECORD hash."""
@@ -74,12 +86,11 @@ def open_wheel(path: Path) -> Iterator[OpenWheel]:
     except OSError as exc:
         raise WheelFormatError(f"cannot read wheel {str(path)!r}: {exc.strerror or exc}") from None
     try:
-        try:
-            zf = zipfile.ZipFile(fp)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise WheelFormatError(f"{path.name}: not a valid zip file ({exc})") from None
-        with zf:
+        with open_zip(path) as zf:  # every zip-level check of the one reader (methods, flags, names, sizes)
             dist_info, members, wheel_text = _read_members(path.name, zf)
+            length = os.fstat(fp.fileno()).st_size
+            for member in members.values():  # copied raw: each local header must be there and agree
+                data_offset(fp.fileno(), member.info, path.name, length)
             yield OpenWheel(path, fp, zf, name, version, build, tags, dist_info, members, wheel_text)
     finally:
         fp.close()
@@ -107,7 +118,7 @@ def _read_members(where: str, zf: zipfile.ZipFile) -> tuple[str, dict[str, Membe
         infos[info.filename] = info
     dist_info = _dist_info(where, list(infos))
     record_name = f"{dist_info}/RECORD"
-    rows = {r.path: r for r in parse_record(zf.read(infos[record_name]), where)}
+    rows = {r.path: r for r in parse_record(read_member(zf, record_name, where, MAX_RECORD), where)}
     unlisted = {record_name, *(f"{dist_info}/{s}" for s in _SIGNATURES)}
     members: dict[str, Member] = {}
     for name, info in infos.items():
@@ -125,7 +136,7 @@ def _read_members(where: str, zf: zipfile.ZipFile) -> tuple[str, dict[str, Membe
     if f"{dist_info}/WHEEL" not in members:
         raise WheelFormatError(f"{where}: missing {dist_info}/WHEEL")
     try:
-        wheel_text = zf.read(infos[f"{dist_info}/WHEEL"]).decode("utf-8")
+        wheel_text = read_member(zf, f"{dist_info}/WHEEL", where, MAX_WHEEL).decode("utf-8")
     except UnicodeDecodeError:
         raise WheelFormatError(f"{where}: WHEEL is not UTF-8") from None
     return dist_info, members, wheel_text

@@ -35,6 +35,7 @@ class Kind:
     run: Callable[[bytes, Path], None]  # (input, a fresh empty work directory)
     seeds: Callable[[Path], list[bytes]]  # (a directory for build products) -> seed inputs
     wheel: bool = False  # the input is a wheel: the structure-aware mutator applies
+    leftovers: bool = True  # run.py looks for stray files in the work directory (a kind that checks exactly: no)
 
 
 # ---------------------------------------------------------------- allowed outcomes
@@ -111,10 +112,10 @@ class _Internal(logging.Handler):
             self.exc = record.exc_info[1]
 
 
-def cli(args: list[str], out: Path | None = None) -> None:
-    """Run the command line as a user would (in this process): exit 0, 1 or 3; on 1 exactly one
-    `dynawheel: error:` line and no traceback; on a failure nothing left in `out`.  An internal
-    error (exit 4) is raised again, so the runner names where it came from."""
+def cli(args: list[str], out: Path | None = None, codes: tuple[int, ...] = (0, 1, 3)) -> int:
+    """Run the command line as a user would (in this process): an exit code of `codes`; on 1 exactly one
+    `dynawheel: error:` line; never a traceback; on a failure nothing left in `out`.  An internal
+    error (exit 4) is raised again, so the runner names where it came from.  Returns the exit code."""
     from dynawheel.cli import main
 
     handler = _Internal()
@@ -124,19 +125,23 @@ def cli(args: list[str], out: Path | None = None) -> None:
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
             code = main(["-q", *args])
+    except SystemExit as exc:  # argparse: the command line is wrong (2); these command lines are valid
+        raise AssertionError(f"{args[0]}: SystemExit({exc.code}) from {args}: {err.getvalue()[-500:]}") from None
     finally:
         logger.removeHandler(handler)
     if handler.exc is not None:
         raise handler.exc
     text = err.getvalue()
-    if code not in (0, 1, 3):
-        raise AssertionError(f"exit {code}: {text[-500:]}")
+    if code not in codes:
+        raise AssertionError(f"{args[0]}: exit {code} (expected one of {codes}): {text[-500:]}")
     if "Traceback" in text:
-        raise AssertionError(f"a traceback at the CLI: {text[-1000:]}")
+        raise AssertionError(f"{args[0]}: a traceback at the CLI: {text[-1000:]}")
     if code == 1 and sum(line.startswith("dynawheel: error:") for line in text.splitlines()) != 1:
-        raise AssertionError(f"exit 1 without exactly one error line: {text[-1000:]}")
+        raise AssertionError(f"{args[0]}: exit 1 without exactly one error line: {text[-1000:]}")
     if code and out is not None and out.exists() and any(out.iterdir()):
-        raise AssertionError(f"exit {code} left {sorted(p.name for p in out.iterdir())} in the output directory")
+        raise AssertionError(f"{args[0]}: exit {code} left {sorted(p.name for p in out.iterdir())} in the output "
+                             "directory")
+    return code
 
 
 def _check(data: bytes, work: Path) -> None:
@@ -169,13 +174,11 @@ def _module(*names: str) -> Any:
 
 
 def _index(data: bytes, work: Path) -> None:
-    index = _module("dynawheel.publish.index", "dynawheel.index")
     house = work / "house"
     house.mkdir()
     (house / "fuzz-1.0-py3-none-any.whl").write_bytes(data)
     (house / "other-1.0-py3-none-any.whl").write_bytes(_pure_wheel(work, "other"))
-    index.build_index(house, work / "site")
-    cli(["index", str(house), "-o", str(work / "site2")])
+    cli(["index", str(house), "-o", str(work / "site")])  # the CLI runs build_index: exit 4 is raised again
 
 
 def _upload(data: bytes, work: Path) -> None:
@@ -308,7 +311,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("repair", _repair, _wheel_seeds, wheel=True),
     Kind("index", _index, _wheel_seeds, wheel=True),
     Kind("upload", _upload, _upload_seeds),
+    Kind("cli", lambda data, work: _clicase().run_case(data, work), _wheel_seeds, wheel=True, leftovers=False),
 )}
+
+
+def _clicase() -> Any:
+    from . import clicase  # it uses this module's helpers
+
+    return clicase
 
 
 def fresh_dir(base: Path) -> Path:

@@ -1,0 +1,448 @@
+"""Which package owns a library on the host: the one reader of package databases and package layouts.
+
+Every path given and returned is in the resolver's namespace (below `SearchPaths.sysroot`); the
+databases are read below that root too.  One class per layout, each answering `owner(path)`:
+
+- by path: Homebrew kegs (``.../Cellar/NAME/VERSION/...``), conda prefixes (``conda-meta/*.json`` list
+  each package's files), vcpkg trees (``installed/<triplet>/...``, ``installed/vcpkg/info/*.list``),
+  MSYS2 roots (``mingw64``, ``ucrt64``, ``clang64``, ... beside ``var/lib/pacman/local/*/files``);
+- by database: dpkg (``/var/lib/dpkg/info/*.list`` and ``status``), apk (``/lib/apk/db/installed``),
+  rpm (through the ``rpm`` command, when it exists and the root has an rpm database).
+
+An `Owner` names the package (for a purl), its version, and the license files the package installs
+(`licenses`: name to keep -> path).  `Owners` asks the path layouts first (they are exact), then the
+databases.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import ToolError
+from ..search import SearchPaths
+from ..tools import run_tool
+
+log = logging.getLogger(__name__)
+
+# what Debian's dpkg calls an architecture, per the name the ELF reader uses
+DEB_ARCH = {"x86_64": "amd64", "i686": "i386", "aarch64": "arm64", "armv7l": "armhf", "ppc64le": "ppc64el",
+            "s390x": "s390x", "riscv64": "riscv64"}
+# directories that usrmerge makes links into /usr: a file dpkg lists under /lib is found as /usr/lib
+_MERGED = ("lib", "lib32", "lib64", "libx32", "bin", "sbin")
+_LICENSE_NAME = re.compile(r"^(LICEN[CS]E|COPYING|COPYRIGHT|NOTICE|AUTHORS)([._-].*)?$", re.IGNORECASE)
+_MSYS2_ENVS = ("mingw64", "ucrt64", "clang64", "clangarm64", "mingw32", "clang32", "usr")
+_MAX_DB = 256 << 20  # a package database larger than this is not read (bounded memory)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The package that installed a file, as its package manager names it."""
+
+    manager: str  # 'deb', 'rpm', 'apk', 'homebrew', 'conda', 'vcpkg', 'msys2'
+    name: str
+    version: str | None = None
+    namespace: str | None = None  # the distribution ('debian', 'alpine', 'fedora', 'msys2'), if known
+    qualifiers: tuple[tuple[str, str], ...] = ()  # purl qualifiers: ('arch', 'amd64'), ('channel', ...)
+    license: str | None = None  # the license the database declares (apk L:, rpm LICENSE, conda, pacman)
+    licenses: tuple[tuple[str, str], ...] = ()  # (name to keep, path) of the package's license files
+
+    def purl_parts(self) -> tuple[str, str | None, str, str | None, dict[str, str]]:
+        """(type, namespace, name, version, qualifiers) of this package's purl (package-url spec types)."""
+        if self.manager in ("homebrew", "vcpkg"):  # no purl type of their own: generic, named by the manager
+            return "generic", self.manager, self.name, self.version, dict(self.qualifiers)
+        kind = {"msys2": "alpm"}.get(self.manager, self.manager)
+        return kind, self.namespace, self.name, self.version, dict(self.qualifiers)
+
+
+class Layout(Protocol):
+    """One kind of package layout: who owns `path`, or None when this layout does not know."""
+
+    def owner(self, path: str) -> Owner | None: ...
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        if os.path.getsize(path) > _MAX_DB:
+            log.warning("%s is larger than %d MiB: not read", path, _MAX_DB >> 20)
+            return None
+        with open(path, encoding="utf-8", errors="replace") as fp:
+            return fp.read()
+    except OSError:
+        return None
+
+
+def _license_files(directory: str, prefix: str = "") -> tuple[tuple[str, str], ...]:
+    """Files of `directory` named like license files (LICENSE*, COPYING*, ...), not descending."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return ()
+    return tuple((prefix + n, posixpath.join(directory, n)) for n in names
+                 if _LICENSE_NAME.match(n) and os.path.isfile(posixpath.join(directory, n)))
+
+
+def _files_below(directory: str) -> tuple[tuple[str, str], ...]:
+    """Every file below `directory`, as (relative path, path), sorted."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            path = posixpath.join(root, name)
+            found.append((posixpath.relpath(path, directory), path))
+    return tuple(found)
+
+
+def os_release_id(search: SearchPaths) -> str | None:
+    """ID= of the root's os-release (what auditwheel names the distribution by)."""
+    for name in ("/etc/os-release", "/usr/lib/os-release"):
+        text = _read_text(search.host_path(name))
+        if text is None:
+            continue
+        match = re.search(r"^ID=\"?([^\"\n]*)\"?$", text, re.MULTILINE)
+        return match.group(1) if match else None
+    return None
+
+
+# ---- databases ----
+
+def _stanzas(text: str) -> Iterator[dict[str, str]]:
+    """The paragraphs of a dpkg status file, as {field: first line of value}."""
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        if fields:
+            yield fields
+
+
+class Dpkg:
+    """Debian's dpkg database: ``/var/lib/dpkg/info/PKG[:ARCH].list`` (files) and ``status`` (versions)."""
+
+    def __init__(self, search: SearchPaths) -> None:
+        self.search = search
+        self.info = search.host_path("/var/lib/dpkg/info")
+
+    @functools.cached_property
+    def _files(self) -> dict[str, str]:
+        """host path -> 'PKG[:ARCH]' (the name of its .list)."""
+        owners: dict[str, str] = {}
+        try:
+            lists = sorted(n for n in os.listdir(self.info) if n.endswith(".list"))
+        except OSError:
+            return owners
+        for name in lists:
+            for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
+                owners.setdefault(line, name[: -len(".list")])
+        return owners
+
+    @functools.cached_property
+    def _status(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(package, arch) -> (version, arch) of the installed packages."""
+        text = _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
+        return {(s["Package"], s.get("Architecture", "")): (s.get("Version", ""), s.get("Architecture", ""))
+                for s in _stanzas(text) if "Package" in s and s.get("Status", "").endswith(" installed")}
+
+    def _aliases(self, host: str) -> Iterator[str]:
+        """`host` and the names usrmerge gives it (/usr/lib/x -> /lib/x when /lib links to usr/lib)."""
+        yield host
+        for top in _MERGED:
+            if host.startswith(f"/usr/{top}/") and os.path.islink(self.search.host_path(f"/{top}")):
+                yield host[len("/usr"):]
+
+    def owner(self, path: str) -> Owner | None:
+        host = _unroot(self.search, path)
+        listed = next((self._files[a] for a in self._aliases(host) if a in self._files), None)
+        if listed is None:
+            return None
+        name, _, arch = listed.partition(":")
+        version, arch = self._status.get((name, arch), None) or next(
+            (v for (n, _a), v in self._status.items() if n == name), ("", arch))
+        copyright_file = self.search.host_path(f"/usr/share/doc/{name}/copyright")
+        licenses = (("copyright", copyright_file),) if os.path.isfile(copyright_file) else ()
+        return Owner("deb", name, version or None, os_release_id(self.search) or "debian",
+                     (("arch", arch),) if arch else (), None, licenses)
+
+
+class Apk:
+    """Alpine's apk database: ``/lib/apk/db/installed`` (P: name, V: version, A: arch, L: license,
+    F: a directory, R: a file in it)."""
+
+    def __init__(self, search: SearchPaths) -> None:
+        self.search = search
+
+    @functools.cached_property
+    def _index(self) -> tuple[dict[str, int], list[dict[str, str]], list[list[str]]]:
+        files: dict[str, int] = {}
+        packages: list[dict[str, str]] = []
+        owned: list[list[str]] = []
+        text = _read_text(self.search.host_path("/lib/apk/db/installed")) or ""
+        for block in text.split("\n\n"):
+            fields: dict[str, str] = {}
+            paths: list[str] = []
+            folder = ""
+            for line in block.splitlines():
+                key, _, value = line.partition(":")
+                if key == "F":
+                    folder = value
+                elif key == "R":
+                    paths.append("/" + posixpath.join(folder, value))
+                elif key in ("P", "V", "A", "L"):
+                    fields[key] = value
+            if "P" in fields:
+                for p in paths:
+                    files.setdefault(p, len(packages))
+                packages.append(fields)
+                owned.append(paths)
+        return files, packages, owned
+
+    def owner(self, path: str) -> Owner | None:
+        files, packages, owned = self._index
+        index = files.get(_unroot(self.search, path))
+        if index is None:
+            return None
+        fields = packages[index]
+        licenses = tuple((posixpath.basename(p), self.search.host_path(p)) for p in owned[index]
+                         if p.startswith("/usr/share/licenses/"))
+        return Owner("apk", fields["P"], fields.get("V"), os_release_id(self.search) or "alpine",
+                     (("arch", fields["A"]),) if fields.get("A") else (), fields.get("L"), licenses)
+
+
+class Rpm:
+    """The rpm database, through the ``rpm`` command (its format is a Berkeley DB / SQLite file)."""
+
+    _FORMAT = "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{LICENSE}\\n"
+
+    def __init__(self, search: SearchPaths) -> None:
+        self.search = search
+
+    @functools.cached_property
+    def _command(self) -> list[str] | None:
+        rpm = shutil.which("rpm")
+        dbs = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
+        if rpm is None or not any(os.path.isdir(self.search.host_path(d)) for d in dbs):
+            return None
+        return [rpm, "--root", self.search.sysroot or "/"]
+
+    def owner(self, path: str) -> Owner | None:
+        if self._command is None:
+            return None
+        host = _unroot(self.search, path)
+        try:
+            out = run_tool([*self._command, "-qf", "--queryformat", self._FORMAT, host], timeout=60)
+            name, version, arch, license_ = out.decode(errors="replace").splitlines()[0].split("\t")
+            listed = run_tool([*self._command, "-qL", name], timeout=60).decode(errors="replace").split()
+        except (ToolError, ValueError, IndexError):
+            return None
+        licenses = tuple((posixpath.basename(p), self.search.host_path(p)) for p in listed
+                         if p.startswith("/") and os.path.isfile(self.search.host_path(p)))
+        return Owner("rpm", name, version, os_release_id(self.search), (("arch", arch),), license_, licenses)
+
+
+def _unroot(search: SearchPaths, path: str) -> str:
+    """A path below the sysroot as the root itself names it."""
+    root = (search.sysroot or "/").rstrip("/")
+    return path[len(root):] if root and (path == root or path.startswith(root + "/")) else path
+
+
+# ---- layouts known by path ----
+
+class Homebrew:
+    """A Homebrew keg: ``<prefix>/Cellar/NAME/VERSION/...`` (/opt/homebrew, /usr/local, linuxbrew, or any
+    prefix); the keg's root holds the formula's license files."""
+
+    def owner(self, path: str) -> Owner | None:
+        parts = path.split("/")
+        if "Cellar" not in parts:
+            return None
+        at = len(parts) - 1 - parts[::-1].index("Cellar")
+        if len(parts) < at + 4:  # Cellar/NAME/VERSION/file
+            return None
+        keg = "/".join(parts[: at + 3])
+        return Owner("homebrew", parts[at + 1], parts[at + 2], licenses=_license_files(keg))
+
+
+class Conda:
+    """A conda prefix: ``conda-meta/NAME-VERSION-BUILD.json`` lists each package's files (relative to the
+    prefix); its license files are in the package cache (``<pkgs>/NAME-VERSION-BUILD/info/licenses``)."""
+
+    def __init__(self) -> None:
+        self._prefixes: dict[str, Mapping[str, Mapping[str, object]]] = {}
+
+    def owner(self, path: str) -> Owner | None:
+        prefix = _parent_with(path, "conda-meta")
+        if prefix is None:
+            return None
+        if prefix not in self._prefixes:
+            self._prefixes[prefix] = _conda_files(prefix)
+        record = self._prefixes[prefix].get(posixpath.relpath(path, prefix))
+        if record is None:
+            return None
+        qualifiers = tuple((k, str(record[k])) for k in ("build", "channel", "subdir") if record.get(k))
+        return Owner("conda", str(record["name"]), str(record.get("version") or "") or None, None, qualifiers,
+                     str(record.get("license") or "") or None, _conda_licenses(prefix, record))
+
+
+def _conda_files(prefix: str) -> Mapping[str, Mapping[str, object]]:
+    """relative path -> the conda-meta record of the package that installed it."""
+    meta = posixpath.join(prefix, "conda-meta")
+    files: dict[str, Mapping[str, object]] = {}
+    try:
+        names = sorted(n for n in os.listdir(meta) if n.endswith(".json"))
+    except OSError:
+        return files
+    for name in names:
+        try:
+            record = json.loads(_read_text(posixpath.join(meta, name)) or "null")
+        except json.JSONDecodeError:
+            log.warning("%s/%s is not JSON: skipped", meta, name)
+            continue
+        if isinstance(record, dict) and isinstance(record.get("files"), list) and "name" in record:
+            for rel in record["files"]:
+                files.setdefault(str(rel), record)
+    return files
+
+
+def _conda_licenses(prefix: str, record: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    dist = f"{record['name']}-{record.get('version')}-{record.get('build')}"
+    places = [str(record.get("extracted_package_dir") or "")]
+    places += [posixpath.join(prefix, "pkgs", dist), posixpath.join(prefix, "..", "..", "pkgs", dist)]
+    for place in places:
+        licenses = posixpath.normpath(posixpath.join(place, "info", "licenses")) if place else ""
+        if licenses and os.path.isdir(licenses):
+            return _files_below(licenses)
+    return ()
+
+
+class Vcpkg:
+    """A vcpkg tree: ``.../installed/<triplet>/{bin,lib,debug/...}``; ``installed/vcpkg/info/PORT_VERSION_
+    TRIPLET.list`` lists each port's files (relative to ``installed``); ``share/PORT/copyright`` its license."""
+
+    def __init__(self) -> None:
+        self._trees: dict[str, Mapping[str, tuple[str, str, str]]] = {}
+
+    def owner(self, path: str) -> Owner | None:
+        parts = path.split("/")
+        if "installed" not in parts:
+            return None
+        at = len(parts) - 1 - parts[::-1].index("installed")
+        installed = "/".join(parts[: at + 1])
+        if installed not in self._trees:
+            self._trees[installed] = _vcpkg_files(installed)
+        port = self._trees[installed].get("/".join(parts[at + 1:]))
+        if port is None:
+            return None
+        name, version, triplet = port
+        copyright_file = posixpath.join(installed, triplet, "share", name, "copyright")
+        licenses = (("copyright", copyright_file),) if os.path.isfile(copyright_file) else ()
+        return Owner("vcpkg", name, version, None, (("triplet", triplet),), None, licenses)
+
+
+def _vcpkg_files(installed: str) -> Mapping[str, tuple[str, str, str]]:
+    info = posixpath.join(installed, "vcpkg", "info")
+    files: dict[str, tuple[str, str, str]] = {}
+    try:
+        lists = sorted(n for n in os.listdir(info) if n.endswith(".list"))
+    except OSError:
+        return files
+    for name in lists:
+        port, _, rest = name[: -len(".list")].partition("_")
+        version, _, triplet = rest.rpartition("_")
+        for line in (_read_text(posixpath.join(info, name)) or "").splitlines():
+            files.setdefault(line.strip().rstrip("/"), (port, version, triplet))
+    return files
+
+
+class Msys2:
+    """An MSYS2 root: ``mingw64/``, ``ucrt64/``, ``clang64/``, ... beside ``var/lib/pacman/local/NAME-VERSION/``
+    (``desc``: %NAME%, %VERSION%, %ARCH%, %LICENSE%; ``files``: %FILES%, relative to the root)."""
+
+    def __init__(self) -> None:
+        self._roots: dict[str, Mapping[str, tuple[Mapping[str, str], tuple[str, ...]]]] = {}
+
+    def owner(self, path: str) -> Owner | None:
+        parts = path.split("/")
+        for at in range(len(parts) - 1, 0, -1):
+            if parts[at] in _MSYS2_ENVS:
+                root = "/".join(parts[:at]) or "/"
+                if os.path.isdir(posixpath.join(root, "var/lib/pacman/local")):
+                    break
+        else:
+            return None
+        if root not in self._roots:
+            self._roots[root] = _pacman_files(root)
+        found = self._roots[root].get("/".join(parts[at:]))
+        if found is None:
+            return None
+        desc, owned = found
+        licenses = tuple((posixpath.relpath(p, p.split("/share/licenses/")[0] + "/share/licenses"),
+                          posixpath.join(root, p)) for p in owned
+                         if "/share/licenses/" in f"/{p}" and not p.endswith("/"))
+        arch = desc.get("ARCH", "")
+        return Owner("msys2", desc["NAME"], desc.get("VERSION"), "msys2", (("arch", arch),) if arch else (),
+                     desc.get("LICENSE"), licenses)
+
+
+def _pacman_sections(text: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("%") and lines[0].endswith("%"):
+            sections[lines[0].strip("%")] = lines[1:]
+    return sections
+
+
+def _pacman_files(root: str) -> Mapping[str, tuple[Mapping[str, str], tuple[str, ...]]]:
+    local = posixpath.join(root, "var/lib/pacman/local")
+    files: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {}
+    try:
+        entries = sorted(os.listdir(local))
+    except OSError:
+        return files
+    for entry in entries:
+        desc = _pacman_sections(_read_text(posixpath.join(local, entry, "desc")) or "")
+        owned = tuple(_pacman_sections(_read_text(posixpath.join(local, entry, "files")) or "").get("FILES", ()))
+        if not desc.get("NAME"):
+            continue
+        fields = {k: " ".join(v) for k, v in desc.items() if v}
+        for rel in owned:
+            files.setdefault(rel, (fields, owned))
+    return files
+
+
+def _parent_with(path: str, marker: str) -> str | None:
+    """The nearest parent directory of `path` holding a directory `marker`."""
+    parent = posixpath.dirname(path)
+    while True:
+        if os.path.isdir(posixpath.join(parent, marker)):
+            return parent
+        up = posixpath.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+
+
+class Owners:
+    """The owner of a host file, asked of each layout in turn: by path first (exact), then the databases."""
+
+    def __init__(self, search: SearchPaths) -> None:
+        self.layouts: tuple[Layout, ...] = (Homebrew(), Conda(), Vcpkg(), Msys2(), Dpkg(search), Apk(search),
+                                            Rpm(search))
+        self._cache: dict[str, Owner | None] = {}
+
+    def owner(self, path: str) -> Owner | None:
+        """The package that installed `path` (a path below the sysroot), or None when no layout knows."""
+        if path not in self._cache:
+            self._cache[path] = next((o for o in (lay.owner(path) for lay in self.layouts) if o is not None), None)
+        return self._cache[path]
