@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -169,5 +170,5 @@ def test_gen_policy_regenerates_the_packaged_file(tmp_path: Path) -> None:
     assert "uncompress2" in by_name["manylinux_2_28"]["blacklist"]["libz.so.1"]
     packaged = json.loads(DATA.read_text())
     assert packaged["source"].startswith("pypa/auditwheel 6.8.2 ")
-    if auditwheel.__version__ == "6.8.2":
+    if importlib.metadata.version("auditwheel") == "6.8.2":
         assert regenerated["policies"] == packaged["policies"]

@@ -263,3 +263,31 @@ def test_extension_linking_libpython_is_refused(tmp_path: Path) -> None:
     assert reasons == {("libpython", soname)}, reasons  # not also "vendor it": vendoring libpython is no fix
     # auditwheel repair drops the DT_NEEDED; dynawheel refuses and says how to link instead (never vendors it)
     assert_user_error(run_cli("repair", wheel, "-w", tmp_path / "no"), soname, "link without libpython")
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as fp:
+        return fp.read(4) == b"\x7fELF"
+
+
+def test_undefined_symbols_against_pyelftools(tmp_path: Path) -> None:
+    """The blacklist rule's reading (DT_SYMTAB counted by DT_HASH / DT_GNU_HASH, no section headers) equals
+    pyelftools' .dynsym on the host's libraries and programs, and on gcc-built files (-lz: uncompress2)."""
+    from elftools.elf.elffile import ELFFile
+
+    from dynawheel.platforms import undefined_symbols
+
+    built = compile_so(tmp_path / "z" / "m.so", [], ZLIB, ("-lz",)) if Path("/usr/include/zlib.h").exists() else None
+    host = [p for p in sorted(p for d in ("/usr/lib/x86_64-linux-gnu", "/usr/bin") for p in Path(d).glob("*")
+                              if p.is_file() and not p.is_symlink())[:800] if _is_elf(p)]
+    assert len(host) > 50
+    for path in [*host, *([built] if built else [])]:
+        with path.open("rb") as fp:
+            ours = undefined_symbols(BinaryFormat.ELF, fp, str(path))
+            dynsym = ELFFile(fp).get_section_by_name(".dynsym")
+            symbols = dynsym.iter_symbols() if dynsym is not None else []
+            theirs = {s.name for s in symbols if s["st_shndx"] == "SHN_UNDEF" and s.name}
+        assert ours == theirs, path
+    if built:
+        with built.open("rb") as fp:
+            assert "uncompress2" in undefined_symbols(BinaryFormat.ELF, fp, str(built))

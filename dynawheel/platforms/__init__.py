@@ -211,9 +211,11 @@ def python_imports(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]
 
 
 def undefined_symbols(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]:
-    """The undefined dynamic symbols of a binary (ELF: ``.dynsym``); other formats: none read yet."""
+    """The undefined dynamic symbols of a binary (ELF: by ``DT_SYMTAB`` and its hash table, else by the
+    ``.dynsym`` section); other formats: none read yet."""
     if fmt is not BinaryFormat.ELF:
         return frozenset()
-    module = importlib.import_module(f"{__name__}.symbols")
-    names: frozenset[str] = module.elf_undefined(fp, path)
+    names: frozenset[str] | None = importlib.import_module(f"{__name__}.elf").undefined_symbols(fp, path)
+    if names is None:
+        names = importlib.import_module(f"{__name__}.symbols").elf_undefined(fp, path)
     return names

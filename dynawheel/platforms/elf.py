@@ -92,9 +92,14 @@ NT_GNU_PROPERTY_TYPE_0 = 5
 GNU_PROPERTY_X86_ISA_1_NEEDED, GNU_PROPERTY_X86_ISA_1_USED = 0xC0008002, 0xC0010002
 _X86_MACHINES = frozenset({3, 62})  # EM_386, EM_X86_64
 MAX_NOTES = 1 << 16  # bytes of a note segment read at most (a property note is 32-48 bytes)
+MAX_SYMBOLS = 2_000_000  # dynamic symbols read at most (a header that claims more lies)
 DT_NULL = 0
 DT_NEEDED = 1
+DT_HASH = 4
 DT_STRTAB = 5
+DT_SYMTAB = 6
+DT_STRSZ = 10
+DT_GNU_HASH = 0x6FFFFEF5
 DT_SONAME = 14
 DT_RPATH = 15
 DT_RUNPATH = 29
@@ -298,6 +303,56 @@ class _Reader:
             versions.setdefault(text[lib], []).extend(text[n] for n in names)
         return self._image(interp, fields, versions, stack, isa)
 
+    def undefined(self) -> frozenset[str] | None:
+        """The undefined dynamic symbols, from ``DT_SYMTAB`` (as many entries as ``DT_HASH``'s nchain, or
+        as the highest index ``DT_GNU_HASH``'s buckets and chains reach) and ``DT_STRTAB``/``DT_STRSZ``;
+        never the section headers (a wheel member read as a stream is inflated only up to the symbol
+        table and its strings, not to its end).  None: no hash table to count the symbols by."""
+        dynamic = None
+        for seg in self._program_headers():
+            if seg.type == PT_LOAD:
+                self.loads.append((seg.vaddr, seg.filesz, seg.offset))
+            elif seg.type == PT_DYNAMIC:
+                dynamic = (seg.offset, seg.filesz)
+        fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
+        symtab, strsz = fields.tables.get(DT_SYMTAB), fields.tables.get(DT_STRSZ)
+        count = self._symbol_count(fields) if symtab and fields.strtab and strsz else None
+        if count is None or symtab is None or strsz is None:
+            return None
+        entry = struct.Struct(self.end + ("IBBHQQ" if self.elfclass == 64 else "IIIBBH"))
+        if count > MAX_SYMBOLS:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: its hash table claims {count} dynamic symbols")
+        table = self._at(self.offset_of(symtab), count * entry.size, what="dynamic symbols")
+        strings = self._at(self.offset_of(fields.strtab), strsz, what="dynamic strings")
+        at_shndx = 3 if self.elfclass == 64 else 5
+        return frozenset(strings[f[0]:strings.find(b"\0", f[0])].decode("utf-8", "surrogateescape")
+                         for f in entry.iter_unpack(table) if f[at_shndx] == 0 and 0 < f[0] < strsz)
+
+    def _symbol_count(self, fields: _DynFields) -> int | None:
+        gnu, sysv = fields.tables.get(DT_GNU_HASH), fields.tables.get(DT_HASH)
+        if sysv:
+            _nbucket, nchain = struct.unpack(self.end + "II", self._at(self.offset_of(sysv), 8, what="DT_HASH"))
+            return int(nchain)
+        if not gnu:
+            return None
+        at = self.offset_of(gnu)
+        nbuckets, symoffset, bloom_size, _shift = struct.unpack(self.end + "IIII", self._at(at, 16, what="DT_GNU_HASH"))
+        if nbuckets > MAX_SYMBOLS or bloom_size > MAX_SYMBOLS:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: DT_GNU_HASH of {nbuckets} buckets")
+        at += 16 + bloom_size * (8 if self.elfclass == 64 else 4)
+        buckets = struct.unpack(f"{self.end}{nbuckets}I", self._at(at, 4 * nbuckets, what="DT_GNU_HASH"))
+        last = max(buckets, default=0)
+        if last < symoffset:
+            return None  # nothing hashed: the table does not tell how many symbols there are
+        chain = at + 4 * nbuckets + 4 * (last - symoffset)  # the last bucket's chain ends at an odd hash
+        while True:
+            if last - symoffset > MAX_SYMBOLS:
+                raise BinaryFormatError(f"cannot parse {self.path!r}: DT_GNU_HASH chain does not end")
+            (value,) = struct.unpack(self.end + "I", self._at(chain, 4, what="DT_GNU_HASH"))
+            if value & 1:
+                return int(last) + 1
+            last, chain = last + 1, chain + 4
+
     def _x86_isa(self, seg: _Segment, isa: tuple[int, int]) -> tuple[int, int]:
         """(NEEDED bits, USED bits) of the GNU property notes in a note segment, OR-ed into `isa`."""
         data = self._at(seg.offset, min(seg.filesz, MAX_NOTES), what="note segment")
@@ -331,6 +386,8 @@ class _Reader:
                 out.verneednum = d_val
             elif d_tag == DT_FLAGS_1:
                 out.flags_1 = d_val
+            elif d_tag in (DT_SYMTAB, DT_HASH, DT_GNU_HASH, DT_STRSZ):
+                out.tables[d_tag] = d_val
         if out.strings and not out.strtab:
             raise BinaryFormatError(f"cannot parse {self.path!r}: dynamic segment has strings but no DT_STRTAB")
         return out
@@ -444,6 +501,7 @@ class _DynFields:
         self.verneed = 0
         self.verneednum = 0
         self.flags_1 = 0
+        self.tables: dict[int, int] = {}  # DT_SYMTAB, DT_HASH, DT_GNU_HASH -> address; DT_STRSZ -> size
 
     def add(self, d_tag: int, text: str) -> None:
         if d_tag == DT_NEEDED:
@@ -477,6 +535,17 @@ def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
     except Exception as exc:  # anything else a corrupt file can cause
         raise BinaryFormatError(f"cannot parse {path!r}: corrupted ELF data ({type(exc).__name__}: {exc})") from None
     return BinaryFile(path=path, format=BinaryFormat.ELF, images=(image,))
+
+
+def undefined_symbols(fp: BinaryIO, path: str) -> frozenset[str] | None:
+    """The names of an ELF file's undefined dynamic symbols (see :meth:`_Reader.undefined`); None when
+    it has no hash table to count them by."""
+    try:
+        return _Reader(fp, path).undefined()
+    except BinaryFormatError:
+        raise
+    except (struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OSError) as exc:
+        raise BinaryFormatError(f"cannot read the dynamic symbols of {path!r}: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------- search rules
