@@ -77,8 +77,21 @@ class StackFlag(str, enum.Enum):
         return self is not StackFlag.NOT_EXECUTABLE
 
 
+@dataclass(frozen=True)
+class DynamicTables:
+    """Where an ELF file's dynamic symbol table, its strings and its hash table are (file offsets, from
+    ``DT_SYMTAB``, ``DT_STRTAB``/``DT_STRSZ``, ``DT_GNU_HASH``/``DT_HASH``; 0: absent)."""
+
+    symtab: int
+    strtab: int
+    strsz: int
+    gnu_hash: int = 0
+    hash: int = 0
+
+
 _NO_VERSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
-_POLICY_FACTS = ("stack", "isa_needed", "isa_used", "isa_bits")  # in show --json's 'elf_traits', not 'details'
+# in show --json's 'elf_traits' (or nowhere), not in 'details'
+_POLICY_FACTS = ("stack", "isa_needed", "isa_used", "isa_bits", "undefined")
 
 
 def _fields_of(record: Any) -> dict[str, Any]:
@@ -107,6 +120,8 @@ class ElfFacts:
     isa_needed: X86Isa | None = None
     isa_used: X86Isa | None = None
     isa_bits: int = 0
+    # the undefined dynamic symbols (None: not read: an image built by hand, a file without a hash table)
+    undefined: frozenset[str] | None = field(default=None, hash=False, repr=False)
 
     def json(self) -> dict[str, Any]:
         """The `details` of show --json (the policy facts are its `elf_traits`: see :meth:`traits_json`)."""

@@ -1,12 +1,16 @@
-"""Platform tags from content: the one rule that `repair`, `build`, `check`, `tags` and `merge` apply.
+"""Platform tags from content: the one rule that `show`, `repair`, `build`, `check`, `tags` and `merge` apply.
 
 A :class:`Content` is what a wheel's binaries are (every ELF image with the symbol versions it needs,
 every Mach-O slice with its arch and minimum macOS, every PE image with its machine) and what they
-load from outside the wheel.  Two questions are asked of it:
+load from outside the wheel.  Three questions are asked of it:
 
 - :func:`best_platform`: the platform tag the content supports best (None: no binaries);
-- :func:`blockers`: why a given platform tag (a compressed set ``a.b`` counts as each of its parts)
-  is not supported; each reason names a file.
+- :func:`explain` (:func:`blockers` as text): why a given platform tag (a compressed set ``a.b``
+  counts as each of its parts) is not supported, as typed :class:`Blocker` records: the rule
+  (:class:`Reason`), the file, the subject (symbol version, symbol, library, ISA level, segment), the
+  library that provides it (or where a library was found) and the fix;
+- :func:`elf_verdict`: the best manylinux/musllinux tag and the blockers of every better one
+  (`dynawheel show`'s ELF verdict).
 
 The rules (facts: PEP 600 / PEP 656 policies in ``data/manylinux-policy.json``; PEP 425; which macOS
 tags pip installs: ``packaging.tags.mac_platforms``):
@@ -15,7 +19,19 @@ tags pip installs: ``packaging.tags.mac_platforms``):
   arch and libc family, every symbol version within the policy, every library kept from the system on
   the policy's list, and **nothing missing and nothing loaded from elsewhere** (a library found outside
   the wheel and outside the policy, or found nowhere); failing that the best tag is ``linux_<arch>``,
-  which claims only the arch.
+  which claims only the arch.  Also (issue 15):
+
+  - no image imports a symbol the policy blacklists for a library it needs (auditwheel's ``blacklist``:
+    undefined dynamic symbols against the libraries named in ``DT_NEEDED``, as auditwheel judges them);
+  - on x86_64, no image needs an ISA level above the baseline (``GNU_PROPERTY_X86_ISA_1_NEEDED``;
+    auditwheel >= 6.1 reads the same property and, its target being the baseline ``x86_64`` unless told
+    otherwise, drops to ``linux`` for a file of the wheel or a library it grafts; a library the policy
+    lets stay on the system is not judged, here neither: only the wheel's files and the vendored copies
+    are in the content).  ``Content.isa_check`` False is ``--disable-isa-check``;
+  - no image with an executable stack (``PT_GNU_STACK`` with ``PF_X``, or none: the loader then makes the
+    stack executable, and glibc >= 2.41 refuses to ``dlopen`` it; auditwheel does not check this);
+  - no shared library (an extension) that links libpython (``DT_NEEDED libpython3.X.so``); a program
+    may.
 - **Mach-O**: ``macosx_<X>_<Y>_<arch>`` needs a slice of each arch the tag names in every Mach-O file
   (``universal2`` = arm64 + x86_64, ``intel`` = i386 + x86_64, ...) and each such slice's minimum macOS
   at most X.Y, except that an arm64 slice's minimum up to 11.0 constrains nothing (arm64 Macs start at

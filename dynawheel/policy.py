@@ -176,6 +176,19 @@ def newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str, str]]:
     return out
 
 
+def versions_within(policy: Policy, image: Image) -> bool:
+    """Every symbol version `image` needs is within `policy` for its arch (an arch it does not cover: no)."""
+    table = policy.symbol_versions.get(image.arch)
+    if table is None:
+        return False
+    for prefix, (key, _symver, _lib) in newest_needs(image).items():
+        if prefix in table:
+            limit = limit_key(table[prefix])
+            if limit is None or key > limit:
+                return False
+    return True
+
+
 @functools.lru_cache(maxsize=4096)
 def _symver_key(symver: str) -> tuple[str, tuple[int, ...] | None]:
     prefix, version = split_version(symver)

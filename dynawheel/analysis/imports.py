@@ -6,7 +6,9 @@ blacklists some of their symbols, which not every copy of the library has (audit
 undefined dynamic symbols and the libraries it names in ``DT_NEEDED``: a blacklisted symbol of a
 library it needs counts.  The symbols are read through the platforms registry
 (:func:`platforms.undefined_symbols`), only from files that need a library some policy blacklists
-symbols of.
+symbols of, and only when that policy could take the file otherwise: glibc's blacklist is
+manylinux2014's and older, which a file needing a newer ``GLIBC_2.x`` fails anyway (performance: a
+file of a wheel is inflated again to read its symbols).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import BinaryIO
 
 from ..binary import BinaryFormat, Image
 from ..platforms import undefined_symbols
-from ..policy import blacklisted_symbols
+from ..policy import blacklisted_symbols, load_policies, versions_within
 
 Blacklisted = tuple[tuple[str, str, str], ...]  # (file, library, symbol)
 
@@ -29,10 +31,17 @@ def blacklisted_imports(files: Iterable[tuple[str, Image, str]], opener: Callabl
     for path, image, where in files:
         if image.format is not BinaryFormat.ELF:
             continue
-        libs = [d.name for d in image.needed if d.name in listed]
+        libs = [d.name for d in image.needed if d.name in listed and _may_matter(d.name, image)]
         if not libs:
             continue
-        with opener(where) as fp:
-            imported = undefined_symbols(image.format, fp, path)
+        imported = image.elf.undefined  # read with the file (platforms/elf.py)
+        if imported is None:
+            with opener(where) as fp:
+                imported = undefined_symbols(image.format, fp, path)
         out.update((path, lib, symbol) for lib in libs for symbol in imported & listed[lib])
     return tuple(sorted(out))
+
+
+def _may_matter(lib: str, image: Image) -> bool:
+    """Some policy that blacklists symbols of `lib` would take `image` by its symbol versions."""
+    return any(lib in p.blacklist and versions_within(p, image) for p in load_policies())

@@ -212,7 +212,7 @@ def python_imports(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]
 
 def undefined_symbols(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]:
     """The undefined dynamic symbols of a binary (ELF: by ``DT_SYMTAB`` and its hash table, else by the
-    ``.dynsym`` section); other formats: none read yet."""
+    ``.dynsym`` section); other formats: none read yet.  (The ELF reader keeps them too: ``ElfFacts.undefined``.)"""
     if fmt is not BinaryFormat.ELF:
         return frozenset()
     names: frozenset[str] | None = importlib.import_module(f"{__name__}.elf").undefined_symbols(fp, path)

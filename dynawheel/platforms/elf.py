@@ -66,16 +66,28 @@ then fails); the resolver skips such a file as for glibc.
 
 from __future__ import annotations
 
+import array
 import functools
 import logging
 import posixpath
 import re
 import struct
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import BinaryIO, NamedTuple
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, ElfFacts, FileKind, Image, StackFlag, X86Isa
+from ..binary import (
+    BinaryFile,
+    BinaryFormat,
+    Dependency,
+    DynamicTables,
+    ElfFacts,
+    FileKind,
+    Image,
+    StackFlag,
+    X86Isa,
+)
 from ..errors import BinaryFormatError
 from ..policy import family_of, interpreters, loader_names, musl_libc_names, system_libraries
 from ..search import SearchPaths
@@ -287,55 +299,121 @@ class _Reader:
         if any(seg.type == PT_GNU_PROPERTY for seg in notes):  # the linker's own pointer to the property note
             notes = [seg for seg in notes if seg.type != PT_NOTE]
         isa = (0, 0)
+        fields = _DynFields()
+        if dynamic is not None:
+            notes.append(_Segment(PT_DYNAMIC, 0, dynamic[0], 0, dynamic[1], 0))
         for seg in sorted(notes, key=lambda seg: seg.offset):  # file order: a wheel member is a stream
             if seg.type == PT_INTERP:
                 interp = _read_cstr(self.fp, seg.offset, self.path)
+            elif seg.type == PT_DYNAMIC:
+                fields = self._dynamic(seg.offset, seg.filesz)
             elif self.machine in _X86_MACHINES:
                 isa = self._x86_isa(seg, isa)
-        fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
-        needs = self._version_records(fields)
+        tables = self.tables(fields)
+        needs, table, strings = self._tables_in_file_order(fields, tables)
         wanted = {off for _tag, off in fields.strings} | {off for lib, names in needs for off in (lib, *names)}
-        text = self._strings(fields, wanted)
+        text = self._strings(fields, wanted, strings)
         for d_tag, off in fields.strings:
             fields.add(d_tag, text[off])
         versions: dict[str, list[str]] = {}
         for lib, names in needs:
             versions.setdefault(text[lib], []).extend(text[n] for n in names)
-        return self._image(interp, fields, versions, stack, isa)
+        undefined = self._undefined(table, strings) if table is not None else None
+        return self._image(interp, fields, versions, stack, isa, undefined)
+
+    def _tables_in_file_order(self, fields: _DynFields, tables: DynamicTables | None
+                              ) -> tuple[list[tuple[int, list[int]]], bytes | None, bytes]:
+        """The version records, the dynamic symbol table (None: no hash table to count it by) and the
+        string table, each read in file order (a wheel member is a stream: a backward seek inflates it
+        again from the start; patchelf moves tables to the end of the file).  The symbol table may come
+        before the hash table that counts it: it is read up to the next table, then cut to its count."""
+        needs: list[tuple[int, list[int]]] = []
+        steps: list[tuple[int, str]] = []
+        if fields.verneed and fields.strtab and fields.verneednum:
+            steps.append((self.offset_of(fields.verneed), "versions"))
+        if tables is not None:
+            steps += [(o, k) for o, k in ((tables.symtab, "symbols"), (tables.strtab, "strings"),
+                                          (tables.gnu_hash or tables.hash, "count")) if o]
+        count: int | None = None
+        table = b""
+        strings = b""
+        for offset, step in sorted(steps):
+            if step == "versions":
+                needs = self._version_records(fields)
+            elif step == "count" and tables is not None:
+                count = self._symbol_count(tables)
+            elif step == "symbols":
+                after = [o for o, _k in steps if o > offset]
+                size = self._symbols_size(count) if count is not None else min(after, default=offset) - offset
+                table = self._at(offset, min(size, MAX_SYMBOLS * 24), what="dynamic symbols")
+            elif tables is not None:
+                strings = self._at(tables.strtab, tables.strsz, what="dynamic strings")
+        if count is None or tables is None:
+            return needs, None, strings
+        size = self._symbols_size(count)
+        if len(table) < size:  # the next table starts inside it: read it whole (one more pass at worst)
+            table = self._at(tables.symtab, size, what="dynamic symbols")
+        return needs, table[:size], strings
+
+    def _symbols_size(self, count: int) -> int:
+        if count > MAX_SYMBOLS:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: its hash table claims {count} dynamic symbols")
+        return count * (24 if self.elfclass == 64 else 16)
+
+    def tables(self, fields: _DynFields) -> DynamicTables | None:
+        """The file offsets of the symbol, string and hash tables (None: no symbol table or strings)."""
+        symtab, strsz = fields.tables.get(DT_SYMTAB), fields.tables.get(DT_STRSZ)
+        if not symtab or not fields.strtab or not strsz:
+            return None
+        try:
+            return DynamicTables(self.offset_of(symtab), self.offset_of(fields.strtab), strsz,
+                                 *(self.offset_of(fields.tables[t]) if fields.tables.get(t) else 0
+                                   for t in (DT_GNU_HASH, DT_HASH)))
+        except BinaryFormatError:
+            return None  # an address outside every PT_LOAD: no table to read
 
     def undefined(self) -> frozenset[str] | None:
-        """The undefined dynamic symbols, from ``DT_SYMTAB`` (as many entries as ``DT_HASH``'s nchain, or
-        as the highest index ``DT_GNU_HASH``'s buckets and chains reach) and ``DT_STRTAB``/``DT_STRSZ``;
-        never the section headers (a wheel member read as a stream is inflated only up to the symbol
-        table and its strings, not to its end).  None: no hash table to count the symbols by."""
+        """The undefined dynamic symbols (see :meth:`_symbol_table`), the tables found from the dynamic segment."""
         dynamic = None
         for seg in self._program_headers():
             if seg.type == PT_LOAD:
                 self.loads.append((seg.vaddr, seg.filesz, seg.offset))
             elif seg.type == PT_DYNAMIC:
                 dynamic = (seg.offset, seg.filesz)
-        fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
-        symtab, strsz = fields.tables.get(DT_SYMTAB), fields.tables.get(DT_STRSZ)
-        count = self._symbol_count(fields) if symtab and fields.strtab and strsz else None
-        if count is None or symtab is None or strsz is None:
+        tables = self.tables(self._dynamic(*dynamic)) if dynamic is not None else None
+        table = self._symbol_table(tables) if tables is not None else None
+        if tables is None or table is None:
             return None
-        entry = struct.Struct(self.end + ("IBBHQQ" if self.elfclass == 64 else "IIIBBH"))
-        if count > MAX_SYMBOLS:
-            raise BinaryFormatError(f"cannot parse {self.path!r}: its hash table claims {count} dynamic symbols")
-        table = self._at(self.offset_of(symtab), count * entry.size, what="dynamic symbols")
-        strings = self._at(self.offset_of(fields.strtab), strsz, what="dynamic strings")
-        at_shndx = 3 if self.elfclass == 64 else 5
-        return frozenset(strings[f[0]:strings.find(b"\0", f[0])].decode("utf-8", "surrogateescape")
-                         for f in entry.iter_unpack(table) if f[at_shndx] == 0 and 0 < f[0] < strsz)
+        return self._undefined(table, self._at(tables.strtab, tables.strsz, what="dynamic strings"))
 
-    def _symbol_count(self, fields: _DynFields) -> int | None:
-        gnu, sysv = fields.tables.get(DT_GNU_HASH), fields.tables.get(DT_HASH)
-        if sysv:
-            _nbucket, nchain = struct.unpack(self.end + "II", self._at(self.offset_of(sysv), 8, what="DT_HASH"))
-            return int(nchain)
-        if not gnu:
+    def _symbol_table(self, tables: DynamicTables) -> bytes | None:
+        """The dynamic symbol table, as many entries long as ``DT_HASH``'s nchain, or as the highest index
+        ``DT_GNU_HASH``'s buckets and chains reach (None: no table to count by); never the section headers
+        (a wheel member read as a stream is inflated only up to these tables, not to its end)."""
+        count = self._symbol_count(tables)
+        if count is None:
             return None
-        at = self.offset_of(gnu)
+        return self._at(tables.symtab, self._symbols_size(count), what="dynamic symbols")
+
+    def _undefined(self, table: bytes, strings: bytes) -> frozenset[str]:
+        """The names of the undefined entries (st_shndx SHN_UNDEF) of a dynamic symbol table."""
+        # performance: st_name and st_shndx of every entry by strided views, not one unpack per entry
+        names32, halves = array.array("I", table), array.array("H", table)
+        if (sys.byteorder == "little") != self.little:
+            names32.byteswap()
+            halves.byteswap()
+        name_at, shndx_at = (names32[0::6], halves[3::12]) if self.elfclass == 64 else (names32[0::4], halves[7::8])
+        end = len(strings)
+        return frozenset(strings[n:strings.find(b"\0", n)].decode("utf-8", "surrogateescape")
+                         for n, shndx in zip(name_at, shndx_at) if shndx == 0 and 0 < n < end)
+
+    def _symbol_count(self, tables: DynamicTables) -> int | None:
+        if tables.hash:
+            _nbucket, nchain = struct.unpack(self.end + "II", self._at(tables.hash, 8, what="DT_HASH"))
+            return int(nchain)
+        if not tables.gnu_hash:
+            return None
+        at = tables.gnu_hash
         nbuckets, symoffset, bloom_size, _shift = struct.unpack(self.end + "IIII", self._at(at, 16, what="DT_GNU_HASH"))
         if nbuckets > MAX_SYMBOLS or bloom_size > MAX_SYMBOLS:
             raise BinaryFormatError(f"cannot parse {self.path!r}: DT_GNU_HASH of {nbuckets} buckets")
@@ -415,12 +493,20 @@ class _Reader:
             pos += nxt
         return out
 
-    def _strings(self, fields: _DynFields, offsets: set[int]) -> dict[int, str]:
-        """The strings at these DT_STRTAB offsets, read in file order."""
+    def _strings(self, fields: _DynFields, offsets: set[int], table: bytes = b"") -> dict[int, str]:
+        """The strings at these DT_STRTAB offsets: from the table already read, else read in file order."""
         if not offsets:
             return {}
-        base = self.offset_of(fields.strtab)
-        return {off: _read_cstr(self.fp, base + off, self.path) for off in sorted(offsets)}
+        out: dict[int, str] = {}
+        base = None
+        for off in sorted(offsets):
+            nul = table.find(b"\0", off) if off < len(table) else -1
+            if nul >= 0:
+                out[off] = table[off:nul].decode("utf-8", "surrogateescape")
+            else:
+                base = self.offset_of(fields.strtab) if base is None else base
+                out[off] = _read_cstr(self.fp, base + off, self.path)
+        return out
 
     def _at(self, offset: int, size: int, what: str = "version records") -> bytes:
         self.fp.seek(offset)
@@ -431,7 +517,7 @@ class _Reader:
         return data
 
     def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]],
-               stack: StackFlag, isa: tuple[int, int]) -> Image:
+               stack: StackFlag, isa: tuple[int, int], undefined: frozenset[str] | None) -> Image:
         e_type, = struct.unpack_from(self.end + "H", self.header, 16)
         etype = _enum_name(_COMMON_TYPES, 0, e_type)
         facts = ElfFacts(
@@ -440,6 +526,7 @@ class _Reader:
             type=etype, interp=interp, flags_1=fields.flags_1, nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
             version_needs=MappingProxyType({lib: tuple(names) for lib, names in versions.items()}),
             stack=stack, isa_needed=_isa_level(isa[0]), isa_used=_isa_level(isa[1]), isa_bits=isa[0],
+            undefined=undefined,
         )
         return Image(
             format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),
@@ -538,7 +625,7 @@ def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
 
 
 def undefined_symbols(fp: BinaryIO, path: str) -> frozenset[str] | None:
-    """The names of an ELF file's undefined dynamic symbols (see :meth:`_Reader.undefined`); None when
+    """The names of an ELF file's undefined dynamic symbols (see :meth:`_Reader._symbol_table`); None when
     it has no hash table to count them by."""
     try:
         return _Reader(fp, path).undefined()
