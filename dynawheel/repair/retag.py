@@ -105,16 +105,21 @@ def new_tags(job: Job, old: WheelTags, opts: RepairOptions) -> WheelTags:
     return replace(old, platform=platform) if platform else old
 
 
+# what a rebuild fixes: refused when it keeps every manylinux/musllinux tag away (an arch no policy covers, or
+# the missing libraries --allow-missing lets through, leave the wheel linux_<arch>, as they always did)
+REFUSED = frozenset({Reason.SYMBOL_VERSION, Reason.BLACKLISTED, Reason.ISA, Reason.EXEC_STACK, Reason.LIBPYTHON})
+
+
 def _refuse_unfit(content: Content) -> None:
-    """No manylinux/musllinux tag at all fits the repaired ELF files, for another reason than the missing
-    libraries ``--allow-missing`` let through: refused, each cause named with its fix (as auditwheel
-    refuses a wheel no policy fits)."""
+    """No manylinux/musllinux tag at all fits the repaired ELF files, for a reason a rebuild fixes
+    (:data:`REFUSED`): refused, each cause named with its fix (as auditwheel refuses a wheel no policy
+    fits)."""
     verdict = elf_verdict(content)
     if verdict.policy is not None:
         return
     newest = verdict.blockers[-1].tag if verdict.blockers else ""
     causes = {(b.reason, b.file, b.subject): b for b in verdict.blockers
-              if b.tag == newest and b.reason is not Reason.MISSING}
+              if b.tag == newest and b.reason in REFUSED}
     if causes:
         shown = "; ".join(f"{b.detail} (fix: {b.fix})" for b in list(causes.values())[:8])
         more = f" (and {len(causes) - 8} more)" if len(causes) > 8 else ""
