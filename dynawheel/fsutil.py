@@ -59,9 +59,19 @@ def atomic_output(final: str | os.PathLike[str], mode: int | None = 0o644) -> It
         raise
 
 
-def write_atomic(final: str | os.PathLike[str], data: bytes, mode: int | None = 0o644) -> None:
+def write_atomic(final: str | os.PathLike[str], data: bytes, mode: int | None = 0o644, *,
+                 skip_same: bool = False) -> bool:
+    """Write `data` to `final` atomically (`mode` as for :func:`atomic_output`); True when written.
+    `skip_same`: a `final` that already holds exactly `data` is left alone (not rewritten, its mtime kept)."""
+    if skip_same:
+        try:
+            if os.stat(final).st_size == len(data) and Path(final).read_bytes() == data:
+                return False
+        except OSError:
+            pass
     with atomic_output(final, mode) as fp:
         fp.write(data)
+    return True
 
 
 def sha256_hex(fp: BinaryIO, chunk: int = 1 << 20) -> str:

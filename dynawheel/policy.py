@@ -19,6 +19,7 @@ from typing import Any
 
 from .binary import Image
 from .errors import DynawheelError
+from .platforms import LinuxSystem
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +140,20 @@ def musl_libc_names() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1)
+def linux_system() -> LinuxSystem:
+    """The policy data the ELF backend's loader rules need (the core gives it: Backend.with_policy)."""
+    data: Mapping[str, Mapping[str, str]] = _data()["interpreters"]
+    return LinuxSystem(system_libraries(), musl_libc_names(), {fam: dict(table) for fam, table in data.items()})
+
+
 def loader_names() -> frozenset[str]:
     """The file names of every family's program interpreters (ld-linux-x86-64.so.2, ld-musl-*.so.1, ...)."""
-    return frozenset(posixpath.basename(path) for path in interpreters(None).values())
+    return linux_system().loaders
 
 
 def family_of(images: Iterable[Image]) -> str:
-    """musllinux when an image uses musl's loader or needs musl's libc (by any of its names:
-    Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
-    musl = musl_libc_names()
-    for image in images:
-        if "ld-musl-" in (image.elf.interp or "") or any(d.name in musl for d in image.needed):
-            return "musllinux"
-    return "manylinux"
+    """musllinux or manylinux: :meth:`LinuxSystem.family`."""
+    return linux_system().family(images)
 
 
 @functools.lru_cache(maxsize=1)

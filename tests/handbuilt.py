@@ -19,6 +19,13 @@ def elf(path: str, needed: Sequence[str] = (), soname: str | None = None, runpat
     return BinaryFile(path, BinaryFormat.ELF, (image,))
 
 
+def macho(path: str, needed: Sequence[str] = (), install_name: str | None = None, rpaths: Sequence[str] = (),
+          kind: FileKind = FileKind.SHARED) -> BinaryFile:
+    image = Image(BinaryFormat.MACHO, "arm64", kind, tuple(Dependency(n) for n in needed), tuple(rpaths), (),
+                  install_name)
+    return BinaryFile(path, BinaryFormat.MACHO, (image,))
+
+
 def analysis(files: Sequence[str], binaries: Mapping[str, BinaryFile], resolved: Mapping[str, Resolved]) -> Analysis:
     """`files`: the tree (relative); `binaries`: every binary by path (tree ones under ROOT);
     `resolved`: for each binary, how each of its requests resolved.  One walk per tree binary,

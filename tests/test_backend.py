@@ -124,6 +124,7 @@ def _check_wheel(wheel: Path) -> list[str]:
     return names
 
 
+@pytest.mark.network  # downloads from PyPI
 @pytest.mark.slow
 def test_pip_wheel_and_pip_install(tmp_path: Path, wheelhouse: Path) -> None:
     _needs_tools()
@@ -138,6 +139,7 @@ def test_pip_wheel_and_pip_install(tmp_path: Path, wheelhouse: Path) -> None:
     _check_installed(tmp_path, venv.python)
 
 
+@pytest.mark.network  # downloads from PyPI
 @pytest.mark.slow
 def test_python_m_build_sdist_then_wheel_from_it(tmp_path: Path, wheelhouse: Path) -> None:
     _needs_tools()
@@ -164,6 +166,7 @@ def _install_and_check(tmp_path: Path, wheel: Path) -> None:
     _check_installed(tmp_path, venv.python)
 
 
+@pytest.mark.network  # downloads from PyPI
 @pytest.mark.slow
 def test_uv_build(tmp_path: Path, wheelhouse: Path) -> None:
     _needs_tools()
@@ -176,6 +179,7 @@ def test_uv_build(tmp_path: Path, wheelhouse: Path) -> None:
     _install_and_check(tmp_path, wheel)
 
 
+@pytest.mark.network  # downloads from PyPI
 @pytest.mark.slow
 def test_editable_install_is_live(tmp_path: Path, wheelhouse: Path) -> None:
     _needs_tools()
@@ -256,6 +260,7 @@ def test_metadata_hook_matches_the_wheel_and_sdist_is_reproducible(tmp_path: Pat
         assert {(m.uid, m.gid, m.mtime, m.mode) for m in tar.getmembers()} == {(0, 0, 315532800, 0o644)}
 
 
+@pytest.mark.network  # downloads from PyPI
 @pytest.mark.slow
 def test_build_requires_are_installed_by_the_front_end(tmp_path: Path, wheelhouse: Path) -> None:
     helper = tmp_path / "helper"

@@ -10,6 +10,8 @@ from dynawheel.analysis.resolve import Analysis, Status
 from dynawheel.binary import BinaryFormat
 from dynawheel.errors import ResolveError
 from dynawheel.repair.collect import Choices, collect, mangled_name
+from dynawheel.repair.plan import make_plan
+from dynawheel.wheel.layout import install_root
 
 from .handbuilt import analysis, elf
 
@@ -67,3 +69,50 @@ def test_a_missing_library_is_an_error_unless_allowed() -> None:
 ])
 def test_mangled_name_keeps_the_suffix(name: str, mangled: str) -> None:
     assert mangled_name(name, "1a2b3c4d") == mangled
+
+
+TOOL = "/t/pk-1.0.data/scripts/tool"
+SCRIPTS = "pk-1.0.data/scripts"
+
+
+@pytest.mark.parametrize(("rel", "root"), [
+    ("pk/_ext.so", ""), ("pk-1.0.data/platlib/pk/x.so", ""), ("pk-1.0.data/purelib/x.so", ""),
+    ("pk-1.0.data/scripts/tool", SCRIPTS), ("pk-1.0.data/scripts/sub/tool", SCRIPTS), ("pk-1.0.data/data/x.so", ""),
+    ("scripts/tool", ""), ("pk-1.0.dist-info/scripts/x", ""),
+])
+def test_install_root_separates_the_scripts_directory(rel: str, root: str) -> None:
+    assert install_root(rel) == root
+
+
+def test_a_script_gets_its_own_copies_beside_it() -> None:
+    """An extension and a program of .data/scripts both need libfoo (-> libbar): two copies of each, the
+    program's in the scripts directory, named apart (their hash includes '<name>-<ver>.data/scripts')."""
+    a = _chain(EXT, TOOL)
+    c = collect(a, Choices(), "pk.libs", DIGESTS)
+    by_root = {(v.source, v.install_root): v for v in c.vendored}
+    assert sorted(by_root) == sorted([(FOO, ""), (BAR, ""), (FOO, SCRIPTS), (BAR, SCRIPTS)])
+    ours, theirs = by_root[(FOO, SCRIPTS)], by_root[(FOO, "")]
+    assert ours.dest == f"{SCRIPTS}/{ours.name}" and theirs.dest == f"pk/{theirs.name}"
+    assert ours.name != theirs.name and ours.consumers == ("pk-1.0.data/scripts/tool",)
+    assert by_root[(BAR, SCRIPTS)].consumers == (ours.dest,) and by_root[(BAR, SCRIPTS)].dest.startswith(SCRIPTS + "/")
+    assert c.by_source()[FOO] == theirs  # the package's copy
+    plan = make_plan(a, c)
+    assert plan.files["pk-1.0.data/scripts/tool"].runpath == ("$ORIGIN",)
+    assert plan.files["pk-1.0.data/scripts/tool"].renames == {"libfoo.so.1": ours.name}
+    assert plan.files[ours.dest].renames == {"libbar.so.2": by_root[(BAR, SCRIPTS)].name}
+
+
+def test_a_library_the_package_ships_is_copied_for_a_script() -> None:
+    """The program finds pk/libpk.so through '$ORIGIN/../../pk': inside the wheel only.  It gets a copy
+    beside it, named apart; the package's file stays as it is."""
+    pk = "/t/pk/libpk.so"
+    binaries = {TOOL: elf(TOOL, ("libpk.so",), runpaths=("$ORIGIN/../../pk",)), pk: elf(pk, soname="libpk.so")}
+    a = analysis(["pk/libpk.so", "pk-1.0.data/scripts/tool"], binaries, {TOOL: {"libpk.so": (Status.IN_TREE, pk)}})
+    c = collect(a, Choices(), "pk.libs", {}, {"pk/libpk.so": "c" * 64})
+    (copy,) = c.vendored
+    assert (copy.source, copy.install_root, copy.sha256) == (pk, SCRIPTS, "c" * 64)
+    assert re.fullmatch(rf"{SCRIPTS}/libpk-[0-9a-f]{{8}}\.so", copy.dest)
+    plan = make_plan(a, c)
+    tool = plan.files["pk-1.0.data/scripts/tool"]
+    assert tool.runpath == ("$ORIGIN",)  # the entry into site-packages is dropped: it breaks once installed
+    assert "pk/libpk.so" not in plan.files

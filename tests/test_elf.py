@@ -10,11 +10,14 @@ import pytest
 
 from dynawheel.binary import BinaryFormat, Dependency, FileKind
 from dynawheel.errors import BinaryFormatError
-from dynawheel.platforms import Loaded, backend_for
-from dynawheel.platforms.elf import BACKEND, expand_dst, normalize_arch, parse_elf
+from dynawheel.platforms import Loaded, backend_for, elf
+from dynawheel.platforms.elf import expand_dst, normalize_arch, parse_elf
+from dynawheel.policy import linux_system
 from dynawheel.search import SearchPaths
 
 from . import elfbuild
+
+BACKEND = elf.BACKEND.with_policy(linux_system())  # the loader rules with the policy data, as the resolver has them
 
 pytestmark = pytest.mark.skipif(not elfbuild.have_gcc(), reason="gcc is needed")
 
@@ -97,7 +100,7 @@ def test_common_header_names_are_pyelftools_names() -> None:
 
 def test_sniff() -> None:
     assert BACKEND.sniff(b"\x7fELF\x02\x01\x01\x00") and not BACKEND.sniff(b"MZ\x90\x00")
-    assert backend_for(b"\x7fELF\x02\x01\x01\x00") is BACKEND
+    assert backend_for(b"\x7fELF\x02\x01\x01\x00") is elf.BACKEND
     assert backend_for(b"#!/bin/sh") is None
 
 

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 
 from dynawheel.errors import PackageIndexError
-from dynawheel.publish.index import build_index, normalize_name, write_atomic
+from dynawheel.publish.index import build_index, normalize_name
 
 # ---------------------------------------------------------------- wheels made here, from a dict
 
@@ -282,21 +282,6 @@ def test_incremental_rewrites_only_changes(tmp_path: Path) -> None:
     assert wh / "simple" / "a" / "index.html" in gone.removed
     assert not (wh / (new.name + ".metadata")).exists() and gone.projects == ("b",)
     assert "a/" not in (wh / "simple" / "index.html").read_text()
-
-
-def test_write_atomic_keeps_old_content_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "page.html"
-    assert write_atomic(target, b"old")
-    assert not write_atomic(target, b"old")
-
-    def boom(src: str, dst: str) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
-        write_atomic(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
 
 
 def test_yanked_and_sdist(tmp_path: Path) -> None:

@@ -22,10 +22,7 @@ import dynawheel
 PACKAGE = Path(dynawheel.__file__).parent
 
 # module -> modules it may import although the rules forbid it (TODO issue 14: remove each)
-KNOWN: dict[str, set[str]] = {
-    # the ELF backend reads policy data itself instead of being given it
-    "dynawheel.platforms.elf": {"dynawheel.policy"},
-}
+KNOWN: dict[str, set[str]] = {}  # none left: keep it so
 KNOWN_CYCLES: set[frozenset[str]] = set()  # none left: keep it so
 KNOWN_SHADOWED: set[str] = set()
 

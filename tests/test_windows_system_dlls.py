@@ -37,6 +37,7 @@ ISSUE_NAMES = {"aclui.dll", "activeds.dll", "credui.dll", "lz32.dll", "query.dll
                "loadperf.dll", "sfc.dll"}
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_the_generator_reproduces_the_data(tmp_path: Path) -> None:
     if not WINE_DIR.is_dir():
         pytest.skip("wine64 is not installed (apt-get install -y --no-install-recommends wine64; CI installs it)")
@@ -71,6 +72,7 @@ def pywin32(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return wheel
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_pywin32_needs_only_system_own_and_vc_runtime_dlls(pywin32: Path) -> None:
     report = audit(pywin32, SearchPaths(use_system=False))
     edges = [e for w in report.analysis.walks for e in w.edges]
@@ -87,6 +89,7 @@ def test_pywin32_needs_only_system_own_and_vc_runtime_dlls(pywin32: Path) -> Non
     assert sum("Visual C++ runtime" in b for b in verdict.blockers) == 2, verdict.blockers
 
 
+@pytest.mark.network  # downloads from PyPI
 def test_pywin32_headers_equal_pefiles(pywin32: Path) -> None:
     """Our struct reads of the headers against pefile's parse, on every binary of a published wheel."""
     from .test_pe import pefile_headers

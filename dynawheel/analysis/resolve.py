@@ -33,8 +33,10 @@ from dataclasses import dataclass, field, replace
 from ..binary import BinaryFile, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
+from ..policy import linux_system
 from ..search import SearchPaths
 from ..tree import HostFS, Tree, in_tree
+from ..wheel.layout import PACKAGE, install_root
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ PARSE_THREADS = min(4, os.cpu_count() or 1)
 KEPT_ATTEMPTS = 64
 MAX_LOOKUPS = 100_000
 BIG_FILE = 32 << 20  # parsed on a background thread
+# the flag of a library found in the tree but in another install root than the binary that loads it
+APART_FLAG = ("installed apart: .data/scripts goes to the scripts directory (bin/), the rest to site-packages: found "
+              "in the wheel, not once installed (`dynawheel repair` copies it beside the program)")
 # Names only ever used to *report* a non-binary that pretends to be one, never to pick a format.
 LIBRARY_NAME = re.compile(r"\.(so(\.[0-9]+)*|dylib|dll|pyd)$", re.IGNORECASE)
 
@@ -267,10 +272,24 @@ def analyze(tree: Tree, search: SearchPaths | None = None) -> Analysis:
         if first not in done:
             done[first] = [walker.walk(first, image) for image in binaries[first].images]
         walks.extend(done[first] if first == path else (_renamed(w, first, path) for w in done[first]))
+    walks = [_installed_apart(tree.root, w) for w in walks]
     return Analysis(
         root=tree.root, files=files_list, binaries=binaries, bad=tuple(bad), walks=tuple(walks),
         tree_binaries=tuple(in_tree_paths), real_paths=files.real_paths(), aliases=aliases,
     )
+
+
+def _installed_apart(root: str, walk: Walk) -> Walk:
+    """`walk` with a flag on each library it finds in the tree but in another install root than its root
+    binary's (a program of .data/scripts and a library of the package): found here, not once installed."""
+    rel = in_tree(root, walk.root)
+    home = install_root(rel) if rel is not None else PACKAGE
+    apart = {e.hit for e in walk.edges if e.status is Status.IN_TREE and e.hit is not None and e.flag is None
+             and (hit := in_tree(root, e.hit)) is not None and install_root(hit) != home}
+    if not apart:
+        return walk
+    return replace(walk, edges=tuple(replace(e, flag=APART_FLAG) if e.hit in apart and e.status is Status.IN_TREE
+                                     and e.flag is None else e for e in walk.edges))
 
 
 def _kept(tried: list[Attempt], more: int) -> tuple[Attempt, ...]:
@@ -332,9 +351,10 @@ class _State:
 class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
+        self.linux = linux_system()  # the policy data the ELF loader rules need
 
     def walk(self, root: str, image: Image) -> Walk:
-        backend = backend_of(image.format)
+        backend = backend_of(image.format).with_policy(self.linux)
         state = _State()
         self._register(state, backend, root, image, root, Status.IN_TREE)
         state.chains[root] = (Loaded(root, image),)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, Union
+from typing import BinaryIO, ClassVar, Protocol, Union
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..magic import MAGIC_PREFIXES
@@ -48,6 +49,29 @@ class Candidate:
     quiet: bool = False
 
 
+@dataclass(frozen=True)
+class LinuxSystem:
+    """What the manylinux/musllinux policy data says a Linux target provides, given to the ELF
+    backend (platforms/ never reads policy.py: the core injects this, as policy.linux_system() builds it)."""
+
+    libraries: frozenset[str]  # the names some policy lets stay outside a wheel: the system's
+    musl_libc: frozenset[str]  # every name of musl's C library (the loader itself)
+    interpreters: Mapping[str, Mapping[str, str]]  # family ('manylinux', 'musllinux') -> arch -> PT_INTERP
+    loaders: frozenset[str] = field(init=False)  # the file names of every family's interpreters
+
+    def __post_init__(self) -> None:
+        names = {posixpath.basename(p) for table in self.interpreters.values() for p in table.values()}
+        object.__setattr__(self, "loaders", frozenset(names))
+
+    def family(self, images: Iterable[Image]) -> str:
+        """musllinux when an image uses musl's loader or needs musl's libc (by any of its names:
+        Alpine-built extensions have no PT_INTERP and need ``libc.musl-<arch>.so.1``), else manylinux."""
+        for image in images:
+            if "ld-musl-" in (image.elf.interp or "") or any(d.name in self.musl_libc for d in image.needed):
+                return "musllinux"
+        return "manylinux"
+
+
 class Backend(Protocol):
     """One binary format: its reader and its loader's search rules."""
 
@@ -61,6 +85,10 @@ class Backend(Protocol):
     # a candidate path matches a file of the tree whose name differs only in case (Windows' file
     # lookup; on the host, the backend spells paths itself)
     case_insensitive: bool
+
+    def with_policy(self, linux: LinuxSystem) -> Backend:
+        """This backend with the policy data its loader rules need (ELF: a new one; the others need none)."""
+        ...
 
     def sniff(self, head: bytes) -> bool:
         """True if these first bytes (MAGIC_READ of them) start a file of this format."""
@@ -128,11 +156,15 @@ def backend_of(fmt: BinaryFormat) -> Backend:
 
 # ---- editors -------------------------------------------------------------------------------------
 
+# Each record also answers the format-neutral questions of `dynawheel repair --dry-run` (and of
+# RepairResult.plan): renames, runpath, own_name, delete_rpaths.
+
 @dataclass(frozen=True)
 class ElfEdits:
     """The edits of one ELF file, applied in one write (or one patchelf call)."""
 
-    replace_needed: tuple[tuple[str, str], ...] = ()
+    format: ClassVar[BinaryFormat] = BinaryFormat.ELF
+    replace_needed: tuple[tuple[str, str], ...] = ()  # (DT_NEEDED, new name), in the order decided
     runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
     soname: str | None = None
     force_rpath: bool = False  # write DT_RPATH (inherited by dependencies) instead of DT_RUNPATH
@@ -141,22 +173,72 @@ class ElfEdits:
     def empty(self) -> bool:
         return not self.replace_needed and self.runpath is None and self.soname is None
 
+    @property
+    def renames(self) -> dict[str, str]:
+        return dict(self.replace_needed)
+
+    @property
+    def own_name(self) -> str | None:
+        return self.soname
+
+    @property
+    def delete_rpaths(self) -> tuple[str, ...]:
+        return ()
+
 
 @dataclass(frozen=True)
 class MachoEdits:
     """The edits of one Mach-O file (every slice): renamed dependencies, install name, LC_RPATHs."""
 
-    change_dependencies: tuple[tuple[str, str], ...] = ()
+    format: ClassVar[BinaryFormat] = BinaryFormat.MACHO
+    change_dependencies: tuple[tuple[str, str], ...] = ()  # (load command's name, new name), in the order decided
     install_id: str | None = None
     delete_rpaths: tuple[str, ...] = ()
     add_rpaths: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.change_dependencies or self.install_id or self.delete_rpaths or self.add_rpaths)
+
+    @property
+    def renames(self) -> dict[str, str]:
+        return dict(self.change_dependencies)
+
+    @property
+    def own_name(self) -> str | None:
+        return self.install_id
+
+    @property
+    def runpath(self) -> tuple[str, ...] | None:
+        return None
 
 
 @dataclass(frozen=True)
 class PeEdits:
     """The edits of one PE file: imported DLLs renamed."""
 
+    format: ClassVar[BinaryFormat] = BinaryFormat.PE
     rename_imports: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.rename_imports
+
+    @property
+    def renames(self) -> dict[str, str]:
+        return dict(self.rename_imports)
+
+    @property
+    def own_name(self) -> str | None:
+        return None
+
+    @property
+    def runpath(self) -> tuple[str, ...] | None:
+        return None
+
+    @property
+    def delete_rpaths(self) -> tuple[str, ...]:
+        return ()
 
 
 Edits = Union[ElfEdits, MachoEdits, PeEdits]

@@ -43,7 +43,7 @@ its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
 musl's loader (facts from musl ``ldso/dynlink.c``, checked against ``ld-musl-x86_64.so.1
 --list`` in tests/test_musl.py) is used for a chain whose program uses ``ld-musl-*`` or
 whose objects need musl's libc by any of its names (``libc.so``, Alpine's ``libc.musl-ARCH.so.1``,
-``ld-musl-ARCH.so.1``: the musllinux tell, :func:`policy.family_of`); those names are the system
+``ld-musl-ARCH.so.1``: the musllinux tell, :meth:`LinuxSystem.family`); those names are the system
 whatever the host has (:meth:`ElfBackend.is_system`):
 
 =====================================  ==============================================
@@ -89,9 +89,8 @@ from ..binary import (
     X86Isa,
 )
 from ..errors import BinaryFormatError
-from ..policy import family_of, interpreters, loader_names, musl_libc_names, system_libraries
 from ..search import SearchPaths
-from . import Candidate, Loaded
+from . import Candidate, LinuxSystem, Loaded
 
 log = logging.getLogger(__name__)
 
@@ -636,12 +635,12 @@ def undefined_symbols(fp: BinaryIO, path: str) -> frozenset[str] | None:
 
 
 # ---------------------------------------------------------------- search rules
-def default_interpreter(image: Image) -> str | None:
+def default_interpreter(image: Image, linux: LinuxSystem) -> str | None:
     """The PT_INTERP of `image`, else the standard glibc interpreter for its arch."""
     interp = image.elf.interp
     if interp is not None:
         return interp
-    return interpreters("manylinux").get(image.arch)
+    return linux.interpreters.get("manylinux", {}).get(image.arch)
 
 
 def expand_dst(text: str, origin: str, search: SearchPaths) -> str:
@@ -670,10 +669,25 @@ def _dirs(entries: Sequence[str], holder: Loaded, search: SearchPaths) -> Iterat
 
 
 class ElfBackend:
+    """The ELF reader and loader rules; the rules need the policy data (`linux`: which libraries the
+    system provides, the program interpreters), given by the core (:meth:`with_policy`)."""
+
     format = BinaryFormat.ELF
     match_soname = True  # an already-loaded object also answers to its DT_SONAME
     stops_at_bad_file = True  # ld.so fails ("invalid ELF header") instead of searching on
     case_insensitive = False
+
+    def __init__(self, linux: LinuxSystem | None = None) -> None:
+        self._linux = linux
+
+    def with_policy(self, linux: LinuxSystem) -> ElfBackend:
+        return ElfBackend(linux)
+
+    @property
+    def linux(self) -> LinuxSystem:
+        if self._linux is None:
+            raise RuntimeError("the ELF loader rules need the policy data: BACKEND.with_policy(policy.linux_system())")
+        return self._linux
 
     def sniff(self, head: bytes) -> bool:
         return head[:4] == MAGIC
@@ -683,12 +697,13 @@ class ElfBackend:
 
     def is_system(self, request: Dependency, loader: Image, search: SearchPaths) -> bool:
         name = posixpath.basename(request.name)
-        if name in system_libraries() or name in musl_libc_names():
+        linux = self.linux
+        if name in linux.libraries or name in linux.musl_libc:
             return True
-        if _MUSL_SELF.match(name) and family_of((loader,)) == "musllinux":
+        if _MUSL_SELF.match(name) and linux.family((loader,)) == "musllinux":
             return True  # musl's loader answers libm.so, libpthread.so, ... itself
-        interp = default_interpreter(loader)
-        return name in loader_names() or (
+        interp = default_interpreter(loader, linux)
+        return name in linux.loaders or (
             interp is not None and name == posixpath.basename(interp)
         )
 
@@ -705,13 +720,14 @@ class ElfBackend:
             return
         loader = chain[-1]
         name = expand_dst(request.name, posixpath.dirname(loader.path), search)
-        interp = default_interpreter(chain[0].image)
+        linux = self.linux
+        interp = default_interpreter(chain[0].image, linux)
         if interp is not None and name == posixpath.basename(interp) and search.use_system:
             yield Candidate(search.host_path(interp), "program interpreter (loaded first)")
             return
-        musl = family_of(link.image for link in chain) == "musllinux"
+        musl = linux.family(link.image for link in chain) == "musllinux"
         if musl and "/" not in name and _MUSL_SELF.match(name):
-            musl_loader = interpreters("musllinux").get(chain[0].image.arch)
+            musl_loader = linux.interpreters.get("musllinux", {}).get(chain[0].image.arch)
             if musl_loader is not None and search.use_system:
                 yield Candidate(search.host_path(musl_loader), "musl's loader (it is the C library)")
             return

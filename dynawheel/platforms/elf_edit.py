@@ -80,7 +80,7 @@ def patchelf_args(edits: ElfEdits) -> list[str]:
     args: list[str] = []
     if edits.soname is not None:
         args += ["--set-soname", edits.soname]
-    for old, new in edits.replace_needed:
+    for old, new in sorted(edits.replace_needed):  # one order whatever the plan's
         args += ["--replace-needed", old, new]
     if edits.runpath is not None:
         if edits.force_rpath and edits.runpath:

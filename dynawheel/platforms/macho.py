@@ -54,7 +54,7 @@ from typing import Any, BinaryIO
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, MachoFacts
 from ..errors import BinaryFormatError
 from ..search import SearchPaths
-from . import Candidate, Loaded
+from . import Candidate, LinuxSystem, Loaded
 
 log = logging.getLogger(__name__)
 
@@ -515,6 +515,9 @@ class MachOBackend:
     match_soname = False  # dyld matches install names as paths
     stops_at_bad_file = False
     case_insensitive = False
+
+    def with_policy(self, linux: LinuxSystem) -> MachOBackend:
+        return self  # its system libraries are macOS's own data (data/macos-system.json), not policy
 
     def sniff(self, head: bytes) -> bool:
         if len(head) < 4:

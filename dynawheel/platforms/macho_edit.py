@@ -271,23 +271,13 @@ def edit_file(path: str, edits: Sequence[Edit], output: str | None = None) -> Fi
     fp = plan(data, edits, path)
     new = apply_plan(data, fp)
     if new is not data or output not in (None, path):
-        write_atomic(output or path, new, mode_from=path)
+        fsutil.write_atomic(output or path, new, os.stat(path).st_mode & 0o7777)  # the input's permissions
     return fp
-
-
-def write_atomic(path: str, data: bytes, mode_from: str | None = None) -> None:
-    """Write `data` over `path` atomically, with the permissions of `mode_from` (default: `path`;
-    0o755 for a new file)."""
-    try:
-        mode = os.stat(mode_from or path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o755
-    fsutil.write_atomic(path, data, mode)
 
 
 def edits_of(edits: MachoEdits) -> list[Edit]:
     """The load-command edits of a file's MachoEdits, in the order they are applied."""
-    out: list[Edit] = [ChangeDependency(o, n) for o, n in edits.change_dependencies]
+    out: list[Edit] = [ChangeDependency(o, n) for o, n in sorted(edits.change_dependencies)]  # one order
     if edits.install_id:
         out.append(SetId(edits.install_id))
     out += [DeleteRpath(r) for r in edits.delete_rpaths]

@@ -71,7 +71,7 @@ from typing import Any, BinaryIO, Union
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, PeFacts
 from ..errors import BinaryFormatError
 from ..search import SearchPaths
-from . import PATH_FLAG, Candidate, Loaded
+from . import PATH_FLAG, Candidate, LinuxSystem, Loaded
 
 log = logging.getLogger(__name__)
 
@@ -452,6 +452,9 @@ class PEBackend:
     case_insensitive = True  # Windows finds 'LIBA.DLL' for an import of 'liba.dll', in a wheel too
     match_soname = False  # the key of a loaded DLL is its base name, never its export-directory name
     stops_at_bad_file = False  # the loader skips a file of another machine type and searches on
+
+    def with_policy(self, linux: LinuxSystem) -> PEBackend:
+        return self  # its system DLLs are Windows' own data (data/windows-system-dlls.json), not policy
 
     def sniff(self, head: bytes) -> bool:
         return head[:2] == b"MZ"

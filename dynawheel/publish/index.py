@@ -765,19 +765,6 @@ def project_pages(normalized: str, dists: list[DistFile], layout: _Layout,
     return _page_html(f"Links for {normalized}", links, status), _json_bytes(doc)
 
 
-# ---------------------------------------------------------------- atomic writes
-
-
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` unless it already holds exactly that; True when written."""
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    fsutil.write_atomic(path, data, 0o644)
-    return True
-
 
 def _place_file(src: Path, dst: Path) -> bool:
     """Make ``dst`` hold ``src``'s bytes (hard link, else copy); True when something changed."""
@@ -951,7 +938,8 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
             written.append(target)
         meta_target = target.with_name(dist.filename + ".metadata")
         if (dist.kind == "wheel"
-                and write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist))):
+                and fsutil.write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist),
+                                        skip_same=True)):
             written.append(meta_target)
         if not layout.in_place:  # in place, the pages link the wheelhouse's own provenance file
             written += _place_provenance(dist, target)
@@ -1026,7 +1014,7 @@ def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[st
 def _write_pair(directory: Path, page_html: bytes, page_json: bytes) -> list[Path]:
     out = []
     for name, data in (("index.html", page_html), ("index.json", page_json)):
-        if write_atomic(directory / name, data):
+        if fsutil.write_atomic(directory / name, data, skip_same=True):
             out.append(directory / name)
     return out
 

@@ -51,6 +51,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from .. import fsutil
 from ..errors import PackageIndexError
 from .index import (
     JSON_CONTENT_TYPE,
@@ -60,7 +61,6 @@ from .index import (
     inspect_distribution,
     normalize_name,
     project_of_filename,
-    write_atomic,
 )
 from .provenance import AttestationError, provenance_from_upload, provenance_path
 
@@ -148,8 +148,7 @@ def add_user(password_file: Path, name: str, password: str) -> None:
     users[name] = _hash_password(password, secrets.token_bytes(16))
     data = "".join(f"{user}:{hashed}\n" for user, hashed in sorted(users.items())).encode()
     try:
-        write_atomic(password_file, data)
-        os.chmod(password_file, 0o600)
+        fsutil.write_atomic(password_file, data, 0o600)  # never readable by others, not even for a moment
     except OSError as exc:
         raise PackageIndexError(f"cannot write password file {str(password_file)!r}: {exc}") from exc
 
@@ -589,7 +588,7 @@ def _store_provenance(path: Path, provenance: bytes | None) -> None:
     if provenance is None:
         path.unlink(missing_ok=True)
     else:
-        write_atomic(path, provenance)
+        fsutil.write_atomic(path, provenance, skip_same=True)
 
 
 def _client(address: object) -> str:

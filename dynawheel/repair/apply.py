@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..binary import BinaryFormat
-from ..platforms import EditJob, Editor, Edits, ElfEdits, MachoEdits, PeEdits, make_editor
+from ..platforms import EditJob, Editor, Edits, make_editor
 from ..tree import HostFS, Tree
 from ..wording import counted
-from .plan import FileEdits, Job
+from .plan import Job
 
 if TYPE_CHECKING:
     from .options import RepairOptions
@@ -34,24 +34,14 @@ class Editors:
         return self._made[fmt]
 
 
-def editor_edits(edits: FileEdits) -> Edits:
-    """The frozen record of `edits` that its format's editor takes."""
-    renames = tuple(sorted(edits.renames.items()))
-    if edits.format is BinaryFormat.ELF:
-        return ElfEdits(renames, edits.runpath, edits.own_name, edits.old_style)
-    if edits.format is BinaryFormat.MACHO:
-        return MachoEdits(renames, edits.own_name, edits.delete_rpaths, edits.add_rpaths)
-    return PeEdits(tuple(edits.renames.items()))
-
-
-def apply_edits(files: Mapping[Path, tuple[str, FileEdits]], editors: Editors,
+def apply_edits(files: Mapping[Path, tuple[str, Edits]], editors: Editors,
                 sources: Mapping[Path, str] | None = None, done: Callable[[Path], None] | None = None) -> None:
     """Apply every file's edits to its private copy: one write per file, by its format's editor.  A
     copy named in `sources` does not exist yet (its editor writes from a source): it is written from
     its source.  `done` is called with each copy once it is written (maybe on a worker thread)."""
     jobs: dict[BinaryFormat, list[EditJob]] = {}
     for path, (label, edits) in files.items():
-        jobs.setdefault(edits.format, []).append(EditJob(path, label, editor_edits(edits), (sources or {}).get(path)))
+        jobs.setdefault(edits.format, []).append(EditJob(path, label, edits, (sources or {}).get(path)))
     for fmt in (BinaryFormat.PE, BinaryFormat.MACHO, BinaryFormat.ELF):  # ELF last: its copies pack soonest
         if fmt in jobs:
             editors.of(fmt).apply(jobs[fmt], done)
@@ -69,12 +59,14 @@ def edit_copies(job: Job, tree: Tree, work: Path, opts: RepairOptions, editors: 
     for rel in sorted(set(job.plan.files) | set(vendored)):
         dest = out[rel] = work / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        real = host.real(vendored[rel].source) if rel in vendored else None
+        # a copy of a library the tree ships (for the scripts directory) is read from the tree
+        src_rel = job.analysis.relpath(vendored[rel].source) if rel in vendored else rel
+        real = host.real(vendored[rel].source) if rel in vendored and src_rel is None else None
         edits = job.plan.files.get(rel)
         if real is not None and edits is not None and editors.of(edits.format).writes_from_source:
             sources[dest] = real
             continue
-        src_fp = host.open(vendored[rel].source) if rel in vendored else tree.open(rel)
+        src_fp = tree.open(src_rel) if src_rel is not None else host.open(vendored[rel].source)
         with src_fp as src, open(dest, "wb") as fp:
             if isinstance(src, io.BytesIO):  # performance: a member inflated whole, written in one call
                 with src.getbuffer() as view:

@@ -9,6 +9,14 @@ Rules:
   ships under the same name is not vendored: the tree's copy is used;
 - one copy per library: beside its consumers when they share one directory, otherwise in the
   shared library directory (``<dist>.libs/`` or ``--lib-dir``);
+- executables in ``<name>-<ver>.data/scripts/`` are installed into the scheme's scripts directory
+  (``bin/``, ``Scripts/``), whose place relative to site-packages differs by scheme (venv, ``--user``,
+  ``--prefix``, ``--target``, Debian's ``/usr/local``): no relative search path from there reaches
+  ``<dist>.libs/``.  So each library they load gets its own copy beside them in the scripts directory
+  (found through ``$ORIGIN``, ``@loader_path`` or Windows' application directory), named with a hash
+  that includes that directory (``<name>-<ver>``: two wheels never share, so never uninstall, one
+  file of ``bin/``); a library the package ships that a script loads is copied there too
+  (``install_root`` is the one rule; each library is vendored once per install root);
 - names are mangled (``libfoo.so.1`` -> ``libfoo-1a2b3c4d.so.1``) with a hash of the content and
   of the mangled names of its own vendored dependencies, so a change anywhere below renames
   everything above; libraries already in the input are never renamed.
@@ -34,6 +42,7 @@ from ..errors import RepairError, ResolveError, UsageError, WheelFormatError
 from ..fsutil import sha256_hex
 from ..platforms import backend_of
 from ..tree import HostFS, Tree
+from ..wheel.layout import PACKAGE, install_root
 from ..wheel.tags import parse_filename
 
 # the suffix a mangled name keeps after the hash: wider than analysis.resolve.LIBRARY_NAME (which says
@@ -65,6 +74,7 @@ class Vendored:
     format: BinaryFormat
     sha256: str
     consumers: tuple[str, ...]  # tree-relative paths of what loads it (binaries or other copies)
+    install_root: str = PACKAGE  # the root whose binaries load this copy (see install_root)
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,12 @@ class Collection:
     twins: tuple[tuple[str, str], ...] = ()
 
     def by_source(self) -> dict[str, Vendored]:
-        return {v.source: v for v in self.vendored}
+        """The copy in site-packages of each vendored library (scripts may have their own copies)."""
+        return {v.source: v for v in self.vendored if v.install_root == PACKAGE}
+
+    def by_slot(self) -> dict[tuple[str, str], Vendored]:
+        """(source, install root) -> the copy the binaries of that root load."""
+        return {(v.source, v.install_root): v for v in self.vendored}
 
 
 def _matches(name: str, globs: Iterable[str]) -> bool:
@@ -137,12 +152,15 @@ def mangled_name(name: str, digest: str) -> str:
     return f"{stem}-{digest}{suffix}"
 
 
+Slot = tuple[str, str]  # (library source, install root of the binaries that load this copy)
+
+
 class _Collector:
     def __init__(self, analysis: Analysis, choices: Choices, dist_libs: str, digests: Mapping[str, str],
                  tree_digests: Mapping[str, str] | None) -> None:
         self.a = analysis
         self.digests, self.tree_digests = digests, tree_digests
-        self.twins: dict[str, str] = {}  # source -> tree path of the same bytes
+        self.twins: dict[Slot, str] = {}  # (source, root) -> tree path of the same bytes in that root
         self.by_name: dict[str, list[str]] = defaultdict(list)
         for path in analysis.tree_binaries:
             rel = analysis.relpath(path)
@@ -151,33 +169,49 @@ class _Collector:
         self.graph = DependencyGraph(analysis)
         self.choices = choices
         self.lib_dir = choices.lib_dir.strip("/") or dist_libs
-        self.vendor: dict[str, list[Edge]] = defaultdict(list)  # source -> edges that load it
+        self.vendor: dict[Slot, list[Edge]] = defaultdict(list)  # slot -> edges that load it
         self.provided: list[tuple[str, str, str]] = []
         self.missing: list[Edge] = []
 
     def rel(self, path: str) -> str | None:
         return self.a.relpath(path)
 
-    def wanted(self, edge: Edge) -> bool:
-        """Is this edge's library to be vendored?"""
+    def root_of(self, path: str) -> str | None:
+        """The install root of a tree file (None: outside the tree)."""
+        rel = self.rel(path)
+        return None if rel is None else install_root(rel)
+
+    def home(self, root: str) -> str:
+        """Where copies for `root` go when their consumers do not share one directory."""
+        return self.lib_dir if root == PACKAGE else root
+
+    def digest(self, source: str) -> str:
+        rel = self.rel(source)
+        return self.tree_digests[rel] if rel is not None and self.tree_digests is not None else self.digests[source]
+
+    def wanted(self, edge: Edge, root: str) -> bool:
+        """Is this edge's library to be vendored for binaries installed in `root`?"""
         if edge.hit is None or _matches(edge.request.name, self.choices.exclude):
             return False
         if edge.status is Status.EXTERNAL:
             return True
+        if edge.status is Status.IN_TREE:  # shipped, but installed elsewhere than what loads it: a copy
+            return self.root_of(edge.hit) not in (None, root)
         return edge.status is Status.SYSTEM and bool(self.choices.include) and \
             _matches(edge.request.name, self.choices.include)
 
     def walk(self) -> None:
-        stack = list(self.a.tree_binaries)
+        stack = [(p, self.root_of(p) or PACKAGE) for p in self.a.tree_binaries]
         seen = set(stack)
         while stack:
-            node = stack.pop()
+            node, root = stack.pop()
             for edge in self.graph.dependencies(node):
-                self._visit(edge, stack, seen)
+                self._visit(edge, root, stack, seen)
 
-    def _visit(self, edge: Edge, stack: list[str], seen: set[str]) -> None:
+    def _visit(self, edge: Edge, root: str, stack: list[Slot], seen: set[Slot]) -> None:
         base = posixpath.basename(edge.request.name)
-        if base in self.choices.provided and edge.status is not Status.IN_TREE:
+        # another wheel's library is in site-packages: out of reach of a script, which gets a copy
+        if base in self.choices.provided and edge.status is not Status.IN_TREE and root == PACKAGE:
             self.provided.append((self.rel(edge.dependent) or edge.dependent, edge.request.name,
                                   self.choices.provided[base]))
             return
@@ -186,28 +220,28 @@ class _Collector:
             return
         if edge.hit is None or edge.hit == edge.dependent:
             return
-        if self.wanted(edge) and self._twin(edge.hit, edge.request.name):
+        if self.wanted(edge, root) and self._twin(edge.hit, edge.request.name, root):
             return  # the tree already ships these bytes: that copy is used (and walked as a tree binary)
-        if self.wanted(edge):
-            self.vendor[edge.hit].append(edge)
+        if self.wanted(edge, root):
+            self.vendor[(edge.hit, root)].append(edge)
         elif edge.status is not Status.IN_TREE:
             return
-        if edge.hit not in seen:
-            seen.add(edge.hit)
-            stack.append(edge.hit)
+        if (edge.hit, root) not in seen:
+            seen.add((edge.hit, root))
+            stack.append((edge.hit, root))
 
-    def _twin(self, source: str, request: str) -> str | None:
-        """A binary of the tree with the same name and the same bytes as the outside `source`."""
-        if self.tree_digests is None:
+    def _twin(self, source: str, request: str, root: str) -> str | None:
+        """A binary of the tree in `root` with the same name and the same bytes as the outside `source`."""
+        if self.tree_digests is None or self.rel(source) is not None:
             return None
-        if source not in self.twins:
+        if (source, root) not in self.twins:
             names = {posixpath.basename(request), posixpath.basename(source)}
             same = [rel for name in sorted(names) for rel in self.by_name.get(name, ())
-                    if self.tree_digests[rel] == self.digests[source]]
+                    if install_root(rel) == root and self.tree_digests[rel] == self.digests[source]]
             if not same:
                 return None
-            self.twins[source] = same[0]
-        return self.twins[source]
+            self.twins[(source, root)] = same[0]
+        return self.twins[(source, root)]
 
 
 def collect(analysis: Analysis, choices: Choices, dist_libs: str, digests: Mapping[str, str],
@@ -219,46 +253,55 @@ def collect(analysis: Analysis, choices: Choices, dist_libs: str, digests: Mappi
     if c.missing and not choices.allow_missing:
         unique = {(e.dependent, e.request.name): e for e in c.missing}
         raise ResolveError(describe_missing(analysis, unique.values()))
-    order = [p for p in DependencyGraph(analysis).topological_order(c.vendor) if p in c.vendor]
-    names = _names(c, order, digests)
+    sources = {src for src, _root in c.vendor}
+    order = [(p, root) for p in DependencyGraph(analysis).topological_order(sources) if p in sources
+             for root in sorted({r for s, r in c.vendor if s == p})]
+    names = _names(c, order)
     dests = _placement(c, order, names)
     vendored = tuple(
-        Vendored(source=src, requests=tuple(sorted({e.request.name for e in c.vendor[src]})), name=names[src],
-                 dest=dests[src], format=analysis.binaries[src].format, sha256=digests[src],
-                 consumers=tuple(sorted({_consumer(c, e.dependent, dests) for e in c.vendor[src]})))
-        for src in order)
+        Vendored(source=src, requests=tuple(sorted({e.request.name for e in c.vendor[(src, root)]})),
+                 name=names[(src, root)], dest=dests[(src, root)], format=analysis.binaries[src].format,
+                 sha256=c.digest(src),
+                 consumers=tuple(sorted({_consumer(c, e.dependent, root, dests) for e in c.vendor[(src, root)]})),
+                 install_root=root)
+        for src, root in order)
     _check_collisions(analysis, vendored)
-    return Collection(vendored, tuple(sorted(set(c.provided))), tuple(c.missing), tuple(sorted(c.twins.items())))
+    twins = tuple(sorted((src, rel) for (src, _root), rel in c.twins.items()))
+    return Collection(vendored, tuple(sorted(set(c.provided))), tuple(c.missing), twins)
 
 
-def _consumer(c: _Collector, dependent: str, dests: Mapping[str, str]) -> str:
-    """Tree-relative path of what loads a library (a vendored copy not placed yet: the lib dir)."""
-    if dependent in c.vendor:
-        return dests.get(dependent) or posixpath.join(c.lib_dir, "_")
+def _consumer(c: _Collector, dependent: str, root: str, dests: Mapping[Slot, str]) -> str:
+    """Tree-relative path of what loads a library (a vendored copy not placed yet: its root's home)."""
+    if (dependent, root) in c.vendor:
+        return dests.get((dependent, root)) or posixpath.join(c.home(root), "_")
     return c.rel(dependent) or dependent
 
 
-def _names(c: _Collector, order: list[str], digests: Mapping[str, str]) -> dict[str, str]:
-    """New names, dependencies first (a dependency's new name feeds its dependents' hash)."""
-    names: dict[str, str] = {}
-    for src in order:
-        request = sorted({posixpath.basename(e.request.name) for e in c.vendor[src]}, key=lambda n: (-len(n), n))[0]
+def _names(c: _Collector, order: list[Slot]) -> dict[Slot, str]:
+    """New names, dependencies first (a dependency's new name feeds its dependents' hash); a copy for
+    scripts also hashes its root ('<name>-<ver>.data/scripts'): no two wheels share a file of bin/."""
+    names: dict[Slot, str] = {}
+    for src, root in order:
+        edges = c.vendor[(src, root)]
+        request = sorted({posixpath.basename(e.request.name) for e in edges}, key=lambda n: (-len(n), n))[0]
         if not c.choices.mangle or _matches(request, c.choices.no_mangle):
-            names[src] = request
+            names[(src, root)] = request
             continue
-        deps = sorted(names[e.hit] for e in c.graph.dependencies(src) if e.hit in names)
-        digest = hashlib.sha256("\n".join([digests[src], *deps]).encode()).hexdigest()[:8]
-        names[src] = mangled_name(request, digest)
+        deps = sorted(names[(e.hit, root)] for e in c.graph.dependencies(src)
+                      if e.hit is not None and (e.hit, root) in names)
+        digest = hashlib.sha256("\n".join([c.digest(src), *deps, *([root] if root else [])]).encode()).hexdigest()[:8]
+        names[(src, root)] = mangled_name(request, digest)
     return names
 
 
-def _placement(c: _Collector, order: list[str], names: Mapping[str, str]) -> dict[str, str]:
-    """Beside the consumers when they share a directory, else in the shared lib dir."""
-    dests: dict[str, str] = {}
-    for src in reversed(order):  # dependents first: their place is known
-        dirs = {posixpath.dirname(_consumer(c, e.dependent, dests)) for e in c.vendor[src]}
-        where = dirs.pop() if len(dirs) == 1 else c.lib_dir
-        dests[src] = posixpath.join(where, names[src]) if where else names[src]
+def _placement(c: _Collector, order: list[Slot], names: Mapping[Slot, str]) -> dict[Slot, str]:
+    """Beside the consumers when they share a directory, else in the root's home (the shared lib dir,
+    or the scripts directory)."""
+    dests: dict[Slot, str] = {}
+    for slot in reversed(order):  # dependents first: their place is known
+        dirs = {posixpath.dirname(_consumer(c, e.dependent, slot[1], dests)) for e in c.vendor[slot]}
+        where = dirs.pop() if len(dirs) == 1 else c.home(slot[1])
+        dests[slot] = posixpath.join(where, names[slot]) if where else names[slot]
     return dests
 
 

@@ -1,65 +1,59 @@
 """EditPlan: every edit of every binary, decided before anything is written.
 
-Edits are format-neutral (rename a dependency, set the search path, set the own name, drop
-an LC_RPATH); a conflicting edit (one dependency renamed two ways) is rejected when queued.
-Each file is then written once, with all its edits (see repair.py).
+Each changed file gets one frozen record of its format (platforms.ElfEdits / MachoEdits / PeEdits),
+which apply.py hands as it is to that format's editor; a conflicting edit (one dependency renamed two
+ways) is rejected when it is decided.  Each file is then written once, with all its edits.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..analysis.graph import DependencyGraph
 from ..analysis.resolve import Analysis, Status
 from ..binary import BinaryFile, BinaryFormat, DepKind, Image
 from ..errors import RepairError
+from ..platforms import Edits, ElfEdits, MachoEdits, PeEdits
+from ..wheel.layout import PACKAGE, install_root
 from .collect import Collection, Vendored
 from .shim import ShimPlan, shim_targets
 
 
-@dataclass
-class FileEdits:
-    """Every edit of one binary: renamed dependencies, new search path, own name."""
-
-    format: BinaryFormat
-    renames: dict[str, str] = field(default_factory=dict)  # requested name -> new name
-    runpath: tuple[str, ...] | None = None  # ELF: new search path (None = unchanged)
-    old_style: bool = False  # ELF: keep it a DT_RPATH (inherited by dependencies) as the input had it
-    own_name: str | None = None  # ELF soname / Mach-O id
-    delete_rpaths: tuple[str, ...] = ()  # Mach-O LC_RPATHs to drop
-    add_rpaths: tuple[str, ...] = ()  # Mach-O LC_RPATHs to add
-
-    @property
-    def empty(self) -> bool:
-        return not (self.renames or self.runpath is not None or self.own_name or self.delete_rpaths
-                    or self.add_rpaths)
-
-
-@dataclass
+@dataclass(frozen=True)
 class EditPlan:
-    """The edits of every binary a repair changes, by output tree path."""
+    """The edits of every binary a repair changes, by output tree path (none is empty)."""
 
-    files: dict[str, FileEdits] = field(default_factory=dict)  # output tree path -> edits
+    files: Mapping[str, Edits] = field(default_factory=dict)
 
-    def edits(self, rel: str, fmt: BinaryFormat) -> FileEdits:
-        return self.files.setdefault(rel, FileEdits(fmt))
 
-    def rename(self, rel: str, fmt: BinaryFormat, old: str, new: str) -> None:
-        edits = self.edits(rel, fmt)
-        if edits.renames.get(old, new) != new:
-            raise RepairError(f"conflicting edits of {rel!r}: {old!r} -> {edits.renames[old]!r} and -> {new!r}")
+class Renames:
+    """The dependencies one file renames, in the order they are decided; one dependency renamed
+    two ways is refused."""
+
+    def __init__(self, rel: str) -> None:
+        self.rel = rel
+        self._new: dict[str, str] = {}
+
+    def add(self, old: str, new: str) -> None:
+        if self._new.get(old, new) != new:
+            raise RepairError(f"conflicting edits of {self.rel!r}: {old!r} -> {self._new[old]!r} and -> {new!r}")
         if old != new:
-            edits.renames[old] = new
+            self._new[old] = new
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self._new.items())
 
 
-def _inside(entry: str, directory: str, root_token: str) -> bool:
-    """Does an rpath entry ($ORIGIN/... or @loader_path/...) point inside the tree?"""
+def _inside(entry: str, directory: str, root_token: str, root: str = PACKAGE) -> bool:
+    """Does an rpath entry ($ORIGIN/... or @loader_path/...) point inside the tree, and inside the install
+    root `root` unless that is the package (a script's entry to site-packages breaks once installed)?"""
     for token in (root_token, "${ORIGIN}" if root_token == "$ORIGIN" else root_token):
         if entry == token or entry.startswith(token + "/"):
             target = posixpath.normpath(posixpath.join(directory or ".", entry[len(token):].lstrip("/")))
-            return not target.startswith("..") and not posixpath.isabs(target)
+            inside = not target.startswith("..") and not posixpath.isabs(target)
+            return inside and (root == PACKAGE or target == root or target.startswith(root + "/"))
     return False
 
 
@@ -100,25 +94,25 @@ class Planner:
         self.a = analysis
         self.c = collection
         self.graph = DependencyGraph(analysis)
-        self.vendored = collection.by_source()
-        self.plan = EditPlan()
+        self.vendored = collection.by_slot()
 
     def build(self) -> EditPlan:
+        files: dict[str, Edits] = {}
         for path in self.a.tree_binaries:
             rel = self.a.relpath(path)
             assert rel is not None
-            self._file(path, rel, self.a.binaries[path], vendored=None)
-        for v in self.c.vendored:
-            self._file(v.source, v.dest, self.a.binaries[v.source], vendored=v)
-        self.plan.files = {k: e for k, e in self.plan.files.items() if not e.empty}
-        return self.plan
+            files[rel] = self._file(path, rel, self.a.binaries[path], install_root(rel), vendored=None)
+        for v in self.c.vendored:  # collect() gives each a tree path no file of the tree has
+            files[v.dest] = self._file(v.source, v.dest, self.a.binaries[v.source], v.install_root, vendored=v)
+        return EditPlan({rel: edits for rel, edits in files.items() if not edits.empty})
 
-    def _targets(self, node: str) -> Iterator[tuple[str, str]]:
-        """(requested name, tree path of what it now resolves to) for `node`'s vendored/in-tree deps."""
-        twins = dict(self.c.twins)
+    def _targets(self, node: str, root: str) -> Iterator[tuple[str, str]]:
+        """(requested name, tree path of what it now resolves to) for `node`'s vendored/in-tree deps, as
+        the binaries of install root `root` load them (their own copies)."""
+        twins = {src: rel for src, rel in self.c.twins if install_root(rel) == root}
         for edge in self.graph.dependencies(node):
-            if edge.hit in self.vendored:
-                yield edge.request.name, self.vendored[edge.hit].dest
+            if edge.hit is not None and (edge.hit, root) in self.vendored:
+                yield edge.request.name, self.vendored[(edge.hit, root)].dest
             elif edge.hit in twins:  # an outside library the tree ships an identical copy of
                 yield edge.request.name, twins[edge.hit]
             elif edge.hit is not None and edge.status is Status.IN_TREE and edge.hit != node:
@@ -130,59 +124,57 @@ class Planner:
             if dep_rel == dependent:
                 yield request, provided
 
-    def _file(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
-        image = binary.images[0]
+    def _file(self, node: str, rel: str, binary: BinaryFile, root: str, vendored: Vendored | None) -> Edits:
         if binary.format is BinaryFormat.ELF:
-            self._elf(node, rel, image, vendored)
-        elif binary.format is BinaryFormat.MACHO:
-            self._macho(node, rel, binary, vendored)
-        else:
-            self._pe(node, rel, vendored)
+            return self._elf(node, rel, binary.images[0], root, vendored)
+        if binary.format is BinaryFormat.MACHO:
+            return self._macho(node, rel, binary, root, vendored)
+        return self._pe(node, rel, root)
 
-    def _elf(self, node: str, rel: str, image: Image, vendored: Vendored | None) -> None:
+    def _elf(self, node: str, rel: str, image: Image, root: str, vendored: Vendored | None) -> ElfEdits:
         directory = posixpath.dirname(rel)
         pieces = [piece for entry in (*image.rpaths, *image.runpaths) for piece in entry.split(":") if piece]
-        kept = [] if vendored is not None else [p for p in pieces if _inside(p, directory, "$ORIGIN")]
+        kept = [] if vendored is not None else [p for p in pieces if _inside(p, directory, "$ORIGIN", root)]
         added: list[str] = []
-        for request, target in self._targets(node):
+        renames = Renames(rel)
+        for request, target in self._targets(node, root):
             new = posixpath.basename(target)
             if new != request:  # a path request ('/build/libfoo.so') becomes a name found through the run path
-                self.plan.rename(rel, BinaryFormat.ELF, request, new)
+                renames.add(request, new)
             if not any(_origin_dir(entry, directory) == (posixpath.dirname(target) or ".") for entry in kept):
                 added.append(relative_entry("$ORIGIN", directory, posixpath.dirname(target)))
         final = _dedupe([*kept, *added])
-        if vendored is not None:
-            self.plan.edits(rel, BinaryFormat.ELF).own_name = vendored.name
-        if final != _dedupe(pieces) and (final or pieces):
-            edits = self.plan.edits(rel, BinaryFormat.ELF)
-            edits.runpath = final
-            edits.old_style = bool(image.rpaths) and not image.runpaths and vendored is None
+        soname = vendored.name if vendored is not None else None
+        if final == _dedupe(pieces) or not (final or pieces):
+            return ElfEdits(renames.pairs(), None, soname)
+        # an input's DT_RPATH (inherited by dependencies) stays a DT_RPATH
+        old_style = bool(image.rpaths) and not image.runpaths and vendored is None
+        return ElfEdits(renames.pairs(), final, soname, old_style)
 
     def _is_vendored_or_provided(self, target: str) -> bool:
         return any(v.dest == target for v in self.c.vendored) or any(p == target for _d, _r, p in self.c.provided)
 
-    def _macho(self, node: str, rel: str, binary: BinaryFile, vendored: Vendored | None) -> None:
+    def _macho(self, node: str, rel: str, binary: BinaryFile, root: str, vendored: Vendored | None) -> MachoEdits:
         directory = posixpath.dirname(rel)
         rpaths = _dedupe(r for image in binary.images for r in image.rpaths)
-        kept = () if vendored is not None else tuple(r for r in rpaths if _inside(r, directory, "@loader_path"))
-        for request, target in self._targets(node):
+        kept = () if vendored is not None else \
+            tuple(r for r in rpaths if _inside(r, directory, "@loader_path", root))
+        renames = Renames(rel)
+        for request, target in self._targets(node, root):
             if self._is_vendored_or_provided(target) or vendored is not None or \
                     not _macho_reaches(request, target, directory, kept):
                 new = relative_entry("@loader_path", directory, posixpath.dirname(target))
-                self.plan.rename(rel, BinaryFormat.MACHO, request, f"{new}/{posixpath.basename(target)}")
-        drop = tuple(r for r in rpaths if r not in kept)
-        edits = self.plan.edits(rel, BinaryFormat.MACHO)
-        edits.delete_rpaths = drop
-        if vendored is not None:
-            edits.own_name = f"@rpath/{vendored.name}"
+                renames.add(request, f"{new}/{posixpath.basename(target)}")
+        return MachoEdits(renames.pairs(), f"@rpath/{vendored.name}" if vendored is not None else None,
+                          tuple(r for r in rpaths if r not in kept))
 
-    def _pe(self, node: str, rel: str, vendored: Vendored | None) -> None:
-        for request, target in self._targets(node):
+    def _pe(self, node: str, rel: str, root: str) -> PeEdits:
+        renames = Renames(rel)
+        for request, target in self._targets(node, root):
             new = posixpath.basename(target)
             if new.lower() != posixpath.basename(request).lower():
-                self.plan.rename(rel, BinaryFormat.PE, request, new)
-        if vendored is not None:
-            self.plan.edits(rel, BinaryFormat.PE)
+                renames.add(request, new)
+        return PeEdits(renames.pairs())
 
 
 def make_plan(analysis: Analysis, collection: Collection) -> EditPlan:
@@ -214,10 +206,12 @@ def shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
     dirs: dict[str, list[str]] = {}
     for path in analysis.tree_binaries:
         rel = analysis.relpath(path)
-        if analysis.binaries[path].format is not BinaryFormat.PE or rel is None:
+        # a program in .data/scripts finds its DLLs in its own directory (copies beside it): no shim
+        if analysis.binaries[path].format is not BinaryFormat.PE or rel is None or install_root(rel) != PACKAGE:
             continue
         loaded = [p for walk in analysis.walks if walk.root == path for p in walk.loaded]
-        places = [posixpath.dirname(v.dest) for v in collection.vendored if v.source in loaded]
+        places = [posixpath.dirname(v.dest) for v in collection.vendored
+                  if v.source in loaded and v.install_root == PACKAGE]
         places += [d for p in dict.fromkeys(loaded) for d in provided.get(analysis.relpath(p) or p, ())]
         wanted = dirs.setdefault(rel, [])
         wanted += [d for d in dict.fromkeys(places) if d != posixpath.dirname(rel)]
@@ -227,11 +221,11 @@ def shim_plan(analysis: Analysis, collection: Collection) -> ShimPlan:
 def _delay_loaded(analysis: Analysis, collection: Collection) -> dict[str, list[str]]:
     """PE extension -> tree paths of the DLLs it delay-loads: the delay-load helper searches only
     the default order at the first call, so the shim loads them first by full path."""
-    dest = {v.source: v.dest for v in collection.vendored}
+    dest = {v.source: v.dest for v in collection.vendored if v.install_root == PACKAGE}
     out: dict[str, list[str]] = {}
     for walk in analysis.walks:
         rel = analysis.relpath(walk.root)
-        if rel is None or analysis.binaries[walk.root].format is not BinaryFormat.PE:
+        if rel is None or analysis.binaries[walk.root].format is not BinaryFormat.PE or install_root(rel) != PACKAGE:
             continue
         for edge in walk.edges:
             if edge.request.kind is DepKind.DELAY and edge.hit is not None:

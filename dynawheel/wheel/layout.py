@@ -1,0 +1,23 @@
+"""Where the paths of a wheel are installed, as far as binaries care: which of them land in one directory.
+
+A wheel's root, ``<name>-<ver>.data/purelib/`` and ``.data/platlib/`` go to site-packages; ``.data/scripts/``
+goes to the scheme's scripts directory (``<venv>/bin``, ``~/.local/bin``, ``<prefix>/bin``, ``<target>/bin``,
+``Scripts\\`` on Windows), whose place relative to site-packages differs from scheme to scheme (``--user``,
+``--target``, Debian's ``/usr/local``, Fedora's ``lib64``, the Python version).  So a relative search path
+(``$ORIGIN``, ``@loader_path``, the application directory) from a program there reaches only its own
+directory, never site-packages.
+"""
+
+from __future__ import annotations
+
+PACKAGE = ""  # the install root of everything installed into site-packages
+
+
+def install_root(rel: str) -> str:
+    """The part of a wheel (or stage) installed as one directory, for the tree path `rel`:
+    ``'<name>-<ver>.data/scripts'`` for the scripts scheme, else ``PACKAGE`` (site-packages).
+    A binary reaches a library by a relative path only within its own install root."""
+    top, _, rest = rel.partition("/")
+    if top.endswith(".data") and rest.startswith("scripts/"):
+        return f"{top}/scripts"
+    return PACKAGE
