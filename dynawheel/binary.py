@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from types import MappingProxyType
 from typing import Any, TypeVar, Union
 
 
@@ -89,7 +88,6 @@ class DynamicTables:
     hash: int = 0
 
 
-_NO_VERSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 # in show --json's 'elf_traits' (or nowhere), not in 'details'
 _POLICY_FACTS = ("stack", "isa_needed", "isa_used", "isa_bits", "undefined")
 
@@ -112,7 +110,7 @@ class ElfFacts:
     flags_1: int = 0  # DT_FLAGS_1
     nodeflib: bool = False  # DF_1_NODEFLIB is set: no default directories
     # DT_VERNEED: {library: (versions, ...)}
-    version_needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _NO_VERSIONS, hash=False)
+    version_needs: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)  # read-only by type
     # For the policy checks: PT_GNU_STACK; the highest x86-64 level in GNU_PROPERTY_X86_ISA_1_NEEDED / _USED
     # of the NT_GNU_PROPERTY_TYPE_0 note (None: no such property; the linker writes NEEDED for
     # `ld -z x86-64-v3`, and glibc >= 2.33 refuses to load the image on a CPU below it); the NEEDED bits.

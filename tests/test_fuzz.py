@@ -2,8 +2,10 @@
 every crasher it ever found, replayed.
 
 Each kind runs in a process of its own (libFuzzer owns the process), stops at the first finding
-(--strict) and prints the finding with its traceback; the budget is a few hundred cases per kind and
-at most FUZZ_SECONDS each, about two minutes of CPU in all.
+(--strict) and prints the finding with its traceback; the budget is FUZZ_RUNS cases per kind and at
+most FUZZ_SECONDS of fuzzing each (plus ~5 s of start-up: seeds built with gcc, imports instrumented).
+Measured on a 2-core machine at load 12 (-n 2, 11 kinds): the budget tests took 2.1 min with 8 s per kind
+(3.5 min for the whole module with 12 s); on an idle machine the runs, not the seconds, end most kinds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tests.fuzz import targets
 ROOT = Path(__file__).resolve().parent.parent
 CRASHERS = Path(__file__).resolve().parent / "fuzz" / "crashers"
 FUZZ_RUNS = int(os.environ.get("DYNAWHEEL_FUZZ_RUNS", "400"))
-FUZZ_SECONDS = int(os.environ.get("DYNAWHEEL_FUZZ_SECONDS", "12"))
+FUZZ_SECONDS = int(os.environ.get("DYNAWHEEL_FUZZ_SECONDS", "8"))
 
 pytest.importorskip("atheris", reason="atheris (the fuzzing engine, PyPI) is not installed")
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel import tree as tree_mod
 from dynawheel.cli import main
 from dynawheel.errors import ToolError, WheelFormatError
 from dynawheel.platforms import elf_edit
 from dynawheel.tree import WheelTree
+from dynawheel.tree import wheel as tree_mod
 from dynawheel.wheel import inflate
 from dynawheel.wheel.archive import Entry, Packer, write_wheel
 from dynawheel.wheel.record import encode_digest

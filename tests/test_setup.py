@@ -31,6 +31,7 @@ def _packages(python: Path, env: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.network  # make setup installs dynawheel's dependencies from PyPI
 def test_make_setup_uses_its_own_venv(tmp_path: Path) -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists() or shutil.which("make") is None:
         pytest.skip("needs git, make and a git checkout of dynawheel")

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel import tree as tree_mod
 from dynawheel.errors import WheelFormatError
 from dynawheel.tree import WheelTree
+from dynawheel.tree import members as members_mod
+from dynawheel.tree import wheel as wheel_mod
 from dynawheel.wheel import verify
 from dynawheel.wheel.verify import RecordCheck, SharedDigests
 
@@ -43,10 +44,10 @@ def _zip(path: Path, members: dict[str, bytes], stored: tuple[str, ...] = ()) ->
 @pytest.fixture(autouse=True)
 def small_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     """Members above 64 KiB are streamed, in small chunks: the stream paths run on small data."""
-    monkeypatch.setattr(tree_mod, "STREAM_ABOVE", 64 << 10)
-    monkeypatch.setattr(tree_mod, "_RAW_CHUNK", 8 << 10)
-    monkeypatch.setattr(tree_mod, "_OUT_CHUNK", 32 << 10)
-    monkeypatch.setattr(tree_mod, "FINISH_MIN", 0)
+    monkeypatch.setattr(wheel_mod, "STREAM_ABOVE", 64 << 10)
+    monkeypatch.setattr(members_mod, "_RAW_CHUNK", 8 << 10)
+    monkeypatch.setattr(members_mod, "_OUT_CHUNK", 32 << 10)
+    monkeypatch.setattr(members_mod, "FINISH_MIN", 0)
 
 
 MEMBERS = {
@@ -191,7 +192,7 @@ def test_corrupt_data_fails_as_without_sharing(tmp_path: Path, at: float) -> Non
 
 
 def test_a_stream_read_only_at_its_start_is_left_to_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tree_mod, "FINISH_MIN", 1 << 10)
+    monkeypatch.setattr(members_mod, "FINISH_MIN", 1 << 10)
     wheel = _zip(tmp_path / "x.whl", MEMBERS)
     tree, shared = WheelTree(wheel, require_wheel=False), SharedDigests()
     tree.share_digests(shared)

@@ -74,7 +74,6 @@ import re
 import struct
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from types import MappingProxyType
 from typing import BinaryIO, NamedTuple
 
 from ..binary import (
@@ -523,7 +522,7 @@ class _Reader:
             elfclass=self.elfclass, endian="little" if self.little else "big",
             machine=_enum_name(_COMMON_MACHINES, 1, self.machine), osabi=_enum_name(_COMMON_OSABIS, 2, self.header[7]),
             type=etype, interp=interp, flags_1=fields.flags_1, nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
-            version_needs=MappingProxyType({lib: tuple(names) for lib, names in versions.items()}),
+            version_needs={lib: tuple(names) for lib, names in versions.items()},
             stack=stack, isa_needed=_isa_level(isa[0]), isa_used=_isa_level(isa[1]), isa_bits=isa[0],
             undefined=undefined,
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.parser
 import errno
 import hashlib
@@ -29,7 +30,7 @@ import io
 import logging
 import os
 import secrets
-import socket
+import signal
 import sys
 import tempfile
 import threading
@@ -37,10 +38,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import NoReturn, Protocol
+from urllib.parse import unquote
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -62,7 +62,13 @@ from .index import (
     normalize_name,
     project_of_filename,
 )
+from .loop import Channel, LoopServer, Reply
+from .provenance import SUFFIX as PROVENANCE_SUFFIX
 from .provenance import AttestationError, provenance_from_upload, provenance_path
+from .wire import BadRequest, Request
+
+if sys.platform != "win32":  # Windows: one process serves, the thread lock is enough
+    import fcntl
 
 logger = logging.getLogger(__name__)
 # one line per answered request in common log format (the CLI sends it to stderr unless -q)
@@ -87,6 +93,7 @@ class ServeConfig:
     allow_anonymous_upload: bool = False
     allow_overwrite: bool = False
     max_upload_size: int = DEFAULT_MAX_UPLOAD
+    base_url: str | None = None  # public URL of the server: absolute PEP 740 provenance URLs
 
 
 @dataclass(frozen=True)
@@ -102,11 +109,13 @@ class RequestRecord:
 class HTTPError(Exception):
     """A request the server refuses; becomes an HTTP error response."""
 
-    def __init__(self, status: HTTPStatus, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: HTTPStatus, message: str, headers: Mapping[str, str] | None = None, *,
+                 close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.close = close  # close the connection after the answer
 
 
 # ---------------------------------------------------------------- passwords
@@ -474,29 +483,130 @@ class _VerifiedPasswords:
 # ---------------------------------------------------------------- the server
 
 
-class IndexServer(ThreadingHTTPServer):
-    """Threaded HTTP server over one wheelhouse (the site root)."""
+_SMALL_FILE = 64 * 1024  # files up to this size are kept in memory (while unchanged) and sent with their head
+_FILE_CACHE_BYTES = 16 * 1024 * 1024
+_WATCH_EVERY = 0.2  # seconds between looks at the wheelhouse directory (on page requests)
+_RACY_NS = 2_000_000_000  # a directory changed this recently is looked at again (coarse file system clocks)
 
-    daemon_threads = True
-    # socketserver's default backlog of 5 makes 64 concurrent clients wait for SYN retries (p99 ~3 s)
-    request_queue_size = 1024
-    # restart right after Ctrl-C despite TIME_WAIT; on Windows SO_REUSEADDR would let two servers share a port
-    allow_reuse_address = os.name != "nt"
+
+@dataclass(frozen=True, slots=True)
+class _FileEntry:
+    """A file of the wheelhouse that passed every check, by its lstat key (a new file is a new key)."""
+
+    key: tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns)
+    path: str
+    etag: str
+    content_type: str
+    project: str
+    body: bytes | None  # the content of a small file
+
+
+def _lstat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+_WATCHED = (".whl", ".tar.gz", ".whl" + PROVENANCE_SUFFIX, ".tar.gz" + PROVENANCE_SUFFIX)
+
+
+class _Watch:
+    """Notices distributions copied into or removed from the wheelhouse while the server runs: a stat of
+    the directory at most every :data:`_WATCH_EVERY` seconds, and when its mtime moved, a listing."""
+
+    def __init__(self, wheelhouse: Path) -> None:
+        self.directory = str(wheelhouse)
+        self.checked = 0.0
+        self.mtime = os.stat(self.directory).st_mtime_ns
+        self.files = self.scan()
+        self.refreshing = False  # a thread is re-indexing: serve what is there meanwhile
+        self.stale = False  # a change was seen and not indexed yet
+
+    def scan(self) -> dict[str, tuple[int, int, int]]:
+        files: dict[str, tuple[int, int, int]] = {}
+        with os.scandir(self.directory) as listing:
+            for entry in listing:
+                name = entry.name
+                if name.startswith(".") or not name.endswith(_WATCHED):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                files[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return files
+
+    def changed(self) -> bool:
+        """True when the distributions differ from those last indexed (throttled; cheap when nothing moved)."""
+        if self.refreshing or self.stale:
+            return not self.refreshing
+        now = time.monotonic()
+        if now - self.checked < _WATCH_EVERY:
+            return False
+        self.checked = now
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self.mtime and time.time_ns() - mtime > _RACY_NS:
+            return False
+        self.mtime = mtime
+        self.stale = self.scan() != self.files
+        return self.stale
+
+
+class _IndexLock:
+    """Held while the index is written: a thread lock, and ``flock`` on the wheelhouse directory for the
+    other worker processes (each opens the directory itself: a lock is per open file description)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if sys.platform == "win32":
+            return
+        try:
+            if self._pid != os.getpid():
+                self._fd, self._pid = os.open(self._directory, os.O_RDONLY), os.getpid()
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if sys.platform != "win32" and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+class IndexServer(LoopServer):
+    """An HTTP server over one wheelhouse (the site root): GET/HEAD on the loop, uploads on threads."""
 
     def __init__(self, wheelhouse: Path, address: tuple[str, int], config: ServeConfig,
                  statuses: Mapping[str, ProjectStatus] | None = None) -> None:
         self.wheelhouse = wheelhouse
         self.statuses = dict(statuses or {})  # PEP 792 markers that `dynawheel index --status` set
         self.site_root = wheelhouse.resolve()
+        self._root = str(self.site_root)
         self.config = config
-        self.index_lock = threading.Lock()
+        self.index_lock = _IndexLock(self.site_root)
         self.passwords = _VerifiedPasswords()
+        self._validating = threading.BoundedSemaphore(2)
         self._pages: dict[Path, tuple[tuple[int, int, int], bytes, str]] = {}
+        self._files: dict[str, _FileEntry] = {}
+        # answers to heads seen before (GET of a page or a small file), while their source is unchanged
+        self._replies: dict[Request, tuple[str, str, tuple[int, ...], Reply]] = {}
+        self._file_bytes = 0
+        self._password_path = config.password_file.resolve() if config.password_file is not None else None
+        self.watch = _Watch(wheelhouse)
         self.request_log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, self, backlog=1024, timeout=60.0)
 
     @property
     def url(self) -> str:
@@ -509,29 +619,179 @@ class IndexServer(ThreadingHTTPServer):
             self.request_log.append(entry)
             del self.request_log[:-100_000]
 
-    def page(self, path: Path) -> tuple[bytes, str]:
-        """A page's bytes and ETag, kept in memory while the file's size, mtime and inode stay the same
+    def page(self, path: Path) -> tuple[bytes, str, tuple[int, int, int]]:
+        """A page's bytes, ETag and stat key, kept in memory while the file's size, mtime and inode stay the same
         (pages are replaced by rename, so a new page is a new inode)."""
         st = os.stat(path)
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
         hit = self._pages.get(path)
         if hit is not None and hit[0] == key:
-            return hit[1], hit[2]
+            return hit[1], hit[2], key
         with open(path, "rb") as fh:
             body = fh.read()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + ("-j" if path.name == "index.json" else "-h") + '"'
         if len(self._pages) >= 8192:
             self._pages.clear()
         self._pages[path] = (key, body, etag)
-        return body, etag
+        return body, etag, key
 
-    def handle_error(self, request: object, client_address: tuple[str, int] | object) -> None:
-        """A client that hangs up or stalls mid-request costs one log line, not a traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            logger.info("%s: connection dropped: %s", _client(client_address), exc.__class__.__name__)
-        else:
-            logger.exception("internal error serving %s", _client(client_address))
+    # -- answering (the loop's App)
+
+    def respond(self, request: Request, client: str) -> Reply | None:
+        hit = self._replies.get(request)
+        if hit is not None and self._still_good(hit):
+            self.answered(request, client, hit[3], None)
+            return hit[3]
+        if request.method == "POST":
+            return None
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise HTTPError(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {request.method!r}", close=True)
+            get = _Get(self, request)
+            reply = get.answer(may_defer=True)
+            if reply is None:  # the wheelhouse changed: re-index on a thread, then answer
+                self.watch.refreshing = True
+                return None
+            if get.source is not None and reply.file is None:
+                if len(self._replies) >= 4096:
+                    self._replies.clear()
+                self._replies[request] = (*get.source, reply)
+        except HTTPError as exc:
+            reply = _error_reply(request, exc)
+        except Exception:
+            logger.exception("internal error answering %s", request.request_line)
+            reply = _error_reply(request, HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", close=True))
+        self.answered(request, client, reply, None)
+        return reply
+
+    def _still_good(self, hit: tuple[str, str, tuple[int, ...], Reply]) -> bool:
+        """A remembered answer holds while its page (or file) is the same file and the wheelhouse did not change."""
+        kind, path, key, _reply = hit
+        try:
+            if kind == "page":
+                st = os.stat(path)
+                return (st.st_size, st.st_mtime_ns, st.st_ino) == key and not self.watch.changed()
+            entry = self._files.get(path)
+            status = self.statuses.get(entry.project) if entry is not None else None
+            return (entry is not None and entry.key == key and _lstat_key(os.lstat(entry.path)) == key
+                    and (status is None or status.status != "quarantined"))
+        except OSError:
+            return False
+
+    def respond_blocking(self, request: Request, client: str, channel: Channel) -> Reply:
+        user: str | None = None
+        try:
+            if request.method == "POST":
+                upload = _Upload(self, request, channel)
+                try:
+                    reply = upload.answer()
+                finally:
+                    user = upload.user
+            else:
+                self.refresh()
+                reply = _Get(self, request).answer(may_defer=False) or _error_reply(
+                    request, HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error"))
+        except HTTPError as exc:
+            reply = _error_reply(request, exc)
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception:
+            logger.exception("internal error answering %s", request.request_line)
+            reply = _error_reply(request, HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", close=True))
+        self.answered(request, client, reply, user)
+        return reply
+
+    def refused(self, request_line: str, client: str, exc: BadRequest) -> Reply:
+        logger.info("%s: refused request %r: %d %s", client, request_line[:100], exc.status, exc.message)
+        body = f"{exc.status.value} {exc.status.phrase}: {exc.message}\n".encode()
+        reply = Reply(exc.status.value, [("Content-Type", "text/plain; charset=utf-8")], body, close=True)
+        self._access_log(client, None, request_line, exc.status.value, len(body))
+        method = request_line.partition(" ")[0]
+        self.record(RequestRecord(method, request_line.split(" ")[1] if request_line.count(" ") >= 2 else "",
+                                  exc.status.value))
+        return reply
+
+    def answered(self, request: Request, client: str, reply: Reply, user: str | None) -> None:
+        """Log one answered request: the access log (common log format) and :attr:`request_log`."""
+        sent = 0 if request.method == "HEAD" else reply.content_length()
+        self._access_log(client, user, request.request_line, reply.status, sent)
+        self.record(RequestRecord(request.method, request.target, reply.status, user))
+
+    @staticmethod
+    def _access_log(client: str, user: str | None, request_line: str, status: int, sent: int) -> None:
+        """``host - user [date] "request line" status size``, once per answered request."""
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        when = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime())
+        access_logger.info('%s - %s [%s] "%s" %d %s', client, user or "-", when,
+                           request_line.replace('"', "%22") or "-", status, str(sent) if sent else "-")
+
+    # -- the wheelhouse
+
+    def refresh(self) -> None:
+        """Re-index after distributions were copied into or removed from the wheelhouse (incremental: the
+        index cache vouches for the files it knows)."""
+        try:
+            with self.index_lock:
+                files = self.watch.scan()
+                if files != self.watch.files:
+                    before = set(self.watch.files)
+                    try:
+                        result = build_index(self.wheelhouse, base_url=self.config.base_url)
+                    except PackageIndexError as exc:  # the pages stay as they were; the next change tries again
+                        logger.error("cannot re-index the changed wheelhouse: %s", exc)
+                    else:
+                        self.statuses = dict(result.statuses)
+                        logger.info("wheelhouse changed: %d added, %d removed; %d pages written",
+                                    len(set(files) - before), len(before - set(files)), len(result.written))
+                    self.watch.files = files
+                self.watch.stale = False
+        finally:
+            self.watch.refreshing = False
+
+    def file_entry(self, segments: list[str], target: str) -> _FileEntry:
+        """The checked file at ``segments`` (404 when outside the site, hidden, quarantined, the password file)."""
+        name = segments[0] if len(segments) == 1 else ""
+        hit = self._files.get(name) if name else None
+        if hit is not None:
+            try:
+                if _lstat_key(os.lstat(hit.path)) == hit.key:
+                    return hit
+            except OSError:
+                pass
+            self._files.pop(name, None)
+        entry = self._checked_file(segments, target)
+        if name and entry.path == os.path.join(self._root, name):  # a plain file, no symlink: remembered
+            if entry.body is not None:
+                self._file_bytes += len(entry.body)
+            if len(self._files) >= 8192 or self._file_bytes > _FILE_CACHE_BYTES:
+                self._files.clear()
+                self._file_bytes = 0 if entry.body is None else len(entry.body)
+            self._files[name] = entry
+        return entry
+
+    def _checked_file(self, segments: list[str], target: str) -> _FileEntry:
+        if any(not seg or seg.startswith(".") for seg in segments):
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r}")
+        try:  # a name too long for the file system, a file removed meanwhile: not found, like any other
+            resolved = self.site_root.joinpath(*segments).resolve()
+            if (not resolved.is_relative_to(self.site_root) or not resolved.is_file()
+                    or resolved == self._password_path):
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r}")
+            path = str(resolved)
+            st = os.lstat(path)
+            body = None
+            if st.st_size <= _SMALL_FILE:
+                with open(path, "rb") as fh:
+                    body = fh.read(_SMALL_FILE + 1)
+        except OSError as exc:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r} ({exc.strerror})") from None
+        if body is not None and len(body) != st.st_size:
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"{target!r} is being written; retry")
+        suffix = ".gz" if resolved.name.endswith(".tar.gz") else resolved.suffix
+        return _FileEntry(_lstat_key(st), path, f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
+                          _CONTENT_TYPES.get(suffix, "application/octet-stream"), project_of_filename(resolved.name),
+                          body)
 
     def store_upload(self, filename: str, staged: Path, provenance: bytes | None = None) -> None:
         """Validate an uploaded file (already in a hidden temporary file of the wheelhouse), give it its
@@ -539,10 +799,12 @@ class IndexServer(ThreadingHTTPServer):
 
         ``provenance`` (checked PEP 740 provenance) is written beside it first; without it, a provenance
         file left by an earlier upload of the same name is removed (it would describe other bytes).
+
         The temporary file is removed whatever happens; nothing is listed unless everything passed.
         """
         try:
-            self._validate_staged(staged, filename)
+            with self._validating:  # at most two wheels inflated at once: bounded memory under a burst of uploads
+                self._validate_staged(staged, filename)
             os.chmod(staged, 0o644)
             project = project_of_filename(filename)
             status = self.statuses.get(project)
@@ -556,7 +818,8 @@ class IndexServer(ThreadingHTTPServer):
                 try:
                     _store_provenance(provenance_path(target), provenance)
                     os.replace(staged, target)
-                    build_index(self.wheelhouse, project=project)
+                    build_index(self.wheelhouse, project=project, base_url=self.config.base_url)
+                    self.watch.files = _watched_after(self.watch.files, target)
                 except (OSError, PackageIndexError) as exc:
                     cause = exc if isinstance(exc, OSError) else exc.__cause__
                     if not self.config.allow_overwrite:  # listed nowhere: take it back out
@@ -584,6 +847,20 @@ class IndexServer(ThreadingHTTPServer):
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution {filename!r}: {exc}") from None
 
 
+
+def _watched_after(files: Mapping[str, tuple[int, int, int]], target: Path) -> dict[str, tuple[int, int, int]]:
+    """The watch's view after an upload stored ``target`` (and its provenance file, or removed it)."""
+    after = dict(files)
+    for path in (target, provenance_path(target)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            after.pop(path.name, None)
+            continue
+        after[path.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return after
+
+
 def _store_provenance(path: Path, provenance: bytes | None) -> None:
     if provenance is None:
         path.unlink(missing_ok=True)
@@ -591,8 +868,229 @@ def _store_provenance(path: Path, provenance: bytes | None) -> None:
         fsutil.write_atomic(path, provenance, skip_same=True)
 
 
-def _client(address: object) -> str:
-    return str(address[0]) if isinstance(address, tuple) and address else str(address)
+_ROOT_PAGE = b'<!DOCTYPE html>\n<html><body><a href="simple/">simple/</a></body></html>\n'
+_HTML = "text/html; charset=utf-8"
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _error_reply(request: Request, exc: HTTPError) -> Reply:
+    logger.info("%s %s -> %d %s", request.method, request.target, exc.status, exc.message)
+    body = f"{exc.status.value} {exc.status.phrase}: {exc.message}\n".encode()
+    return Reply(exc.status.value, [("Content-Type", "text/plain; charset=utf-8"), *exc.headers.items()], body,
+                 close=exc.close)
+
+
+def _segments(target: str) -> list[str]:
+    """The path segments of a request target; 400 for ``..``, encoded slashes or NUL bytes."""
+    raw = target.partition("?")[0]
+    if "%" in raw:
+        lowered = raw.lower()
+        if "%2f" in lowered or "%5c" in lowered or "%00" in lowered:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid path: {raw!r}")
+        raw_path = unquote(raw)
+    else:
+        raw_path = raw
+    segments = raw_path.split("/")[1:]
+    if any(seg in ("..", ".") or "\\" in seg or "\x00" in seg for seg in segments):
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid path: {raw!r}")
+    return segments
+
+
+class _Get:
+    """One GET or HEAD request: a page of the simple API (content negotiation, ETag) or a file."""
+
+    def __init__(self, server: IndexServer, request: Request) -> None:
+        self.server, self.request = server, request
+        self.source: tuple[str, str, tuple[int, ...]] | None = None  # what the answer was made from
+
+    def answer(self, may_defer: bool) -> Reply | None:
+        """The reply; None (only when ``may_defer``) when the wheelhouse changed and must be re-indexed first."""
+        segments = _segments(self.request.target)
+        if segments == [""]:
+            return Reply(200, [("Content-Type", _HTML)], _ROOT_PAGE)
+        if segments[0] == "simple":
+            if may_defer and self.server.watch.changed():
+                return None
+            return self._simple(segments[1:])
+        return self._file(segments)
+
+    def _simple(self, rest: list[str]) -> Reply:
+        if not rest:
+            raise HTTPError(HTTPStatus.MOVED_PERMANENTLY, "see /simple/", {"Location": "/simple/"})
+        if rest == [""]:
+            return self._page(self.server.site_root / "simple")
+        if len(rest) > 2 or (len(rest) == 2 and rest[1] != "") or not rest[0]:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.request.target!r}")
+        normalized = normalize_name(rest[0])
+        if normalized != rest[0] or len(rest) == 1:
+            raise HTTPError(HTTPStatus.MOVED_PERMANENTLY, "normalized name", {"Location": f"/simple/{normalized}/"})
+        return self._page(self.server.site_root / "simple" / normalized)
+
+    def _page(self, directory: Path) -> Reply:
+        choice = negotiate(self.request.headers.get("accept"))
+        if choice is None:
+            raise HTTPError(HTTPStatus.NOT_ACCEPTABLE, "supported: application/vnd.pypi.simple.v1+json, "
+                            "application/vnd.pypi.simple.v1+html, text/html", {"Vary": "Accept"})
+        name = "index.json" if choice == JSON_CONTENT_TYPE else "index.html"
+        try:
+            body, etag, key = self.server.page(directory / name)
+        except OSError:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no such project here (and no fallback): {self.request.target!r}",
+                            {"Vary": "Accept"}) from None
+        self.source = ("page", str(directory / name), key)
+        headers = [("ETag", etag), ("Vary", "Accept"), ("Cache-Control", "max-age=0, must-revalidate")]
+        if _etag_matches(self.request.headers.get("if-none-match"), etag):
+            return Reply(HTTPStatus.NOT_MODIFIED.value, headers)
+        content_type = choice if choice != "text/html" else _HTML
+        return Reply(200, [("Content-Type", content_type), *headers], body)
+
+    def _file(self, segments: list[str]) -> Reply:
+        entry = self.server.file_entry(segments, self.request.target)
+        status = self.server.statuses.get(entry.project)
+        if status is not None and status.status == "quarantined":
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.request.target!r}")
+        headers = [("Content-Type", entry.content_type), ("ETag", entry.etag)]
+        if _etag_matches(self.request.headers.get("if-none-match"), entry.etag):
+            return Reply(HTTPStatus.NOT_MODIFIED.value, headers)
+        if entry.body is not None:
+            if len(segments) == 1:
+                self.source = ("file", segments[0], entry.key)
+            return Reply(200, headers, entry.body)
+        size = entry.key[2]
+        if self.request.method == "HEAD":
+            return Reply(200, headers, length=size)
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | _O_NOFOLLOW)
+        except OSError:  # removed (or replaced by a symbolic link) since it was checked
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.request.target!r}") from None
+        st = os.fstat(fd)
+        if (st.st_ino, st.st_size) != (entry.key[1], size):
+            os.close(fd)
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"{self.request.target!r} changed while opened; retry")
+        return Reply(200, headers, file=fd, length=size)
+
+
+class _Upload:
+    """One ``POST`` (twine's legacy upload API), answered on a thread: the body streams from ``channel``."""
+
+    def __init__(self, server: IndexServer, request: Request, channel: Channel) -> None:
+        self.server, self.request, self.channel = server, request, channel
+        self.headers = request.headers
+        self.user: str | None = None
+        self.unread = request.content_length
+
+    def read(self, size: int) -> bytes:
+        data = self.channel.read(min(size, self.unread))
+        self.unread -= len(data)
+        return data
+
+    def answer(self) -> Reply:
+        try:
+            return self._store()
+        except HTTPError as exc:
+            if self.unread:  # the rest of the body would be read as the next request
+                exc.close = True
+            raise
+
+    def _store(self) -> Reply:
+        if self.request.target.partition("?")[0] not in ("/", "/legacy", "/legacy/"):
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"uploads go to / or /legacy/, not {self.request.target!r}",
+                            close=True)
+        self._content_length()
+        denied = self._auth_error()
+        if denied is not None:
+            if not self.request.expect_continue:
+                self._drain()
+            raise denied
+        if self.request.expect_continue:
+            self.channel.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        spool: list[_Spool] = []
+        try:
+            parts = self._read_form(spool)
+            if not spool:
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has no 'content' file part with a file name")
+            upload = spool[0]
+            upload.close()
+            filename = parts["content"].filename or ""
+            check_upload_filename(filename, _field(parts, "name"), _field(parts, "version"))
+            check_digests(parts, upload.sha256.hexdigest(), upload.md5.hexdigest())
+            provenance = upload_provenance(parts, filename, upload.sha256.hexdigest(), self.user)
+            self.server.store_upload(filename, upload.path, provenance)
+        finally:
+            for each in spool:
+                each.discard()
+        logger.info("stored upload %s (%d bytes) from %s", filename, upload.size, self.user or "anonymous")
+        return Reply(200, [("Content-Type", "text/plain; charset=utf-8")], b"OK\n")
+
+    def _read_form(self, spool: list[_Spool]) -> dict[str, FormPart]:
+        """The form fields; the ``content`` file streams into ``spool`` after its name passed every check
+        that needs no other field (nothing is written for a name that could never be stored)."""
+
+        def sink_for(name: str, filename: str) -> PartSink | None:
+            if name != "content":
+                return None
+            if spool:
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has more than one 'content' part")
+            check_upload_filename(filename, None, None, names_checked=False)
+            spool.append(_Spool(self.server.wheelhouse))
+            return spool[0]
+
+        try:
+            seen = read_multipart(self.read, self.request.content_length, self.headers.get("content-type", ""),
+                                  sink_for)
+        except TruncatedBody as exc:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"upload cut off: {exc}", close=True) from None
+        except PackageIndexError as exc:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}", close=True) from None
+        except OSError as exc:
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                raise
+            name = spool[0].path.name if spool else "the upload"
+            error = _storage_error(exc, name)
+            error.close = True
+            raise error from None
+        action = _field(seen, ":action")
+        if action != "file_upload":
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unsupported :action {action!r} (only 'file_upload')")
+        return seen
+
+    def _content_length(self) -> int:
+        if "transfer-encoding" in self.headers:
+            raise HTTPError(HTTPStatus.LENGTH_REQUIRED, "chunked uploads are not supported; send Content-Length",
+                            close=True)
+        if "content-length" not in self.headers:
+            raise HTTPError(HTTPStatus.LENGTH_REQUIRED, "missing Content-Length", close=True)
+        length, limit = self.request.content_length, self.server.config.max_upload_size
+        if length > limit:
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload of {length} bytes exceeds the limit {limit}",
+                            close=True)
+        return length
+
+    def _drain(self) -> None:
+        while self.unread > 0:
+            if not self.read(1 << 20):
+                return
+
+    def _auth_error(self) -> HTTPError | None:
+        config = self.server.config
+        if config.password_file is None:
+            if config.allow_anonymous_upload:
+                return None
+            return HTTPError(HTTPStatus.FORBIDDEN, "uploads are disabled: start the server with --password-file "
+                             "(or --allow-anonymous-upload)")
+        challenge = {"WWW-Authenticate": 'Basic realm="dynawheel", charset="UTF-8"'}
+        credentials = _basic_credentials(self.headers.get("authorization"))
+        if credentials is None:
+            return HTTPError(HTTPStatus.UNAUTHORIZED, "authentication required", challenge)
+        try:
+            users = read_password_file(config.password_file)
+        except PackageIndexError as exc:
+            logger.error("%s", exc)
+            return HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "password file unreadable")
+        if not self.server.passwords.check(users, *credentials):
+            return HTTPError(HTTPStatus.UNAUTHORIZED, f"invalid user or password for {credentials[0]!r}", challenge)
+        self.user = credentials[0]
+        return None
 
 
 def _identity(filename: str) -> tuple[str, str, str]:
@@ -623,7 +1121,7 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
         read_password_file(config.password_file)
     if config.max_upload_size <= 0:
         raise PackageIndexError(f"max upload size must be positive: {config.max_upload_size!r}")
-    result = build_index(wheelhouse)
+    result = build_index(wheelhouse, base_url=config.base_url)
     try:
         return IndexServer(wheelhouse, (host, port), config, result.statuses)
     except OSError as exc:
@@ -632,314 +1130,42 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
         raise PackageIndexError(f"cannot listen on {host!r} port {port!r}: {exc}") from None
 
 
-def serve_forever(server: IndexServer) -> None:
-    """Serve until Ctrl-C (or :meth:`shutdown` from another thread), then close the socket."""
+def serve_forever(server: IndexServer, workers: int = 1) -> None:
+    """Serve until Ctrl-C or SIGTERM (a :class:`KeyboardInterrupt`; or :meth:`shutdown` from another thread),
+    then close the socket.  ``workers`` > 1 forks that many processes in all (POSIX), each serving the same
+    listening socket, as a web server's worker processes do; stopping this one stops them."""
+    children: list[int] = []
     try:
+        for _ in range(workers - 1 if hasattr(os, "fork") else 0):
+            pid = os.fork()
+            if pid == 0:
+                _worker(server)
+            children.append(pid)
         server.serve_forever()
     except KeyboardInterrupt:
         logger.info("interrupted, stopping")
     finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
         server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: IndexServer
-    protocol_version = "HTTP/1.1"
-    server_version = "dynawheel"
-    timeout = 60
-    # headers and a small body leave in one write (flushed after each request), and TCP_NODELAY:
-    # without both, Nagle holds the body until the client's delayed ACK (~40 ms per response)
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-    _user: str | None = None
-    _status: int | None = None
-    _sent: int = 0
-
-    # -- plumbing
-
-    def handle_one_request(self) -> None:
-        self._status, self._sent, self._user = None, 0, None
-        try:
-            super().handle_one_request()
-        finally:
-            self._access_log()  # requests refused before a do_* method ran (bad request line, 414, 501)
-
-    def _access_log(self) -> None:
-        """``host - user [date] "request line" status size`` (common log format), once per answered request."""
-        if self._status is None:
-            return
-        status, self._status = self._status, None
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        when = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime())
-        request = getattr(self, "requestline", "").replace('"', "%22") or "-"
-        size = str(self._sent) if self._sent else "-"
-        access_logger.info('%s - %s [%s] "%s" %d %s', self.client_address[0], self._user or "-", when,
-                           request, status, size)
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        self._status = int(code)
-        super().send_response(code, message)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        status = int(code) if str(code).isdigit() else 0
-        path = getattr(self, "path", "")
-        self.server.record(RequestRecord(getattr(self, "command", "") or "", path, status, self._user))
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.info("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str,
-              headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-            self._sent = len(body)
-
-    def _send_error(self, exc: HTTPError) -> None:
-        logger.info("%s %s -> %d %s", self.command, self.path, exc.status, exc.message)
-        body = f"{exc.status.value} {exc.status.phrase}: {exc.message}\n".encode()
-        headers = dict(exc.headers)
-        if self.close_connection:
-            headers["Connection"] = "close"
-        self._send(exc.status, body, "text/plain; charset=utf-8", headers)
-
-    def _guard(self, action: str) -> None:
-        try:
-            if action == "POST":
-                self._upload()
-            else:
-                self._get()
-        except HTTPError as exc:
-            self._send_error(exc)
-        except (ConnectionError, TimeoutError) as exc:
-            logger.warning("%s: connection dropped during %s %s: %s", self.client_address[0], self.command,
-                        self.path, exc.__class__.__name__)
-            self.close_connection = True
-        except Exception:
-            logger.exception("internal error answering %s %s", self.command, self.path)
-            self.close_connection = True
-            self._send_error(HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error"))
-        finally:
-            self._access_log()  # before the response is flushed: a client that saw it finds it logged
-
-    def do_GET(self) -> None:
-        self._guard("GET")
-
-    def do_HEAD(self) -> None:
-        self._guard("GET")
-
-    def do_POST(self) -> None:
-        self._guard("POST")
-
-    # -- reading
-
-    def _segments(self) -> list[str]:
-        raw = urlsplit(self.path).path
-        lowered = raw.lower()
-        if not raw.startswith("/") or "%2f" in lowered or "%5c" in lowered or "%00" in lowered:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid path: {raw!r}")
-        path = unquote(raw)
-        segments = path.split("/")[1:]
-        if any(seg in ("..", ".") or "\\" in seg or "\x00" in seg for seg in segments):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid path: {raw!r}")
-        return segments
-
-    def _get(self) -> None:
-        segments = self._segments()
-        if segments == [""]:
-            body = b'<!DOCTYPE html>\n<html><body><a href="simple/">simple/</a></body></html>\n'
-            self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
-        elif segments[0] == "simple":
-            self._simple(segments[1:])
-        else:
-            self._file(segments)
-
-    def _simple(self, rest: list[str]) -> None:
-        if not rest:
-            raise HTTPError(HTTPStatus.MOVED_PERMANENTLY, "see /simple/", {"Location": "/simple/"})
-        if rest == [""]:
-            return self._page(self.server.site_root / "simple")
-        if len(rest) > 2 or (len(rest) == 2 and rest[1] != "") or not rest[0]:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.path!r}")
-        normalized = normalize_name(rest[0])
-        if normalized != rest[0] or len(rest) == 1:
-            raise HTTPError(HTTPStatus.MOVED_PERMANENTLY, "normalized name",
-                            {"Location": f"/simple/{normalized}/"})
-        return self._page(self.server.site_root / "simple" / normalized)
-
-    def _page(self, directory: Path) -> None:
-        choice = negotiate(self.headers.get("Accept"))
-        if choice is None:
-            raise HTTPError(HTTPStatus.NOT_ACCEPTABLE, "supported: application/vnd.pypi.simple.v1+json, "
-                            "application/vnd.pypi.simple.v1+html, text/html", {"Vary": "Accept"})
-        name = "index.json" if choice == JSON_CONTENT_TYPE else "index.html"
-        try:
-            body, etag = self.server.page(directory / name)
-        except OSError:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"no such project here (and no fallback): {self.path!r}",
-                            {"Vary": "Accept"}) from None
-        headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
-        content_type = choice if choice != "text/html" else "text/html; charset=utf-8"
-        self._conditional(body, content_type, headers)
-
-    def _conditional(self, body: bytes, content_type: str, headers: dict[str, str]) -> None:
-        if _etag_matches(self.headers.get("If-None-Match"), headers["ETag"]):
-            self.send_response(HTTPStatus.NOT_MODIFIED)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self._send(HTTPStatus.OK, body, content_type, headers)
-
-    def _file(self, segments: list[str]) -> None:
-        if any(not seg or seg.startswith(".") for seg in segments):
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.path!r}")
-        target = self.server.site_root.joinpath(*segments).resolve()
-        password_file = self.server.config.password_file
-        status = self.server.statuses.get(project_of_filename(target.name))
-        if (not target.is_relative_to(self.server.site_root) or not target.is_file()
-                or (status is not None and status.status == "quarantined")
-                or (password_file is not None and target == password_file.resolve())):
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {self.path!r}")
-        suffix = ".gz" if target.name.endswith(".tar.gz") else target.suffix
-        content_type = _CONTENT_TYPES.get(suffix, "application/octet-stream")
-        st = target.stat()
-        headers = {"ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"'}
-        if _etag_matches(self.headers.get("If-None-Match"), headers["ETag"]):
-            return self._conditional(b"", content_type, headers)
-        with target.open("rb") as fh:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(st.st_size))
-            self.send_header("ETag", headers["ETag"])
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.flush()
-                self._sent = self.connection.sendfile(fh) if st.st_size >= 64 * 1024 else _copy(fh, self.wfile)
-
-    # -- uploads
-
-    def _upload(self) -> None:
-        if urlsplit(self.path).path not in ("/", "/legacy", "/legacy/"):
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"uploads go to / or /legacy/, not {self.path!r}")
-        length = self._content_length()
-        denied = self._auth_error()
-        if denied is not None:
-            self._drain(length)
-            raise denied
-        spool: list[_Spool] = []
-        try:
-            parts = self._read_form(length, spool)
-            if not spool:
-                raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has no 'content' file part with a file name")
-            upload = spool[0]
-            upload.close()
-            content = parts["content"]
-            filename = content.filename or ""
-            check_upload_filename(filename, _field(parts, "name"), _field(parts, "version"))
-            check_digests(parts, upload.sha256.hexdigest(), upload.md5.hexdigest())
-            provenance = upload_provenance(parts, filename, upload.sha256.hexdigest(), self._user)
-            self.server.store_upload(filename, upload.path, provenance)
-        finally:
-            for each in spool:
-                each.discard()
-        logger.info("stored upload %s (%d bytes) from %s", filename, upload.size, self._user or "anonymous")
-        self._send(HTTPStatus.OK, b"OK\n", "text/plain; charset=utf-8")
-
-    def _read_form(self, length: int, spool: list[_Spool]) -> dict[str, FormPart]:
-        """The form fields; the ``content`` file streams into ``spool`` after its name passed every check
-        that needs no other field (nothing is written for a name that could never be stored)."""
-        seen: dict[str, FormPart] = {}
-
-        def sink_for(name: str, filename: str) -> PartSink | None:
-            if name != "content":
-                return None
-            if spool:
-                raise HTTPError(HTTPStatus.BAD_REQUEST, "upload has more than one 'content' part")
-            check_upload_filename(filename, None, None, names_checked=False)
-            spool.append(_Spool(self.server.wheelhouse))
-            return spool[0]
-
-        try:
-            seen = read_multipart(self.rfile.read, length, self.headers.get("Content-Type", ""), sink_for)
-        except TruncatedBody as exc:
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"upload cut off: {exc}") from None
-        except PackageIndexError as exc:
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}") from None
-        except OSError as exc:
-            if isinstance(exc, (ConnectionError, TimeoutError)):
-                raise
-            self.close_connection = True
-            name = spool[0].path.name if spool else "the upload"
-            raise _storage_error(exc, name) from None
-        action = _field(seen, ":action")
-        if action != "file_upload":
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unsupported :action {action!r} (only 'file_upload')")
-        return seen
-
-    def _content_length(self) -> int:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.LENGTH_REQUIRED, "chunked uploads are not supported; send Content-Length")
-        value = self.headers.get("Content-Length")
-        try:
-            length = int(value) if value is not None else -1
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.LENGTH_REQUIRED, f"missing or invalid Content-Length: {value!r}")
-        limit = self.server.config.max_upload_size
-        if length > limit:
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload of {length} bytes exceeds the limit {limit}")
-        return length
-
-    def _drain(self, length: int) -> None:
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                self.close_connection = True
-                return
-            remaining -= len(chunk)
-
-    def _auth_error(self) -> HTTPError | None:
-        config = self.server.config
-        if config.password_file is None:
-            if config.allow_anonymous_upload:
-                return None
-            return HTTPError(HTTPStatus.FORBIDDEN, "uploads are disabled: start the server with --password-file "
-                             "(or --allow-anonymous-upload)")
-        challenge = {"WWW-Authenticate": 'Basic realm="dynawheel", charset="UTF-8"'}
-        credentials = _basic_credentials(self.headers.get("Authorization"))
-        if credentials is None:
-            return HTTPError(HTTPStatus.UNAUTHORIZED, "authentication required", challenge)
-        try:
-            users = read_password_file(config.password_file)
-        except PackageIndexError as exc:
-            logger.error("%s", exc)
-            return HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, "password file unreadable")
-        if not self.server.passwords.check(users, *credentials):
-            return HTTPError(HTTPStatus.UNAUTHORIZED, f"invalid user or password for {credentials[0]!r}", challenge)
-        self._user = credentials[0]
-        return None
-
-
-def _copy(src: BinaryIO, dst: io.BufferedIOBase) -> int:
-    data = src.read()
-    dst.write(data)
-    return len(data)
+def _worker(server: IndexServer) -> NoReturn:
+    """A forked worker process: serve until told to stop (SIGTERM, SIGINT) or the parent is gone; never return."""
+    server.parent_pid = os.getppid()
+    code = 0
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        logger.exception("worker %d stopped", os.getpid())
+        code = 1
+    os._exit(code)
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:

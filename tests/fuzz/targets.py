@@ -201,6 +201,41 @@ def _upload(data: bytes, work: Path) -> None:
             raise AssertionError(f"upload parser answered {exc.status}") from exc
 
 
+_SERVERS: dict[Path, Any] = {}
+
+
+def _request(data: bytes, work: Path) -> None:
+    """The serve HTTP/1.1 request parser on a byte stream (pipelined requests, each head then its body),
+    and each GET/HEAD it yields answered by a real server object over a small wheelhouse (no socket I/O):
+    a refused head must be a 4xx/5xx :class:`BadRequest` of the documented set, an answer never a 500."""
+    from dynawheel.publish.wire import BadRequest, parse_head
+
+    server = _SERVERS.get(work.parent)
+    if server is None:
+        from dynawheel.publish.serve import make_server
+
+        house = work.parent / "request-house"
+        house.mkdir(exist_ok=True)
+        (house / "fuzz-1.0-py3-none-any.whl").write_bytes(_pure_wheel(work.parent))
+        server = _SERVERS[work.parent] = make_server(house, "127.0.0.1", 0)
+    buf = data
+    for _ in range(64):
+        try:
+            request = parse_head(buf)
+        except BadRequest as exc:
+            if exc.status not in (400, 414, 417, 431, 505):
+                raise AssertionError(f"parser refused with {exc.status}: {exc.message}") from exc
+            return
+        if request is None:
+            return
+        buf = buf[request.head_size + request.content_length:]
+        reply = server.respond(request, "fuzz")
+        if reply is not None and reply.file is not None:
+            os.close(reply.file)
+        if reply is not None and reply.status == 500:  # 501 (other methods), 503 (a file being written) are fine
+            raise AssertionError(f"{request.request_line!r} answered {reply.status}: {reply.body[:300]!r}")
+
+
 # ---------------------------------------------------------------- seeds
 
 
@@ -300,6 +335,18 @@ def _upload_seeds(tmp: Path) -> list[bytes]:
     return [b"multipart/form-data; boundary=" + boundary + b"\n" + body]
 
 
+def _request_seeds(tmp: Path) -> list[bytes]:
+    pip = b"Accept: application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+    get = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8087\r\nUser-Agent: pip/24.0\r\n%s\r\nConnection: keep-alive\r\n\r\n"
+    return [
+        get % (b"/simple/fuzz/", pip) + get % (b"/fuzz-1.0-py3-none-any.whl.metadata", b"Accept: */*"),
+        get % (b"/simple/", b"Accept: text/html") + get % (b"/simple/Fuzz/", b"If-None-Match: \"x\", W/\"y\""),
+        b"HEAD /fuzz-1.0-py3-none-any.whl HTTP/1.0\r\n\r\nGET /%2e%2e/x?y=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"POST /legacy/ HTTP/1.1\r\nHost: h\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 6\r\nExpect: 100-continue\r\n\r\n--b--\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    ]
+
+
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("elf", _parse_binary_file, _elf_seeds),
     Kind("pe", _parse_binary_file, lambda tmp: _files("pe/bin/*", "pe/bin/*/*", "pe/bad/*")),
@@ -312,6 +359,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("index", _index, _wheel_seeds, wheel=True),
     Kind("upload", _upload, _upload_seeds),
     Kind("cli", lambda data, work: _clicase().run_case(data, work), _wheel_seeds, wheel=True, leftovers=False),
+    Kind("request", _request, _request_seeds),
 )}
 
 

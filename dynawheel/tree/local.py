@@ -1,0 +1,163 @@
+"""Trees on the host's file system: a staged directory, one file; and :class:`HostFS`, the files outside
+a tree."""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import stat
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..errors import StageError
+from ..search import real_below
+from .protocol import in_tree
+
+log = logging.getLogger(__name__)
+
+MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+
+
+class DirTree:
+    """A staged directory.  Symlinks that stay inside are followed; others are errors."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        real = os.path.realpath(os.fspath(path))
+        if not os.path.isdir(real):
+            raise StageError(f"not a directory: {os.fspath(path)!r}")
+        self.root = real
+        self._files: list[str] | None = None
+        self.broken: dict[str, str] = {}  # rel -> why it is not a usable file
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per read."""
+
+    def _resolve(self, rel: str) -> str:
+        """The real relative path of `rel` after following links that stay in the tree."""
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if not done:
+                    raise StageError(f"{rel!r} escapes the tree {self.root!r}")
+                done.pop()
+                continue
+            full = os.path.join(self.root, *done, part)
+            if not os.path.islink(full):
+                done.append(part)
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise StageError(f"symlink loop at {rel!r} in {self.root!r}")
+            target = os.readlink(full)
+            if target.startswith("/"):
+                inside = in_tree(self.root, posixpath.normpath(target))
+                if inside is None:
+                    raise StageError(f"symlink {rel!r} points outside the tree: {target!r}")
+                done = []
+                parts = [p for p in inside.split("/") if p] + parts
+            else:
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        return "/".join(done)
+
+    def identity(self, rel: str) -> str:
+        return self._resolve(rel)
+
+    def files(self) -> list[str]:
+        if self._files is None:
+            self._files = sorted(self._walk())
+        return list(self._files)
+
+    def _walk(self) -> Iterator[str]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            base = os.path.relpath(dirpath, self.root)
+            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                rel = name if base == "." else f"{base}/{name}".replace(os.sep, "/")
+                if self._usable(rel):
+                    yield rel
+
+    def _usable(self, rel: str) -> bool:
+        try:
+            real = self._resolve(rel)
+            mode = os.stat(os.path.join(self.root, real)).st_mode
+        except (StageError, OSError) as exc:
+            self.broken[rel] = str(exc)
+            log.debug("skipping %r: %s", rel, exc)
+            return False
+        return stat.S_ISREG(mode)
+
+    def open(self, rel: str) -> BinaryIO:
+        return open(os.path.join(self.root, self._resolve(rel)), "rb")
+
+    def head(self, rel: str, size: int) -> bytes:
+        with self.open(rel) as fp:
+            return fp.read(size)
+
+    def size(self, rel: str) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.root, self._resolve(rel)))
+        except (OSError, StageError):
+            return 0
+
+    def exists(self, rel: str) -> bool:
+        try:
+            return os.path.exists(os.path.join(self.root, self._resolve(rel)))
+        except StageError:
+            return False
+
+    def is_file(self, rel: str) -> bool:
+        try:
+            return os.path.isfile(os.path.join(self.root, self._resolve(rel)))
+        except StageError:
+            return False
+
+
+class FileTree(DirTree):
+    """One binary: its directory is the root, and it is the only file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        full = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(full):
+            raise StageError(f"not a file: {os.fspath(path)!r}")
+        super().__init__(os.path.dirname(full))
+        self._only = os.path.basename(full)
+
+    def files(self) -> list[str]:
+        return [self._only]
+
+    def is_file(self, rel: str) -> bool:
+        """Only the one file is a member; its neighbours are host files."""
+        return rel == self._only and super().is_file(rel)
+
+
+class HostFS:
+    """Files outside the tree.  Host paths are already below the sysroot (absolute symlinks
+    found on the way are re-rooted below it); other paths are real paths as they are."""
+
+    def __init__(self, sysroot: str = "/") -> None:
+        self.sysroot = sysroot.rstrip("/") or "/"
+
+    def real(self, path: str) -> str | None:
+        """Canonical path of an existing regular file, or None."""
+        if self.sysroot == "/":
+            real = os.path.realpath(path)
+            return real if os.path.isfile(real) else None
+        return self._real_under(path)
+
+    def _real_under(self, path: str) -> str | None:
+        if in_tree(self.sysroot, path) is None:  # a real path ($ORIGIN of a tree file, a -L dir): not below the sysroot
+            real = os.path.realpath(path)
+            return real if os.path.isfile(real) else None
+        real = real_below(self.sysroot, path)  # the links on the way followed as under chroot(sysroot)
+        return real if os.path.isfile(real) else None
+
+    def open(self, path: str) -> BinaryIO:
+        real = self.real(path)
+        if real is None:
+            raise FileNotFoundError(path)
+        return open(real, "rb")
+
