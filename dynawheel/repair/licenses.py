@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -20,13 +19,13 @@ from packaging.version import InvalidVersion, Version
 
 from ..analysis.owners import Owner
 from ..errors import MetadataError
-from ..wheel.text import header_section, parse_metadata
+from ..wheel.metadata import with_license_files as add_license_files
+from ..wheel.text import parse_metadata
 from .collect import Vendored
 
 log = logging.getLogger(__name__)
 
 MAX_LICENSE_FILE = 4 << 20  # bytes: a bigger "license file" is not copied (bounded memory)
-_VERSION_LINE = re.compile(r"^Metadata-Version:[ \t]*(\S*)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,12 @@ def _small_file(path: str) -> bool:
     return True
 
 
-def license_entries(licenses: Licenses, dist_info: str) -> dict[str, bytes]:
-    """The wheel members of the license files (read now: they are small)."""
+def license_entries(licenses: Licenses, directory: str) -> dict[str, bytes]:
+    """The license files as files of `directory` (``<dist>.dist-info/licenses``), read now: they are small."""
     out: dict[str, bytes] = {}
     for f in licenses.files:
         with open(f.source, "rb") as fp:
-            out[f"{dist_info}/licenses/{f.name}"] = fp.read(MAX_LICENSE_FILE)
+            out[f"{directory}/{f.name}"] = fp.read(MAX_LICENSE_FILE)
     return out
 
 
@@ -98,13 +97,7 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
                 data = read(f"{dist_info}/{old}")
                 if data is not None:
                     moved[f"{dist_info}/licenses/{old}"] = data
-    decoded = text.decode("utf-8")
-    head = header_section(decoded, "METADATA", len(decoded))
-    body = decoded[len(head):]
-    if version < Version("2.4"):
-        head = _VERSION_LINE.sub("Metadata-Version: 2.4", head, count=1)
-    added = "".join(f"\nLicense-File: {n}" for n in names if n not in have)
-    return (head.rstrip("\r\n") + added + (body or "\n")).encode("utf-8"), moved
+    return add_license_files(text, names), moved
 
 
 def _metadata_version(text: str) -> Version:
