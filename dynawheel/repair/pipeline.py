@@ -16,6 +16,7 @@ from tempfile import TemporaryDirectory
 
 from ..analysis.abi3 import audit_tags, refuse
 from ..analysis.dlldirs import with_dll_directories
+from ..analysis.imports import Blacklisted, blacklisted_imports
 from ..analysis.owners import Owner
 from ..analysis.resolve import Analysis, Status, analyze
 from ..errors import RepairError, UsageError
@@ -88,7 +89,15 @@ def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> Job:
     plan = make_plan(analysis, collection)
     shim = shim_plan(analysis, collection)
     notes = [f"{len(collection.missing_allowed)} missing libraries allowed"] if collection.missing_allowed else []
-    return Job(analysis, collection, plan, shim, requires, notes)
+    return Job(analysis, collection, plan, shim, requires, notes, _blacklisted(tree, host, analysis, collection))
+
+
+def _blacklisted(tree: Tree, host: HostFS, analysis: Analysis, collection: Collection) -> Blacklisted:
+    """The blacklisted symbols the repaired tree's ELF files import: its own files and the vendored copies."""
+    files = [(rel, image, rel) for p in analysis.tree_binaries if p not in analysis.aliases
+             and (rel := analysis.relpath(p)) is not None for image in analysis.binaries[p].images]
+    vendored = [(v.dest, image, v.source) for v in collection.vendored for image in analysis.binaries[v.source].images]
+    return blacklisted_imports(files, tree.open) + blacklisted_imports(vendored, host.open)
 
 
 def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOptions) -> None:
