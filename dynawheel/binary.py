@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from types import MappingProxyType
 from typing import Any, TypeVar, Union
 
 
@@ -51,7 +50,6 @@ class Dependency:
         return self.kind is DepKind.WEAK
 
 
-_NO_VERSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 def _fields_of(record: Any) -> dict[str, Any]:
@@ -72,7 +70,7 @@ class ElfFacts:
     flags_1: int = 0  # DT_FLAGS_1
     nodeflib: bool = False  # DF_1_NODEFLIB is set: no default directories
     # DT_VERNEED: {library: (versions, ...)}
-    version_needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _NO_VERSIONS, hash=False)
+    version_needs: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)  # read-only by type
 
     def json(self) -> dict[str, Any]:
         out = _fields_of(self)

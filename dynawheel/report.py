@@ -11,20 +11,20 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .analysis.abi3 import Abi3Audit, audit_tags
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph, outside_names
-from .analysis.resolve import LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
+from .analysis.provenance import Provenance, provenance_of
+from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
 from .policy import best_elf_policy, read_data
 from .search import SearchPaths
 from .tree import Tree, open_tree
-from .wheel.tags import parse_filename
 from .wording import counted
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JSON_VERSION = 2  # 2: 'abi3' (the stable-ABI audit) added
+JSON_VERSION = 3  # 2: 'abi3' (the stable-ABI audit) added; 3: 'provenance' (owners, licenses, SBOM) added
 
 __all__ = ["AuditReport", "Verdict", "audit", "dll_directories_in", "json_schema", "to_dot", "to_json", "to_text",
            "with_dll_directories"]
@@ -51,6 +51,7 @@ class AuditReport:
     analysis: Analysis
     verdicts: tuple[Verdict, ...]
     abi3: Abi3Audit | None = None  # a wheel tagged abi3/abi3t: its stable-ABI audit
+    provenance: Provenance = field(default_factory=Provenance)  # vendored libraries: owners, licenses; the SBOM
 
     @functools.cached_property
     def graph(self) -> DependencyGraph:
@@ -58,8 +59,14 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing missing and no unreadable binary."""
-        return not self.graph.missing() and not self.analysis.bad
+        """Nothing missing, nothing found only inside the wheel (installed apart), no unreadable binary."""
+        return not self.graph.missing() and not self.apart and not self.analysis.bad
+
+    @property
+    def apart(self) -> tuple[Edge, ...]:
+        """Libraries a binary finds in the tree but not once installed (a program of .data/scripts loading a
+        library of the package)."""
+        return tuple(e for e in self.graph.edges if e.flag == APART_FLAG)
 
 
 def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
@@ -68,23 +75,27 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
     if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
     try:
-        analysis = analyze(tree, with_dll_directories(tree, search))
+        search = with_dll_directories(tree, search)
+        analysis = analyze(tree, search)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
+        provenance = provenance_of(tree, analysis, search)
     finally:
         tree.close()
     analysis = _with_fake_libraries(analysis)
     graph = DependencyGraph(analysis)
-    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)), abi3)
+    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)), abi3, provenance)
     report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
     return report
 
 
 def wheel_abi3_audit(wheel_name: str, tree: Tree, analysis: Analysis) -> Abi3Audit | None:
     """The stable-ABI audit of a wheel whose file name tags it abi3/abi3t (None for any other target)."""
-    if not wheel_name.endswith(".whl"):
+    parts = wheel_name.replace("\\", "/").rsplit("/", 1)[-1].split("-")  # NAME-VER(-BUILD)-PY-ABI-PLAT.whl
+    if not wheel_name.endswith(".whl") or len(parts) not in (5, 6):
         return None
-    tags = parse_filename(wheel_name.replace("\\", "/").rsplit("/", 1)[-1])[3]
-    return audit_tags(tree, analysis, tags.python, tags.abi)
+    # the tags as written: validating a wheel's name is `check`'s work, and packaging's parser would cost
+    # `show` ~10 ms of imports (platform, subprocess)
+    return audit_tags(tree, analysis, parts[-3], parts[-2])
 
 
 def _with_fake_libraries(analysis: Analysis) -> Analysis:
@@ -194,6 +205,18 @@ def to_json(report: AuditReport) -> dict[str, Any]:
             "abi": report.abi3.abi, "minimum_python": report.abi3.minimum, "ok": report.abi3.ok,
             "binaries_checked": report.abi3.checked,
             "violations": [{"path": v.path, "symbol": v.symbol, "added": v.added} for v in report.abi3.violations]},
+        "provenance": _provenance_json(report.provenance),
+    }
+
+
+def _provenance_json(p: Provenance) -> dict[str, Any]:
+    return {
+        "libraries": [{"library": lib.library, "in_tree": lib.in_tree, "owner": lib.owner,
+                       "license_files": list(lib.license_files)} for lib in p.libraries],
+        "no_license": list(p.no_license),
+        "sbom": None if p.sbom is None else {
+            "path": p.sbom, "components": [{"name": c.name, "path": c.path, "source": c.source, "version": c.version,
+                                            "purl": c.purl} for c in p.sbom_components]},
     }
 
 
@@ -277,12 +300,24 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         lines.append(f"{r.abi}: Python >= {r.minimum}: " + (
             f"{r.checked} binaries use only the stable ABI" if r.ok else f"{len(r.violations)} violation(s)"))
         lines.extend(f"  not stable ABI: {v.describe(r.minimum)}" for v in r.violations)
+    lines.extend(_provenance_lines(report.provenance))
     for bad in a.bad:
         lines.append(f"bad file: {bad.message}")
     missing = report.graph.missing()
     external = report.graph.external()
-    lines.append(f"summary: {len(missing)} missing, {len(external)} external, {counted(len(a.bad), 'bad file')}")
+    apart = f", {len(report.apart)} installed apart" if report.apart else ""
+    lines.append(f"summary: {len(missing)} missing{apart}, {len(external)} external, {counted(len(a.bad), 'bad file')}")
     return "\n".join(lines) + "\n"
+
+
+def _provenance_lines(p: Provenance) -> list[str]:
+    lines = []
+    if p.sbom is not None:
+        lines.append(f"sbom: {p.sbom} ({counted(len(p.sbom_components), 'library', 'libraries')})")
+    if p.no_license:
+        lines.append(f"licenses: no license file found for {counted(len(p.no_license), 'library', 'libraries')}: "
+                     + ", ".join(p.no_license))
+    return lines
 
 
 # ---- DOT -----------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 Library code never reads ``LD_LIBRARY_PATH``, ``PATH``, ``DYLD_*`` or ``/etc/ld.so.conf``
 by itself: it gets a :class:`SearchPaths`.  :meth:`SearchPaths.from_host` is the single
 place that reads the host; it is the default only when the target is the host.
+
+Not modelled: ``GLIBC_TUNABLES`` (``glibc.cpu.hwcaps``, ``glibc.cpu.hwcap_mask``).  A tunable is one
+process's override of its CPU, not a property of a wheel's target, and glibc applies it unevenly:
+glibc 2.36 with ``glibc.cpu.hwcaps=-AVX512F`` drops ``glibc-hwcaps/x86-64-v4`` from the directories it
+searches but not from the ISA level that ld.so.cache entries and the load-time ISA check are judged
+against.  A CPU with fewer levels is described with ``elf_hwcaps`` (``--glibc-hwcaps``).
 """
 
 from __future__ import annotations
@@ -454,6 +460,8 @@ def _cache_pick(
         if want is not None and entry.flags != want:
             continue
         if entry.hwcaps_name is not None:
+            if not _isa_level_supported(entry.hwcap, hwcaps):
+                continue
             rank = hwcaps.index(entry.hwcaps_name) + 1 if entry.hwcaps_name in hwcaps else 0
             if rank and (best is None or rank < best_rank):
                 best, best_rank = entry.path, rank
@@ -464,6 +472,16 @@ def _cache_pick(
         if all(_LEGACY_BITS.get(i) in legacy for i in bits):
             return entry.path
     return best
+
+
+def _isa_level_supported(hwcap: int, hwcaps: tuple[str, ...]) -> bool:
+    """Whether the target CPU has the x86 ISA level ldconfig recorded in a glibc-hwcaps entry (bits
+    32-41: 0 baseline, 1 x86-64-v2, 2 x86-64-v3, 3 x86-64-v4, from the library's
+    GNU_PROPERTY_X86_ISA_1_NEEDED note).  ld.so skips an entry of a level the CPU lacks and goes on
+    with the next one (glibc 2.33+ elf/dl-cache.c, dl_cache_hwcap_isa_level_compatible); the
+    target's levels are its glibc-hwcaps levels.  Other architectures leave these bits 0."""
+    level = (hwcap & _ISA_LEVEL_BITS) >> 32
+    return level == 0 or f"x86-64-v{level + 1}" in hwcaps
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 from collections.abc import Sequence
 
 from .errors import ToolError
@@ -21,6 +20,8 @@ def find_tool(name: str, hint: str) -> str:
 
 def run_tool(cmd: Sequence[str], *, input: bytes | None = None, timeout: float = 600) -> bytes:
     """Run `cmd`; return stdout; raise ToolError naming the command, exit code and stderr."""
+    import subprocess  # performance: only when a tool runs (importing this module is free for `show`)
+
     log.debug("running %s", " ".join(cmd))
     try:
         proc = subprocess.run(list(cmd), input=input, capture_output=True, timeout=timeout, check=False)

@@ -133,7 +133,7 @@ def test_violations_shown_and_refused(tmp_path: Path) -> None:
                      ("careless.abi3.so", "PyUnicode_AsUTF8", None if added is None else f"{added[0]}.{added[1]}")}
     doc = to_json(report)
     jsonschema.validate(doc, json_schema())
-    assert doc["version"] == 2 and doc["abi3"]["ok"] is False and len(doc["abi3"]["violations"]) == 2
+    assert doc["version"] == 3 and doc["abi3"]["ok"] is False and len(doc["abi3"]["violations"]) == 2
     text = run_cli("show", wheel)
     assert "abi3: Python >= 3.8: 2 violation(s)" in text.out
     assert "careless.abi3.so: PyUnicode_AsUTF8AndSize (in the stable ABI since Python 3.10, not 3.8)" in text.out

@@ -70,3 +70,14 @@ def test_a_hand_built_image_has_the_default_facts_and_no_details() -> None:
     assert image.facts is None and image.details == {}
     assert image.macho == MachoFacts() and image.macho.min_macos is None
     assert Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED).elf.version_needs == {}
+
+
+def test_parsed_binaries_pickle_and_compare() -> None:
+    """An Analysis of the public API holds these records: they stay plain data (picklable, comparable)."""
+    import pickle
+
+    for path in (Path("/lib/x86_64-linux-gnu/libc.so.6"), FIXTURES / "pe" / "bin" / "ext.pyd",
+                 FIXTURES / "macho" / "bin" / "fat" / "libuniversal.dylib"):
+        for image in _images(path):
+            copy = pickle.loads(pickle.dumps(image))
+            assert copy == image and copy.facts == image.facts and copy.details == image.details

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 import pytest
 
 from dynawheel.analysis.resolve import Analysis, Status
-from dynawheel.binary import BinaryFormat
+from dynawheel.binary import BinaryFile, BinaryFormat, Dependency, FileKind, Image
 from dynawheel.errors import ResolveError
 from dynawheel.repair.collect import Choices, collect, mangled_name
-from dynawheel.repair.plan import make_plan
+from dynawheel.repair.plan import make_plan, shim_plan
 from dynawheel.wheel.layout import install_root
 
 from .handbuilt import analysis, elf
@@ -116,3 +117,26 @@ def test_a_library_the_package_ships_is_copied_for_a_script() -> None:
     tool = plan.files["pk-1.0.data/scripts/tool"]
     assert tool.runpath == ("$ORIGIN",)  # the entry into site-packages is dropped: it breaks once installed
     assert "pk/libpk.so" not in plan.files
+
+
+def test_a_windows_program_and_an_extension_share_a_dll_only_the_extension_gets_the_shim() -> None:
+    """pk/a/_x.pyd and pk/b/_y.pyd need helper.dll (-> pk.libs, found through the shim); the program
+    tool.exe gets its own copy beside it in Scripts\\ (the application directory is searched first)."""
+    def pe(path: str, needed: tuple[str, ...] = (), kind: FileKind = FileKind.SHARED) -> BinaryFile:
+        image = Image(BinaryFormat.PE, "x86_64", kind, tuple(Dependency(n) for n in needed))
+        return BinaryFile(path, BinaryFormat.PE, (image,))
+
+    x, y, exe, dll = "/t/pk/a/_x.pyd", "/t/pk/b/_y.pyd", f"/t/{SCRIPTS}/tool.exe", "/build/helper.dll"
+    binaries = {x: pe(x, ("helper.dll",)), y: pe(y, ("helper.dll",)),
+                exe: pe(exe, ("helper.dll",), FileKind.EXECUTABLE), dll: pe(dll)}
+    hit = {"helper.dll": (Status.EXTERNAL, dll)}
+    a = analysis(["pk/__init__.py", "pk/a/_x.pyd", "pk/b/_y.pyd", f"{SCRIPTS}/tool.exe"], binaries,
+                 {x: hit, y: hit, exe: hit})
+    c = collect(a, Choices(), "pk.libs", {dll: "d" * 64})
+    dests = {v.install_root: v.dest for v in c.vendored}
+    assert len(c.vendored) == 2 and dests[""].startswith("pk.libs/helper-")
+    assert dests[SCRIPTS].startswith(f"{SCRIPTS}/helper-")
+    plan = make_plan(a, c)
+    assert dict(plan.files[f"{SCRIPTS}/tool.exe"].renames) == {"helper.dll": posixpath.basename(dests[SCRIPTS])}
+    shim = shim_plan(a, c)
+    assert dict(shim.init_files) == {"pk/__init__.py": ("../pk.libs",)}  # nothing for the program

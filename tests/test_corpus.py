@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import platform
@@ -325,3 +326,28 @@ def test_linux_verdict_equals_auditwheel_show(wheel: dict[str, Any], corpus: dic
     assert theirs is not None, proc.stdout
     _code, doc = show(wheel, corpus[wheel["file"]])
     assert [v["summary"] for v in doc["verdicts"]] == [theirs.group(1)]
+
+
+@pytest.mark.parametrize("wheel", [w for w in CORPUS if family(w) == "windows"], ids=_ids)
+def test_python_symbols_of_pe_binaries_equal_liefs(wheel: dict[str, Any], corpus: dict[str, Path]) -> None:
+    """The names each PE binary imports from python3.dll / python3X.dll (what the stable-ABI audit of
+    an abi3 wheel judges: read by our import-table walk, not pefile) equal LIEF's."""
+    lief = pytest.importorskip("lief", reason="LIEF is a test dependency (pyproject [test])")
+    from dynawheel.binary import BinaryFormat
+    from dynawheel.platforms import python_imports
+    from dynawheel.platforms.symbols import PYTHON_DLL
+
+    lief.logging.disable()
+    checked = 0
+    with zipfile.ZipFile(corpus[wheel["file"]]) as zf:
+        for name in zf.namelist():
+            data = zf.read(name)
+            if data[:2] != b"MZ" or not name.lower().endswith((".pyd", ".dll", ".exe")):
+                continue
+            pe = lief.PE.parse(list(data))
+            assert pe is not None, name
+            theirs = {e.name for i in pe.imports if PYTHON_DLL.fullmatch(i.name) for e in i.entries
+                      if not e.is_ordinal and e.name}
+            assert python_imports(BinaryFormat.PE, io.BytesIO(data), name) == theirs, name
+            checked += bool(theirs)
+    assert checked >= 1  # every Windows wheel of the corpus has an extension importing from Python

@@ -306,6 +306,42 @@ def test_ld_so_cache_hwcaps_entries(tmp_path: Path) -> None:
     assert [plain[n] for n in places] == [str(conf / n) for n in places]
 
 
+def isa_note(path: Path, needed: int) -> Path:
+    """An assembler file whose object carries GNU_PROPERTY_X86_ISA_1_NEEDED = `needed` (what
+    `-z x86-64-vN` writes: bit 1 v2, bit 2 v3, bit 3 v4); linked in, the library says it needs it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('\t.section .note.gnu.property,"a"\n\t.p2align 3\n'
+                    "\t.long 4\n\t.long 16\n\t.long 5\n\t.asciz \"GNU\"\n"  # NT_GNU_PROPERTY_TYPE_0
+                    f"\t.long 0xc0008002\n\t.long 4\n\t.long {needed:#x}\n\t.long 0\n")
+    return path
+
+
+@needs_chroot
+def test_ld_so_cache_skips_hwcaps_entries_of_an_isa_level_the_cpu_lacks(tmp_path: Path) -> None:
+    """ldconfig records a glibc-hwcaps library's x86 ISA level (its GNU property note) in the cache
+    entry; ld.so skips an entry whose level the CPU lacks and takes the next entry of the name.
+    libisa's x86-64-v2 copy claims a level beyond x86-64-v4 (bit 4: no CPU has it), libisc's claims
+    x86-64-v2 (which the CPU has: its entry is taken)."""
+    if "x86-64-v2" not in HOST.elf_hwcaps:
+        pytest.skip("this CPU has no glibc-hwcaps level (x86-64-v2 needed)")
+    root = make_root(tmp_path / "root")
+    (root / "etc" / "ld.so.conf").write_text("/opt/conf\n")
+    conf = root / "opt" / "conf"
+    for name, needed in (("libisa.so.1", 1 << 4), ("libisc.so.1", 1 << 1)):
+        note = isa_note(tmp_path / f"{name}.s", needed)
+        elfbuild.shared_lib(conf / "glibc-hwcaps" / "x86-64-v2" / name, soname=name, func=name.split(".")[0],
+                            extra=[str(note)])
+        elfbuild.shared_lib(conf / name, soname=name, func=name.split(".")[0])
+    for c in conf.rglob("*.c"):
+        c.unlink()
+    ldconfig(root)
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=[conf / "libisa.so.1", conf / "libisc.so.1"])
+    target = SearchPaths(sysroot=str(root), elf_hwcaps=HOST.elf_hwcaps)
+    got = agree_in_root(root, "/app/libapp.so", target)
+    assert got["libisa.so.1"] == str(conf / "libisa.so.1")
+    assert got["libisc.so.1"] == str(conf / "glibc-hwcaps" / "x86-64-v2" / "libisc.so.1")
+
+
 def test_dotdot_after_a_symlinked_directory(tmp_path: Path) -> None:
     """RUNPATH "$ORIGIN/link/../lib" with link -> ../other/deep: the kernel resolves link first, so
     ld.so opens other/lib, not the app/lib the text suggests (a decoy is there); also for an

@@ -15,7 +15,18 @@ import pytest
 from dynawheel.binary import BinaryFormat, Dependency, DepKind, FileKind, Image
 from dynawheel.errors import BinaryFormatError
 from dynawheel.platforms import Candidate, Loaded
-from dynawheel.platforms.pe import BACKEND, DELAY_FLAG, PATH_FLAG, Headers, Section, read_headers, system_dlls
+from dynawheel.platforms.pe import (
+    BACKEND,
+    DELAY_FLAG,
+    PATH_FLAG,
+    Headers,
+    PEView,
+    Section,
+    import_slots,
+    imported_names,
+    read_headers,
+    system_dlls,
+)
 from dynawheel.search import SearchPaths
 
 from .conftest import assert_user_error, run_cli
@@ -499,6 +510,30 @@ def pefile_headers(data: bytes) -> Headers:
 def test_headers_equal_pefiles(name: str) -> None:
     data = (BIN / name).read_bytes()
     assert read_headers(data) == pefile_headers(data)
+
+
+def pefile_imported_names(data: bytes) -> list[tuple[str, list[str]]]:
+    import pefile
+
+    pe = pefile.PE(data=data, fast_load=True)
+    pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"]])
+    return [(e.dll.decode(), [i.name.decode() for i in e.imports if i.name])
+            for e in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])]
+
+
+@pytest.mark.parametrize("name", sorted(p.relative_to(BIN).as_posix() for p in BIN.rglob("*") if p.is_file()))
+def test_imported_names_equal_pefiles(name: str) -> None:
+    """The names each import descriptor imports (what the stable-ABI audit reads from python3.dll)."""
+    data = (BIN / name).read_bytes()
+    view = PEView(data, name)
+    ours = [(s.name, imported_names(view, s)) for s in import_slots(view) if s.kind is DepKind.NEEDED]
+    assert ours == pefile_imported_names(data)
+
+
+def test_imported_names_of_the_python_dll() -> None:
+    view = PEView((BIN / "realistic.pyd").read_bytes(), "realistic.pyd")
+    names = {s.name: imported_names(view, s) for s in import_slots(view) if s.kind is DepKind.NEEDED}
+    assert "PyModule_Create2" in names["python3.dll"]
 
 
 def test_truncated_section_table_is_a_format_error(tmp_path: pathlib.Path) -> None:

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import hashlib
+import io
 import json
+import os
 import shutil
 import sys
+import tarfile
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import jsonschema
 import pytest
@@ -34,6 +41,7 @@ from dynawheel.publish.provenance import (
     provenance_from_upload,
 )
 from dynawheel.publish.serve import ServeConfig, add_user, make_server
+from tests.conftest import pypi_problem
 from tests.test_index import PEP691_PROJECT, make_sdist, make_wheel, parse_page
 from tests.test_serve import JSON, Running, multipart, run, snapshot, upload_fields
 
@@ -121,8 +129,8 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 BAD: dict[str, tuple[Callable[[Signer], list[Any]], str]] = {
     "other digest": (lambda s: [s.attest(WHEEL, hashlib.sha256(b"other").hexdigest())], "attests sha256"),
-    "other file": (lambda s: [s.attest("pkg-1.1-py3-none-any.whl", DIGEST)], "not for the uploaded"),
-    "other tags": (lambda s: [s.attest("pkg-1.0-cp311-cp311-linux_x86_64.whl", DIGEST)], "not for the uploaded"),
+    "other file": (lambda s: [s.attest("pkg-1.1-py3-none-any.whl", DIGEST)], f"not for '{WHEEL}'"),
+    "other tags": (lambda s: [s.attest("pkg-1.0-cp311-cp311-linux_x86_64.whl", DIGEST)], f"not for '{WHEEL}'"),
     "two subjects": (lambda s: [s.attest("", "", statement=_statement(
         subject=[{"name": WHEEL, "digest": {"sha256": DIGEST}}] * 2))], "exactly one subject"),
     "not in-toto": (lambda s: [s.attest("", "", statement=_statement(_type="https://in-toto.io/Statement/v0.1"))],
@@ -287,6 +295,12 @@ def test_uv_publish_sends_attestations(tmp_path: Path, served: Any) -> None:
     stored = json.loads((wh / f"{whl.name}.provenance").read_bytes())
     assert stored["attestation_bundles"][0]["attestations"] == [json.loads(sent.read_text())]
     assert _files(srv, "uv-attested")[whl.name]["provenance"] == f"../../{whl.name}.provenance"
+    sdist = make_sdist(dist, "uv-attested", "1.0")
+    unsent = Signer().attest_file(sdist)
+    run(uv, "publish", "--publish-url", f"{srv.url}legacy/", "-u", "alice", "-p", "pw", "--no-attestations", sdist,
+        unsent)
+    assert _files(srv, "uv-attested")[sdist.name]["provenance"] is None  # not sent: none made up
+    assert not (wh / f"{sdist.name}.provenance").exists()
 
 
 @pytest.mark.slow
@@ -387,3 +401,149 @@ def test_index_links_provenance_files_that_check(tmp_path: Path, layout: str) ->
     assert page_dir / "index.json" in again.written
     assert all(f["provenance"] is None for f in json.loads((page_dir / "index.json").read_text())["files"])
     assert not served_copy.exists()
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_base_url_makes_provenance_urls_absolute(tmp_path: Path, flat: bool) -> None:
+    wh, site = tmp_path / "wh", tmp_path / "site"
+    whl = make_wheel(wh, "prov", "1.0")
+    provenance_file(whl, Signer().attest(whl.name, _sha(whl)))
+    relative = build_index(wh, site, flat=flat)
+    result = build_index(wh, site, flat=flat, base_url="https://pypi.example.com/team")  # a new base: pages rewritten
+    page = result.simple / "prov"
+    assert page / "index.json" in result.written and page / "index.html" in result.written
+    [entry] = json.loads((page / "index.json").read_text())["files"]
+    where = "prov" if flat else "files"
+    assert entry["provenance"] == f"https://pypi.example.com/team/{where}/{whl.name}.provenance"
+    assert (site / where / f"{whl.name}.provenance").is_file()  # the URL names the copy in the site
+    [link] = parse_page(page / "index.html").links
+    assert link["data-provenance"] == entry["provenance"]
+    assert relative.ok and build_index(wh, site, flat=flat, base_url="https://pypi.example.com/team/").written == ()
+
+
+@pytest.mark.parametrize("url", ["http://pypi.example.com/", "ftp://pypi.example.com/", "https://", "https:///x",
+                                 "https://h/?q=1", "https://h/#f", "https://u:p@h/", "pypi.example.com"])
+def test_base_url_must_be_a_secure_origin(tmp_path: Path, url: str) -> None:
+    wh = tmp_path / "wh"
+    make_wheel(wh, "prov", "1.0")
+    proc = run(sys.executable, "-m", "dynawheel", "index", wh, "--base-url", url, check=False)
+    assert proc.returncode == 1 and "base URL must be https://" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (wh / "simple").exists()  # refused before anything was written
+
+
+def test_serve_base_url_names_what_it_serves(tmp_path: Path, served: Any) -> None:
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    whl = make_wheel(tmp_path / "dist", "raw", "1.0")
+    srv = served(wh, allow_anonymous_upload=True, base_url="http://127.0.0.1:1/mirror")  # loopback http is secure
+    assert _post(srv, whl, json.dumps([Signer().attest(whl.name, _sha(whl))]))[0] == 200
+    url = _files(srv, "raw")[whl.name]["provenance"]
+    assert url == f"http://127.0.0.1:1/mirror/{whl.name}.provenance"
+    status, _, body = srv.request("GET", f"/{whl.name}.provenance")  # behind a proxy that strips /mirror
+    assert status == 200 and json.loads(body)["attestation_bundles"][0]["publisher"]["claims"] == {}
+
+
+def test_provenance_copied_under_a_running_server_is_linked(tmp_path: Path, served: Any) -> None:
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "later", "1.0")
+    srv = served(wh)
+    assert _files(srv, "later")[whl.name]["provenance"] is None
+
+    def linked_within(seconds: float) -> object:
+        deadline = time.monotonic() + seconds
+        while True:
+            value = _files(srv, "later")[whl.name]["provenance"]
+            if value is not None or time.monotonic() > deadline:
+                return value
+            time.sleep(0.1)
+
+    staged = tmp_path / "staged.provenance"
+    provenance_file(whl, Signer().attest(whl.name, _sha(whl))).rename(staged)
+    os.replace(staged, wh / f"{whl.name}.provenance")  # moved in behind the server's back
+    assert linked_within(10) == f"../../{whl.name}.provenance"
+    (wh / f"{whl.name}.provenance").unlink()
+    deadline = time.monotonic() + 10
+    while _files(srv, "later")[whl.name]["provenance"] is not None:
+        assert time.monotonic() < deadline, "the removed provenance is still linked"
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- real Sigstore attestations, made by others
+
+ASSETS_RELEASE = "0.0.30"  # pypi-attestations' sdist ships its test assets: files and what Sigstore signed over them
+
+
+@pytest.fixture(scope="module")
+def sigstore_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real PEP 740 attestations and PyPI provenance objects, Sigstore-signed in CI (GitHub, GitLab, Google Cloud
+    Build, CircleCI) over real distributions, from the sdist of pypi-attestations on PyPI (hash-checked)."""
+    reason = pypi_problem("pypi-attestations", "real Sigstore-signed attestations ship in its sdist")
+    if reason:
+        pytest.skip(reason)
+    request = urllib.request.Request("https://pypi.org/simple/pypi-attestations/", headers={"Accept": JSON})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        files = json.load(resp)["files"]
+    [entry] = [f for f in files if f["filename"] == f"pypi_attestations-{ASSETS_RELEASE}.tar.gz"]
+    with urllib.request.urlopen(urljoin(request.full_url, entry["url"]), timeout=120) as resp:
+        data = resp.read()
+    assert hashlib.sha256(data).hexdigest() == entry["hashes"]["sha256"]
+    out = tmp_path_factory.mktemp("sigstore-assets")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+        for member in tf.getmembers():
+            if member.isfile() and "/test/assets/" in member.name and "/" not in member.name.rsplit("/assets/", 1)[1]:
+                source = tf.extractfile(member)
+                assert source is not None
+                (out / Path(member.name).name).write_bytes(source.read())
+    return out
+
+
+REAL = {  # distribution -> the attestation files made for it
+    "circleci_sign_publish_example-0.0.1.dev137-py3-none-any.whl": ["publish"],
+    "gitlab_oidc_project-0.0.3.tar.gz": ["publish"],
+    "pypi_attestations-0.0.19.tar.gz": ["publish", "slsa"],  # PyPI Publish and SLSA Provenance predicates
+}
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_real_sigstore_attestations_upload_with_twine(tmp_path: Path, served: Any, sigstore_assets: Path) -> None:
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    wh.mkdir()
+    dist.mkdir()
+    users = tmp_path / "users"
+    add_user(users, "alice", "pw")
+    srv = served(wh, password_file=users)
+    for name, kinds in REAL.items():
+        sent = [sigstore_assets / f"{name}.{kind}.attestation" for kind in kinds]
+        proc = _twine(srv, "--attestations", sigstore_assets / name, *sent)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        stored = json.loads((wh / f"{name}.provenance").read_bytes())["attestation_bundles"][0]["attestations"]
+        canonical = functools.partial(json.dumps, sort_keys=True)
+        assert sorted(map(canonical, stored)) == sorted(canonical(json.loads(p.read_bytes())) for p in sent)
+    # a real, valid attestation, sent with another file: refused, nothing stored
+    other = dist / "rfc8785-0.1.2-py3-none-any.whl"
+    shutil.copy(sigstore_assets / other.name, other)
+    wrong = dist / f"{other.name}.publish.attestation"
+    shutil.copy(sigstore_assets / "gitlab_oidc_project-0.0.3.tar.gz.publish.attestation", wrong)
+    before = snapshot(wh)
+    proc = _twine(srv, "--attestations", other, wrong)
+    assert proc.returncode != 0 and "400" in proc.stdout + proc.stderr and snapshot(wh) == before
+    # its own attestation goes through
+    shutil.copy(sigstore_assets / wrong.name, wrong)
+    assert _twine(srv, "--attestations", other, wrong).returncode == 0
+    assert _files(srv, "rfc8785")[other.name]["provenance"] == f"../../{other.name}.provenance"
+
+
+@pytest.mark.network
+def test_index_links_real_pypi_provenance(tmp_path: Path, sigstore_assets: Path) -> None:
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    names = sorted(p.name[: -len(".provenance")] for p in sigstore_assets.glob("*.provenance"))
+    assert len(names) >= 3  # GitHub, Google Cloud Build and CircleCI publishers
+    for name in names:
+        shutil.copy(sigstore_assets / name, wh / name)
+        shutil.copy(sigstore_assets / f"{name}.provenance", wh / f"{name}.provenance")
+    result = build_index(wh)
+    assert result.ok, result.skipped
+    linked = {d.filename for d in result.files if d.provenance is not None}
+    assert linked == set(names)

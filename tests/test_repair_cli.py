@@ -229,6 +229,16 @@ def test_exclude_prunes_the_subtree(tmp_path: Path) -> None:
     assert str(s.build) not in ":".join(d.runpath or ()), "a path outside the wheel stays behind"
 
 
+def test_exclude_is_case_sensitive_for_elf_names(tmp_path: Path) -> None:
+    """ld.so compares names byte for byte (and Linux file names are case-sensitive): `--exclude
+    LIBAA.so*` names no library of this tree, so libaa is vendored as without it (DLL names, which
+    Windows compares case-insensitively, are matched so: tests/test_repair_pe.py)."""
+    s = small(tmp_path)
+    result = run_cli("repair", s.stage, "-o", tmp_path / "out", "--exclude", "LIBAA.so*")
+    assert result.code == 0, result.err
+    assert [p.name.split("-")[0] for p in sorted((tmp_path / "out" / "pk").glob("lib*.so*"))] == ["libaa", "libbb"]
+
+
 def test_no_mangle_and_no_mangle_all(tmp_path: Path) -> None:
     s = small(tmp_path)
     assert run_cli("repair", s.stage, "-o", tmp_path / "one", "--no-mangle", "libaa.so.1").code == 0

@@ -211,6 +211,19 @@ def test_beside_the_extensions_needs_no_shim(build: Path, tmp_path: Path) -> Non
         "liba.dll", "libb.dll", "libc.dll"]
 
 
+@pytest.mark.parametrize("glob", ["LIBA.DLL", "LibA.*"])
+def test_exclude_matches_dll_names_case_insensitively(build: Path, tmp_path: Path, glob: str) -> None:
+    """Windows file names are case-insensitive: `--exclude LIBA.DLL` is the import of liba.dll (its
+    subtree pruned with it); the import table keeps the name as it was."""
+    out = tmp_path / "out"
+    tree = make_tree(tmp_path / "stage", BESIDE)
+    done = run_cli("repair", tree, "-o", out, "--name", "demo", "-L", build, "--no-system-paths", "--exclude", glob)
+    assert done.code == 0, done.err
+    assert sorted(p.name for p in out.rglob("*.dll")) == []
+    assert imports(out / "pkg/ext.pyd") == ["liba.dll"]
+    assert (out / "pkg/ext.pyd").read_bytes() == (BIN / "ext.pyd").read_bytes()
+
+
 def test_namespace_package_gets_the_pth_helper_never_an_init(build: Path, tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "stage", NAMESPACE)
     out = tmp_path / "out"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from dynawheel.analysis.resolve import APART_FLAG
 from dynawheel.platforms.codesign import verify_signature
 
 from .conftest import run_cli
@@ -32,8 +33,9 @@ pytestmark = pytest.mark.skipif(LD64 is None or OBJDUMP is None, reason="needs c
 
 
 @pytest.fixture(scope="module")
-def repaired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the repaired wheel extracted, its installation by pip for macOS arm64 into a target directory).
+def repaired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(the repaired wheel extracted, its installation by pip for macOS arm64 into a target directory, the
+    wheel before the repair).
 
     build/libhelper.dylib   @rpath/libhelper.dylib, outside the stage (the program's LC_RPATH: build/)
     demo/libpk.dylib        the package's own dylib, named by the program @loader_path/../../demo/libpk.dylib
@@ -65,7 +67,7 @@ def repaired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                           "3.11", "--implementation", "cp", "--target", str(root / "target"), str(out)],
                          capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
-    return extract(out, root / "x"), root / "target"
+    return extract(out, root / "x"), root / "target", wheel
 
 
 def _dylibs_and_rpaths(path: Path) -> tuple[list[str], list[str]]:
@@ -76,8 +78,8 @@ def _dylibs_and_rpaths(path: Path) -> tuple[list[str], list[str]]:
     return names, rpaths
 
 
-def test_the_program_names_copies_beside_it(repaired: tuple[Path, Path]) -> None:
-    tree, _target = repaired
+def test_the_program_names_copies_beside_it(repaired: tuple[Path, Path, Path]) -> None:
+    tree, _target, _wheel = repaired
     program = tree / SCRIPTS / "demo-tool"
     names, rpaths = _dylibs_and_rpaths(program)
     ours = [n for n in names if not n.startswith("/usr/lib/")]
@@ -90,8 +92,8 @@ def test_the_program_names_copies_beside_it(repaired: tuple[Path, Path]) -> None
     assert strict.returncode == 0 and not strict.stderr, strict.stderr
 
 
-def test_installed_program_finds_every_dylib_in_its_own_directory(repaired: tuple[Path, Path]) -> None:
-    _tree, target = repaired
+def test_installed_program_finds_every_dylib_in_its_own_directory(repaired: tuple[Path, Path, Path]) -> None:
+    _tree, target, _wheel = repaired
     bin_dir = target / "bin"
     names, _rpaths = _dylibs_and_rpaths(bin_dir / "demo-tool")
     for name in (n for n in names if n.startswith("@loader_path/")):
@@ -101,3 +103,12 @@ def test_installed_program_finds_every_dylib_in_its_own_directory(repaired: tupl
     edges = [e for w in json.loads(shown.out)["walks"] for e in w["edges"] if e["dependent"] == "demo-tool"]
     ours = [e for e in edges if not e["request"].startswith("/usr/lib/")]
     assert len(ours) == 2 and {e["status"] for e in ours} == {"in_tree"}, edges
+
+
+def test_show_flags_the_package_dylib_found_only_inside_the_wheel(repaired: tuple[Path, Path, Path]) -> None:
+    _tree, _target, wheel = repaired
+    shown = run_cli("show", "--json", wheel)
+    assert shown.code == 3 and json.loads(shown.out)["ok"] is False  # found in the wheel, not once installed
+    edges = [e for w in json.loads(shown.out)["walks"] for e in w["edges"] if e["dependent"] == f"{SCRIPTS}/demo-tool"]
+    pk = [e for e in edges if e["request"] == "@loader_path/../../demo/libpk.dylib"]
+    assert len(pk) == 1 and pk[0]["status"] == "in_tree" and pk[0]["flag"] == APART_FLAG, edges

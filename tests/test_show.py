@@ -62,7 +62,7 @@ def test_json_validates_against_shipped_schema(seed_tree: Path, broken_tree: Pat
         result = run_cli("show", "--json", target)
         doc = json.loads(result.out)
         jsonschema.validate(doc, json_schema())
-        assert doc["version"] == 2 and doc["ok"] is ok
+        assert doc["version"] == 3 and doc["ok"] is ok
     assert doc["missing"] == ["pkg/_ext.so: libgone.so.1"]
     edge = next(e for w in doc["walks"] for e in w["edges"] if e["request"] == "libgone.so.1")
     assert edge["status"] == "missing" and edge["hit"] is None and edge["tried"]

@@ -176,7 +176,7 @@ def test_show_json_on_real_wheel_validates(target: str, wheel_cache: Path) -> No
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     jsonschema.validate(doc, json_schema())
-    assert doc["version"] == 2 and doc["ok"] is True and doc["missing"] == [] and doc["bad"] == []
+    assert doc["version"] == 3 and doc["ok"] is True and doc["missing"] == [] and doc["bad"] == []
     summary = {"linux": r"manylinux_2_\d+_x86_64", "windows": r"loads on Python >= 3\.8",
                "macos": r"arm64, macOS >= \d+\.\d+"}[target]
     assert [v["summary"] for v in doc["verdicts"] if re.fullmatch(summary, v["summary"])]

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from ..errors import UsageError
-from ..repair.shim import END as SHIM_END
-from ..repair.shim import START as SHIM_START
 from ..search import SearchPaths
 from ..tree import Tree
 
 log = logging.getLogger(__name__)
+
+# the markers of the block repair/shim.py writes (here, beside their reader: `show` does not import repair/)
+SHIM_START = "# start dynawheel dll shim"
+SHIM_END = "# end dynawheel dll shim"
 
 _DELVEWHEEL_LIBS = re.compile(r"""['"]([^'"\\/\s]+\.libs)['"]""")
 

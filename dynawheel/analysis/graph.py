@@ -62,10 +62,6 @@ class DependencyGraph:
         """The requests `path` makes, as resolved."""
         return tuple(self._out.get(path, ()))
 
-    def dependents(self, path: str) -> tuple[str, ...]:
-        """Reverse dependencies: who loads `path` (sorted)."""
-        return tuple(sorted(self._in.get(path, ())))
-
     def roots(self) -> tuple[str, ...]:
         """Tree binaries no other tree binary loads (extensions, executables); all of them if that is none."""
         return self._roots

@@ -62,6 +62,13 @@ class Owner:
         kind = {"msys2": "alpm"}.get(self.manager, self.manager)
         return kind, self.namespace, self.name, self.version, dict(self.qualifiers)
 
+    def purl(self) -> str:
+        """This package's purl ('pkg:deb/debian/libffi8@3.4.4-1?arch=amd64'), made by packageurl-python."""
+        from packageurl import PackageURL
+
+        kind, namespace, name, version, qualifiers = self.purl_parts()
+        return str(PackageURL(kind, namespace, name, version, qualifiers or None).to_string())
+
 
 class Layout(Protocol):
     """One kind of package layout: who owns `path`, or None when this layout does not know."""
@@ -230,8 +237,14 @@ class Rpm:
     @functools.cached_property
     def _command(self) -> list[str] | None:
         rpm = shutil.which("rpm")
-        dbs = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
-        if rpm is None or not any(os.path.isdir(self.search.host_path(d)) for d in dbs):
+        if rpm is None:
+            return None
+        try:  # where this rpm keeps its database (/var/lib/rpm, /usr/lib/sysimage/rpm; Debian's: ~/.rpmdb)
+            dbpath = run_tool([rpm, "--eval", "%{_dbpath}"], timeout=60).decode(errors="replace").strip()
+        except ToolError:
+            return None
+        if not dbpath.startswith("/") or not os.path.isdir(self.search.host_path(dbpath)):
+            log.debug("no rpm database at %s below %s", dbpath, self.search.sysroot)
             return None
         return [rpm, "--root", self.search.sysroot or "/"]
 

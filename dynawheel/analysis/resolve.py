@@ -125,9 +125,6 @@ class Analysis:
         """Tree-relative path, or None for a path outside the tree."""
         return in_tree(self.root, path)
 
-    def path_of(self, rel: str) -> str:
-        return posixpath.join(self.root, rel)
-
 
 class _Files:
     """Every file read in one analysis: existence and parses cached by file identity."""

@@ -19,17 +19,36 @@ from typing import Any, NoReturn
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_INTERNAL, DynawheelError
 
-# command -> the module that registers it: only that module is imported when the command is known
-# (importing all of them costs ~60 ms, a fifth of a small repair); anything else imports them all
-_COMMANDS = {"build": "build", "check": "build", "show": "show", "repair": "repair", "index": "publish",
-             "serve": "publish", "tags": "wheelops", "merge": "wheelops"}
+# command -> (the module that registers it, its line in `dynawheel --help`).  Only the module of the
+# command given is imported (all of them cost ~130 ms, more than `show` on a small wheel takes in all);
+# the other commands are listed by name and help alone, so `--version` and `--help` import none.
+_COMMANDS = {
+    "build": ("build", "make a wheel from a staged directory (no setup.py)"),
+    "check": ("build", "validate wheels; report files that several wheels would install"),
+    "show": ("show", "the load chain of every ELF / PE / Mach-O binary"),
+    "repair": ("repair", "vendor the libraries binaries need beside them (ELF, PE, Mach-O)"),
+    "index": ("publish", "write a static package index (PEP 503/691/658) for a wheelhouse"),
+    "serve": ("publish", "serve a wheelhouse as a package index that takes twine uploads"),
+    "tags": ("wheelops", "write a wheel under new tags (like `wheel tags`; members copied raw)"),
+    "merge": ("wheelops", "fuse thin macOS wheels into universal2, or identical wheels into one"),
+}
 
 
-def _modules(argv: Sequence[str] | None) -> list[Any]:
+class _Subcommands:
+    """What a command module's ``register`` is given: ``add_parser`` with the command's help line."""
+
+    def __init__(self, sub: Any) -> None:  # argparse._SubParsersAction
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._sub.add_parser(name, help=_COMMANDS[name][1], **kwargs)
+        return parser
+
+
+def _command(argv: Sequence[str] | None) -> str | None:
+    """The command named on the line (the main parser's own options take no values)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in args if not a.startswith("-")), None)
-    names = [_COMMANDS[command]] if command in _COMMANDS else ["build", "show", "repair", "publish", "wheelops"]
-    return [importlib.import_module(f"{__name__}.{name}") for name in names]
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -40,8 +59,14 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dynawheel {__version__}")
     _add_verbosity(parser, default=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _modules(argv):
-        module.register(sub)
+    given = _COMMANDS.get(_command(argv) or "")
+    for name, (module, line) in _COMMANDS.items():
+        if name in sub.choices:
+            continue  # registered with its module's other command
+        if given is not None and module == given[0]:
+            importlib.import_module(f"{__name__}.{module}").register(_Subcommands(sub))
+        else:
+            sub.add_parser(name, help=line)  # listed only: a command not given is never parsed
     for command in sub.choices.values():  # `dynawheel repair -v ...` as well as `dynawheel -v repair ...`
         _add_verbosity(command, default=False)
     return parser

@@ -22,7 +22,7 @@ from .options import add_deflate_option
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("build", help="make a wheel from a staged directory (no setup.py)",
+    p = sub.add_parser("build",
                        description="Pack STAGE (the tree you want in site-packages, plus NAME-VER.data/) "
                                    "and/or --add copy steps into a wheel.")
     p.add_argument("stage", nargs="?", type=Path, help="staged directory (optional with --add)")
@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="REL", help="leave out this stage path")
     p.set_defaults(func=run_build)
 
-    c = sub.add_parser("check", help="validate wheels; report files that several wheels would install")
+    c = sub.add_parser("check")
     c.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
     c.add_argument("--json", action="store_true", help="machine-readable report")
     c.set_defaults(func=run_check)

@@ -22,7 +22,7 @@ from ..wording import counted
 
 
 def register(sub: Any) -> None:  # argparse._SubParsersAction
-    index = sub.add_parser("index", help="write a static package index (PEP 503/691/658) for a wheelhouse",
+    index = sub.add_parser("index",
                            description="Write simple/ pages, PEP 691 JSON and .metadata files for WHEELHOUSE.")
     index.add_argument("wheelhouse", type=Path, metavar="WHEELHOUSE")
     index.add_argument("-o", "--output", type=Path, metavar="SITE",
@@ -34,11 +34,14 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
     index.add_argument("--status", action="append", default=[], metavar="PROJECT=STATUS[:REASON]",
                        help="PEP 792 project status: active, archived (no uploads), quarantined (no files, no "
                             "uploads) or deprecated; repeatable")
+    index.add_argument("--base-url", metavar="URL",
+                       help="the site's public https URL: PEP 740 provenance links become absolute (default: "
+                            "relative to the page)")
     index.add_argument("--no-cache", action="store_true",
                        help="read and hash every file again (the cache in SITE is rewritten either way)")
     index.set_defaults(func=_index)
 
-    serve = sub.add_parser("serve", help="serve a wheelhouse as a package index that takes twine uploads",
+    serve = sub.add_parser("serve",
                            description="Serve WHEELHOUSE to pip/uv (HTML + PEP 691 JSON) and accept twine uploads.")
     serve.add_argument("wheelhouse", type=Path, metavar="WHEELHOUSE", nargs="?")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -48,6 +51,9 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
     serve.add_argument("--allow-overwrite", action="store_true", help="let an upload replace an existing file")
     serve.add_argument("--max-upload-size", type=int, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
                        help="largest accepted upload request (default: %(default)s)")
+    serve.add_argument("--base-url", metavar="URL",
+                       help="the server's public https URL (e.g. behind a TLS proxy): absolute PEP 740 provenance "
+                            "links (default: relative to the page)")
     serve.add_argument("--add-user", metavar="NAME",
                        help="add NAME to --password-file (password from --password, stdin or a prompt) and exit")
     serve.add_argument("--password", help="password for --add-user (visible in the process list: prefer stdin)")
@@ -82,7 +88,7 @@ def _parse_statuses(values: list[str]) -> dict[str, ProjectStatus]:
 
 def _index(args: argparse.Namespace) -> int:
     result = build_index(args.wheelhouse, args.output, flat=args.flat, yanked=_parse_yanks(args.yank),
-                         use_cache=not args.no_cache, statuses=_parse_statuses(args.status))
+                         use_cache=not args.no_cache, statuses=_parse_statuses(args.status), base_url=args.base_url)
     _report(result)
     return EXIT_OK if result.ok else EXIT_FINDINGS
 
@@ -108,7 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= 64:
         raise UsageError(f"--workers must be between 1 and 64: {args.workers}")
     config = ServeConfig(password_file=args.password_file, allow_anonymous_upload=args.allow_anonymous_upload,
-                         allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size)
+                         allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size,
+                         base_url=args.base_url)
     if not (args.no_access_log or args.quiet):
         _access_log_to_stderr()
     server = make_server(args.wheelhouse, args.host, args.port, config)

@@ -14,11 +14,12 @@ from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..repair.collect import Choices
 from ..repair.options import RepairOptions
 from ..repair.pipeline import RepairResult, repair_tree, repair_wheel
+from ..wording import counted
 from .options import add_deflate_option, add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("repair", help="vendor the libraries binaries need beside them (ELF, PE, Mach-O)",
+    p = sub.add_parser("repair",
                        description="Copy every non-system library the binaries of TARGET need next to them, "
                                    "rewrite RUNPATH ($ORIGIN) / install names (@loader_path) / DLL imports, add the "
                                    "Windows os.add_dll_directory shim where needed, and retag wheels.")
@@ -152,6 +153,10 @@ def run_repair(args: argparse.Namespace) -> int:
     for result in [] if args.quiet else results:  # -q: only errors
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
+        if result.licenses.missing:
+            libs = counted(len(result.licenses.missing), "vendored library", "vendored libraries")
+            print(f"note: no license file found for {libs} (package unknown, or it ships none): "
+                  f"{', '.join(result.licenses.missing)}", file=sys.stderr)
         vendored = len(result.collection.vendored)
         print(f"repaired {result.target} -> {result.output} ({vendored} vendored)")
     return EXIT_OK

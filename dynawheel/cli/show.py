@@ -13,7 +13,7 @@ from .options import add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("show", help="the load chain of every ELF / PE / Mach-O binary",
+    p = sub.add_parser("show",
                        description="Show, for every binary in PATH (a .whl, a staged or installed directory, or "
                                    "one file), what it needs, where each dependency resolves by its loader's "
                                    "rules (in the tree, system, external, MISSING) and where it looked.")

@@ -13,7 +13,7 @@ from ..ops.retag import retag_wheel
 
 
 def register(sub: Any) -> None:
-    t = sub.add_parser("tags", help="write a wheel under new tags (like `wheel tags`; members copied raw)",
+    t = sub.add_parser("tags",
                        description="Change a wheel's tags: TAG replaces, +TAG adds, -TAG removes (several joined "
                                    "with dots).  Members are copied as compressed bytes; WHEEL and RECORD are "
                                    "rewritten and the file renamed.  A platform tag the binaries do not support "
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
                    help="write a platform tag even when the binaries do not support it")
     t.set_defaults(func=run_tags)
 
-    m = sub.add_parser("merge", help="fuse thin macOS wheels into universal2, or identical wheels into one",
+    m = sub.add_parser("merge",
                        description="Merge wheels of one project and version.  Thin macOS wheels (arm64 + x86_64) "
                                    "become one universal2 wheel: Mach-O files at the same path become universal "
                                    "files, identical files are kept once, files of one wheel are kept.  Wheels "

@@ -14,12 +14,14 @@ import logging
 import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO, ClassVar, Protocol, Union
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol, Union
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..magic import MAGIC_PREFIXES
 from ..search import SearchPaths
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 

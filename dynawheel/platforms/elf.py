@@ -70,7 +70,6 @@ import posixpath
 import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from types import MappingProxyType
 from typing import BinaryIO
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, ElfFacts, FileKind, Image
@@ -343,7 +342,7 @@ class _Reader:
             elfclass=self.elfclass, endian="little" if self.little else "big",
             machine=_enum_name(_COMMON_MACHINES, 1, self.machine), osabi=_enum_name(_COMMON_OSABIS, 2, self.header[7]),
             type=etype, interp=interp, flags_1=fields.flags_1, nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
-            version_needs=MappingProxyType({lib: tuple(names) for lib, names in versions.items()}),
+            version_needs={lib: tuple(names) for lib, names in versions.items()},
         )
         return Image(
             format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),

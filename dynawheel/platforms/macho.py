@@ -68,7 +68,6 @@ MAX_FAT_ARCHS = 30  # more is not a fat file: 0xcafebabe + major >= 45 is a Java
 LC_REQ_DYLD = 0x80000000
 LC_SEGMENT = 0x1
 LC_SYMTAB = 0x2
-LC_DYSYMTAB = 0xB
 LC_LOAD_DYLIB = 0xC
 LC_ID_DYLIB = 0xD
 LC_SEGMENT_64 = 0x19

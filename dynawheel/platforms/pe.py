@@ -61,9 +61,7 @@ import mmap
 import os
 import posixpath
 import re
-import shutil
 import struct
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
@@ -87,6 +85,7 @@ EXPORT_DIRECTORY = struct.Struct("<2I2H7I")
 MAX_DESCRIPTORS = 65536
 MAX_NAME = 4096
 MAX_EXPORTS = 1 << 20
+MAX_IMPORTED = 1 << 20  # entries of one import lookup table
 
 Data = Union[bytes, mmap.mmap]
 
@@ -276,6 +275,26 @@ def _walk(view: PEView, index: int, layout: struct.Struct, name_field: int, kind
     raise view.error(f"{what} directory has more than {MAX_DESCRIPTORS} descriptors")
 
 
+def imported_names(view: PEView, slot: NameSlot) -> list[str]:
+    """The symbols an import descriptor (``slot`` of the import table) imports by name, in table order;
+    imports by ordinal have no name and are left out.  The import lookup table is read, or, when a
+    linker left it out (OriginalFirstThunk 0), the import address table, which holds the same
+    entries until the file is bound (PE format specification, "Import Lookup Table")."""
+    lookup, _, _, _, address = IMPORT_DESCRIPTOR.unpack_from(view.data, slot.descriptor)
+    table = lookup or address
+    width, by_ordinal = (8, 1 << 63) if view.pe32plus else (4, 1 << 31)
+    entry_format = "<Q" if view.pe32plus else "<I"
+    names: list[str] = []
+    for n in range(MAX_IMPORTED):
+        at = view.offset(table + n * width, width, f"import lookup entry {n} of {slot.name}")
+        (entry,) = struct.unpack_from(entry_format, view.data, at)
+        if entry == 0:
+            return names
+        if not entry & by_ordinal:  # a Hint/Name entry: 2 bytes of hint, then the name
+            names.append(view.string((entry & 0x7FFFFFFF) + 2, f"name imported from {slot.name}")[0])
+    raise view.error(f"the import lookup table of {slot.name} has more than {MAX_IMPORTED} entries")
+
+
 def read_exports(view: PEView) -> tuple[str | None, list[str]]:
     """(DLL name of the export directory, exported names in table order)."""
     rva, size = view.directory(DIR_EXPORT)
@@ -426,6 +445,9 @@ def _map_file(fp: BinaryIO) -> Data:
     head = fp.read(SPOOL_ABOVE)
     if len(head) < SPOOL_ABOVE:
         return head
+    import shutil  # performance: only a big member is spooled (not for `show` on a small wheel)
+    import tempfile
+
     with tempfile.TemporaryFile(prefix="dynawheel-pe-") as spool:
         spool.write(head)
         del head

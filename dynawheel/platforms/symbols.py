@@ -15,7 +15,7 @@ import re
 import struct
 from typing import BinaryIO
 
-from ..binary import BinaryFormat
+from ..binary import BinaryFormat, DepKind
 from ..errors import BinaryFormatError
 
 PYTHON_DLL = re.compile(r"python3\d*(_d)?\.dll", re.IGNORECASE)
@@ -49,17 +49,13 @@ def _elf(fp: BinaryIO, path: str) -> frozenset[str]:
 
 
 def _pe(fp: BinaryIO, path: str) -> frozenset[str]:
-    import pefile
+    from .pe import PEView, import_slots, imported_names  # the PE reader, only for a PE file
 
-    try:
-        pe = pefile.PE(data=fp.read(), fast_load=True)
-        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"]])
-    except pefile.PEFormatError as exc:
-        raise BinaryFormatError(f"{path!r}: cannot read its imports: {exc}") from exc
+    view = PEView(fp.read(), path)
     names: set[str] = set()
-    for entry in getattr(pe, "DIRECTORY_ENTRY_IMPORT", []):
-        if PYTHON_DLL.fullmatch(entry.dll.decode("ascii", "replace")):
-            names.update(imp.name.decode("ascii", "replace") for imp in entry.imports if imp.name)
+    for slot in import_slots(view):
+        if slot.kind is DepKind.NEEDED and PYTHON_DLL.fullmatch(slot.name):
+            names.update(imported_names(view, slot))
     return frozenset(names)
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any, Literal, Union
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -64,6 +64,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import fsutil
 from ..errors import PackageIndexError
+from ..wheel.tags import is_valid_name
 from .provenance import MAX_PROVENANCE_SIZE, AttestationError, check_provenance, provenance_name
 from .provenance import SUFFIX as PROVENANCE_SUFFIX
 
@@ -80,7 +81,6 @@ ZIP_ERRORS: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, ValueError, NotImplementedError,
     RuntimeError, OSError, zlib.error, lzma.LZMAError, struct.error, UnicodeError,
 )
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 Kind = Literal["wheel", "sdist"]
 JSONValue = Union[str, int, bool, None, list["JSONValue"], dict[str, "JSONValue"]]
@@ -244,7 +244,7 @@ def _inspect_uncached(path: Path, size: int, name: str) -> DistFile:
 
 def _check_claims(name: str, meta: Message, fname: str, fversion: Version) -> tuple[str, str]:
     project, version = _header(meta, "Name"), _header(meta, "Version")
-    if project is None or version is None or not _NAME_RE.match(project):
+    if project is None or version is None or not is_valid_name(project):
         raise PackageIndexError(f"metadata has no valid Name/Version (Name={project!r}, Version={version!r}): {name!r}")
     try:
         same_version = Version(version) == fversion
@@ -478,8 +478,9 @@ def _page_input(dist: DistFile, yanked: Mapping[str, str]) -> tuple[str, str, st
 
 
 def _layout_key(layout: _Layout, wheelhouse: Path) -> str:
+    base = [] if layout.base_url is None else [layout.base_url]  # pages differ per base URL
     return json.dumps([_CACHE_FORMAT, str(wheelhouse.resolve()), str(layout.site.resolve()), layout.flat,
-                       layout.in_place])
+                       layout.in_place, *base])
 
 
 def _vouched(dist: DistFile, now_ns: int) -> DistFile:
@@ -649,6 +650,7 @@ class _Layout:
     simple: Path
     flat: bool
     in_place: bool  # files stay in the wheelhouse (site == wheelhouse, not flat)
+    base_url: str | None = None  # the site's public URL (for PEP 740 provenance URLs), from check_base_url
 
     def file_dir(self, dist: DistFile) -> Path:
         if self.flat:
@@ -659,6 +661,31 @@ class _Layout:
         target = self.file_dir(dist) / dist.filename
         rel = os.path.relpath(target, self.simple / dist.normalized)
         return "/".join(quote(part) for part in Path(rel).parts)
+
+    def provenance_url(self, dist: DistFile, href: str) -> str | None:
+        """Where the file's PEP 740 provenance is: absolute under ``base_url``, else relative like ``href``."""
+        if dist.provenance is None:
+            return None
+        if self.base_url is None:
+            return href + PROVENANCE_SUFFIX
+        rel = os.path.relpath(self.file_dir(dist) / provenance_name(dist.filename), self.site)
+        return self.base_url + "/".join(quote(part) for part in Path(rel).parts)
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def check_base_url(url: str) -> str:
+    """A site's public URL for provenance links, ending in ``/``.  PEP 740 wants fully qualified URLs on a
+    secure origin: ``https://``, or ``http://`` on loopback (``localhost``, ``127.*``, ``[::1]``)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    secure = parts.scheme == "https" or (
+        parts.scheme == "http" and (host in _LOOPBACK or host.endswith(".localhost") or host.startswith("127.")))
+    if not host or not secure or parts.query or parts.fragment or parts.username or parts.password:
+        raise PackageIndexError(f"base URL must be https://HOST/[PATH] (http only on loopback), no query, "
+                                f"fragment or credentials: {url!r}")
+    return url if url.endswith("/") else url + "/"
 
 
 def _page_html(title: str, links: Iterable[str], status: ProjectStatus | None = None) -> bytes:
@@ -696,10 +723,10 @@ def _yank_value(dist: DistFile, yanked: Mapping[str, str]) -> str | None:
     return yanked.get(dist.filename)
 
 
-def _link_html(dist: DistFile, href: str, yank: str | None) -> str:
+def _link_html(dist: DistFile, href: str, yank: str | None, provenance: str | None) -> str:
     attrs = [f'href="{html.escape(href)}#sha256={dist.sha256}"']
-    if dist.provenance is not None:
-        attrs.append(f'data-provenance="{html.escape(href + PROVENANCE_SUFFIX)}"')
+    if provenance is not None:
+        attrs.append(f'data-provenance="{html.escape(provenance)}"')
     if dist.requires_python:
         attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
     if yank is not None:
@@ -711,14 +738,14 @@ def _link_html(dist: DistFile, href: str, yank: str | None) -> str:
     return f"<a {' '.join(attrs)}>{html.escape(dist.filename)}</a>"
 
 
-def _file_json(dist: DistFile, href: str, yank: str | None) -> dict[str, JSONValue]:
+def _file_json(dist: DistFile, href: str, yank: str | None, provenance: str | None) -> dict[str, JSONValue]:
     entry: dict[str, JSONValue] = {
         "filename": dist.filename,
         "url": href,
         "hashes": {"sha256": dist.sha256},
         "size": dist.size,
         "yanked": (yank or True) if yank is not None else False,
-        "provenance": href + PROVENANCE_SUFFIX if dist.provenance is not None else None,  # PEP 740
+        "provenance": provenance,  # PEP 740: a URL, or null for a file without provenance
     }
     if dist.requires_python:
         entry["requires-python"] = dist.requires_python
@@ -745,8 +772,9 @@ def project_pages(normalized: str, dists: list[DistFile], layout: _Layout,
     links, files = [], []
     for dist in dists:
         href, yank = layout.href(dist), _yank_value(dist, yanked)
-        links.append(_link_html(dist, href, yank))
-        files.append(_file_json(dist, href, yank))
+        provenance = layout.provenance_url(dist, href)
+        links.append(_link_html(dist, href, yank, provenance))
+        files.append(_file_json(dist, href, yank, provenance))
     versions: list[JSONValue] = []
     for dist in dists:
         if dist.version not in versions:
@@ -797,7 +825,8 @@ def _place_file(src: Path, dst: Path) -> bool:
 
 def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False,
                 yanked: Mapping[str, str] | None = None, use_cache: bool = True,
-                project: str | None = None, statuses: Mapping[str, ProjectStatus] | None = None) -> IndexResult:
+                project: str | None = None, statuses: Mapping[str, ProjectStatus] | None = None,
+                base_url: str | None = None) -> IndexResult:
     """Write (or update) a static package index for ``wheelhouse`` into ``out`` (default: the wheelhouse).
 
     ``yanked`` maps file names to a reason (``""`` = yanked without a reason); None keeps the
@@ -808,7 +837,9 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     reading the new or changed files; ``use_cache=False`` re-reads everything (the cache is
     rewritten either way).  ``project`` (a normalized name) updates only that project's files
     and pages, and the project list when it changes: what ``serve`` does after an upload; the
-    result then lists only that project's files.
+    result then lists only that project's files.  ``base_url`` (the site's public URL, see
+    :func:`check_base_url`) makes PEP 740 provenance URLs absolute, as the PEP asks; without it
+    they are relative to the page, like the files' URLs.
     Raises :class:`PackageIndexError` when the wheelhouse does not exist or the site
     cannot be written.
     """
@@ -817,7 +848,8 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
         raise PackageIndexError(f"wheelhouse does not exist or is not a directory: {str(wheelhouse)!r}")
     site = Path(out) if out is not None else wheelhouse
     in_place = site.resolve() == wheelhouse.resolve()
-    layout = _Layout(site, site if flat else site / "simple", flat, in_place and not flat)
+    base = None if base_url is None else check_base_url(base_url)
+    layout = _Layout(site, site if flat else site / "simple", flat, in_place and not flat, base)
     key = _layout_key(layout, wheelhouse)
     prev = load_cache(site, wheelhouse, key) if use_cache else None
     if prev is None:

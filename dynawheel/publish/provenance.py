@@ -135,7 +135,7 @@ def _check_statement(raw: bytes, filename: str, sha256: str, where: str) -> str:
     subject = _object(subjects[0], f"{where} subject")
     name, digest = subject.get("name"), subject.get("digest")
     if not isinstance(name, str) or not same_distribution(name, filename):
-        raise AttestationError(f"{where} is for {_short(name)}, not for the uploaded {filename!r}")
+        raise AttestationError(f"{where} is for {_short(name)}, not for {filename!r}")
     claimed = digest.get("sha256") if isinstance(digest, dict) else None
     if not isinstance(claimed, str) or claimed.lower() != sha256.lower():
         raise AttestationError(f"{where} attests sha256 {_short(claimed)}, but {filename!r} has sha256 {sha256}")

@@ -63,6 +63,7 @@ from .index import (
     project_of_filename,
 )
 from .loop import Channel, LoopServer, Reply
+from .provenance import SUFFIX as PROVENANCE_SUFFIX
 from .provenance import AttestationError, provenance_from_upload, provenance_path
 from .wire import BadRequest, Request
 
@@ -92,6 +93,7 @@ class ServeConfig:
     allow_anonymous_upload: bool = False
     allow_overwrite: bool = False
     max_upload_size: int = DEFAULT_MAX_UPLOAD
+    base_url: str | None = None  # public URL of the server: absolute PEP 740 provenance URLs
 
 
 @dataclass(frozen=True)
@@ -503,6 +505,9 @@ def _lstat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+_WATCHED = (".whl", ".tar.gz", ".whl" + PROVENANCE_SUFFIX, ".tar.gz" + PROVENANCE_SUFFIX)
+
+
 class _Watch:
     """Notices distributions copied into or removed from the wheelhouse while the server runs: a stat of
     the directory at most every :data:`_WATCH_EVERY` seconds, and when its mtime moved, a listing."""
@@ -520,7 +525,7 @@ class _Watch:
         with os.scandir(self.directory) as listing:
             for entry in listing:
                 name = entry.name
-                if name.startswith(".") or not name.endswith((".whl", ".tar.gz")):
+                if name.startswith(".") or not name.endswith(_WATCHED):
                     continue
                 try:
                     st = entry.stat()
@@ -734,7 +739,7 @@ class IndexServer(LoopServer):
                 if files != self.watch.files:
                     before = set(self.watch.files)
                     try:
-                        result = build_index(self.wheelhouse)
+                        result = build_index(self.wheelhouse, base_url=self.config.base_url)
                     except PackageIndexError as exc:  # the pages stay as they were; the next change tries again
                         logger.error("cannot re-index the changed wheelhouse: %s", exc)
                     else:
@@ -815,9 +820,8 @@ class IndexServer(LoopServer):
                 try:
                     _store_provenance(provenance_path(target), provenance)
                     os.replace(staged, target)
-                    build_index(self.wheelhouse, project=project)
-                    st = os.stat(target)
-                    self.watch.files = {**self.watch.files, filename: (st.st_size, st.st_mtime_ns, st.st_ino)}
+                    build_index(self.wheelhouse, project=project, base_url=self.config.base_url)
+                    self.watch.files = _watched_after(self.watch.files, target)
                 except (OSError, PackageIndexError) as exc:
                     cause = exc if isinstance(exc, OSError) else exc.__cause__
                     if not self.config.allow_overwrite:  # listed nowhere: take it back out
@@ -844,6 +848,19 @@ class IndexServer(LoopServer):
         except (PackageIndexError, OSError) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution {filename!r}: {exc}") from None
 
+
+
+def _watched_after(files: Mapping[str, tuple[int, int, int]], target: Path) -> dict[str, tuple[int, int, int]]:
+    """The watch's view after an upload stored ``target`` (and its provenance file, or removed it)."""
+    after = dict(files)
+    for path in (target, provenance_path(target)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            after.pop(path.name, None)
+            continue
+        after[path.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return after
 
 
 def _store_provenance(path: Path, provenance: bytes | None) -> None:
@@ -1106,7 +1123,7 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
         read_password_file(config.password_file)
     if config.max_upload_size <= 0:
         raise PackageIndexError(f"max upload size must be positive: {config.max_upload_size!r}")
-    result = build_index(wheelhouse)
+    result = build_index(wheelhouse, base_url=config.base_url)
     try:
         return IndexServer(wheelhouse, (host, port), config, result.statuses)
     except OSError as exc:

@@ -96,8 +96,13 @@ class Collection:
         return {(v.source, v.install_root): v for v in self.vendored}
 
 
-def _matches(name: str, globs: Iterable[str]) -> bool:
+def _matches(name: str, globs: Iterable[str], fmt: BinaryFormat) -> bool:
+    """Whether a glob (--exclude, --include, --no-mangle) matches a library name or its base name:
+    a DLL's case-insensitively, as Windows file names are (`--exclude msvcp140.dll` is `MSVCP140.dll`),
+    an ELF or Mach-O library's case-sensitively, as their loaders compare names."""
     base = posixpath.basename(name)
+    if fmt is BinaryFormat.PE:
+        name, base, globs = name.lower(), base.lower(), [g.lower() for g in globs]
     return any(fnmatch.fnmatchcase(base, g) or fnmatch.fnmatchcase(name, g) for g in globs)
 
 
@@ -189,16 +194,19 @@ class _Collector:
         rel = self.rel(source)
         return self.tree_digests[rel] if rel is not None and self.tree_digests is not None else self.digests[source]
 
+    def chosen(self, edge: Edge, globs: Iterable[str]) -> bool:
+        """Whether one of `globs` names the library `edge` requests (by the rule of its format)."""
+        return _matches(edge.request.name, globs, self.a.binaries[edge.dependent].format)
+
     def wanted(self, edge: Edge, root: str) -> bool:
         """Is this edge's library to be vendored for binaries installed in `root`?"""
-        if edge.hit is None or _matches(edge.request.name, self.choices.exclude):
+        if edge.hit is None or self.chosen(edge, self.choices.exclude):
             return False
         if edge.status is Status.EXTERNAL:
             return True
         if edge.status is Status.IN_TREE:  # shipped, but installed elsewhere than what loads it: a copy
             return self.root_of(edge.hit) not in (None, root)
-        return edge.status is Status.SYSTEM and bool(self.choices.include) and \
-            _matches(edge.request.name, self.choices.include)
+        return edge.status is Status.SYSTEM and bool(self.choices.include) and self.chosen(edge, self.choices.include)
 
     def walk(self) -> None:
         stack = [(p, self.root_of(p) or PACKAGE) for p in self.a.tree_binaries]
@@ -215,7 +223,7 @@ class _Collector:
             self.provided.append((self.rel(edge.dependent) or edge.dependent, edge.request.name,
                                   self.choices.provided[base]))
             return
-        if edge.status is Status.MISSING and not _matches(edge.request.name, self.choices.exclude):
+        if edge.status is Status.MISSING and not self.chosen(edge, self.choices.exclude):
             self.missing.append(edge)
             return
         if edge.hit is None or edge.hit == edge.dependent:
@@ -284,7 +292,7 @@ def _names(c: _Collector, order: list[Slot]) -> dict[Slot, str]:
     for src, root in order:
         edges = c.vendor[(src, root)]
         request = sorted({posixpath.basename(e.request.name) for e in edges}, key=lambda n: (-len(n), n))[0]
-        if not c.choices.mangle or _matches(request, c.choices.no_mangle):
+        if not c.choices.mangle or _matches(request, c.choices.no_mangle, c.a.binaries[src].format):
             names[(src, root)] = request
             continue
         deps = sorted(names[(e.hit, root)] for e in c.graph.dependencies(src)

@@ -9,7 +9,7 @@ written to temporary names and renamed into place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -34,6 +34,7 @@ from .collect import (
     dist_name,
     provided_libraries,
 )
+from .licenses import Licenses, find_licenses, license_entries, with_license_files
 from .options import RepairOptions
 from .output import (
     MANIFEST,
@@ -67,6 +68,7 @@ class RepairResult:
     shim: ShimPlan = field(default_factory=ShimPlan)
     sbom: str | None = None  # the SBOM written (its path in the output), None without one
     owners: Mapping[str, Owner | None] = field(default_factory=dict)  # vendored library's source -> its package
+    licenses: Licenses = field(default_factory=Licenses)  # license files shipped; libraries without any
 
 
 def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> Job:
@@ -97,6 +99,33 @@ def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOpti
     result = audit_tags(tree, analysis, tags.python, tags.abi)
     if result is not None:
         refuse(result)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a repair says about where its vendored libraries come from: owners, SBOM, license files."""
+
+    owners: Mapping[str, Owner | None]
+    sbom: str | None  # the SBOM's member name, None without one
+    licenses: Licenses
+    members: Mapping[str, bytes]  # the members to add or replace (METADATA, the SBOM, license files)
+
+
+def provenance(job: Job, opts: RepairOptions, names: tuple[str, str, str], dist_info: str, metadata: bytes,
+               read: Callable[[str], bytes | None]) -> Provenance:
+    """Owners of the vendored libraries, the SBOM and the license files; `names`: (wheel file, name, version)."""
+    vendored = job.collection.vendored
+    owners = owners_of(job.collection, opts)
+    members: dict[str, bytes] = {}
+    sbom = f"{dist_info}/sboms/{SBOM_NAME}" if opts.sbom and vendored else None
+    if sbom is not None:
+        members[sbom] = sbom_json(*names, vendored, owners)
+    licenses = find_licenses(vendored, owners)
+    members.update(license_entries(licenses, dist_info))
+    members[f"{dist_info}/METADATA"], moved = with_license_files(
+        metadata, tuple(f.name for f in licenses.files), dist_info, read)
+    members.update(moved)
+    return Provenance(owners, sbom, licenses, members)
 
 
 def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | None]:
@@ -133,18 +162,19 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         zf = session.zip
         extra = shim_files(job, session.read_small, dist)
         extra[f"{dist_info}/WHEEL"] = wheel_text(session.wheel_file, tags2)
-        extra[f"{dist_info}/METADATA"] = with_requires(session.metadata, job.requires)
         if job.collection.vendored or job.collection.provided:
             extra[f"{dist_info}/{MANIFEST}"] = manifest(job)
         out = wheel_dir / wheel_filename(name, version, tags2, build)
-        owners = owners_of(job.collection, opts)
-        sbom = f"{dist_info}/sboms/{SBOM_NAME}" if opts.sbom and job.collection.vendored else None
-        if sbom is not None:
-            extra[sbom] = sbom_json(out.name, name, version, job.collection.vendored, owners)
+        members = set(zf.namelist())
+        metadata = with_requires(session.metadata, job.requires)
+        prov = provenance(job, opts, (out.name, name, version), dist_info, metadata,
+                          lambda m: session.read_small(m) if m in members else None)
+        extra.update(prov.members)
         entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)
         opts.say(f"writing {out.name}")
         write_wheel(out, entries, dist_info, before_commit=record_check.wait, packer=packer)
-        return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim, sbom, owners)
+        return RepairResult(wheel, out, job.collection, job.plan, tags2, tuple(job.notes), job.shim, prov.sbom,
+                            prov.owners, prov.licenses)
 
 
 def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place: bool = False,

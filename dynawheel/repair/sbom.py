@@ -55,10 +55,7 @@ def _component(v: Vendored, owner: Owner | None) -> Component:
     from cyclonedx.model.component import Component, ComponentType
     from packageurl import PackageURL
 
-    purl = None
-    if owner is not None:
-        kind, namespace, name, version, qualifiers = owner.purl_parts()
-        purl = PackageURL(kind, namespace, name, version, qualifiers or None)
+    purl = PackageURL.from_string(owner.purl()) if owner is not None else None
     version = owner.version if owner is not None and owner.version else file_version(v.source)
     return Component(
         type=ComponentType.LIBRARY, name=v.dest.rsplit("/", 1)[-1], version=version, bom_ref=f"file:{v.dest}",

@@ -30,10 +30,9 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..analysis.dlldirs import SHIM_END as END
+from ..analysis.dlldirs import SHIM_START as START
 from ..errors import RepairError
-
-START = "# start dynawheel dll shim"
-END = "# end dynawheel dll shim"
 
 _BLOCK = re.compile(
     r"^[ \t]*" + re.escape(START) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*(\n|\Z)", re.S | re.M

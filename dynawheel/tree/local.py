@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import StageError
+from ..search import real_below
 from .protocol import in_tree
 
 log = logging.getLogger(__name__)
@@ -148,30 +149,11 @@ class HostFS:
         return self._real_under(path)
 
     def _real_under(self, path: str) -> str | None:
-        inside = in_tree(self.sysroot, path)
-        if inside is None:  # a real path ($ORIGIN of a tree file, a -L dir): not below the sysroot
+        if in_tree(self.sysroot, path) is None:  # a real path ($ORIGIN of a tree file, a -L dir): not below the sysroot
             real = os.path.realpath(path)
             return real if os.path.isfile(real) else None
-        parts = [p for p in inside.split("/") if p]
-        done: list[str] = []
-        for _ in range(MAX_LINK_HOPS * 4):
-            if not parts:
-                full = posixpath.join(self.sysroot, *done)
-                return full if os.path.isfile(full) else None
-            part = parts.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            full = posixpath.join(self.sysroot, *done, part)
-            if os.path.islink(full):
-                target = os.readlink(full)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p] + parts
-            else:
-                done.append(part)
-        return None
+        real = real_below(self.sysroot, path)  # the links on the way followed as under chroot(sysroot)
+        return real if os.path.isfile(real) else None
 
     def open(self, path: str) -> BinaryIO:
         real = self.real(path)

@@ -13,7 +13,6 @@ from typing import Any
 
 from ..errors import WheelFormatError
 from ..wheel.inflate import errors, inflater
-from ..wheel.record import encode_digest
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class _HashThread:
     (hashlib releases the GIL): the stream's reader only inflates, the hash runs beside it."""
 
     def __init__(self) -> None:
-        import hashlib  # performance: not for `show` (~2.5 ms with OpenSSL)
+        import hashlib  # performance: hashing is not for `show` (~2.5 ms with OpenSSL; csv for RECORD)
 
         self._hash = hashlib.sha256()
         self._queue: queue.SimpleQueue[bytes | memoryview | None] = queue.SimpleQueue()
@@ -54,6 +53,8 @@ class _HashThread:
         """The digest of everything given (waits for the thread; call once)."""
         self._queue.put(None)
         self._thread.join()
+        from ..wheel.record import encode_digest
+
         return encode_digest(self._hash.digest(), self._hash.name)
 
 
@@ -137,7 +138,7 @@ class InflateStream(_RangeStream):
         self._head = b""
         self._pass = _Pass()
         self._parked: _Pass | None = None  # the pass that got furthest, when it is not the current one
-        self.restarts = 0
+        self.restarts = 0  # inflations started over after a backward seek (the tests read it)
         self._on_digest = on_digest
         self._hash = _HashThread() if on_digest is not None else None
         self._hashed = 0  # inflated bytes fed to _hash (the furthest any pass got)

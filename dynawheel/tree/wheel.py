@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from ..errors import WheelFormatError
 from ..wheel.inflate import errors, inflate_whole
-from ..wheel.record import encode_digest
 from ..wheel.zipread import READ_ERRORS, data_offset, open_zip
 from .members import InflateStream, StoredStream
 from .protocol import check_rel
@@ -210,7 +209,9 @@ class WheelTree:
             if len(data) >= HASH_APART_MIN:
                 shared.put_soon(info.filename, data)
             else:
-                import hashlib
+                import hashlib  # performance: digests are not for `show` (OpenSSL; csv for RECORD)
+
+                from ..wheel.record import encode_digest
 
                 shared.put(info.filename, encode_digest(hashlib.sha256(data).digest()))
         return data

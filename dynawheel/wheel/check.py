@@ -7,9 +7,11 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from ..errors import DynawheelError
 from .archive import check_member_name
@@ -106,7 +108,21 @@ def _check_wheel_file(data: bytes, tags: WheelTags, problems: _Problems) -> bool
     return purelib == "true"
 
 
-def _check_metadata(data: bytes, name: str, version: str, problems: _Problems) -> None:
+def _check_license_files(msg: Message, names: set[str], dist_info: str, problems: _Problems) -> None:
+    """Metadata >= 2.4 (PEP 639): every License-File is a member below .dist-info/licenses/."""
+    try:
+        if Version(msg.get("Metadata-Version", "")) < Version("2.4"):
+            return
+    except InvalidVersion:
+        problems.add(f"METADATA Metadata-Version {msg.get('Metadata-Version')!r} is not a version")
+        return
+    for entry in msg.get_all("License-File") or []:
+        if f"{dist_info}/licenses/{entry}" not in names:
+            problems.add(f"METADATA License-File {entry!r}: no member {dist_info}/licenses/{entry} (PEP 639)")
+
+
+def _check_metadata(data: bytes, name: str, version: str, problems: _Problems, names: set[str],
+                    dist_info: str) -> None:
     try:
         msg = parse_metadata(data, "METADATA")
     except DynawheelError as exc:
@@ -116,6 +132,7 @@ def _check_metadata(data: bytes, name: str, version: str, problems: _Problems) -
         problems.add(f"METADATA Name {msg.get('Name')!r} does not match the file name's {name!r}")
     if (msg.get("Version") or "").strip().replace("-", "_") != version:
         problems.add(f"METADATA Version {msg.get('Version')!r} does not match the file name's {version!r}")
+    _check_license_files(msg, names, dist_info, problems)
 
 
 def _digest(zf: zipfile.ZipFile, name: str, algorithm: str) -> tuple[str, int]:
@@ -204,7 +221,7 @@ def _check_zip(zf: zipfile.ZipFile, name: str, version: str, tags: WheelTags, pr
         _check_wheel_file(wheel_text, tags, problems)
     meta_text = _read(zf, f"{dist_info}/METADATA", MAX_METADATA, problems)
     if meta_text is not None:
-        _check_metadata(meta_text, name, version, problems)
+        _check_metadata(meta_text, name, version, problems, set(names), dist_info)
     record = _read(zf, f"{dist_info}/RECORD", MAX_RECORD, problems)
     if record is not None:
         try:

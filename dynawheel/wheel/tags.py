@@ -22,8 +22,14 @@ _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECAS
 _PYTHON_TAG_RE = re.compile(r"^(py|cp|pp|ip|jy|graalpy)(\d+)\.(\d+)$")
 
 
+def is_valid_name(name: str) -> bool:
+    """A distribution name as the core metadata spec allows it (letters, digits, '.', '_', '-'; a letter
+    or digit at both ends): the one rule, for wheels built and for files an index is given."""
+    return _NAME_RE.match(name) is not None
+
+
 def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not is_valid_name(name):
         raise MetadataError(
             f"invalid distribution name {name!r}: use letters, digits, '.', '_' and '-', "
             "starting and ending with a letter or digit"

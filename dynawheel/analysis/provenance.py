@@ -1,0 +1,116 @@
+"""What `show` says of where libraries come from: for each library a repair would vendor (found outside the
+tree), the package that owns it and its license files; for a wheel repaired by dynawheel, the SBOM it carries
+(``.dist-info/sboms/dynawheel.cdx.json``) and which of its vendored libraries have a ``License-File``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from ..search import SearchPaths
+from ..tree import HostFS, Tree
+from .owners import Owners
+from .resolve import Analysis, Status
+
+log = logging.getLogger(__name__)
+
+SBOM_MEMBER = "sboms/dynawheel.cdx.json"  # below the .dist-info directory
+MAX_SBOM = 16 << 20  # bytes of an SBOM read by show
+
+
+@dataclass(frozen=True)
+class LibraryLicenses:
+    """A library a repair vendors (or has vendored) and the license files found for it."""
+
+    library: str  # a host path (outside the tree), or the path of a vendored copy in the tree
+    in_tree: bool
+    owner: str | None  # the owning package's purl
+    license_files: tuple[str, ...]  # host paths, or (in the tree) the wheel's License-File entries
+
+
+@dataclass(frozen=True)
+class SbomComponent:
+    """One library listed in a wheel's dynawheel SBOM."""
+
+    name: str
+    path: str | None
+    source: str | None
+    version: str | None
+    purl: str | None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    libraries: tuple[LibraryLicenses, ...] = ()
+    sbom: str | None = None  # the SBOM member of the wheel, None when it has none
+    sbom_components: tuple[SbomComponent, ...] = ()
+
+    @property
+    def no_license(self) -> tuple[str, ...]:
+        """The libraries with no license file found."""
+        return tuple(lib.library for lib in self.libraries if not lib.license_files)
+
+
+def provenance_of(tree: Tree, analysis: Analysis, search: SearchPaths) -> Provenance:
+    """Owners and license files of the libraries outside the tree; the SBOM of a dynawheel-repaired wheel."""
+    real = HostFS(search.sysroot).real  # one library under several names (links) is one library
+    outside = sorted({real(e.hit) or e.hit for w in analysis.walks for e in w.edges
+                      if e.status is Status.EXTERNAL and e.hit})
+    finder = Owners(search)
+    libraries = []
+    for path in outside:
+        owner = finder.owner(path)
+        libraries.append(LibraryLicenses(path, False, owner.purl() if owner else None,
+                                         tuple(p for _, p in owner.licenses) if owner else ()))
+    dist_info = next((f.split("/", 1)[0] for f in tree.files() if f.split("/", 1)[0].endswith(".dist-info")), None)
+    sbom = f"{dist_info}/{SBOM_MEMBER}" if dist_info and tree.exists(f"{dist_info}/{SBOM_MEMBER}") else None
+    if dist_info is None or sbom is None:
+        return Provenance(tuple(libraries))
+    components = _sbom_components(tree, sbom)
+    entries = _license_file_entries(tree, f"{dist_info}/METADATA")
+    for c in components:
+        base = (c.path or c.name).rsplit("/", 1)[-1]
+        libraries.append(LibraryLicenses(c.path or c.name, True, c.purl,
+                                         tuple(e for e in entries if e.startswith(base + "/"))))
+    return Provenance(tuple(libraries), sbom, components)
+
+
+def _read(tree: Tree, rel: str, limit: int) -> bytes | None:
+    if tree.size(rel) > limit:
+        log.warning("%s is over %d bytes: not read", rel, limit)
+        return None
+    with tree.open(rel) as fp:
+        return fp.read(limit + 1)[:limit]
+
+
+def _sbom_components(tree: Tree, rel: str) -> tuple[SbomComponent, ...]:
+    data = _read(tree, rel, MAX_SBOM)
+    try:
+        doc = json.loads(data or b"null")
+        comps = doc["components"] if isinstance(doc, dict) else []
+        return tuple(_component(c) for c in comps if isinstance(c, dict))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s is not a CycloneDX JSON document dynawheel can read: %s", rel, exc)
+        return ()
+
+
+def _component(c: dict[str, object]) -> SbomComponent:
+    raw = c.get("properties")
+    props = {p.get("name"): p.get("value") for p in raw if isinstance(p, dict)} if isinstance(raw, list) else {}
+
+    def text(value: object) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return SbomComponent(str(c.get("name", "")), text(props.get("dynawheel:path")), text(props.get("dynawheel:source")),
+                         text(c.get("version")), text(c.get("purl")))
+
+
+def _license_file_entries(tree: Tree, rel: str) -> tuple[str, ...]:
+    if not tree.exists(rel):
+        return ()
+    from ..wheel.text import parse_metadata  # performance: email's parser only for a wheel with an SBOM
+
+    data = _read(tree, rel, 16 << 20)
+    return tuple(parse_metadata(data or b"", rel).get_all("License-File") or ())

@@ -1,0 +1,114 @@
+"""License files of the vendored libraries (PEP 639): copied from the owning package into
+``.dist-info/licenses/<library file name>/`` (a directory per library: two packages' ``copyright`` files
+never clash), named in METADATA as ``License-File:``, Metadata-Version raised to 2.4 when lower.
+
+Where the files come from is the owner's business (`analysis/owners.py`: Debian's
+``/usr/share/doc/PKG/copyright``, conda's ``info/licenses``, vcpkg's ``share/PORT/copyright``, a Homebrew
+keg's ``LICENSE*``, MSYS2's ``share/licenses/``, apk and rpm packages' license files); a library with no
+owner, or whose owner ships none, is listed in `Licenses.missing`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from packaging.version import InvalidVersion, Version
+
+from ..analysis.owners import Owner
+from ..errors import MetadataError
+from ..wheel.text import header_section, parse_metadata
+from .collect import Vendored
+
+log = logging.getLogger(__name__)
+
+MAX_LICENSE_FILE = 4 << 20  # bytes: a bigger "license file" is not copied (bounded memory)
+_VERSION_LINE = re.compile(r"^Metadata-Version:[ \t]*(\S*)[ \t]*$", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LicenseFile:
+    """One license file of a vendored library: its name below ``.dist-info/licenses/`` and its origin."""
+
+    name: str  # '<library file name>/<file>' (the License-File value)
+    source: str  # the host path it is copied from
+    library: str  # the vendored library's path in the wheel
+
+
+@dataclass(frozen=True)
+class Licenses:
+    """The license files to ship, and the vendored libraries (paths in the wheel) without any."""
+
+    files: tuple[LicenseFile, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+def find_licenses(vendored: tuple[Vendored, ...], owners: Mapping[str, Owner | None]) -> Licenses:
+    """The license files of each vendored library's owner; the libraries for which none was found."""
+    files: list[LicenseFile] = []
+    missing: list[str] = []
+    for v in sorted(vendored, key=lambda v: v.dest):
+        owner = owners.get(v.source)
+        found = [(name, path) for name, path in (owner.licenses if owner is not None else ())
+                 if _small_file(path)]
+        if not found:
+            missing.append(v.dest)
+        base = v.dest.rsplit("/", 1)[-1]
+        files += [LicenseFile(f"{base}/{name}", path, v.dest) for name, path in found]
+    return Licenses(tuple(files), tuple(missing))
+
+
+def _small_file(path: str) -> bool:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if size > MAX_LICENSE_FILE:
+        log.warning("%s is %d bytes (more than %d): not copied as a license file", path, size, MAX_LICENSE_FILE)
+        return False
+    return True
+
+
+def license_entries(licenses: Licenses, dist_info: str) -> dict[str, bytes]:
+    """The wheel members of the license files (read now: they are small)."""
+    out: dict[str, bytes] = {}
+    for f in licenses.files:
+        with open(f.source, "rb") as fp:
+            out[f"{dist_info}/licenses/{f.name}"] = fp.read(MAX_LICENSE_FILE)
+    return out
+
+
+def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
+                       read: Callable[[str], bytes | None]) -> tuple[bytes, dict[str, bytes]]:
+    """METADATA with a ``License-File:`` for each of `names` and Metadata-Version at least 2.4, and the members
+    to add so that License-File entries written before 2.4 (then relative to ``.dist-info``) still name files
+    below ``.dist-info/licenses/`` (`read(member)`: a member of the wheel, None when it has none)."""
+    if not names:
+        return text, {}
+    msg = parse_metadata(text, "METADATA")
+    have = msg.get_all("License-File") or []
+    version = _metadata_version(msg.get("Metadata-Version", ""))
+    moved: dict[str, bytes] = {}
+    if version < Version("2.4"):
+        for old in have:
+            if read(f"{dist_info}/licenses/{old}") is None:
+                data = read(f"{dist_info}/{old}")
+                if data is not None:
+                    moved[f"{dist_info}/licenses/{old}"] = data
+    decoded = text.decode("utf-8")
+    head = header_section(decoded, "METADATA", len(decoded))
+    body = decoded[len(head):]
+    if version < Version("2.4"):
+        head = _VERSION_LINE.sub("Metadata-Version: 2.4", head, count=1)
+    added = "".join(f"\nLicense-File: {n}" for n in names if n not in have)
+    return (head.rstrip("\r\n") + added + (body or "\n")).encode("utf-8"), moved
+
+
+def _metadata_version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise MetadataError(f"METADATA: Metadata-Version {text!r} is not a version") from None

@@ -1,0 +1,127 @@
+"""What `dynawheel show` and `dynawheel --version` import (issue 11).
+
+`show` on a small wheel is start-up bound: most of its time is the interpreter and the modules it
+imports.  These tests are structural, not timed: a module listed here is one the show path has been
+freed of (each with what it cost, measured with ``python -X importtime``), and a change that pulls
+it back in fails here instead of slowing every `show` silently (benchmarks/bench_show_pe.py has the
+figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from . import elfbuild
+
+PE_FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "pe" / "bin" / "realistic.pyd"
+
+# module -> why `show` must not import it (what it cost, or what it belongs to)
+NOT_FOR_SHOW = {
+    "packaging": "wheel-name validation (~10 ms with platform and subprocess): show reads tags as written",
+    "platform": "packaging.tags' import",
+    "subprocess": "only for external tools (dot for --svg, patchelf)",
+    "pefile": "~28 ms; the PE reader and the stable-ABI audit read the tables themselves; pefile only edits",
+    "elftools": "the ELF reader is our own; pyelftools only for ELF symbols of the stable-ABI audit",
+    "macholib": "Mach-O is read by platforms/macho.py",
+    "hashlib": "~2.5 ms with OpenSSL: digests are repair's and build's",
+    "tempfile": "only to spool a big PE member (random, too)",
+    "concurrent.futures": "no thread pool when there is nothing to overlap",
+    "csv": "RECORD rows are repair's and check's",
+    "email": "METADATA parsing is build's and check's",
+    "dynawheel.repair": "show reads no repair code (the shim's markers live beside their reader)",
+    "dynawheel.wheel.tags": "imports packaging",
+    "dynawheel.wheel.zipwriter": "writing is not show's",
+}
+
+# what `--version` and `--help` may import of dynawheel: no command module
+VERSION_ONLY = {"dynawheel", "dynawheel.cli", "dynawheel.errors"}
+
+
+# runs the CLI in a fresh interpreter and writes what it imported (sys.modules, which also holds the
+# modules importlib.import_module brings in, unlike `-X importtime`) and its exit code
+_PROBE = """
+import sys
+from dynawheel.cli import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+names = sorted(sys.modules)
+with open(sys.argv[1], "w") as out:
+    out.write(str(code) + "\\n" + "\\n".join(names))
+"""
+
+
+def imported(*args: str | Path, cwd: Path) -> tuple[int, set[str]]:
+    """Run ``dynawheel ARGS`` in a fresh interpreter; (exit code, every module it imported)."""
+    report = cwd / "modules.txt"
+    proc = subprocess.run([sys.executable, "-c", _PROBE, report, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=120)
+    assert report.exists(), proc.stderr
+    code, *names = report.read_text().splitlines()
+    return int(code), set(names)
+
+
+def offenders(names: set[str]) -> dict[str, str]:
+    return {n: why for n, why in NOT_FOR_SHOW.items() if any(m == n or m.startswith(n + ".") for m in names)}
+
+
+@pytest.fixture
+def abi3_wheel(tmp_path: Path) -> Path:
+    """A small win_amd64 wheel tagged abi3 (the stable-ABI audit runs: psutil's case) whose extension
+    imports from python3.dll."""
+    wheel = tmp_path / "demo-1.0-cp38-abi3-win_amd64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("demo/__init__.py", "")
+        zf.write(PE_FIXTURE, "demo/_ext.pyd")
+        zf.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
+        zf.writestr("demo-1.0.dist-info/WHEEL",
+                    "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp38-abi3-win_amd64\n")
+        zf.writestr("demo-1.0.dist-info/RECORD", "")
+    return wheel
+
+
+def test_show_of_a_windows_wheel_imports_only_what_it_needs(abi3_wheel: Path, tmp_path: Path) -> None:
+    code, names = imported("show", "--no-system-paths", abi3_wheel, cwd=tmp_path)
+    assert code in (0, 3)
+    # the path under test did run: the wheel reader, the PE backend and the stable-ABI audit
+    assert {"dynawheel.tree", "dynawheel.platforms.pe", "dynawheel.analysis.abi3", "dynawheel.platforms.symbols",
+            "dynawheel.report"} <= names, sorted(n for n in names if n.startswith("dynawheel"))
+    assert offenders(names) == {}
+
+
+@pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the ELF library")
+def test_show_of_an_elf_file_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """A library needing only libc (the system's): no owner lookup runs (that one may run rpm or dpkg)."""
+    lib = elfbuild.shared_lib(tmp_path / "libdemo.so", soname="libdemo.so")
+    code, names = imported("show", lib, cwd=tmp_path)
+    assert code == 0
+    assert {"dynawheel.platforms.elf", "dynawheel.report"} <= names
+    assert offenders(names) == {}
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",)])
+def test_version_and_help_import_no_command(args: tuple[str, ...], tmp_path: Path) -> None:
+    code, names = imported(*args, cwd=tmp_path)
+    assert code == 0
+    ours = {n for n in names if n == "dynawheel" or n.startswith("dynawheel.")}
+    assert ours <= VERSION_ONLY, sorted(ours - VERSION_ONLY)
+    assert "dataclasses" not in names
+
+
+def test_help_lists_every_command_and_a_command_gets_its_own_parser(tmp_path: Path) -> None:
+    """The one-line helps come from the CLI's table; the command given is parsed by its module."""
+    from dynawheel.cli import _COMMANDS, _parser
+
+    text = _parser([]).format_help()
+    for name, (_module, line) in _COMMANDS.items():
+        assert name in text and line.split()[0] in text
+    show = _parser(["show", "x"])
+    args = show.parse_args(["show", "--json", "x.whl"])
+    assert args.json is True and args.path == "x.whl" and callable(args.func)
