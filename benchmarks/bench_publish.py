@@ -113,6 +113,17 @@ class Server:
                                      cwd=cwd, env={**os.environ, **venv_env()})
         self.startup = wait_http(port)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's process and its worker processes so far."""
+        total = 0
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         match = re.search(r"^VmHWM:\s*(\d+) kB", status, re.M)
@@ -125,6 +136,13 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def ours(wheelhouse: Path, *extra: str) -> Server:
@@ -260,10 +278,10 @@ def main() -> int:
         make_wheelhouse(base, args.wheels)
         print(f"generated {args.wheels} wheels in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         parts = set(args.parts.split(","))
-        if "index" in parts or "responses" in parts:
+        if "index" in parts:
             rows += bench_index(base, work, args.runs)
         if "responses" in parts:
-            rows += bench_responses(base, work, args.seconds)
+            rows += bench_responses(base, work, args.seconds, args.runs)
         if "uploads" in parts:
             rows += bench_uploads(base, work, args.uploads, max(1, args.runs - 1))
     finally:
@@ -322,13 +340,22 @@ def bench_index(base: Path, work: Path, runs: int) -> list[str]:
     ]
 
 
-def bench_responses(base: Path, work: Path, seconds: int) -> list[str]:
+def bench_responses(base: Path, work: Path, seconds: int, runs: int) -> list[str]:
+    """wrk against each server in turn, ``runs`` rounds per case: dynawheel serve with one process and with
+    ``--workers 2`` (nginx runs 2 worker processes), nginx, and pypiserver (first round only: ~1 req/s).
+    The ratio of a round compares runs seconds apart; the table gives the median ratio of the rounds."""
     site = work / "site"
     timed(dynawheel_cmd("index", base, "-o", site))  # the static site nginx serves
     inplace = work / "house-0"
+    if not inplace.exists():
+        clone(base, inplace)
+        timed(dynawheel_cmd("index", inplace))
     project = "benchpkg-00017"
     wheel = sorted(p.name for p in base.glob("benchpkg_00017-*.whl"))[0]
-    servers = [ours(inplace), nginx(site, work / "nginx"), pypiserver(base, "-a", ".", "-P", ".")]
+    servers = [ours(inplace), ours(inplace, "--workers", "2"), nginx(site, work / "nginx"),
+               pypiserver(base, "-a", ".", "-P", ".")]
+    servers[1].name = "dynawheel serve --workers 2"
+    load = [os.getloadavg()[0]]
     rows = []
     try:
         cases = [(f"/simple/{project}/", None, "project page (HTML)"),
@@ -336,24 +363,50 @@ def bench_responses(base: Path, work: Path, seconds: int) -> list[str]:
                  (f"/{wheel}.metadata", None, ".metadata (PEP 658)")]
         for path, accept, label in cases:
             for connections in (1, 64):
-                results = {}
-                for server in servers:
-                    if server.name == "pypiserver" and ".metadata" in path:
-                        continue
-                    url = path if server.name != "nginx" or path.startswith("/simple/") else f"/files{path}"
-                    results[server.name] = wrk(server.port, url, connections, seconds, accept)
-                    print(f"  {label} c={connections} {server.name}: {results[server.name][0]:.0f} req/s, "
-                          f"{results[server.name][1]} errors", file=sys.stderr)
-                mine, theirs = results["dynawheel serve"], results["nginx"]
-                pypi = results.get("pypiserver")
-                pypi_text = f"; pypiserver {pypi[0]:.0f}/s, {pypi[1]} errors" if pypi else ""
-                rows.append(f"| {label}, concurrency {connections} | {mine[0]:.0f} req/s, {mine[1]} errors | "
-                            f"nginx {theirs[0]:.0f} req/s, {theirs[1]} errors{pypi_text} | "
-                            f"**{mine[0] / theirs[0]:.0%}** of nginx (goal >= 50 %) |")
+                rounds = [_wrk_round(servers, path, accept, connections, seconds, first) for first in
+                          [True] + [False] * (runs - 1)]
+                rows.append(_responses_row(label, connections, rounds))
+                load.append(os.getloadavg()[0])
     finally:
         for server in servers:
             server.stop()
+    rows.append(f"| (load average while measuring: {min(load):.1f} to {max(load):.1f}, on {os.cpu_count()} cores) "
+                "| | | |")
     return rows
+
+
+def _wrk_round(servers: list[Server], path: str, accept: str | None, connections: int, seconds: int,
+               first: bool) -> dict[str, tuple[float, int, float]]:
+    """Per server: requests/s, errors, and the server's CPU time per request in microseconds (what the
+    load of other processes on the machine changes least)."""
+    results = {}
+    for server in servers:
+        if server.name == "pypiserver" and (".metadata" in path or not first):
+            continue
+        url = path if server.name != "nginx" or path.startswith("/simple/") else f"/files{path}"
+        before = server.cpu_seconds()
+        rate, errors = wrk(server.port, url, connections, seconds, accept)
+        cpu_us = (server.cpu_seconds() - before) / max(1.0, rate * seconds) * 1e6
+        results[server.name] = (rate, errors, cpu_us)
+        print(f"  {path} {accept or ''} c={connections} {server.name}: {rate:.0f} req/s, {errors} errors, "
+              f"{cpu_us:.0f} us CPU per request", file=sys.stderr)
+    return results
+
+
+def _responses_row(label: str, connections: int, rounds: list[dict[str, tuple[float, int, float]]]) -> str:
+    def of(name: str) -> tuple[float, int, float, float]:
+        rate = median([r[name][0] for r in rounds])
+        errors = sum(r[name][1] for r in rounds)
+        ratio = median([r[name][0] / r["nginx"][0] for r in rounds])
+        return rate, errors, ratio, median([r[name][2] for r in rounds])
+
+    one, two, theirs = of("dynawheel serve"), of("dynawheel serve --workers 2"), of("nginx")
+    pypi = rounds[0].get("pypiserver")
+    pypi_text = f"; pypiserver {pypi[0]:.0f}/s, {pypi[1]} errors" if pypi else ""
+    return (f"| {label}, concurrency {connections} | 1 process {one[0]:.0f} req/s ({one[1]} errors, "
+            f"{one[3]:.0f} us CPU/req); --workers 2 {two[0]:.0f} req/s ({two[1]} errors, {two[3]:.0f} us) | "
+            f"nginx {theirs[0]:.0f} req/s ({theirs[1]} errors, {theirs[3]:.0f} us CPU/req){pypi_text} | "
+            f"**{one[2]:.0%}** / **{two[2]:.0%}** of nginx (median of {len(rounds)} rounds; goal >= 50 %) |")
 
 
 def bench_uploads(base: Path, work: Path, count: int, runs: int) -> list[str]:

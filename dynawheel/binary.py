@@ -50,6 +50,46 @@ class Dependency:
         return self.kind is DepKind.WEAK
 
 
+class X86Isa(enum.IntEnum):
+    """An x86-64 micro-architecture level (the psABI's levels; ``GNU_PROPERTY_X86_ISA_1_V*`` bits)."""
+
+    BASELINE = 1
+    V2 = 2
+    V3 = 3
+    V4 = 4
+
+    @property
+    def label(self) -> str:
+        """'x86-64' / 'x86-64-v3': as gcc's ``-march`` and glibc's hwcaps directories name it."""
+        return "x86-64" if self is X86Isa.BASELINE else f"x86-64-v{self.value}"
+
+
+class StackFlag(str, enum.Enum):
+    """What ``PT_GNU_STACK`` asks of the loader."""
+
+    NOT_EXECUTABLE = "not-executable"  # PT_GNU_STACK without PF_X
+    EXECUTABLE = "executable"  # PT_GNU_STACK with PF_X (gcc -z execstack)
+    MISSING = "missing"  # no PT_GNU_STACK: the Linux loaders then make the stack executable
+
+    @property
+    def executable(self) -> bool:
+        return self is not StackFlag.NOT_EXECUTABLE
+
+
+@dataclass(frozen=True)
+class DynamicTables:
+    """Where an ELF file's dynamic symbol table, its strings and its hash table are (file offsets, from
+    ``DT_SYMTAB``, ``DT_STRTAB``/``DT_STRSZ``, ``DT_GNU_HASH``/``DT_HASH``; 0: absent)."""
+
+    symtab: int
+    strtab: int
+    strsz: int
+    gnu_hash: int = 0
+    hash: int = 0
+
+
+# in show --json's 'elf_traits' (or nowhere), not in 'details'
+_POLICY_FACTS = ("stack", "isa_needed", "isa_used", "isa_bits", "undefined")
 
 
 def _fields_of(record: Any) -> dict[str, Any]:
@@ -71,11 +111,25 @@ class ElfFacts:
     nodeflib: bool = False  # DF_1_NODEFLIB is set: no default directories
     # DT_VERNEED: {library: (versions, ...)}
     version_needs: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)  # read-only by type
+    # For the policy checks: PT_GNU_STACK; the highest x86-64 level in GNU_PROPERTY_X86_ISA_1_NEEDED / _USED
+    # of the NT_GNU_PROPERTY_TYPE_0 note (None: no such property; the linker writes NEEDED for
+    # `ld -z x86-64-v3`, and glibc >= 2.33 refuses to load the image on a CPU below it); the NEEDED bits.
+    stack: StackFlag = StackFlag.NOT_EXECUTABLE
+    isa_needed: X86Isa | None = None
+    isa_used: X86Isa | None = None
+    isa_bits: int = 0
+    # the undefined dynamic symbols (None: not read: an image built by hand, a file without a hash table)
+    undefined: frozenset[str] | None = field(default=None, hash=False, repr=False)
 
     def json(self) -> dict[str, Any]:
-        out = _fields_of(self)
+        """The `details` of show --json (the policy facts are its `elf_traits`: see :meth:`traits_json`)."""
+        out = {k: v for k, v in _fields_of(self).items() if k not in _POLICY_FACTS}
         out["version_needs"] = {lib: list(v) for lib, v in self.version_needs.items()}
         return out
+
+    def traits_json(self) -> dict[str, Any]:
+        return {"stack": self.stack.value, "isa_needed": self.isa_needed.label if self.isa_needed else None,
+                "isa_used": self.isa_used.label if self.isa_used else None}
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,16 @@
-"""Platform tags from content: the one rule that `repair`, `build`, `check`, `tags` and `merge` apply.
+"""Platform tags from content: the one rule that `show`, `repair`, `build`, `check`, `tags` and `merge` apply.
 
 A :class:`Content` is what a wheel's binaries are (every ELF image with the symbol versions it needs,
 every Mach-O slice with its arch and minimum macOS, every PE image with its machine) and what they
-load from outside the wheel.  Two questions are asked of it:
+load from outside the wheel.  Three questions are asked of it:
 
 - :func:`best_platform`: the platform tag the content supports best (None: no binaries);
-- :func:`blockers`: why a given platform tag (a compressed set ``a.b`` counts as each of its parts)
-  is not supported; each reason names a file.
+- :func:`explain` (:func:`blockers` as text): why a given platform tag (a compressed set ``a.b``
+  counts as each of its parts) is not supported, as typed :class:`Blocker` records: the rule
+  (:class:`Reason`), the file, the subject (symbol version, symbol, library, ISA level, segment), the
+  library that provides it (or where a library was found) and the fix;
+- :func:`elf_verdict`: the best manylinux/musllinux tag and the blockers of every better one
+  (`dynawheel show`'s ELF verdict).
 
 The rules (facts: PEP 600 / PEP 656 policies in ``data/manylinux-policy.json``; PEP 425; which macOS
 tags pip installs: ``packaging.tags.mac_platforms``):
@@ -15,7 +19,19 @@ tags pip installs: ``packaging.tags.mac_platforms``):
   arch and libc family, every symbol version within the policy, every library kept from the system on
   the policy's list, and **nothing missing and nothing loaded from elsewhere** (a library found outside
   the wheel and outside the policy, or found nowhere); failing that the best tag is ``linux_<arch>``,
-  which claims only the arch.
+  which claims only the arch.  Also (issue 15):
+
+  - no image imports a symbol the policy blacklists for a library it needs (auditwheel's ``blacklist``:
+    undefined dynamic symbols against the libraries named in ``DT_NEEDED``, as auditwheel judges them);
+  - on x86_64, no image needs an ISA level above the baseline (``GNU_PROPERTY_X86_ISA_1_NEEDED``;
+    auditwheel >= 6.1 reads the same property and, its target being the baseline ``x86_64`` unless told
+    otherwise, drops to ``linux`` for a file of the wheel or a library it grafts; a library the policy
+    lets stay on the system is not judged, here neither: only the wheel's files and the vendored copies
+    are in the content).  ``Content.isa_check`` False is ``--disable-isa-check``;
+  - no image with an executable stack (``PT_GNU_STACK`` with ``PF_X``, or none: the loader then makes the
+    stack executable, and glibc >= 2.41 refuses to ``dlopen`` it; auditwheel does not check this);
+  - no shared library (an extension) that links libpython (``DT_NEEDED libpython3.X.so``); a program
+    may.
 - **Mach-O**: ``macosx_<X>_<Y>_<arch>`` needs a slice of each arch the tag names in every Mach-O file
   (``universal2`` = arm64 + x86_64, ``intel`` = i386 + x86_64, ...) and each such slice's minimum macOS
   at most X.Y, except that an arm64 slice's minimum up to 11.0 constrains nothing (arm64 Macs start at
@@ -31,13 +47,25 @@ tags pip installs: ``packaging.tags.mac_platforms``):
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from .binary import Image
+from .binary import FileKind, Image, StackFlag, X86Isa
 from .errors import TagError
-from .policy import Policy, PolicyDataError, best_elf_policy, blockers_for, family_of, get_policy
+from .policy import (
+    MUSL_UNPROVABLE,
+    Policy,
+    PolicyDataError,
+    family_of,
+    get_policy,
+    limit_key,
+    load_policies,
+    loader_names,
+    musl_libc_names,
+    newest_needs,
+)
 
 # wheel platform arch -> the Mach-O archs it promises (packaging.tags._mac_binary_formats, reversed)
 MAC_ARCHS: dict[str, frozenset[str]] = {
@@ -64,7 +92,11 @@ class Content:
 
     Paths are wheel-relative.  `system`: base names of libraries the ELF images keep from the system
     (checked against a policy's list); `outside`: (dependent, library) found outside the wheel and not
-    the system's; `missing`: (dependent, library) found nowhere."""
+    the system's; `missing`: (dependent, library) found nowhere; `found`: (library, path) where the
+    outside and system libraries were found (named in explanations); `blacklisted`: (file, library,
+    symbol) of the symbols an ELF file imports that some policy blacklists for a library it needs;
+    `isa_check`: False to let images that need an x86-64 level above the baseline through
+    (``--disable-isa-check``)."""
 
     elf: tuple[tuple[str, Image], ...] = ()
     macho: tuple[tuple[str, Image], ...] = ()
@@ -72,10 +104,60 @@ class Content:
     system: frozenset[str] = frozenset()
     outside: tuple[tuple[str, str], ...] = ()
     missing: tuple[tuple[str, str], ...] = ()
+    found: tuple[tuple[str, str], ...] = ()
+    blacklisted: tuple[tuple[str, str, str], ...] = ()
+    isa_check: bool = True
 
     @property
     def has_binaries(self) -> bool:
         return bool(self.elf or self.macho or self.pe)
+
+
+class Reason(str, enum.Enum):
+    """Why a platform tag is refused: one member per rule."""
+
+    TAG = "tag"  # the tag itself is unknown or never installed by pip
+    ARCH = "arch"  # a binary of another arch (or a slice missing)
+    LIBC = "libc"  # glibc binaries for a musllinux tag, or the reverse
+    MISSING = "missing"  # a needed library found nowhere
+    OUTSIDE = "outside"  # a needed library found outside the wheel, not the policy's
+    NOT_ALLOWED = "library-not-allowed"  # a library kept from the system that the policy does not list
+    SYMBOL_VERSION = "symbol-version"  # a symbol version newer than the policy's
+    BLACKLISTED = "blacklisted-symbol"  # a symbol the policy blacklists for a library it allows
+    ISA = "isa-level"  # an x86-64 level above the tag's baseline (GNU property note)
+    EXEC_STACK = "executable-stack"  # PT_GNU_STACK with PF_X, or none
+    LIBPYTHON = "libpython"  # a library (an extension) that links libpython
+    MUSL_UNPROVABLE = "musl-unprovable"  # an older musllinux policy (no symbol versions to prove it)
+    MACOS_VERSION = "macos-version"  # a slice that needs a newer macOS than the tag
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Why `tag` is refused: the `file` (wheel-relative) and the `subject` (symbol version, symbol,
+    library, ISA level, segment) at fault, the `provider` (the library that provides the subject, or
+    where a library was found), and the `fix`.  ``str()`` is the one-line text (``tag: detail``)."""
+
+    tag: str
+    reason: Reason
+    detail: str
+    fix: str
+    file: str | None = None
+    subject: str | None = None
+    provider: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.tag}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ElfVerdict:
+    """The best manylinux/musllinux tag of ELF content (`tag`: the policy's own name, `platform`: with
+    its aliases, compressed; ``linux_<arch>`` for both when none fits) and why each better tag is not."""
+
+    tag: str
+    platform: str
+    blockers: tuple[Blocker, ...]
+    policy: Policy | None = None
 
 
 # ---- the best tag ----------------------------------------------------------------------------
@@ -108,13 +190,36 @@ def _elf_arch(images: Sequence[tuple[str, Image]]) -> str:
 
 
 def _best_elf(content: Content) -> str:
-    arch = _elf_arch(content.elf)
-    if content.missing or content.outside:
-        return f"linux_{arch}"
-    verdict = best_elf_policy(content.elf, content.system)
-    if verdict.policy is None:
-        return verdict.tag
-    return policy_tags(verdict.policy, arch)
+    _elf_arch(content.elf)
+    return elf_verdict(content).platform
+
+
+def elf_verdict(content: Content) -> ElfVerdict:
+    """The best policy the ELF content meets (best first within its libc family), and the blockers of
+    every better one.  An older musllinux policy is never the verdict (:data:`MUSL_UNPROVABLE`)."""
+    arches = sorted({i.arch for _p, i in content.elf})
+    arch = "+".join(arches) or "any"
+    out: list[Blocker] = []
+    if len(arches) > 1:
+        out.extend(Blocker(f"linux_{a}", Reason.ARCH, f"{p!r} is {a}: the tree mixes arches {arches!r}",
+                           "build every binary for one arch", p, a)
+                   for a, p in sorted({i.arch: p for p, i in content.elf}.items()))
+        return ElfVerdict(f"linux_{arch}", f"linux_{arch}", tuple(out))
+    family = family_of(i for _p, i in content.elf)
+    newest_musl = min((p.priority for p in load_policies() if p.family == "musllinux"), default=None)
+    judge = _ElfJudge(content)
+    for policy in load_policies():
+        if policy.family != family:
+            continue
+        if family == "musllinux" and policy.priority != newest_musl:
+            out.append(Blocker(policy.tag(arch), Reason.MUSL_UNPROVABLE, MUSL_UNPROVABLE,
+                               "nothing to fix: the newest musllinux policy is the verdict"))
+            continue
+        reasons = judge.policy(policy, arch, policy.tag(arch))
+        if not reasons:
+            return ElfVerdict(policy.tag(arch), policy_tags(policy, arch), tuple(out), policy)
+        out.extend(reasons)
+    return ElfVerdict(f"linux_{arch}", f"linux_{arch}", tuple(out))
 
 
 def policy_tags(policy: Policy, arch: str) -> str:
@@ -174,15 +279,21 @@ def _best_windows(images: Sequence[tuple[str, Image]]) -> str:
 
 # ---- judging a given tag ---------------------------------------------------------------------
 
-def blockers(content: Content, platform: str) -> tuple[str, ...]:
-    """Why the content does not support `platform` (each part of a compressed set); () when it does."""
-    out: list[str] = []
+def explain(content: Content, platform: str) -> tuple[Blocker, ...]:
+    """Why the content does not support `platform` (each part of a compressed set), as typed
+    blockers; () when it does."""
+    out: list[Blocker] = []
     for part in platform.split("."):
         out.extend(_part_blockers(content, part))
     return tuple(dict.fromkeys(out))
 
 
-def _part_blockers(content: Content, plat: str) -> list[str]:
+def blockers(content: Content, platform: str) -> tuple[str, ...]:
+    """Why the content does not support `platform`, one line each (:func:`explain` as text)."""
+    return tuple(dict.fromkeys(str(b) for b in explain(content, platform)))
+
+
+def _part_blockers(content: Content, plat: str) -> list[Blocker]:
     if plat == "any":
         return []
     if plat.startswith(("manylinux", "musllinux")):
@@ -194,63 +305,182 @@ def _part_blockers(content: Content, plat: str) -> list[str]:
     if mac:
         return _macos_blockers(content, int(mac.group(1)), int(mac.group(2)), mac.group(3), plat)
     if plat.startswith("macosx_"):
-        return [f"{plat}: not a macOS tag (expected macosx_<major>_<minor>_<arch>)"]
+        return [_tag_blocker(plat, "not a macOS tag (expected macosx_<major>_<minor>_<arch>)")]
     if plat in WINDOWS_ARCHS:
         return _arch_blockers(content.pe, WINDOWS_ARCHS[plat], plat)
     return []
 
 
-def _arch_blockers(images: Sequence[tuple[str, Image]], arch: str, plat: str) -> list[str]:
-    return [f"{plat}: {path!r} is {image.arch}, not {arch}" for path, image in images if image.arch != arch]
+def _tag_blocker(plat: str, detail: str, fix: str = "give a valid platform tag") -> Blocker:
+    return Blocker(plat, Reason.TAG, detail, fix)
 
 
-def _policy_blockers(content: Content, plat: str) -> list[str]:
+def _arch_blockers(images: Sequence[tuple[str, Image]], arch: str, plat: str) -> list[Blocker]:
+    return [Blocker(plat, Reason.ARCH, f"{path!r} is {image.arch}, not {arch}", f"build it for {arch}", path,
+                    image.arch)
+            for path, image in images if image.arch != arch]
+
+
+def _policy_blockers(content: Content, plat: str) -> list[Blocker]:
     try:
         policy = get_policy(plat)
     except PolicyDataError:
-        return [f"{plat}: unknown manylinux/musllinux policy"]
+        return [_tag_blocker(plat, "unknown manylinux/musllinux policy")]
     names = (policy.name, *policy.aliases)
     arch = next((plat[len(n) + 1:] for n in names if plat.startswith(n + "_")), "")
     if not arch:
-        return [f"{plat}: the tag names no arch (expected e.g. {policy.name}_x86_64)"]
+        return [_tag_blocker(plat, f"the tag names no arch (expected e.g. {policy.name}_x86_64)")]
     if not content.elf:
         return []
     out = _arch_blockers(content.elf, arch, plat)
     family = family_of(i for _p, i in content.elf)
     if family != policy.family:
         first = content.elf[0][0]
-        out.append(f"{plat}: {first!r} is built for {family}, not {policy.family}")
-    out.extend(f"{plat}: {dep!r} needs {lib!r}, which is neither in the wheel nor found anywhere (missing)"
-               for dep, lib in content.missing)
-    out.extend(f"{plat}: {dep!r} needs {lib!r} from outside the wheel, which the policy does not allow "
-               "(vendor it: dynawheel repair)" for dep, lib in content.outside)
-    out.extend(f"{plat}: {reason.split(': ', 1)[1]}" if reason.startswith(policy.name + ": ") else reason
-               for reason in blockers_for(policy, [(p, i) for p, i in content.elf if i.arch == arch],
-                                          content.system))
-    return out
+        other = "a manylinux image (glibc)" if policy.family == "manylinux" else "a musllinux image (musl, e.g. Alpine)"
+        out.append(Blocker(plat, Reason.LIBC, f"{first!r} is built for {family}, not {policy.family}",
+                           f"build it on {other}", first, family))
+    return out + _ElfJudge(content).policy(policy, arch, plat)
 
 
-def _macos_blockers(content: Content, major: int, minor: int, arch: str, plat: str) -> list[str]:
+class _ElfJudge:
+    """The policy rules over one Content (what each image needs, read once for all policies)."""
+
+    def __init__(self, content: Content) -> None:
+        self.content = content
+        self.found = dict(content.found)
+        self.needs = [(p, i, newest_needs(i)) for p, i in content.elf]
+        self.extension_libpython = {d.name for _p, i in content.elf if i.kind is not FileKind.EXECUTABLE
+                                    for d in i.needed if LIBPYTHON.fullmatch(d.name)}
+
+    def policy(self, policy: Policy, arch: str, plat: str) -> list[Blocker]:
+        """Every rule of `policy` for the images of `arch`, in a fixed order."""
+        return [*self.libraries(policy, plat), *self.versions(policy, arch, plat), *self.blacklist(policy, plat),
+                *self.isa(arch, plat), *self.stack(plat), *self.libpython(plat)]
+
+    def libraries(self, policy: Policy, plat: str) -> Iterator[Blocker]:
+        c = self.content
+        for dep, lib in c.missing:
+            yield Blocker(plat, Reason.MISSING, f"{dep!r} needs {lib!r}, which is neither in the wheel nor found "
+                          "anywhere (missing)", f"install {lib} (or give its directory with -L), then vendor it: "
+                          "dynawheel repair", dep, lib)
+        for dep, lib in c.outside:
+            if lib in self.extension_libpython:
+                continue  # the libpython rule names it (vendoring it is no fix)
+            yield Blocker(plat, Reason.OUTSIDE, f"{dep!r} needs {lib!r} from outside the wheel, which the policy does "
+                          "not allow (vendor it: dynawheel repair)", f"vendor {lib}: dynawheel repair", dep, lib,
+                          self.found.get(lib))
+        allowed = policy.lib_whitelist | loader_names()
+        if policy.family == "musllinux":
+            allowed |= musl_libc_names()
+        for lib in sorted(c.system - allowed - self.extension_libpython):
+            user = next((p for p, i in c.elf if any(d.name == lib for d in i.needed)), None)
+            yield Blocker(plat, Reason.NOT_ALLOWED, f"external library {lib!r} is not allowed",
+                          f"vendor {lib}: dynawheel repair", user, lib, self.found.get(lib))
+
+    def versions(self, policy: Policy, arch: str, plat: str) -> Iterator[Blocker]:
+        """The newest symbol version per prefix (GLIBC, GLIBCXX, ...) beyond the policy, with the files."""
+        worst: dict[str, tuple[tuple[int, ...], str, str, list[str]]] = {}
+        for path, image, needs in self.needs:
+            if image.arch != arch:
+                continue
+            table = self._table(policy, image.arch)
+            if table is None:
+                yield Blocker(plat, Reason.ARCH, f"arch {image.arch!r} of {path!r} is not covered",
+                              "no fix: the policy has no such arch", path, image.arch)
+                continue
+            for prefix, (key, symver, lib) in needs.items():
+                limit = limit_key(table[prefix]) if prefix in table else key
+                if limit is not None and key <= limit:
+                    continue
+                if prefix not in worst or key > worst[prefix][0]:
+                    worst[prefix] = (key, symver, lib, [path])
+                elif key == worst[prefix][0]:
+                    worst[prefix][3].append(path)
+        for prefix, (_key, symver, lib, paths) in sorted(worst.items()):
+            limit_text = policy.symbol_versions[arch][prefix]
+            more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
+            allowed_text = f"max {prefix}_{limit_text}" if limit_text else f"no {prefix} version allowed"
+            yield Blocker(plat, Reason.SYMBOL_VERSION, f"{paths[0]!r}{more} needs {symver} ({allowed_text})",
+                          f"build on {policy.name} or older (a {policy.name} build image)", paths[0], symver, lib)
+
+    @staticmethod
+    def _table(policy: Policy, arch: str) -> Mapping[str, str | None] | None:
+        return policy.symbol_versions.get(arch)
+
+    def blacklist(self, policy: Policy, plat: str) -> Iterator[Blocker]:
+        for path, lib, symbol in self.content.blacklisted:
+            if symbol in policy.blacklist.get(lib, ()):
+                yield Blocker(plat, Reason.BLACKLISTED, f"{path!r} imports {symbol!r} from {lib!r}, which "
+                              f"{policy.name} blacklists (some systems' {lib} lacks it)",
+                              f"vendor your own {lib} (link it in statically) or do not call {symbol}", path, symbol,
+                              lib)
+
+    def isa(self, arch: str, plat: str) -> Iterator[Blocker]:
+        """x86-64 policies promise the baseline ISA: an image whose GNU property note asks for more is
+        refused by glibc's loader (>= 2.33) on an older CPU (``--disable-isa-check`` lets it through)."""
+        if arch != "x86_64" or not self.content.isa_check:
+            return
+        for path, image in self.content.elf:
+            needed = image.elf.isa_needed
+            if needed is not None and needed > X86Isa.BASELINE:
+                level = needed.label
+                yield Blocker(plat, Reason.ISA, f"{path!r} needs the {level} instruction set (GNU property "
+                              "note), not the x86-64 baseline", "build with -march=x86-64 (or -march=x86-64-v2 "
+                              f"into glibc-hwcaps/) and link without -z {level}; or --disable-isa-check", path,
+                              level)
+
+    def stack(self, plat: str) -> Iterator[Blocker]:
+        for path, image in self.content.elf:
+            stack = image.elf.stack
+            if stack.executable:
+                how = ("has no PT_GNU_STACK (the loader then makes the stack executable)"
+                       if stack is StackFlag.MISSING else "asks for an executable stack (PT_GNU_STACK with X)")
+                yield Blocker(plat, Reason.EXEC_STACK, f"{path!r} {how}", "relink with -z noexecstack", path,
+                              "PT_GNU_STACK")
+
+    def libpython(self, plat: str) -> Iterator[Blocker]:
+        """An extension (any shared library) must not link libpython: the interpreter provides its
+        symbols, and may have none to load (a static Python).  Programs may."""
+        for path, image in self.content.elf:
+            if image.kind is FileKind.EXECUTABLE:
+                continue
+            for dep in image.needed:
+                if LIBPYTHON.fullmatch(dep.name):
+                    yield Blocker(plat, Reason.LIBPYTHON, f"{path!r} links {dep.name!r} (extensions must not link "
+                                  "libpython)", "link without libpython (no -lpython3.X: python3-config --ldflags "
+                                  "without --embed)", path, dep.name, self.found.get(dep.name))
+
+
+# libpython3.11.so.1.0, libpython3.13t.so, libpython3.8d.so (auditwheel: LIBPYTHON_RE, with the ABI flags)
+LIBPYTHON = re.compile(r"libpython\d+\.\d+[dmt]*\.so(\.\d+)*")
+
+
+def _macos_blockers(content: Content, major: int, minor: int, arch: str, plat: str) -> list[Blocker]:
     archs = MAC_ARCHS.get(arch)
     if archs is None:
-        return [f"{plat}: unknown macOS arch {arch!r} (known: {', '.join(sorted(MAC_ARCHS))})"]
-    out: list[str] = []
+        return [_tag_blocker(plat, f"unknown macOS arch {arch!r} (known: {', '.join(sorted(MAC_ARCHS))})")]
+    out: list[Blocker] = []
     if major >= 11 and minor != 0:
-        out.append(f"{plat}: pip never installs it: from macOS 11 on, tags carry minor version 0 "
-                   f"(macosx_{major}_0_{arch})")
+        out.append(_tag_blocker(plat, "pip never installs it: from macOS 11 on, tags carry minor version 0 "
+                                f"(macosx_{major}_0_{arch})", f"use macosx_{major}_0_{arch}"))
     if arch == "arm64" and major < 11:
-        out.append(f"{plat}: pip never installs it: arm64 wheels start at macosx_11_0 (arm64 Macs run "
-                   "macOS >= 11; macosx_10_x is for x86_64 and universal2)")
+        out.append(_tag_blocker(plat, "pip never installs it: arm64 wheels start at macosx_11_0 (arm64 Macs run "
+                                "macOS >= 11; macosx_10_x is for x86_64 and universal2)", "use macosx_11_0_arm64"))
     for path, imgs in sorted(_by_file(content.macho).items()):
         have = {i.arch for i in imgs}
         lacking = sorted(archs - have)
         if lacking:
-            out.append(f"{plat}: {path!r} has no {'/'.join(lacking)} slice (it has {'+'.join(sorted(have))})")
+            out.append(Blocker(plat, Reason.ARCH, f"{path!r} has no {'/'.join(lacking)} slice (it has "
+                               f"{'+'.join(sorted(have))})", "build it with " + " ".join(f"-arch {a}" for a in
+                                                                                         sorted(archs)),
+                               path, "/".join(lacking)))
         for image in imgs:
             minimum = _min_macos(image)
             if image.arch not in archs or (image.arch == "arm64" and minimum <= (11, 0)):
                 continue
             if minimum > (major, minor):
-                out.append(f"{plat}: {path!r} ({image.arch}) needs macOS {minimum[0]}.{minimum[1]}, "
-                           f"newer than {major}.{minor}")
+                out.append(Blocker(plat, Reason.MACOS_VERSION, f"{path!r} ({image.arch}) needs macOS "
+                                   f"{minimum[0]}.{minimum[1]}, newer than {major}.{minor}",
+                                   f"build with MACOSX_DEPLOYMENT_TARGET={major}.{minor}", path,
+                                   f"macOS {minimum[0]}.{minimum[1]}"))
     return out

@@ -14,10 +14,10 @@ import logging
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .binary import BinaryFormat, Image
+from .binary import Image
 from .errors import DynawheelError
 from .platforms import LinuxSystem
 
@@ -41,18 +41,11 @@ class Policy:
     lib_whitelist: frozenset[str]
     # arch -> symbol-version prefix (GLIBC, GLIBCXX, CXXABI, GCC, ...) -> highest allowed (None: none)
     symbol_versions: Mapping[str, Mapping[str, str | None]]
+    # library -> symbols of it a wheel must not import (auditwheel's "blacklist": some copies lack them)
+    blacklist: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False, hash=False)
 
     def tag(self, arch: str) -> str:
         return f"{self.name}_{arch}"
-
-
-@dataclass(frozen=True)
-class PolicyVerdict:
-    """The best platform tag a set of ELF images qualifies for, and what blocks the better ones."""
-
-    tag: str  # the best tag the tree qualifies for ('linux_x86_64' when none)
-    blockers: tuple[str, ...]  # why each better policy does not apply
-    policy: Policy | None = None
 
 
 def read_data(name: str) -> str:
@@ -83,6 +76,7 @@ def load_policies() -> tuple[Policy, ...]:
         Policy(
             name=p["name"], aliases=tuple(p.get("aliases", ())), family=p["family"], priority=int(p["priority"]),
             lib_whitelist=frozenset(p["lib_whitelist"]), symbol_versions=p["symbol_versions"],
+            blacklist={lib: frozenset(names) for lib, names in p.get("blacklist", {}).items()},
         )
         for p in _data()["policies"]
     ]
@@ -162,55 +156,39 @@ def family_of(images: Iterable[Image]) -> str:
     return linux_system().family(images)
 
 
-def blockers_for(
-    policy: Policy, images: Iterable[tuple[str, Image]], external: Iterable[str],
-    newest: dict[int, Mapping[str, tuple[tuple[int, ...], str]]] | None = None,
-) -> list[str]:
-    """Why `policy` does not apply to these (path, image) pairs keeping `external` libraries.
-    `newest`: a cache of :func:`_newest_needs` by image id, shared by the calls for one set of images."""
-    out: list[str] = []
-    allowed = policy.lib_whitelist | loader_names()
-    if policy.family == "musllinux":
-        allowed |= musl_libc_names()
-    for lib in sorted(set(external)):
-        if lib not in allowed:
-            out.append(f"{policy.name}: external library {lib!r} is not allowed")
-    cache = {} if newest is None else newest
-    worst: dict[str, tuple[tuple[int, ...], str, str | None, list[str]]] = {}
-    for path, image in images:
-        table = policy.symbol_versions.get(image.arch)
-        if table is None:
-            out.append(f"{policy.name}: arch {image.arch!r} of {path!r} is not covered")
-            continue
-        if id(image) not in cache:
-            cache[id(image)] = _newest_needs(image)
-        for prefix, (key, symver) in cache[id(image)].items():
-            if prefix not in table:
-                continue  # versions the policy does not constrain
-            limit = _limit_key(table[prefix])
-            if limit is not None and key <= limit:
-                continue
-            if prefix not in worst or key > worst[prefix][0]:
-                worst[prefix] = (key, symver, table[prefix], [path])
-            elif key == worst[prefix][0]:
-                worst[prefix][3].append(path)
-    for prefix, (_key, symver, limit_text, paths) in sorted(worst.items()):
-        more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
-        allowed_text = f"max {prefix}_{limit_text}" if limit_text else f"no {prefix} version allowed"
-        out.append(f"{policy.name}: {paths[0]!r}{more} needs {symver} ({allowed_text})")
+@functools.lru_cache(maxsize=1)
+def blacklisted_symbols() -> Mapping[str, frozenset[str]]:
+    """library -> every symbol some policy blacklists for it (what is worth reading from a binary)."""
+    out: dict[str, frozenset[str]] = {}
+    for policy in load_policies():
+        for lib, names in policy.blacklist.items():
+            out[lib] = out.get(lib, frozenset()) | names
     return out
 
 
-def _newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{prefix: (version key, symbol version)} of the newest version `image` needs per prefix
+def newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str, str]]:
+    """{prefix: (version key, symbol version, library)} of the newest version `image` needs per prefix
     (GLIBC, GLIBCXX, ...; versions that are not numbers, such as GLIBC_PRIVATE, left out)."""
-    out: dict[str, tuple[tuple[int, ...], str]] = {}
-    for versions in image.elf.version_needs.values():
+    out: dict[str, tuple[tuple[int, ...], str, str]] = {}
+    for lib, versions in image.elf.version_needs.items():
         for symver in versions:
             prefix, key = _symver_key(symver)
             if key is not None and (prefix not in out or key > out[prefix][0]):
-                out[prefix] = (key, symver)
+                out[prefix] = (key, symver, lib)
     return out
+
+
+def versions_within(policy: Policy, image: Image) -> bool:
+    """Every symbol version `image` needs is within `policy` for its arch (an arch it does not cover: no)."""
+    table = policy.symbol_versions.get(image.arch)
+    if table is None:
+        return False
+    for prefix, (key, _symver, _lib) in newest_needs(image).items():
+        if prefix in table:
+            limit = limit_key(table[prefix])
+            if limit is None or key > limit:
+                return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)
@@ -220,7 +198,7 @@ def _symver_key(symver: str) -> tuple[str, tuple[int, ...] | None]:
 
 
 @functools.lru_cache(maxsize=256)
-def _limit_key(limit: str | None) -> tuple[int, ...] | None:
+def limit_key(limit: str | None) -> tuple[int, ...] | None:
     """The key of a policy's limit; None (no version allowed, or not a number) lets nothing pass."""
     return version_key(limit) if limit is not None else None
 
@@ -229,32 +207,3 @@ def _limit_key(limit: str | None) -> tuple[int, ...] | None:
 # auditwheel on a host without musl, the verdict is the newest musllinux policy (`repair --plat`
 # may still ask for an older one: it is checked for libraries and arch only).
 MUSL_UNPROVABLE = "musl has no symbol versions, so an older musl cannot be proven enough (newest policy assumed)"
-
-
-def best_elf_policy(images_in_tree: Iterable[tuple[str, Image]], external_libs: Iterable[str]) -> PolicyVerdict:
-    """The best policy a tree qualifies for, and what blocks each better one.
-
-    `images_in_tree`: (path, image) of every ELF image that ships in the tree (vendored
-    libraries included); `external_libs`: names of the libraries it keeps external.
-    """
-    images = [(p, i) for p, i in images_in_tree if i.format is BinaryFormat.ELF]
-    external = sorted(set(external_libs))
-    arches = sorted({i.arch for _p, i in images})
-    arch = arches[0] if len(arches) == 1 else "+".join(arches) or "any"
-    family = family_of(i for _p, i in images)
-    blockers: list[str] = []
-    newest: dict[int, Mapping[str, tuple[tuple[int, ...], str]]] = {}
-    if len(arches) > 1:
-        blockers.append(f"the tree mixes arches {arches!r}")
-    newest_musl = min((p.priority for p in load_policies() if p.family == "musllinux"), default=None)
-    for policy in load_policies():
-        if policy.family != family:
-            continue
-        if family == "musllinux" and policy.priority != newest_musl:
-            blockers.append(f"{policy.name}: {MUSL_UNPROVABLE}")
-            continue
-        reasons = blockers_for(policy, images, external, newest)
-        if not reasons and len(arches) <= 1:
-            return PolicyVerdict(policy.tag(arch), tuple(blockers), policy)
-        blockers.extend(reasons)
-    return PolicyVerdict(f"linux_{arch}", tuple(blockers), None)

@@ -1,7 +1,9 @@
-"""`dynawheel show`: findings over an Analysis, as a typed report, JSON (version 1), text and DOT.
+"""`dynawheel show`: findings over an Analysis, as a typed report, JSON (version 3), text and DOT.
 
-The JSON form is versioned (``{"version": 1, ...}``) and described by the JSON Schema shipped
-as ``dynawheel/data/show-schema.json``.
+The JSON form is versioned (``{"version": 3, ...}``) and described by the JSON Schema shipped
+as ``dynawheel/data/show-schema.json``.  The ELF verdict is the one rule of
+:mod:`dynawheel.platform_tags` (what repair, build, check and tags apply), with every blocker
+explained: file, subject, the library that provides it, the fix.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from .analysis.abi3 import Abi3Audit, audit_tags
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
-from .analysis.graph import DependencyGraph, outside_names
+from .analysis.graph import DependencyGraph
 from .analysis.provenance import Provenance, provenance_of
 from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
+from .ops.content import content_of, tree_blacklisted
+from .platform_tags import Blocker, elf_verdict
 from .platforms import PATH_FLAG, backend_of
-from .policy import best_elf_policy, read_data
+from .policy import read_data
 from .search import SearchPaths
 from .tree import Tree, open_tree
 from .wording import counted
@@ -32,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JSON_VERSION = 3  # 2: 'abi3' (the stable-ABI audit) added; 3: 'provenance' (owners, licenses, SBOM) added
+JSON_VERSION = 3  # 2: 'abi3' (the stable-ABI audit) added; 3: 'provenance' (owners, licenses, SBOM), verdicts'
+# 'explanations' and images' 'elf_traits' added
 
 __all__ = ["AuditReport", "Verdict", "audit", "dll_directories_in", "json_schema", "to_dot", "to_json", "to_text",
            "with_dll_directories"]
@@ -43,6 +48,7 @@ class Verdict:
     format: BinaryFormat
     summary: str  # 'manylinux_2_17_x86_64', 'arm64+x86_64, macOS >= 11.0', 'loads on Python >= 3.8'
     blockers: tuple[str, ...] = ()
+    explained: tuple[Blocker, ...] = ()  # ELF: the blockers, typed (file, subject, provider, fix)
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,9 @@ class AuditReport:
         return tuple(e for e in self.graph.edges if e.flag == APART_FLAG)
 
 
-def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
-    """Analyze a wheel, a directory or one binary and judge it per format."""
+def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: bool = True) -> AuditReport:
+    """Analyze a wheel, a directory or one binary and judge it per format (`isa_check` False: x86-64
+    levels above the baseline do not block manylinux, as ``--disable-isa-check``)."""
     tree = open_tree(target)
     if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
@@ -78,12 +85,14 @@ def audit(target: str | Path, search: SearchPaths | None = None) -> AuditReport:
         search = with_dll_directories(tree, search)
         analysis = analyze(tree, search)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
+        blacklisted = tree_blacklisted(tree, analysis)
         provenance = provenance_of(tree, analysis, search)
     finally:
         tree.close()
     analysis = _with_fake_libraries(analysis)
     graph = DependencyGraph(analysis)
-    report = AuditReport(str(target), analysis, tuple(_verdicts(analysis, graph)), abi3, provenance)
+    verdicts = tuple(_verdicts(analysis, graph, _ElfFacts(blacklisted, isa_check)))
+    report = AuditReport(str(target), analysis, verdicts, abi3, provenance)
     report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
     return report
 
@@ -117,12 +126,18 @@ def _images(analysis: Analysis, fmt: BinaryFormat) -> list[tuple[str, Image]]:
     return out
 
 
-def _verdicts(analysis: Analysis, graph: DependencyGraph) -> Iterator[Verdict]:
-    elf = _images(analysis, BinaryFormat.ELF)
-    if elf:
-        outside = outside_names(graph.edges, set(analysis.tree_binaries), (Status.SYSTEM, Status.EXTERNAL))
-        verdict = best_elf_policy(elf, outside)
-        yield Verdict(BinaryFormat.ELF, verdict.tag, verdict.blockers)
+@dataclass(frozen=True)
+class _ElfFacts:
+    blacklisted: tuple[tuple[str, str, str], ...] = ()
+    isa_check: bool = True
+
+
+def _verdicts(analysis: Analysis, graph: DependencyGraph, facts: _ElfFacts) -> Iterator[Verdict]:
+    if _images(analysis, BinaryFormat.ELF):
+        content = content_of(analysis, graph, blacklisted=facts.blacklisted, isa_check=facts.isa_check)
+        verdict = elf_verdict(content)
+        yield Verdict(BinaryFormat.ELF, verdict.tag, tuple(dict.fromkeys(map(str, verdict.blockers))),
+                      verdict.blockers)
     macho = _images(analysis, BinaryFormat.MACHO)
     if macho:
         archs = "+".join(sorted({image.arch for _p, image in macho}))
@@ -170,6 +185,7 @@ def _image_json(image: Image) -> dict[str, Any]:
         "arch": image.arch, "kind": image.kind.value, "soname": image.soname,
         "needed": [{"name": d.name, "kind": d.kind.value} for d in image.needed],
         "rpaths": list(image.rpaths), "runpaths": list(image.runpaths), "details": dict(image.details),
+        "elf_traits": image.elf.traits_json() if image.format is BinaryFormat.ELF else None,
     }
 
 
@@ -186,6 +202,11 @@ def _edge_json(analysis: Analysis, edge: Edge) -> dict[str, Any]:
     }
 
 
+def _blocker_json(b: Blocker) -> dict[str, Any]:
+    return {"tag": b.tag, "reason": b.reason.value, "file": b.file, "subject": b.subject, "provider": b.provider,
+            "fix": b.fix, "text": str(b)}
+
+
 def to_json(report: AuditReport) -> dict[str, Any]:
     a = report.analysis
     graph = report.graph
@@ -199,8 +220,8 @@ def to_json(report: AuditReport) -> dict[str, Any]:
         "bad": [{"path": b.path, "message": b.message} for b in a.bad],
         "missing": sorted({f"{_where(a, e.dependent)}: {e.request.name}" for e in graph.missing()}),
         "external": sorted({_where(a, e.hit) or "" for e in graph.external()}),
-        "verdicts": [{"format": v.format.value, "summary": v.summary, "blockers": list(v.blockers)}
-                     for v in report.verdicts],
+        "verdicts": [{"format": v.format.value, "summary": v.summary, "blockers": list(v.blockers),
+                      "explanations": [_blocker_json(b) for b in v.explained]} for v in report.verdicts],
         "abi3": None if report.abi3 is None else {
             "abi": report.abi3.abi, "minimum_python": report.abi3.minimum, "ok": report.abi3.ok,
             "binaries_checked": report.abi3.checked,
@@ -291,6 +312,9 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     lines.append("")
     for verdict in report.verdicts:
         lines.append(f"{verdict.format.value}: {verdict.summary}")
+        if verdict.explained:
+            lines.extend(_explained_lines(verdict.explained))
+            continue
         label = "blocked" if verdict.format is BinaryFormat.ELF else "warning"
         lines.extend(f"  {label}: {b}" for b in verdict.blockers[:12])
         if len(verdict.blockers) > 12:
@@ -308,6 +332,24 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     apart = f", {len(report.apart)} installed apart" if report.apart else ""
     lines.append(f"summary: {len(missing)} missing{apart}, {len(external)} external, {counted(len(a.bad), 'bad file')}")
     return "\n".join(lines) + "\n"
+
+
+def _explained_lines(explained: tuple[Blocker, ...], most: int = 12) -> Iterator[str]:
+    """One entry per cause (reason, file, subject) with the tags it blocks, its provider and its fix."""
+    causes: dict[tuple[str, str | None, str | None], list[Blocker]] = {}
+    for b in explained:
+        causes.setdefault((b.reason.value, b.file, b.subject), []).append(b)
+    for i, group in enumerate(causes.values()):
+        if i == most:
+            yield f"  ... and {len(causes) - most} more"
+            return
+        # the nearest tag (the last one blocked) speaks for the group: 'max GLIBC_2.31', 'build on manylinux_2_31'
+        last, tags = group[-1], list(dict.fromkeys(b.tag for b in group))
+        which = tags[0] if len(tags) == 1 else f"{tags[0]} .. {tags[-1]} ({len(tags)} tags)"
+        yield f"  blocked: {which}: {last.detail}"
+        if last.provider:
+            yield f"    provided by: {last.provider}"
+        yield f"    fix: {last.fix}"
 
 
 def _provenance_lines(p: Provenance) -> list[str]:

@@ -5,9 +5,15 @@ Usage: gen_policy.py MANYLINUX_JSON [MUSLLINUX_JSON] [-o OUT]
 
 The inputs are policy lists in the layout pypa/auditwheel publishes
 (src/auditwheel/policy/{manylinux,musllinux}-policy.json: name, aliases, priority,
-symbol_versions {arch: {prefix: [allowed versions]}}, lib_whitelist).  Only facts are
-kept: for each policy its allowed library names and, per arch and symbol-version prefix,
-the highest allowed version (null when none is allowed).
+symbol_versions {arch: {prefix: [allowed versions]}}, lib_whitelist, blacklist).  Only facts are
+kept: for each policy its allowed library names, per arch and symbol-version prefix the highest
+allowed version (null when none is allowed), and its blacklist ({library: [symbols]}: symbols of an
+allowed library that a wheel must not import, because some distributions' copy lacks them).
+`--source` names where the inputs came from (kept in the output as "source").
+
+The data shipped was made from auditwheel 6.8.2's files (pip install auditwheel==6.8.2):
+  gen_policy.py .../auditwheel/policy/manylinux-policy.json .../auditwheel/policy/musllinux-policy.json \
+      --source "pypa/auditwheel 6.8.2 src/auditwheel/policy/{manylinux,musllinux}-policy.json"
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def convert(entry: dict, family: str) -> dict | None:
         "family": family,
         "priority": entry["priority"],
         "lib_whitelist": sorted(entry["lib_whitelist"]),
+        "blacklist": {lib: sorted(symbols) for lib, symbols in sorted(entry.get("blacklist", {}).items())},
         "symbol_versions": {
             arch: {prefix: highest(list(vers)) for prefix, vers in sorted(prefixes.items())}
             for arch, prefixes in sorted(entry["symbol_versions"].items())
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("musllinux", nargs="?")
     default_out = Path(__file__).parents[1] / "dynawheel/data/manylinux-policy.json"
     parser.add_argument("-o", "--output", default=str(default_out))
+    parser.add_argument("--source", default=None, help="where the inputs came from (provenance)")
     args = parser.parse_args(argv)
     policies = []
     for path, family in ((args.manylinux, "manylinux"), (args.musllinux, "musllinux")):
@@ -74,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 if converted:
                     policies.append(converted)
     policies.sort(key=lambda p: (p["family"], -p["priority"]))
-    doc = {"version": 1, "interpreters": INTERPRETERS, "policies": policies}
+    doc = {"version": 1, **({"source": args.source} if args.source else {}), "interpreters": INTERPRETERS,
+           "policies": policies}
     Path(args.output).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", "utf-8")
     print(f"wrote {args.output}: {len(policies)} policies")
     return 0

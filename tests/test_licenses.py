@@ -161,3 +161,62 @@ def test_show_json_names_libraries_without_license_and_reports_the_sbom(tmp_path
     assert sorted(c["purl"] for c in sbom["components"]) == sorted(c["purl"] for c in in_sbom)
     assert after["provenance"]["no_license"] == []
     assert all(x["in_tree"] and len(x["license_files"]) == 1 for x in after["provenance"]["libraries"])
+
+
+def test_staged_tree_then_build_carries_sbom_and_licenses(built: Path, tmp_path: Path) -> None:
+    """A stage without .dist-info: repair leaves the SBOM and license files at its root, build moves them into
+    the wheel's .dist-info and names the license files in METADATA.  A stage with one gets them there."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    stage = tmp_path / "stage"
+    with zipfile.ZipFile(built) as zf:
+        zf.extractall(stage, [n for n in zf.namelist() if not n.startswith(DIST_INFO)])
+    fixed = run_cli("repair", stage, "-o", tmp_path / "fixed", "--include", "libz.so.1")
+    assert fixed.code == 0, fixed.err
+    assert sorted(p.name for p in (tmp_path / "fixed" / "dynawheel-licenses").iterdir())[0].startswith("libffi-")
+    assert run_cli("build", tmp_path / "fixed", "--name", "zy", "--version", "1", "-w", tmp_path / "dist").code == 0
+    wheel = only_wheel(tmp_path / "dist")
+    names = members(wheel)
+    assert not [n for n in names if n.startswith("dynawheel")], "nothing left at the wheel's root"
+    text = read_member(wheel, f"{DIST_INFO}/sboms/dynawheel.cdx.json").decode()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    assert len(json.loads(text)["components"]) == 3
+    meta = Metadata.from_email(read_member(wheel, f"{DIST_INFO}/METADATA"), validate=True)
+    assert meta.metadata_version == "2.4" and len(meta.license_files or []) == 3
+    assert all(f"{DIST_INFO}/licenses/{e}" in names for e in meta.license_files or [])
+    assert run_cli("check", wheel).code == 0
+    # a stage with a .dist-info (an unpacked wheel): written into it, its METADATA edited
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(built) as zf:
+        zf.extractall(unpacked)
+    assert run_cli("repair", unpacked, "--in-place").code == 0
+    assert (unpacked / DIST_INFO / "sboms" / "dynawheel.cdx.json").is_file()
+    edited = Metadata.from_email((unpacked / DIST_INFO / "METADATA").read_bytes(), validate=True)
+    assert sorted(edited.license_files or []) == sorted(
+        f"{p.parent.name}/{p.name}" for p in (unpacked / DIST_INFO / "licenses").rglob("*") if p.is_file())
+    assert len(edited.license_files or []) == 2
+
+
+def test_two_libraries_of_one_name_get_two_license_directories(tmp_path: Path) -> None:
+    from dynawheel.analysis.owners import Owner
+    from dynawheel.binary import BinaryFormat
+    from dynawheel.repair.collect import Vendored
+    from dynawheel.repair.licenses import find_licenses
+
+    one, two = _write_file(tmp_path / "one" / "COPYING", "one"), _write_file(tmp_path / "two" / "COPYING", "two")
+    vendored = (Vendored("/x/a/libfoo.so", (), "libfoo.so", "pk/a/libfoo.so", BinaryFormat.ELF, "0" * 64, ()),
+                Vendored("/x/b/libfoo.so", (), "libfoo.so", "pk/b/libfoo.so", BinaryFormat.ELF, "1" * 64, ()),
+                Vendored("/x/libbar.so", (), "libbar.so", "pk/libbar.so", BinaryFormat.ELF, "2" * 64, ()))
+    owners = {"/x/a/libfoo.so": Owner("conda", "foo-a", licenses=(("COPYING", str(one)),)),
+              "/x/b/libfoo.so": Owner("conda", "foo-b", licenses=(("COPYING", str(two)),)), "/x/libbar.so": None}
+    found = find_licenses(vendored, owners)
+    assert [(f.name, f.source) for f in found.files] == [("pk/a/libfoo.so/COPYING", str(one)),
+                                                         ("pk/b/libfoo.so/COPYING", str(two))]
+    assert found.missing == ("pk/libbar.so",)
+
+
+def _write_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

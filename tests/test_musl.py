@@ -148,7 +148,7 @@ def test_alpine_libc_is_the_system_on_any_host(alpine_extension: Path, where: st
     assert edge.request.name == ALPINE_LIBC and edge.status is Status.SYSTEM, edge
     report = audit(tree, search)
     assert [(v.summary, v.blockers) for v in report.verdicts] == [
-        ("musllinux_1_2_x86_64", (f"musllinux_1_1: {MUSL_UNPROVABLE}",))]
+        ("musllinux_1_2_x86_64", (f"musllinux_1_1_x86_64: {MUSL_UNPROVABLE}",))]
     opts = RepairOptions(search=search, dry_run=True)
     job = decide(DirTree(tree), opts, "alpine")
     assert job.collection.vendored == () and not job.collection.missing_allowed

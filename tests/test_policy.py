@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from dynawheel.binary import BinaryFormat, Dependency, ElfFacts, FileKind, Image
+from dynawheel.platform_tags import Content, ElfVerdict, elf_verdict
 from dynawheel.policy import (
     MUSL_APK_ARCH,
     MUSL_UNPROVABLE,
-    best_elf_policy,
     family_of,
     get_policy,
     interpreters,
@@ -64,27 +65,39 @@ def test_split_version() -> None:
     assert split_version("GLIBC_PRIVATE") == ("GLIBC", "PRIVATE")
 
 
+def best_elf_policy(images: list[tuple[str, Image]], system: list[str]) -> ElfVerdict:
+    """The verdict of the one rule (platform_tags) on these images keeping `system` libraries."""
+    return elf_verdict(Content(elf=tuple(images), system=frozenset(system)))
+
+
+def texts(verdict: ElfVerdict) -> tuple[str, ...]:
+    return tuple(map(str, verdict.blockers))
+
+
 def test_verdicts_by_symbol_version() -> None:
     old = image(libc_so_6=["GLIBC_2.2.5"])
     assert best_elf_policy([("a.so", old)], ["libc.so.6"]).tag == "manylinux_2_5_x86_64"
     v = best_elf_policy([("a.so", image(libc_so_6=["GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_PRIVATE"]))], ["libc.so.6"])
     assert v.tag == "manylinux_2_17_x86_64"
-    assert v.blockers == (
-        "manylinux_2_5: 'a.so' needs GLIBC_2.17 (max GLIBC_2.5)",
-        "manylinux_2_12: 'a.so' needs GLIBC_2.17 (max GLIBC_2.12)",
+    assert texts(v) == (
+        "manylinux_2_5_x86_64: 'a.so' needs GLIBC_2.17 (max GLIBC_2.5)",
+        "manylinux_2_12_x86_64: 'a.so' needs GLIBC_2.17 (max GLIBC_2.12)",
     )
+    assert {(b.file, b.subject, b.provider, b.fix) for b in v.blockers} == {
+        ("a.so", "GLIBC_2.17", "libc.so.6", "build on manylinux_2_5 or older (a manylinux_2_5 build image)"),
+        ("a.so", "GLIBC_2.17", "libc.so.6", "build on manylinux_2_12 or older (a manylinux_2_12 build image)")}
     cxx = best_elf_policy([("b.so", image(libstdc___so_6=["GLIBCXX_3.4.30", "CXXABI_1.3.13"]))], [])
     assert cxx.tag == "manylinux_2_35_x86_64", cxx.blockers
-    assert cxx.blockers[-1] == "manylinux_2_34: 'b.so' needs GLIBCXX_3.4.30 (max GLIBCXX_3.4.29)"
+    assert texts(cxx)[-1] == "manylinux_2_34_x86_64: 'b.so' needs GLIBCXX_3.4.30 (max GLIBCXX_3.4.29)"
 
 
 def test_verdict_by_external_library_and_arch() -> None:
     v = best_elf_policy([("a.so", image(libc_so_6=["GLIBC_2.2.5"]))], ["libc.so.6", "libssl.so.3"])
     assert v.tag == "linux_x86_64" and v.policy is None
-    assert "manylinux_2_5: external library 'libssl.so.3' is not allowed" in v.blockers
+    assert "manylinux_2_5_x86_64: external library 'libssl.so.3' is not allowed" in texts(v)
     riscv = best_elf_policy([("r.so", image("riscv64", libc_so_6=["GLIBC_2.27"]))], [])
     assert riscv.tag == "manylinux_2_31_riscv64"
-    assert "manylinux_2_17: arch 'riscv64' of 'r.so' is not covered" in riscv.blockers
+    assert "manylinux_2_17_riscv64: arch 'riscv64' of 'r.so' is not covered" in texts(riscv)
 
 
 def test_musllinux_family() -> None:
@@ -92,7 +105,7 @@ def test_musllinux_family() -> None:
                  facts=ElfFacts(interp="/lib/ld-musl-x86_64.so.1"))
     verdict = best_elf_policy([("m.so", musl)], ["libc.so"])
     assert verdict.tag == "musllinux_1_2_x86_64"  # auditwheel's answer on a host without musl
-    assert verdict.blockers == (f"musllinux_1_1: {MUSL_UNPROVABLE}",)
+    assert texts(verdict) == (f"musllinux_1_1_x86_64: {MUSL_UNPROVABLE}",)
 
 
 @pytest.mark.parametrize("libc", ["libc.musl-x86_64.so.1", "ld-musl-x86_64.so.1", "libc.so"])
@@ -129,7 +142,10 @@ def test_verdict_before_and_after_vendoring(tmp_path: Path) -> None:
     search = SearchPaths.from_host({})
     (before,) = audit(tmp_path / "tree", search).verdicts
     assert before.summary == "linux_x86_64"
-    assert "manylinux_2_5: external library 'libout.so.1' is not allowed" in before.blockers
+    assert ("manylinux_2_5_x86_64: 'pkg/_ext" in before.blockers[0] and "needs 'libout.so.1' from outside the wheel"
+            in before.blockers[0]), before.blockers
+    (outside_blocker,) = {(b.reason.value, b.subject, b.provider) for b in before.explained}
+    assert outside_blocker == ("outside", "libout.so.1", str(tmp_path / "outside" / "libout.so.1"))
     opts = RepairOptions(search=search, dry_run=True)
     job = decide(DirTree(tmp_path / "tree"), opts, "demo")
     assert [v.source for v in job.collection.vendored] == [str(tmp_path / "outside" / "libout.so.1")]
@@ -149,3 +165,10 @@ def test_gen_policy_regenerates_the_packaged_file(tmp_path: Path) -> None:
     assert regenerated["version"] == 1 and len(regenerated["policies"]) >= 17
     names = {p["name"] for p in regenerated["policies"]}
     assert {"manylinux_2_17", "manylinux_2_28", "musllinux_1_2"} <= names
+    # the blacklists come through, and the packaged file is what auditwheel 6.8.2's files give
+    by_name = {p["name"]: p for p in regenerated["policies"]}
+    assert "uncompress2" in by_name["manylinux_2_28"]["blacklist"]["libz.so.1"]
+    packaged = json.loads(DATA.read_text())
+    assert packaged["source"].startswith("pypa/auditwheel 6.8.2 ")
+    if importlib.metadata.version("auditwheel") == "6.8.2":
+        assert regenerated["policies"] == packaged["policies"]

@@ -71,9 +71,9 @@ def provenance_of(tree: Tree, analysis: Analysis, search: SearchPaths) -> Proven
     components = _sbom_components(tree, sbom)
     entries = _license_file_entries(tree, f"{dist_info}/METADATA")
     for c in components:
-        base = (c.path or c.name).rsplit("/", 1)[-1]
-        libraries.append(LibraryLicenses(c.path or c.name, True, c.purl,
-                                         tuple(e for e in entries if e.startswith(base + "/"))))
+        path = c.path or c.name  # License-File directory: the file name, or its path when two share one
+        prefixes = (path.rsplit("/", 1)[-1] + "/", path + "/")
+        libraries.append(LibraryLicenses(path, True, c.purl, tuple(e for e in entries if e.startswith(prefixes))))
     return Provenance(tuple(libraries), sbom, components)
 
 

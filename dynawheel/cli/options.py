@@ -58,3 +58,11 @@ def search_from_args(args: argparse.Namespace) -> SearchPaths:
                    elf_hwcaps=hwcaps,
                    dll_directories=tuple(args.dll_dir), windows_path=tuple(args.windows_path),
                    executable_path=args.executable_path)
+
+
+def add_isa_option(parser: Any) -> None:
+    """--disable-isa-check (auditwheel's spelling --disable-isa-ext-check too)."""
+    parser.add_argument("--disable-isa-check", "--disable-isa-ext-check", dest="disable_isa_check",
+                        action="store_true",
+                        help="do not refuse manylinux/musllinux for ELF files whose GNU property note needs an "
+                             "x86-64 level above the baseline (x86-64-v2/v3/v4)")

@@ -15,7 +15,7 @@ from ..repair.collect import Choices
 from ..repair.options import RepairOptions
 from ..repair.pipeline import RepairResult, repair_tree, repair_wheel
 from ..wording import counted
-from .options import add_deflate_option, add_search_options, search_from_args
+from .options import add_deflate_option, add_isa_option, add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
     ch.add_argument("--provided-by", action="append", default=[], type=Path, metavar="WHEEL",
                     help="libraries this wheel installs are not vendored; a Requires-Dist on it is added")
     ch.add_argument("--plat", metavar="TAG", help="ELF policy to meet (default: the best the tree qualifies for)")
+    add_isa_option(ch)
     ch.add_argument("--name", help="distribution name of a staged directory (for <dist>.libs)")
     ch.add_argument("--no-sbom", action="store_true",
                     help="do not write .dist-info/sboms/dynawheel.cdx.json (the CycloneDX SBOM of the vendored "
@@ -73,6 +74,7 @@ def options_from_args(args: argparse.Namespace) -> RepairOptions:
                          provided_by=tuple(args.provided_by), compression_level=args.compression_level,
                          deflate=args.deflate, elf_editor=args.elf_editor,
                          dry_run=args.dry_run, sbom=not args.no_sbom, allow_abi3_violations=args.allow_abi3_violations,
+                         isa_check=not args.disable_isa_check,
                          progress=_progress(args))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..report import audit, to_dot, to_json, to_text
-from .options import add_search_options, search_from_args
+from .options import add_isa_option, add_search_options, search_from_args
 
 
 def register(sub: Any) -> None:
@@ -22,6 +22,7 @@ def register(sub: Any) -> None:
     out.add_argument("--json", action="store_true", help="versioned JSON (schema: dynawheel/data/show-schema.json)")
     out.add_argument("--dot", action="store_true", help="Graphviz DOT")
     out.add_argument("--svg", metavar="FILE", help="render the graph to FILE with Graphviz's dot")
+    add_isa_option(p)
     add_search_options(p)
     p.set_defaults(func=run_show)
 
@@ -29,7 +30,7 @@ def register(sub: Any) -> None:
 def run_show(args: argparse.Namespace) -> int:
     if not os.path.exists(args.path):
         raise UsageError(f"no such file or directory: {args.path!r}")
-    report = audit(args.path, search_from_args(args))
+    report = audit(args.path, search_from_args(args), isa_check=not args.disable_isa_check)
     single = os.path.isfile(args.path) and not str(args.path).endswith(".whl")
     if single and not report.analysis.tree_binaries and not report.analysis.bad:
         raise UsageError(f"{str(args.path)!r} is not a binary (not an ELF, PE or Mach-O file): show reads a binary, "

@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from ..analysis.dlldirs import with_dll_directories
 from ..analysis.graph import DependencyGraph, outside_names
+from ..analysis.imports import Blacklisted, blacklisted_imports
 from ..analysis.resolve import Analysis, Status, analyze
 from ..binary import BinaryFormat, Image
 from ..errors import StageError
@@ -19,8 +20,10 @@ from ..search import SearchPaths
 from ..tree import Tree, WheelTree
 
 
-def content_of(analysis: Analysis, graph: DependencyGraph | None = None) -> Content:
-    """The Content of an analysed tree, as it is (nothing vendored)."""
+def content_of(analysis: Analysis, graph: DependencyGraph | None = None, *, blacklisted: Blacklisted = (),
+               isa_check: bool = True) -> Content:
+    """The Content of an analysed tree, as it is (nothing vendored); `blacklisted`: what
+    :func:`tree_blacklisted` read from its files."""
     graph = graph or DependencyGraph(analysis)
     per: dict[BinaryFormat, list[tuple[str, Image]]] = {f: [] for f in BinaryFormat}
     for path in analysis.tree_binaries:
@@ -42,17 +45,27 @@ def content_of(analysis: Analysis, graph: DependencyGraph | None = None) -> Cont
     outside = sorted({(where(e.dependent), e.request.name) for e in graph.external()
                       if e.dependent in inside and is_elf(e.dependent)})
     missing = sorted({(where(e.dependent), e.request.name) for e in graph.missing() if is_elf(e.dependent)})
+    found = sorted({(e.request.name, e.hit) for e in graph.edges
+                    if e.hit and e.status in (Status.SYSTEM, Status.EXTERNAL) and is_elf(e.dependent)})
     return Content(tuple(per[BinaryFormat.ELF]), tuple(per[BinaryFormat.MACHO]), tuple(per[BinaryFormat.PE]),
-                   system, tuple(outside), tuple(missing))
+                   system, tuple(outside), tuple(missing), tuple(found), blacklisted, isa_check)
+
+
+def tree_blacklisted(tree: Tree, analysis: Analysis) -> Blacklisted:
+    """The blacklisted symbols the tree's ELF files import (read from the open `tree`)."""
+    files = [(analysis.relpath(p) or p, image, analysis.relpath(p) or p) for p in analysis.tree_binaries
+             if p not in analysis.aliases for image in analysis.binaries[p].images]
+    return blacklisted_imports(files, tree.open)
 
 
 def tree_content(tree: Tree, search: SearchPaths | None = None) -> Content:
     """Analyse `tree` (closed afterwards) and return its Content."""
     try:
         analysis = analyze(tree, with_dll_directories(tree, search))
+        blacklisted = tree_blacklisted(tree, analysis)
     finally:
         tree.close()
-    return content_of(analysis)
+    return content_of(analysis, blacklisted=blacklisted)
 
 
 def wheel_content(wheel: Path, search: SearchPaths | None = None) -> Content:

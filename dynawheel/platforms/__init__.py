@@ -292,3 +292,14 @@ def python_imports(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]
     module = importlib.import_module(f"{__name__}.symbols")
     names: frozenset[str] = module.python_imports(fmt, fp, path)
     return names
+
+
+def undefined_symbols(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]:
+    """The undefined dynamic symbols of a binary (ELF: by ``DT_SYMTAB`` and its hash table, else by the
+    ``.dynsym`` section); other formats: none read yet.  (The ELF reader keeps them too: ``ElfFacts.undefined``.)"""
+    if fmt is not BinaryFormat.ELF:
+        return frozenset()
+    names: frozenset[str] | None = importlib.import_module(f"{__name__}.elf").undefined_symbols(fp, path)
+    if names is None:
+        names = importlib.import_module(f"{__name__}.symbols").elf_undefined(fp, path)
+    return names

@@ -1,8 +1,10 @@
 """ELF backend: a header-only reader (struct; pyelftools' names) and glibc ld.so's search rules.
 
-The reader reads the ELF header, the program headers, the ``PT_INTERP`` string, the
-``PT_DYNAMIC`` entries and the version-need records that ``DT_VERNEED`` points to.  It
-never reads section headers or symbol tables, so a 400 MB library costs a few reads.
+The reader reads the ELF header, the program headers (``PT_GNU_STACK``'s flags among them), the
+``PT_INTERP`` string, the ``PT_DYNAMIC`` entries, the version-need records that ``DT_VERNEED``
+points to and, on x86, the ``NT_GNU_PROPERTY_TYPE_0`` note (``PT_GNU_PROPERTY``, else the
+``PT_NOTE`` segments) for its ISA level.  It never reads section headers or symbol tables, so a
+400 MB library costs a few reads.
 
 How glibc's ld.so finds ``DT_NEEDED`` name ``N`` of the object ``L`` (``chain[-1]``) that
 was itself loaded by ``chain[-2]`` ... ``chain[0]`` (facts from glibc ``elf/dl-load.c``
@@ -64,15 +66,27 @@ then fails); the resolver skips such a file as for glibc.
 
 from __future__ import annotations
 
+import array
 import functools
 import logging
 import posixpath
 import re
 import struct
+import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
-from ..binary import BinaryFile, BinaryFormat, Dependency, ElfFacts, FileKind, Image
+from ..binary import (
+    BinaryFile,
+    BinaryFormat,
+    Dependency,
+    DynamicTables,
+    ElfFacts,
+    FileKind,
+    Image,
+    StackFlag,
+    X86Isa,
+)
 from ..errors import BinaryFormatError
 from ..search import SearchPaths
 from . import Candidate, LinuxSystem, Loaded
@@ -80,10 +94,22 @@ from . import Candidate, LinuxSystem, Loaded
 log = logging.getLogger(__name__)
 
 MAGIC = b"\x7fELF"
-PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE = 1, 2, 3, 4
+PT_GNU_STACK, PT_GNU_PROPERTY = 0x6474E551, 0x6474E553
+PF_X = 0x1
+NT_GNU_PROPERTY_TYPE_0 = 5
+# binutils' include/elf/common.h (GNU_PROPERTY_X86_UINT32_OR_LO + 2, GNU_PROPERTY_X86_UINT32_OR_AND_LO + 2)
+GNU_PROPERTY_X86_ISA_1_NEEDED, GNU_PROPERTY_X86_ISA_1_USED = 0xC0008002, 0xC0010002
+_X86_MACHINES = frozenset({3, 62})  # EM_386, EM_X86_64
+MAX_NOTES = 1 << 16  # bytes of a note segment read at most (a property note is 32-48 bytes)
+MAX_SYMBOLS = 2_000_000  # dynamic symbols read at most (a header that claims more lies)
 DT_NULL = 0
 DT_NEEDED = 1
+DT_HASH = 4
 DT_STRTAB = 5
+DT_SYMTAB = 6
+DT_STRSZ = 10
+DT_GNU_HASH = 0x6FFFFEF5
 DT_SONAME = 14
 DT_RPATH = 15
 DT_RUNPATH = 29
@@ -234,16 +260,16 @@ class _Reader:
                 return offset + vaddr - start
         raise BinaryFormatError(f"cannot parse {self.path!r}: address {vaddr:#x} is not in any PT_LOAD segment")
 
-    def _program_headers(self) -> Iterator[tuple[int, int, int, int]]:
-        """(p_type, p_offset, p_vaddr, p_filesz) of every program header."""
+    def _program_headers(self) -> Iterator[_Segment]:
+        """Every program header (type, flags, offset, vaddr, filesz, align)."""
         if self.elfclass == 64:
             phoff, = struct.unpack_from(self.end + "Q", self.header, 32)
             phentsize, phnum = struct.unpack_from(self.end + "HH", self.header, 54)
-            fmt, order = struct.Struct(self.end + "IIQQQQQQ"), (0, 2, 3, 5)
+            fmt, order = struct.Struct(self.end + "IIQQQQQQ"), (0, 1, 2, 3, 5, 7)
         else:
             phoff, = struct.unpack_from(self.end + "I", self.header, 28)
             phentsize, phnum = struct.unpack_from(self.end + "HH", self.header, 42)
-            fmt, order = struct.Struct(self.end + "IIIIIIII"), (0, 1, 2, 4)
+            fmt, order = struct.Struct(self.end + "IIIIIIII"), (0, 6, 1, 2, 4, 7)
         if phnum and phentsize < fmt.size:
             raise BinaryFormatError(f"cannot parse {self.path!r}: program header size {phentsize} < {fmt.size}")
         if phentsize * phnum > MAX_PHDR_TABLE:  # a header field, never trusted to size a read
@@ -252,28 +278,171 @@ class _Reader:
         table = self._at(phoff, phentsize * phnum, what="program headers") if phnum else b""
         for i in range(phnum):
             fields = fmt.unpack_from(table, i * phentsize)
-            yield fields[order[0]], fields[order[1]], fields[order[2]], fields[order[3]]
+            yield _Segment(*(fields[k] for k in order))
 
     def read(self) -> Image:
         interp: str | None = None
         dynamic: tuple[int, int] | None = None
-        for p_type, p_offset, p_vaddr, p_filesz in self._program_headers():
-            if p_type == PT_LOAD:
-                self.loads.append((p_vaddr, p_filesz, p_offset))
-            elif p_type == PT_INTERP:
-                interp = _read_cstr(self.fp, p_offset, self.path)
-            elif p_type == PT_DYNAMIC:
-                dynamic = (p_offset, p_filesz)
-        fields = self._dynamic(*dynamic) if dynamic is not None else _DynFields()
-        needs = self._version_records(fields)
+        stack = StackFlag.MISSING
+        notes: list[_Segment] = []
+        for seg in self._program_headers():
+            if seg.type == PT_LOAD:
+                self.loads.append((seg.vaddr, seg.filesz, seg.offset))
+            elif seg.type == PT_DYNAMIC:
+                dynamic = (seg.offset, seg.filesz)
+            elif seg.type == PT_GNU_STACK:
+                stack = StackFlag.EXECUTABLE if seg.flags & PF_X else StackFlag.NOT_EXECUTABLE
+            elif seg.type in (PT_INTERP, PT_NOTE, PT_GNU_PROPERTY):
+                notes.append(seg)
+        if any(seg.type == PT_GNU_PROPERTY for seg in notes):  # the linker's own pointer to the property note
+            notes = [seg for seg in notes if seg.type != PT_NOTE]
+        isa = (0, 0)
+        fields = _DynFields()
+        if dynamic is not None:
+            notes.append(_Segment(PT_DYNAMIC, 0, dynamic[0], 0, dynamic[1], 0))
+        for seg in sorted(notes, key=lambda seg: seg.offset):  # file order: a wheel member is a stream
+            if seg.type == PT_INTERP:
+                interp = _read_cstr(self.fp, seg.offset, self.path)
+            elif seg.type == PT_DYNAMIC:
+                fields = self._dynamic(seg.offset, seg.filesz)
+            elif self.machine in _X86_MACHINES:
+                isa = self._x86_isa(seg, isa)
+        tables = self.tables(fields)
+        needs, table, strings = self._tables_in_file_order(fields, tables)
         wanted = {off for _tag, off in fields.strings} | {off for lib, names in needs for off in (lib, *names)}
-        text = self._strings(fields, wanted)
+        text = self._strings(fields, wanted, strings)
         for d_tag, off in fields.strings:
             fields.add(d_tag, text[off])
         versions: dict[str, list[str]] = {}
         for lib, names in needs:
             versions.setdefault(text[lib], []).extend(text[n] for n in names)
-        return self._image(interp, fields, versions)
+        undefined = self._undefined(table, strings) if table is not None else None
+        return self._image(interp, fields, versions, stack, isa, undefined)
+
+    def _tables_in_file_order(self, fields: _DynFields, tables: DynamicTables | None
+                              ) -> tuple[list[tuple[int, list[int]]], bytes | None, bytes]:
+        """The version records, the dynamic symbol table (None: no hash table to count it by) and the
+        string table, each read in file order (a wheel member is a stream: a backward seek inflates it
+        again from the start; patchelf moves tables to the end of the file).  The symbol table may come
+        before the hash table that counts it: it is read up to the next table, then cut to its count."""
+        needs: list[tuple[int, list[int]]] = []
+        steps: list[tuple[int, str]] = []
+        if fields.verneed and fields.strtab and fields.verneednum:
+            steps.append((self.offset_of(fields.verneed), "versions"))
+        if tables is not None:
+            steps += [(o, k) for o, k in ((tables.symtab, "symbols"), (tables.strtab, "strings"),
+                                          (tables.gnu_hash or tables.hash, "count")) if o]
+        count: int | None = None
+        table = b""
+        strings = b""
+        for offset, step in sorted(steps):
+            if step == "versions":
+                needs = self._version_records(fields)
+            elif step == "count" and tables is not None:
+                count = self._symbol_count(tables)
+            elif step == "symbols":
+                after = [o for o, _k in steps if o > offset]
+                size = self._symbols_size(count) if count is not None else min(after, default=offset) - offset
+                table = self._at(offset, min(size, MAX_SYMBOLS * 24), what="dynamic symbols")
+            elif tables is not None:
+                strings = self._at(tables.strtab, tables.strsz, what="dynamic strings")
+        if count is None or tables is None:
+            return needs, None, strings
+        size = self._symbols_size(count)
+        if len(table) < size:  # the next table starts inside it: read it whole (one more pass at worst)
+            table = self._at(tables.symtab, size, what="dynamic symbols")
+        return needs, table[:size], strings
+
+    def _symbols_size(self, count: int) -> int:
+        if count > MAX_SYMBOLS:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: its hash table claims {count} dynamic symbols")
+        return count * (24 if self.elfclass == 64 else 16)
+
+    def tables(self, fields: _DynFields) -> DynamicTables | None:
+        """The file offsets of the symbol, string and hash tables (None: no symbol table or strings)."""
+        symtab, strsz = fields.tables.get(DT_SYMTAB), fields.tables.get(DT_STRSZ)
+        if not symtab or not fields.strtab or not strsz:
+            return None
+        try:
+            return DynamicTables(self.offset_of(symtab), self.offset_of(fields.strtab), strsz,
+                                 *(self.offset_of(fields.tables[t]) if fields.tables.get(t) else 0
+                                   for t in (DT_GNU_HASH, DT_HASH)))
+        except BinaryFormatError:
+            return None  # an address outside every PT_LOAD: no table to read
+
+    def undefined(self) -> frozenset[str] | None:
+        """The undefined dynamic symbols (see :meth:`_symbol_table`), the tables found from the dynamic segment."""
+        dynamic = None
+        for seg in self._program_headers():
+            if seg.type == PT_LOAD:
+                self.loads.append((seg.vaddr, seg.filesz, seg.offset))
+            elif seg.type == PT_DYNAMIC:
+                dynamic = (seg.offset, seg.filesz)
+        tables = self.tables(self._dynamic(*dynamic)) if dynamic is not None else None
+        table = self._symbol_table(tables) if tables is not None else None
+        if tables is None or table is None:
+            return None
+        return self._undefined(table, self._at(tables.strtab, tables.strsz, what="dynamic strings"))
+
+    def _symbol_table(self, tables: DynamicTables) -> bytes | None:
+        """The dynamic symbol table, as many entries long as ``DT_HASH``'s nchain, or as the highest index
+        ``DT_GNU_HASH``'s buckets and chains reach (None: no table to count by); never the section headers
+        (a wheel member read as a stream is inflated only up to these tables, not to its end)."""
+        count = self._symbol_count(tables)
+        if count is None:
+            return None
+        return self._at(tables.symtab, self._symbols_size(count), what="dynamic symbols")
+
+    def _undefined(self, table: bytes, strings: bytes) -> frozenset[str]:
+        """The names of the undefined entries (st_shndx SHN_UNDEF) of a dynamic symbol table."""
+        # performance: st_name and st_shndx of every entry by strided views, not one unpack per entry
+        names32, halves = array.array("I", table), array.array("H", table)
+        if (sys.byteorder == "little") != self.little:
+            names32.byteswap()
+            halves.byteswap()
+        name_at, shndx_at = (names32[0::6], halves[3::12]) if self.elfclass == 64 else (names32[0::4], halves[7::8])
+        end = len(strings)
+        return frozenset(strings[n:strings.find(b"\0", n)].decode("utf-8", "surrogateescape")
+                         for n, shndx in zip(name_at, shndx_at) if shndx == 0 and 0 < n < end)
+
+    def _symbol_count(self, tables: DynamicTables) -> int | None:
+        if tables.hash:
+            _nbucket, nchain = struct.unpack(self.end + "II", self._at(tables.hash, 8, what="DT_HASH"))
+            return int(nchain)
+        if not tables.gnu_hash:
+            return None
+        at = tables.gnu_hash
+        nbuckets, symoffset, bloom_size, _shift = struct.unpack(self.end + "IIII", self._at(at, 16, what="DT_GNU_HASH"))
+        if nbuckets > MAX_SYMBOLS or bloom_size > MAX_SYMBOLS:
+            raise BinaryFormatError(f"cannot parse {self.path!r}: DT_GNU_HASH of {nbuckets} buckets")
+        at += 16 + bloom_size * (8 if self.elfclass == 64 else 4)
+        buckets = struct.unpack(f"{self.end}{nbuckets}I", self._at(at, 4 * nbuckets, what="DT_GNU_HASH"))
+        last = max(buckets, default=0)
+        if last < symoffset:
+            return None  # nothing hashed: the table does not tell how many symbols there are
+        chain = at + 4 * nbuckets + 4 * (last - symoffset)  # the last bucket's chain ends at an odd hash
+        while True:
+            if last - symoffset > MAX_SYMBOLS:
+                raise BinaryFormatError(f"cannot parse {self.path!r}: DT_GNU_HASH chain does not end")
+            (value,) = struct.unpack(self.end + "I", self._at(chain, 4, what="DT_GNU_HASH"))
+            if value & 1:
+                return int(last) + 1
+            last, chain = last + 1, chain + 4
+
+    def _x86_isa(self, seg: _Segment, isa: tuple[int, int]) -> tuple[int, int]:
+        """(NEEDED bits, USED bits) of the GNU property notes in a note segment, OR-ed into `isa`."""
+        data = self._at(seg.offset, min(seg.filesz, MAX_NOTES), what="note segment")
+        align = 8 if seg.align == 8 or (seg.type == PT_GNU_PROPERTY and self.elfclass == 64) else 4
+        needed, used = isa
+        for name, n_type, desc in _notes(data, self.end, align):
+            if name != b"GNU" or n_type != NT_GNU_PROPERTY_TYPE_0:
+                continue
+            for pr_type, value in _properties(desc, self.end, 8 if self.elfclass == 64 else 4):
+                if pr_type == GNU_PROPERTY_X86_ISA_1_NEEDED:
+                    needed |= value
+                elif pr_type == GNU_PROPERTY_X86_ISA_1_USED:
+                    used |= value
+        return needed, used
 
     def _dynamic(self, offset: int, size: int) -> _DynFields:
         """The dynamic entries (Elf_Dyn: d_tag, d_val), up to DT_NULL; strings stay offsets."""
@@ -293,6 +462,8 @@ class _Reader:
                 out.verneednum = d_val
             elif d_tag == DT_FLAGS_1:
                 out.flags_1 = d_val
+            elif d_tag in (DT_SYMTAB, DT_HASH, DT_GNU_HASH, DT_STRSZ):
+                out.tables[d_tag] = d_val
         if out.strings and not out.strtab:
             raise BinaryFormatError(f"cannot parse {self.path!r}: dynamic segment has strings but no DT_STRTAB")
         return out
@@ -320,12 +491,20 @@ class _Reader:
             pos += nxt
         return out
 
-    def _strings(self, fields: _DynFields, offsets: set[int]) -> dict[int, str]:
-        """The strings at these DT_STRTAB offsets, read in file order."""
+    def _strings(self, fields: _DynFields, offsets: set[int], table: bytes = b"") -> dict[int, str]:
+        """The strings at these DT_STRTAB offsets: from the table already read, else read in file order."""
         if not offsets:
             return {}
-        base = self.offset_of(fields.strtab)
-        return {off: _read_cstr(self.fp, base + off, self.path) for off in sorted(offsets)}
+        out: dict[int, str] = {}
+        base = None
+        for off in sorted(offsets):
+            nul = table.find(b"\0", off) if off < len(table) else -1
+            if nul >= 0:
+                out[off] = table[off:nul].decode("utf-8", "surrogateescape")
+            else:
+                base = self.offset_of(fields.strtab) if base is None else base
+                out[off] = _read_cstr(self.fp, base + off, self.path)
+        return out
 
     def _at(self, offset: int, size: int, what: str = "version records") -> bytes:
         self.fp.seek(offset)
@@ -335,7 +514,8 @@ class _Reader:
                 f"cannot parse {self.path!r}: truncated {what} ({len(data)} of {size} bytes at byte {offset})")
         return data
 
-    def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]]) -> Image:
+    def _image(self, interp: str | None, fields: _DynFields, versions: dict[str, list[str]],
+               stack: StackFlag, isa: tuple[int, int], undefined: frozenset[str] | None) -> Image:
         e_type, = struct.unpack_from(self.end + "H", self.header, 16)
         etype = _enum_name(_COMMON_TYPES, 0, e_type)
         facts = ElfFacts(
@@ -343,6 +523,8 @@ class _Reader:
             machine=_enum_name(_COMMON_MACHINES, 1, self.machine), osabi=_enum_name(_COMMON_OSABIS, 2, self.header[7]),
             type=etype, interp=interp, flags_1=fields.flags_1, nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
             version_needs={lib: tuple(names) for lib, names in versions.items()},
+            stack=stack, isa_needed=_isa_level(isa[0]), isa_used=_isa_level(isa[1]), isa_bits=isa[0],
+            undefined=undefined,
         )
         return Image(
             format=BinaryFormat.ELF, arch=normalize_arch(self.machine, self.elfclass, self.little),
@@ -350,6 +532,47 @@ class _Reader:
             rpaths=tuple(fields.rpaths), runpaths=tuple(fields.runpaths),
             soname=fields.soname, facts=facts,
         )
+
+
+class _Segment(NamedTuple):
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    filesz: int
+    align: int
+
+
+def _notes(data: bytes, end: str, align: int) -> Iterator[tuple[bytes, int, bytes]]:
+    """(name without its NUL, n_type, descriptor) of each note (Elf_Nhdr + padded name + padded desc)."""
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, n_type = struct.unpack_from(end + "III", data, pos)
+        name_at = pos + 12
+        desc_at = name_at + -(-namesz // 4) * 4
+        nxt = desc_at + -(-descsz // align) * align
+        if desc_at + descsz > len(data):
+            return  # a truncated note: nothing more to read, as readelf stops
+        yield data[name_at:name_at + namesz].rstrip(b"\0"), n_type, data[desc_at:desc_at + descsz]
+        pos = nxt
+
+
+def _properties(desc: bytes, end: str, align: int) -> Iterator[tuple[int, int]]:
+    """(pr_type, 32-bit value) of each property of an NT_GNU_PROPERTY_TYPE_0 descriptor."""
+    pos = 0
+    while pos + 8 <= len(desc):
+        pr_type, datasz = struct.unpack_from(end + "II", desc, pos)
+        if datasz == 4 and pos + 12 <= len(desc):
+            yield pr_type, struct.unpack_from(end + "I", desc, pos + 8)[0]
+        pos += 8 + -(-datasz // align) * align
+
+
+def _isa_level(bits: int) -> X86Isa | None:
+    """The highest level among GNU_PROPERTY_X86_ISA_1_{BASELINE,V2,V3,V4} (bits 0-3); None: none set."""
+    for level in (X86Isa.V4, X86Isa.V3, X86Isa.V2, X86Isa.BASELINE):
+        if bits & (1 << (level.value - 1)):
+            return level
+    return None
 
 
 class _DynFields:
@@ -363,6 +586,7 @@ class _DynFields:
         self.verneed = 0
         self.verneednum = 0
         self.flags_1 = 0
+        self.tables: dict[int, int] = {}  # DT_SYMTAB, DT_HASH, DT_GNU_HASH -> address; DT_STRSZ -> size
 
     def add(self, d_tag: int, text: str) -> None:
         if d_tag == DT_NEEDED:
@@ -396,6 +620,17 @@ def parse_elf(fp: BinaryIO, path: str) -> BinaryFile:
     except Exception as exc:  # anything else a corrupt file can cause
         raise BinaryFormatError(f"cannot parse {path!r}: corrupted ELF data ({type(exc).__name__}: {exc})") from None
     return BinaryFile(path=path, format=BinaryFormat.ELF, images=(image,))
+
+
+def undefined_symbols(fp: BinaryIO, path: str) -> frozenset[str] | None:
+    """The names of an ELF file's undefined dynamic symbols (see :meth:`_Reader._symbol_table`); None when
+    it has no hash table to count them by."""
+    try:
+        return _Reader(fp, path).undefined()
+    except BinaryFormatError:
+        raise
+    except (struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OSError) as exc:
+        raise BinaryFormatError(f"cannot read the dynamic symbols of {path!r}: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------- search rules

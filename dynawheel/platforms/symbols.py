@@ -119,6 +119,54 @@ def _macho(fp: BinaryIO, path: str) -> frozenset[str]:
 
 _READERS = {BinaryFormat.ELF: _elf, BinaryFormat.PE: _pe, BinaryFormat.MACHO: _macho}
 
+SHT_DYNSYM = 11
+MAX_SECTIONS = 1 << 16
+
+
+def elf_undefined(fp: BinaryIO, path: str) -> frozenset[str]:
+    """The names of the undefined symbols of an ELF file's dynamic symbol table (``.dynsym``, found by
+    its section header: ``SHT_DYNSYM``, its strings in the section ``sh_link`` names); every size and
+    offset checked against the file's size before it is read."""
+    total = _size(fp)
+    ident = _read_elf(fp, 0, 64, total, path)
+    end = "<" if ident[5] == 1 else ">"
+    wide = ident[4] == 2
+    shoff, = struct.unpack_from(end + ("Q" if wide else "I"), ident, 40 if wide else 32)
+    shentsize, shnum = struct.unpack_from(end + "HH", ident, 58 if wide else 46)
+    if not shoff or not shnum or shnum > MAX_SECTIONS:
+        return frozenset()
+    shdr = struct.Struct(end + ("IIQQQQIIQQ" if wide else "IIIIIIIIII"))
+    if shentsize < shdr.size:
+        raise BinaryFormatError(f"{path!r}: section header size {shentsize} < {shdr.size}")
+    table = _read_elf(fp, shoff, shentsize * shnum, total, path)
+    sections = [shdr.unpack_from(table, i * shentsize) for i in range(shnum)]
+    for sh in sections:
+        if sh[1] == SHT_DYNSYM and sh[6] < shnum:
+            strtab = sections[sh[6]]
+            strings = _read_elf(fp, strtab[4], strtab[5], total, path)
+            return _undefined_names(_read_elf(fp, sh[4], sh[5], total, path), strings, end, wide)
+    return frozenset()
+
+
+def _undefined_names(symbols: bytes, strings: bytes, end: str, wide: bool) -> frozenset[str]:
+    """Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size; Elf32_Sym: st_name, st_value,
+    st_size, st_info, st_other, st_shndx.  Undefined: st_shndx SHN_UNDEF (0), a name."""
+    entry = struct.Struct(end + ("IBBHQQ" if wide else "IIIBBH"))
+    at_shndx = 3 if wide else 5
+    names: set[str] = set()
+    for fields in entry.iter_unpack(symbols[: len(symbols) - len(symbols) % entry.size]):
+        st_name = fields[0]
+        if fields[at_shndx] == 0 and 0 < st_name < len(strings):
+            names.add(strings[st_name:strings.find(b"\0", st_name)].decode("utf-8", "surrogateescape"))
+    return frozenset(names)
+
+
+def _read_elf(fp: BinaryIO, offset: int, size: int, total: int, path: str) -> bytes:
+    if offset < 0 or size < 0 or offset + size > total:
+        raise BinaryFormatError(f"{path!r}: an ELF table at {offset}+{size} runs past the end of the file ({total})")
+    fp.seek(offset)
+    return fp.read(size)
+
 
 def python_imports(fmt: BinaryFormat, fp: BinaryIO, path: str) -> frozenset[str]:
     """The names of the Python C API symbols a binary of format `fmt` imports (see the module doc)."""

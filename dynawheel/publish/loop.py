@@ -55,6 +55,14 @@ class Reply:
         return len(self.body) if self.length < 0 else self.length
 
 
+def _send_file(sock: socket.socket, fd: int, offset: int, remaining: int) -> int:
+    """Bytes of the file sent from ``offset`` (``sendfile`` where the system has it; else a read and a send)."""
+    if hasattr(os, "sendfile"):
+        return os.sendfile(sock.fileno(), fd, offset, min(remaining, 1 << 30))
+    os.lseek(fd, offset, os.SEEK_SET)
+    return sock.send(os.read(fd, min(remaining, _RECV)))
+
+
 class App(Protocol):
     def respond(self, request: Request, client: str) -> Reply | None:
         """Answer on the loop, or None: answer with :meth:`respond_blocking` on a thread."""
@@ -234,8 +242,40 @@ class LoopServer:
             self._close(conn)
             return
         conn.last = time.monotonic()
+        if not conn.inbuf and size <= _KEPT_HEAD and not conn.skip and self._answer_known(conn, size):
+            return
         conn.inbuf += self._rview[:size]
         self._process(conn)
+
+    def _answer_known(self, conn: _Conn, size: int) -> bool:
+        """The common case on a keep-alive connection, answered without the general path: what arrived is
+        exactly one head seen before, its answer was sent before and is sent whole again.  False (nothing
+        done) otherwise."""
+        request = self._heads.get(bytes(self._rview[:size]))
+        if request is None or request.method not in ("GET", "HEAD") or request.content_length or conn.out:
+            return False
+        reply = self.app.respond(request, conn.client)
+        if reply is None or reply.wire is None or request.method == "HEAD" or not request.keep_alive:
+            if reply is not None:  # answered by the general path (nothing was queued yet)
+                self._queue(conn, reply, request.method == "HEAD", not request.keep_alive)
+                conn.what = request.request_line
+                self._process(conn)
+            elif not self._hand_off(conn, request):
+                self._process(conn)
+            return True
+        data = head_start(reply.status) + reply.wire
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._dropped(conn, exc)
+            return True
+        if sent < len(data):
+            conn.out += data[sent:]
+            conn.what = request.request_line
+            self._flush(conn)
+        return True
 
     def _process(self, conn: _Conn) -> None:
         """Answer the complete requests in ``conn.inbuf``, in order, sending as it goes; when output must
@@ -354,7 +394,7 @@ class LoopServer:
         while conn.file is not None:
             fd, offset, remaining = conn.file
             try:
-                sent = os.sendfile(conn.sock.fileno(), fd, offset, min(remaining, 1 << 30))
+                sent = _send_file(conn.sock, fd, offset, remaining)
             except BlockingIOError:
                 return False
             if sent == 0:  # the file shrank under us: the promised length cannot be sent

@@ -615,9 +615,10 @@ class IndexServer(LoopServer):
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
     def record(self, entry: RequestRecord) -> None:
-        with self._log_lock:
-            self.request_log.append(entry)
-            del self.request_log[:-100_000]
+        self.request_log.append(entry)  # one append is atomic; trimming takes the lock
+        if len(self.request_log) > 110_000:
+            with self._log_lock:
+                del self.request_log[:-100_000]
 
     def page(self, path: Path) -> tuple[bytes, str, tuple[int, int, int]]:
         """A page's bytes, ETag and stat key, kept in memory while the file's size, mtime and inode stay the same
@@ -670,7 +671,7 @@ class IndexServer(LoopServer):
         try:
             if kind == "page":
                 st = os.stat(path)
-                return (st.st_size, st.st_mtime_ns, st.st_ino) == key and not self.watch.changed()
+                return st.st_mtime_ns == key[1] and st.st_ino == key[2] and not self.watch.changed()
             entry = self._files.get(path)
             status = self.statuses.get(entry.project) if entry is not None else None
             return (entry is not None and entry.key == key and _lstat_key(os.lstat(entry.path)) == key
@@ -713,8 +714,9 @@ class IndexServer(LoopServer):
 
     def answered(self, request: Request, client: str, reply: Reply, user: str | None) -> None:
         """Log one answered request: the access log (common log format) and :attr:`request_log`."""
-        sent = 0 if request.method == "HEAD" else reply.content_length()
-        self._access_log(client, user, request.request_line, reply.status, sent)
+        if access_logger.isEnabledFor(logging.INFO):
+            sent = 0 if request.method == "HEAD" else reply.content_length()
+            self._access_log(client, user, request.request_line, reply.status, sent)
         self.record(RequestRecord(request.method, request.target, reply.status, user))
 
     @staticmethod

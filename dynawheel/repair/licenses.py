@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -20,13 +19,13 @@ from packaging.version import InvalidVersion, Version
 
 from ..analysis.owners import Owner
 from ..errors import MetadataError
-from ..wheel.text import header_section, parse_metadata
+from ..wheel.metadata import with_license_files as add_license_files
+from ..wheel.text import parse_metadata
 from .collect import Vendored
 
 log = logging.getLogger(__name__)
 
 MAX_LICENSE_FILE = 4 << 20  # bytes: a bigger "license file" is not copied (bounded memory)
-_VERSION_LINE = re.compile(r"^Metadata-Version:[ \t]*(\S*)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ def find_licenses(vendored: tuple[Vendored, ...], owners: Mapping[str, Owner | N
     """The license files of each vendored library's owner; the libraries for which none was found."""
     files: list[LicenseFile] = []
     missing: list[str] = []
+    bases = [v.dest.rsplit("/", 1)[-1] for v in vendored]
     for v in sorted(vendored, key=lambda v: v.dest):
         owner = owners.get(v.source)
         found = [(name, path) for name, path in (owner.licenses if owner is not None else ())
@@ -57,6 +57,7 @@ def find_licenses(vendored: tuple[Vendored, ...], owners: Mapping[str, Owner | N
         if not found:
             missing.append(v.dest)
         base = v.dest.rsplit("/", 1)[-1]
+        base = v.dest if bases.count(base) > 1 else base  # two libfoo.so (--no-mangle) in two directories
         files += [LicenseFile(f"{base}/{name}", path, v.dest) for name, path in found]
     return Licenses(tuple(files), tuple(missing))
 
@@ -72,12 +73,12 @@ def _small_file(path: str) -> bool:
     return True
 
 
-def license_entries(licenses: Licenses, dist_info: str) -> dict[str, bytes]:
-    """The wheel members of the license files (read now: they are small)."""
+def license_entries(licenses: Licenses, directory: str) -> dict[str, bytes]:
+    """The license files as files of `directory` (``<dist>.dist-info/licenses``), read now: they are small."""
     out: dict[str, bytes] = {}
     for f in licenses.files:
         with open(f.source, "rb") as fp:
-            out[f"{dist_info}/licenses/{f.name}"] = fp.read(MAX_LICENSE_FILE)
+            out[f"{directory}/{f.name}"] = fp.read(MAX_LICENSE_FILE)
     return out
 
 
@@ -98,13 +99,7 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
                 data = read(f"{dist_info}/{old}")
                 if data is not None:
                     moved[f"{dist_info}/licenses/{old}"] = data
-    decoded = text.decode("utf-8")
-    head = header_section(decoded, "METADATA", len(decoded))
-    body = decoded[len(head):]
-    if version < Version("2.4"):
-        head = _VERSION_LINE.sub("Metadata-Version: 2.4", head, count=1)
-    added = "".join(f"\nLicense-File: {n}" for n in names if n not in have)
-    return (head.rstrip("\r\n") + added + (body or "\n")).encode("utf-8"), moved
+    return add_license_files(text, names), moved
 
 
 def _metadata_version(text: str) -> Version:

@@ -30,6 +30,7 @@ class RepairOptions:
     dry_run: bool = False
     sbom: bool = True  # write .dist-info/sboms/dynawheel.cdx.json (PEP 770) listing the vendored libraries
     allow_abi3_violations: bool = False  # repair a wheel tagged abi3 that uses symbols outside its stable ABI
+    isa_check: bool = True  # False (--disable-isa-check): x86-64 levels above the baseline do not block manylinux
     progress: Progress | None = None
 
     def say(self, message: str) -> None:

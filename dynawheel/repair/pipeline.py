@@ -9,14 +9,15 @@ written to temporary names and renamed into place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from ..analysis.abi3 import audit_tags, refuse
 from ..analysis.dlldirs import with_dll_directories
-from ..analysis.owners import Owner, Owners
+from ..analysis.imports import Blacklisted, blacklisted_imports
+from ..analysis.owners import Owner
 from ..analysis.resolve import Analysis, Status, analyze
 from ..errors import RepairError, UsageError
 from ..tree import HostFS, Tree
@@ -34,7 +35,7 @@ from .collect import (
     dist_name,
     provided_libraries,
 )
-from .licenses import Licenses, find_licenses, license_entries, with_license_files
+from .licenses import Licenses
 from .options import RepairOptions
 from .output import (
     MANIFEST,
@@ -49,8 +50,8 @@ from .output import (
     write_file,
 )
 from .plan import EditPlan, Job, make_plan, shim_plan
+from .provenance import Place, Provenance, provenance
 from .retag import new_tags, wheel_text
-from .sbom import SBOM_NAME, sbom_json
 from .session import TreeSession, WheelSession
 from .shim import ShimPlan
 
@@ -88,7 +89,15 @@ def decide(tree: Tree, opts: RepairOptions, dist: str | None) -> Job:
     plan = make_plan(analysis, collection)
     shim = shim_plan(analysis, collection)
     notes = [f"{len(collection.missing_allowed)} missing libraries allowed"] if collection.missing_allowed else []
-    return Job(analysis, collection, plan, shim, requires, notes)
+    return Job(analysis, collection, plan, shim, requires, notes, _blacklisted(tree, host, analysis, collection))
+
+
+def _blacklisted(tree: Tree, host: HostFS, analysis: Analysis, collection: Collection) -> Blacklisted:
+    """The blacklisted symbols the repaired tree's ELF files import: its own files and the vendored copies."""
+    files = [(rel, image, rel) for p in analysis.tree_binaries if p not in analysis.aliases
+             and (rel := analysis.relpath(p)) is not None for image in analysis.binaries[p].images]
+    vendored = [(v.dest, image, v.source) for v in collection.vendored for image in analysis.binaries[v.source].images]
+    return blacklisted_imports(files, tree.open) + blacklisted_imports(vendored, host.open)
 
 
 def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOptions) -> None:
@@ -99,42 +108,6 @@ def check_abi3(wheel_name: str, tree: Tree, analysis: Analysis, opts: RepairOpti
     result = audit_tags(tree, analysis, tags.python, tags.abi)
     if result is not None:
         refuse(result)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """What a repair says about where its vendored libraries come from: owners, SBOM, license files."""
-
-    owners: Mapping[str, Owner | None]
-    sbom: str | None  # the SBOM's member name, None without one
-    licenses: Licenses
-    members: Mapping[str, bytes]  # the members to add or replace (METADATA, the SBOM, license files)
-
-
-def provenance(job: Job, opts: RepairOptions, names: tuple[str, str, str], dist_info: str, metadata: bytes,
-               read: Callable[[str], bytes | None]) -> Provenance:
-    """Owners of the vendored libraries, the SBOM and the license files; `names`: (wheel file, name, version)."""
-    vendored = job.collection.vendored
-    owners = owners_of(job.collection, opts)
-    members: dict[str, bytes] = {}
-    sbom = f"{dist_info}/sboms/{SBOM_NAME}" if opts.sbom and vendored else None
-    if sbom is not None:
-        members[sbom] = sbom_json(*names, vendored, owners)
-    licenses = find_licenses(vendored, owners)
-    members.update(license_entries(licenses, dist_info))
-    members[f"{dist_info}/METADATA"], moved = with_license_files(
-        metadata, tuple(f.name for f in licenses.files), dist_info, read)
-    members.update(moved)
-    return Provenance(owners, sbom, licenses, members)
-
-
-def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | None]:
-    """The package that installed each vendored library on the host, where the host knows it."""
-    if not collection.vendored:
-        return {}
-    opts.say("looking up the packages of the vendored libraries")
-    finder = Owners(opts.search)
-    return {v.source: finder.owner(v.source) for v in collection.vendored}
 
 
 def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairResult:
@@ -167,7 +140,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         out = wheel_dir / wheel_filename(name, version, tags2, build)
         members = set(zf.namelist())
         metadata = with_requires(session.metadata, job.requires)
-        prov = provenance(job, opts, (out.name, name, version), dist_info, metadata,
+        prov = provenance(job.collection, opts, (out.name, name, version), Place.in_dist_info(dist_info), metadata,
                           lambda m: session.read_small(m) if m in members else None)
         extra.update(prov.members)
         entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)
@@ -203,4 +176,23 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
             write_file(dest / rel, data)
         if job.collection.vendored or job.collection.provided:
             write_file(manifest_path(dest, tree.files()), manifest(job))
-    return RepairResult(target, out or target, job.collection, job.plan, None, tuple(job.notes), job.shim)
+        prov = tree_provenance(job, opts, dest, tree.files(), dist)
+        for rel, data in prov.members.items():
+            write_file(dest / rel, data)
+    return RepairResult(target, out or target, job.collection, job.plan, None, tuple(job.notes), job.shim, prov.sbom,
+                        prov.owners, prov.licenses)
+
+
+def tree_provenance(job: Job, opts: RepairOptions, dest: Path, files: list[str], dist: str | None) -> Provenance:
+    """The SBOM and license files of a repaired staged tree: in its .dist-info (METADATA naming them) when it
+    has one, else at its root, where `build` finds them."""
+    dist_info = next((f.split("/", 1)[0] for f in files if f.split("/", 1)[0].endswith(".dist-info")), None)
+    has_metadata = dist_info is not None and f"{dist_info}/METADATA" in files
+    place = Place.in_dist_info(dist_info, has_metadata) if dist_info else Place.at_stage_root()
+    version = dist_info[: -len(".dist-info")].rpartition("-")[2] if dist_info else None
+
+    def read(rel: str) -> bytes | None:
+        return (dest / rel).read_bytes() if (dest / rel).is_file() else None
+
+    metadata = read(place.metadata) if place.metadata else None
+    return provenance(job.collection, opts, (None, dist_name(files, dist), version), place, metadata, read)

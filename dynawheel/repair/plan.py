@@ -191,6 +191,7 @@ class Job:
     shim: ShimPlan
     requires: tuple[str, ...]
     notes: list[str]
+    blacklisted: tuple[tuple[str, str, str], ...] = ()  # (file, library, symbol): analysis/imports.py
 
 
 # ---- the DLL shim: which package runs os.add_dll_directory for which extension -------------------

@@ -12,7 +12,7 @@ from ..analysis.graph import outside_names
 from ..analysis.resolve import Status
 from ..binary import BinaryFormat, Image
 from ..errors import RepairError, TagError
-from ..platform_tags import Content, best_platform, blockers, policy_tags
+from ..platform_tags import Content, Reason, best_platform, blockers, elf_verdict, policy_tags
 from ..policy import PolicyDataError, get_policy
 from ..wheel.tags import WheelTags
 from .plan import Job
@@ -30,7 +30,7 @@ def _images(job: Job, fmt: BinaryFormat) -> list[tuple[str, Image]]:
     return images
 
 
-def repaired_content(job: Job) -> Content:
+def repaired_content(job: Job, isa_check: bool = True) -> Content:
     """The Content of the tree once repaired: ELF, else Mach-O images (tree + vendored copies), the
     libraries kept from the system, and the missing ones that --allow-missing let through."""
     a = job.analysis
@@ -41,7 +41,10 @@ def repaired_content(job: Job) -> Content:
     system = frozenset(outside_names((e for w in a.walks for e in w.edges), sources, (Status.SYSTEM,)))
     missing = tuple(sorted({(a.relpath(e.dependent) or e.dependent, e.request.name)
                             for e in job.collection.missing_allowed}))
-    return Content(elf=tuple(elf), system=system, missing=missing)
+    found = tuple(sorted({(e.request.name, e.hit) for w in a.walks for e in w.edges
+                          if e.hit and e.status is Status.SYSTEM and e.dependent in sources}))
+    return Content(elf=tuple(elf), system=system, missing=missing, found=found, blacklisted=job.blacklisted,
+                   isa_check=isa_check)
 
 
 def _given_platform(content: Content, plat: str) -> str:
@@ -86,7 +89,7 @@ def _check_machines(images: Sequence[tuple[str, Image]]) -> None:
 def new_tags(job: Job, old: WheelTags, opts: RepairOptions) -> WheelTags:
     """The repaired wheel's tags: its platform tag by the one rule of :mod:`dynawheel.platform_tags`
     (the rule `build`, `check`, `tags` and `merge` apply); PE trees keep theirs."""
-    content = repaired_content(job)
+    content = repaired_content(job, opts.isa_check)
     if not content.has_binaries:
         return old
     _check_machines(content.elf)
@@ -95,9 +98,32 @@ def new_tags(job: Job, old: WheelTags, opts: RepairOptions) -> WheelTags:
             platform: str | None = _given_platform(content, opts.plat)
         else:
             platform = best_platform(content, opts.macos_target)
+            if content.elf:
+                _refuse_unfit(content)
     except TagError as exc:
         raise RepairError(str(exc)) from None
     return replace(old, platform=platform) if platform else old
+
+
+# what a rebuild fixes: refused when it keeps every manylinux/musllinux tag away (an arch no policy covers, or
+# the missing libraries --allow-missing lets through, leave the wheel linux_<arch>, as they always did)
+REFUSED = frozenset({Reason.SYMBOL_VERSION, Reason.BLACKLISTED, Reason.ISA, Reason.EXEC_STACK, Reason.LIBPYTHON})
+
+
+def _refuse_unfit(content: Content) -> None:
+    """No manylinux/musllinux tag at all fits the repaired ELF files, for a reason a rebuild fixes
+    (:data:`REFUSED`): refused, each cause named with its fix (as auditwheel refuses a wheel no policy
+    fits)."""
+    verdict = elf_verdict(content)
+    if verdict.policy is not None:
+        return
+    newest = verdict.blockers[-1].tag if verdict.blockers else ""
+    causes = {(b.reason, b.file, b.subject): b for b in verdict.blockers
+              if b.tag == newest and b.reason in REFUSED}
+    if causes:
+        shown = "; ".join(f"{b.detail} (fix: {b.fix})" for b in list(causes.values())[:8])
+        more = f" (and {len(causes) - 8} more)" if len(causes) > 8 else ""
+        raise RepairError(f"no manylinux/musllinux tag fits the repaired binaries, not even {newest}: {shown}{more}")
 
 
 def wheel_text(text: bytes, tags: WheelTags) -> bytes:

@@ -64,22 +64,24 @@ def _component(v: Vendored, owner: Owner | None) -> Component:
         properties=[Property(name=PROPERTY_PATH, value=v.dest), Property(name=PROPERTY_SOURCE, value=v.source)])
 
 
-def sbom_json(wheel_file: str, name: str, version: str, vendored: tuple[Vendored, ...],
+def sbom_json(wheel_file: str | None, name: str, version: str | None, vendored: tuple[Vendored, ...],
               owners: Mapping[str, Owner | None]) -> bytes:
-    """The CycloneDX 1.6 JSON document for the repaired wheel `wheel_file` (its final file name)."""
+    """The CycloneDX 1.6 JSON document for the repaired wheel `wheel_file` (its final file name), or for a
+    staged tree (`wheel_file` and perhaps `version` None: not known before `build`)."""
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
     from cyclonedx.model.tool import ToolRepository
     from cyclonedx.output.json import JsonV1Dot6
     from packageurl import PackageURL
 
-    purl = PackageURL("pypi", None, name.lower().replace("_", "-"), version, {"file_name": wheel_file})
+    purl = PackageURL("pypi", None, name.lower().replace("_", "-"), version,
+                      {"file_name": wheel_file} if wheel_file else None)
     wheel = Component(type=ComponentType.LIBRARY, name=name, version=version, purl=purl,
-                      bom_ref=f"pkg:pypi/{purl.name}@{version}")
+                      bom_ref=f"pkg:pypi/{purl.name}" + (f"@{version}" if version else ""))
     libs = {v.dest: _component(v, owners.get(v.source)) for v in sorted(vendored, key=lambda v: v.dest)}
     tool = Component(type=ComponentType.APPLICATION, name="dynawheel", version=__version__)
     metadata = BomMetaData(component=wheel, tools=ToolRepository(components=[tool]))
-    seed = "\n".join([wheel_file, *(f"{v.dest} {v.sha256} {v.source}" for v in vendored)])
+    seed = "\n".join([wheel_file or name, *(f"{v.dest} {v.sha256} {v.source}" for v in vendored)])
     bom = Bom(serial_number=uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=5),
               metadata=metadata, components=libs.values())
     direct = [libs[v.dest] for v in vendored if any(c not in libs for c in v.consumers)]

@@ -13,13 +13,16 @@ from pathlib import Path
 from .. import __version__
 from ..errors import StageError
 from .archive import Entry, is_executable, write_wheel
-from .metadata import ProjectMetadata
+from .metadata import ProjectMetadata, with_license_files
 from .record import encode_digest, parse_record
 from .tags import WheelTags, filename_component, parse_tags, version_component, wheel_filename
 
 log = logging.getLogger(__name__)
 
 REPAIR_MANIFEST = "dynawheel-vendored.json"
+# left at the root of a stage without .dist-info by `dynawheel repair`: moved to .dist-info/sboms/ and licenses/
+REPAIR_SBOM = "dynawheel.cdx.json"
+REPAIR_LICENSES = "dynawheel-licenses/"
 SCHEMES = ("purelib", "platlib", "headers", "scripts", "data")
 _DROP_FROM_DIST_INFO = ("RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json", "RECORD.jws", "RECORD.p7s")
 _PY_SHEBANG = re.compile(rb"^#!.*\bpython[0-9.]*w?(?P<args>[ \t].*)?$")
@@ -42,6 +45,7 @@ class Assembly:
     entries: list[Entry] = field(default_factory=list)
     dist_info_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    license_files: list[str] = field(default_factory=list)  # License-File entries a repair left in the stage
 
 
 def dist_info_name(meta: ProjectMetadata) -> str:
@@ -120,6 +124,11 @@ def split_files(files: Mapping[str, Path], spec: WheelSpec, out: Assembly) -> No
         head = name.split("/", 1)[0]
         if name == REPAIR_MANIFEST:  # left at the stage root by `dynawheel repair`
             out.dist_info_files[name] = source
+        elif name == REPAIR_SBOM:
+            out.dist_info_files[f"sboms/{name}"] = source
+        elif name.startswith(REPAIR_LICENSES):
+            out.dist_info_files[f"licenses/{name[len(REPAIR_LICENSES):]}"] = source
+            out.license_files.append(name[len(REPAIR_LICENSES):])
         elif head == top:
             _dist_info_member(name[len(head) + 1:], source, out)
         elif data_dirs and head == data_dirs[0]:
@@ -178,7 +187,8 @@ def assemble(files: Mapping[str, Path], spec: WheelSpec, out_dir: Path) -> tuple
     if not out.entries and not spec.meta.requires_dist:
         raise StageError("nothing to install: the stage has no files and the metadata no Requires-Dist")
     dist_info = dist_info_name(spec.meta)
-    generated: dict[str, bytes] = {"METADATA": spec.meta.metadata, "WHEEL": wheel_file_text(spec)}
+    metadata = with_license_files(spec.meta.metadata, out.license_files) if out.license_files else spec.meta.metadata
+    generated: dict[str, bytes] = {"METADATA": metadata, "WHEEL": wheel_file_text(spec)}
     if spec.meta.entry_points is not None:
         generated["entry_points.txt"] = spec.meta.entry_points
     for rel, source in out.dist_info_files.items():

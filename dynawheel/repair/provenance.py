@@ -1,0 +1,71 @@
+"""Where a repair's vendored libraries come from, written into its output: the owner of each library
+(`analysis/owners.py`), the SBOM (`sbom.py`) and the license files (`licenses.py`), placed in a wheel's
+.dist-info, or at the root of a staged tree without one (`build` moves them into its .dist-info)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ..analysis.owners import Owner, Owners
+from ..wheel.assemble import REPAIR_LICENSES, REPAIR_SBOM
+from .collect import Collection
+from .licenses import Licenses, find_licenses, license_entries, with_license_files
+from .options import RepairOptions
+from .sbom import SBOM_NAME, sbom_json
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the SBOM and the license files go, and the METADATA that names them (None: `build` writes it)."""
+
+    sbom: str
+    licenses: str  # the directory of the license files
+    metadata: str | None
+
+    @classmethod
+    def in_dist_info(cls, dist_info: str, metadata: bool = True) -> Place:
+        return cls(f"{dist_info}/sboms/{SBOM_NAME}", f"{dist_info}/licenses",
+                   f"{dist_info}/METADATA" if metadata else None)
+
+    @classmethod
+    def at_stage_root(cls) -> Place:
+        return cls(REPAIR_SBOM, REPAIR_LICENSES.rstrip("/"), None)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a repair says about where its vendored libraries come from: owners, SBOM, license files."""
+
+    owners: Mapping[str, Owner | None]
+    sbom: str | None  # the SBOM's member name, None without one
+    licenses: Licenses
+    members: Mapping[str, bytes]  # the files to add or replace (METADATA, the SBOM, license files)
+
+
+def provenance(collection: Collection, opts: RepairOptions, names: tuple[str | None, str, str | None], place: Place,
+               metadata: bytes | None, read: Callable[[str], bytes | None]) -> Provenance:
+    """Owners of the vendored libraries, the SBOM and the license files; `names`: (wheel file, name, version),
+    the file and version None for a staged tree; `read(path)`: a file of the output, None when it has none."""
+    vendored = collection.vendored
+    owners = owners_of(collection, opts)
+    members: dict[str, bytes] = {}
+    sbom = place.sbom if opts.sbom and vendored else None
+    if sbom is not None:
+        members[sbom] = sbom_json(*names, vendored, owners)
+    licenses = find_licenses(vendored, owners)
+    members.update(license_entries(licenses, place.licenses))
+    if place.metadata is not None and metadata is not None:
+        members[place.metadata], moved = with_license_files(
+            metadata, tuple(f.name for f in licenses.files), place.metadata.rsplit("/", 1)[0], read)
+        members.update(moved)
+    return Provenance(owners, sbom, licenses, members)
+
+
+def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | None]:
+    """The package that installed each vendored library on the host, where the host knows it."""
+    if not collection.vendored:
+        return {}
+    opts.say("looking up the packages of the vendored libraries")
+    finder = Owners(opts.search)
+    return {v.source: finder.owner(v.source) for v in collection.vendored}
