@@ -276,6 +276,16 @@ def _scratch() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
+def _sweep(scratch: str | None) -> None:
+    """Remove the work directories of runs whose process is gone: a run that libFuzzer ends (a crash under
+    --strict, a timeout) leaves its directory, and on /dev/shm that is memory."""
+    for path in Path(scratch or tempfile.gettempdir()).glob("dynawheel-fuzz-*-*-*"):
+        pid = path.name.split("-")[3]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz.run")
     parser.add_argument("kind", choices=sorted(targets.KINDS))
@@ -290,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     import atheris
 
     kind = targets.KINDS[args.kind]
-    base = Path(tempfile.mkdtemp(prefix=f"dynawheel-fuzz-{kind.name}-", dir=_scratch()))
+    _sweep(_scratch())
+    base = Path(tempfile.mkdtemp(prefix=f"dynawheel-fuzz-{kind.name}-{os.getpid()}-", dir=_scratch()))
     os.environ["TMPDIR"] = str(base / "tmp")
     (base / "tmp").mkdir()
     tempfile.tempdir = None
