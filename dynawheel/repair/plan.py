@@ -16,7 +16,7 @@ from ..analysis.resolve import Analysis, Status
 from ..binary import BinaryFile, BinaryFormat, DepKind, Image
 from ..errors import RepairError
 from ..platforms import Edits, ElfEdits, MachoEdits, PeEdits
-from ..wheel.layout import PACKAGE, install_root
+from ..wheel.layout import PACKAGE, install_root, installed_path
 from .collect import Collection, Vendored
 from .shim import ShimPlan, shim_targets
 
@@ -68,6 +68,21 @@ def _origin_dir(entry: str, directory: str) -> str | None:
 def relative_entry(token: str, from_dir: str, to_dir: str) -> str:
     rel = posixpath.relpath(to_dir or ".", from_dir or ".")
     return token if rel == "." else f"{token}/{rel}"
+
+
+def _entry_to(token: str, rel: str, target: str) -> str:
+    """The relative search-path entry from the binary at tree path `rel` to the directory of `target`;
+    refused when installing changes it (a binary of ``.data/platlib`` or ``.data/purelib`` reaching a file
+    outside that scheme, or one at the wheel's root reaching into it): the entry would break once installed,
+    and the walker reads the wheel's own layout, so it could not check a corrected one."""
+    there = posixpath.dirname(target)
+    entry = relative_entry(token, posixpath.dirname(rel), there)
+    installed = relative_entry(token, posixpath.dirname(installed_path(rel)), posixpath.dirname(installed_path(target)))
+    if entry != installed:
+        raise RepairError(f"{rel!r} would reach {target!r} through {entry!r}, which installing breaks (it would need "
+                          f"{installed!r}): files under <name>-<ver>.data/platlib or /purelib and at the wheel's root "
+                          "land in one site-packages; put the binary and its libraries in one of the two places")
+    return entry
 
 
 def _macho_reaches(request: str, target: str, directory: str, rpaths: tuple[str, ...]) -> bool:
@@ -142,7 +157,7 @@ class Planner:
             if new != request:  # a path request ('/build/libfoo.so') becomes a name found through the run path
                 renames.add(request, new)
             if not any(_origin_dir(entry, directory) == (posixpath.dirname(target) or ".") for entry in kept):
-                added.append(relative_entry("$ORIGIN", directory, posixpath.dirname(target)))
+                added.append(_entry_to("$ORIGIN", rel, target))
         final = _dedupe([*kept, *added])
         soname = vendored.name if vendored is not None else None
         if final == _dedupe(pieces) or not (final or pieces):
@@ -163,7 +178,7 @@ class Planner:
         for request, target in self._targets(node, root):
             if self._is_vendored_or_provided(target) or vendored is not None or \
                     not _macho_reaches(request, target, directory, kept):
-                new = relative_entry("@loader_path", directory, posixpath.dirname(target))
+                new = _entry_to("@loader_path", rel, target)
                 renames.add(request, f"{new}/{posixpath.basename(target)}")
         return MachoEdits(renames.pairs(), f"@rpath/{vendored.name}" if vendored is not None else None,
                           tuple(r for r in rpaths if r not in kept))

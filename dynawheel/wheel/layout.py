@@ -21,3 +21,15 @@ def install_root(rel: str) -> str:
     if top.endswith(".data") and rest.startswith("scripts/"):
         return f"{top}/scripts"
     return PACKAGE
+
+
+def installed_path(rel: str) -> str:
+    """Where the tree path `rel` lands, relative to its install root: ``<name>-<ver>.data/platlib/x`` and
+    ``.data/purelib/x`` are installed as ``x`` in site-packages (beside the wheel's root); other paths,
+    the scripts scheme's included, keep their place (each is compared only within its own root)."""
+    top, _, rest = rel.partition("/")
+    if top.endswith(".data"):
+        scheme, _, below = rest.partition("/")
+        if scheme in ("platlib", "purelib"):
+            return below
+    return rel
