@@ -19,7 +19,6 @@ from packaging.version import InvalidVersion, Version
 
 from ..analysis.owners import Owner
 from ..errors import MetadataError
-from ..wheel.metadata import with_license_files as add_license_files
 from ..wheel.text import parse_metadata
 from .collect import Vendored
 
@@ -99,6 +98,9 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
                 data = read(f"{dist_info}/{old}")
                 if data is not None:
                     moved[f"{dist_info}/licenses/{old}"] = data
+    # wheel.metadata (email.policy, packaging.requirements, tomllib) only for a wheel given license files
+    from ..wheel.metadata import with_license_files as add_license_files
+
     return add_license_files(text, names), moved
 
 

@@ -16,11 +16,12 @@ from typing import BinaryIO
 from .. import fsutil
 from ..errors import OutputError, RepairError
 from ..wheel.archive import Entry, RawSource, is_executable
+from ..wheel.layout import REPAIR_MANIFEST
 from ..wheel.text import parse_metadata
 from .plan import Job
 from .shim import add_shim, pth_shim
 
-MANIFEST = "dynawheel-vendored.json"
+MANIFEST = REPAIR_MANIFEST
 
 
 def manifest(job: Job) -> bytes:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..analysis.owners import Owner, Owners
-from ..wheel.assemble import REPAIR_LICENSES, REPAIR_SBOM
+from ..wheel.layout import REPAIR_LICENSES, REPAIR_SBOM
 from .collect import Collection
 from .licenses import Licenses, find_licenses, license_entries, with_license_files
 from .options import RepairOptions

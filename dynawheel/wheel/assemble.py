@@ -13,16 +13,13 @@ from pathlib import Path
 from .. import __version__
 from ..errors import StageError
 from .archive import Entry, is_executable, write_wheel
+from .layout import REPAIR_LICENSES, REPAIR_MANIFEST, REPAIR_SBOM
 from .metadata import ProjectMetadata, with_license_files
 from .record import encode_digest, parse_record
 from .tags import WheelTags, filename_component, parse_tags, version_component, wheel_filename
 
 log = logging.getLogger(__name__)
 
-REPAIR_MANIFEST = "dynawheel-vendored.json"
-# left at the root of a stage without .dist-info by `dynawheel repair`: moved to .dist-info/sboms/ and licenses/
-REPAIR_SBOM = "dynawheel.cdx.json"
-REPAIR_LICENSES = "dynawheel-licenses/"
 SCHEMES = ("purelib", "platlib", "headers", "scripts", "data")
 _DROP_FROM_DIST_INFO = ("RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json", "RECORD.jws", "RECORD.p7s")
 _PY_SHEBANG = re.compile(rb"^#!.*\bpython[0-9.]*w?(?P<args>[ \t].*)?$")

@@ -11,6 +11,11 @@ directory, never site-packages.
 from __future__ import annotations
 
 PACKAGE = ""  # the install root of everything installed into site-packages
+# left at the root of a stage without .dist-info by `dynawheel repair`; `build` moves them into .dist-info
+# (the manifest as is, the SBOM to sboms/, the license files to licenses/)
+REPAIR_MANIFEST = "dynawheel-vendored.json"
+REPAIR_SBOM = "dynawheel.cdx.json"
+REPAIR_LICENSES = "dynawheel-licenses/"
 
 
 def install_root(rel: str) -> str:
