@@ -243,6 +243,24 @@ def _by_file(images: Iterable[tuple[str, Image]]) -> dict[str, list[Image]]:
     return out
 
 
+def _macos_floor(arch: str) -> tuple[int, int]:
+    """The oldest macOS a tag of `arch` names: 11.0 for arm64 (arm64 Macs run macOS >= 11), else 10.9."""
+    return (11, 0) if arch == "arm64" else (10, 9)
+
+
+def macos_blockers(content: Content) -> tuple[Blocker, ...]:
+    """Why the Mach-O content's tag is not the oldest one its arch has (macosx_10_9, macosx_11_0 for arm64):
+    that tag's blockers (file, slice, the macOS it needs, the fix); () when it gets it or no tag fits."""
+    try:
+        best = _best_macos(content.macho, None)
+    except TagError:
+        return ()
+    arch = best.split("_", 3)[3]
+    major, minor = _macos_floor(arch)
+    floor = f"macosx_{major}_{minor}_{arch}"
+    return () if best == floor else explain(content, floor)
+
+
 def _best_macos(images: Sequence[tuple[str, Image]], target: str | None) -> str:
     files = _by_file(images)
     common = set.intersection(*({i.arch for i in imgs} for imgs in files.values()))
@@ -254,7 +272,7 @@ def _best_macos(images: Sequence[tuple[str, Image]], target: str | None) -> str:
     else:
         have = "; ".join(f"{p}: {'+'.join(i.arch for i in imgs)}" for p, imgs in sorted(files.items()))
         raise TagError(f"no architecture is common to every Mach-O binary, so no macOS tag fits ({have})")
-    need = (11, 0) if arch == "arm64" else (10, 9)
+    need = _macos_floor(arch)
     for imgs in files.values():
         for image in imgs:
             minimum = _min_macos(image)

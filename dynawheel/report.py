@@ -24,7 +24,7 @@ from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge,
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
 from .ops.content import content_of, tree_blacklisted
-from .platform_tags import Blocker, elf_verdict
+from .platform_tags import Blocker, elf_verdict, macos_blockers
 from .platforms import PATH_FLAG, backend_of
 from .policy import read_data
 from .search import SearchPaths
@@ -48,7 +48,7 @@ class Verdict:
     format: BinaryFormat
     summary: str  # 'manylinux_2_17_x86_64', 'arm64+x86_64, macOS >= 11.0', 'loads on Python >= 3.8'
     blockers: tuple[str, ...] = ()
-    explained: tuple[Blocker, ...] = ()  # ELF: the blockers, typed (file, subject, provider, fix)
+    explained: tuple[Blocker, ...] = ()  # ELF and Mach-O: the blockers, typed (file, subject, provider, fix)
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,9 @@ def _verdicts(analysis: Analysis, graph: DependencyGraph, facts: _ElfFacts) -> I
         archs = "+".join(sorted({image.arch for _p, image in macho}))
         mins = [image.macho.min_macos for _p, image in macho if image.macho.min_macos]
         newest = max(mins, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit())) if mins else "unknown"
-        yield Verdict(BinaryFormat.MACHO, f"{archs}, macOS >= {newest}")
+        explained = macos_blockers(content_of(analysis, graph))
+        yield Verdict(BinaryFormat.MACHO, f"{archs}, macOS >= {newest}", tuple(dict.fromkeys(map(str, explained))),
+                      explained)
     if _images(analysis, BinaryFormat.PE):
         yield _pe_verdict(analysis, graph)
 
