@@ -33,9 +33,6 @@ pytest.importorskip("atheris", reason="atheris (the fuzzing engine, PyPI) is not
 
 @pytest.mark.parametrize("kind", sorted(targets.KINDS))
 def test_fuzz_budget(kind: str, tmp_path: Path) -> None:
-    if kind == "upload" and _upload_type_error():
-        pytest.skip("known: serve.check_digests raises TypeError on a non-ASCII digest (serve.py is being "
-                    "rewritten on branch i13-publish; reported there)")
     if kind in ("elf", "zip", "check", "show", "repair", "index", "cli") and shutil.which("gcc") is None:
         pytest.skip("gcc builds the ELF seeds")
     proc = subprocess.run(
@@ -50,24 +47,6 @@ def test_fuzz_budget(kind: str, tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "==ERROR" not in proc.stderr, proc.stderr[-4000:]
     assert last["cases"] >= min(FUZZ_RUNS, MIN_RUNS), last
     assert last["slowest_case_cpu_s"] < 10, last  # CPU, not wall: a loaded CI machine must not fail this
-
-
-def _upload_type_error() -> bool:
-    """serve.check_digests(parts, content) before branch i13-publish raised TypeError on a non-ASCII digest."""
-    import inspect
-
-    from tests.fuzz.targets import _module
-
-    serve = _module("dynawheel.publish.serve", "dynawheel.serve")
-    if len(inspect.signature(serve.check_digests).parameters) == 3:
-        return False
-    try:
-        serve.check_digests({"sha256_digest": serve.FormPart("sha256_digest", None, "\u00e9".encode())}, b"")
-    except TypeError:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 def _crashers() -> list[Path]:

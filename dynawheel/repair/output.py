@@ -21,8 +21,6 @@ from ..wheel.text import parse_metadata
 from .plan import Job
 from .shim import add_shim, pth_shim
 
-MANIFEST = REPAIR_MANIFEST
-
 
 def manifest(job: Job) -> bytes:
     doc = {
@@ -123,8 +121,8 @@ def manifest_path(dest: Path, files: list[str]) -> Path:
     for name in files:
         top = name.split("/", 1)[0]
         if top.endswith(".dist-info"):
-            return dest / top / MANIFEST
-    return dest / MANIFEST
+            return dest / top / REPAIR_MANIFEST
+    return dest / REPAIR_MANIFEST
 
 
 def replace_file(src: Path, dest: Path) -> None:

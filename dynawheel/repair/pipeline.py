@@ -22,6 +22,7 @@ from ..analysis.resolve import Analysis, Status, analyze
 from ..errors import RepairError, UsageError
 from ..tree import HostFS, Tree
 from ..wheel.archive import write_wheel
+from ..wheel.layout import REPAIR_MANIFEST
 from ..wheel.tags import WheelTags, parse_filename, wheel_filename
 from .apply import edit_copies
 from .collect import (
@@ -38,7 +39,6 @@ from .collect import (
 from .licenses import Licenses
 from .options import RepairOptions
 from .output import (
-    MANIFEST,
     copy_atomic,
     manifest,
     manifest_path,
@@ -136,7 +136,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         extra = shim_files(job, session.read_small, dist)
         extra[f"{dist_info}/WHEEL"] = wheel_text(session.wheel_file, tags2)
         if job.collection.vendored or job.collection.provided:
-            extra[f"{dist_info}/{MANIFEST}"] = manifest(job)
+            extra[f"{dist_info}/{REPAIR_MANIFEST}"] = manifest(job)
         out = wheel_dir / wheel_filename(name, version, tags2, build)
         members = set(zf.namelist())
         metadata = with_requires(session.metadata, job.requires)
