@@ -20,6 +20,7 @@ import posixpath
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -407,8 +408,7 @@ def read_ld_so_cache(path: str) -> tuple[tuple[str, str, int], ...] | None:
     return None if entries is None else tuple((e.name, e.path, e.flags) for e in entries)
 
 
-@dataclass(frozen=True)
-class _CacheEntry:
+class _CacheEntry(NamedTuple):  # a private record (performance: no dataclass to create at import)
     name: str
     path: str
     flags: int
