@@ -471,11 +471,11 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     build_index(wh)
     cache = wh / ".dynawheel-index-cache.jsonl"
     lines = cache.read_bytes().splitlines()
+    wrong_size = json.dumps(["x" if i == 8 else v for i, v in enumerate(json.loads(lines[1]))]).encode()
     damaged = {
         "garbage": b"{not json\n",
         "torn-last-line": b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2],
-        "wrong-types": b"\n".join([lines[0], json.dumps(["x" if i == 8 else v for i, v in enumerate(json.loads(lines[1]))])
-                                    .encode(), *lines[2:]]) + b"\n",
+        "wrong-types": b"\n".join([lines[0], wrong_size, *lines[2:]]) + b"\n",
         "other-layout": b"\n".join([lines[0].replace(b'"layout": "[', b'"layout": "[9, '), *lines[1:]]) + b"\n",
         "empty": b"",
         "binary": os.urandom(4096),
