@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 # Mach-O verdicts (ops.content, platform_tags and the policy data) are imported only for a wheel that
 # needs them.
 
-log = logging.getLogger(__name__)
 
 JSON_VERSION = 3  # 2: 'abi3' (the stable-ABI audit) added; 3: 'provenance' (owners, licenses, SBOM), verdicts'
 # 'explanations' and images' 'elf_traits' added

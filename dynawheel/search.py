@@ -14,7 +14,6 @@ against.  A CPU with fewer levels is described with ``elf_hwcaps`` (``--glibc-hw
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import posixpath
 import struct
@@ -22,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-log = logging.getLogger(__name__)
+from .log import get_logger
+
+log = get_logger(__name__)
 
 # glibc's multiarch triplets (Debian) per normalized ELF arch.
 MULTIARCH = {

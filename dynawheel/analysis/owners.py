@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import posixpath
 import re
@@ -28,10 +27,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import ToolError
+from ..log import get_logger
 from ..search import SearchPaths
 from ..tools import run_tool
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # what Debian's dpkg calls an architecture, per the name the ELF reader uses
 DEB_ARCH = {"x86_64": "amd64", "i686": "i386", "aarch64": "arm64", "armv7l": "armhf", "ppc64le": "ppc64el",

@@ -6,14 +6,14 @@ tree), the package that owns it and its license files; for a wheel repaired by d
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 
+from ..log import get_logger
 from ..search import SearchPaths
 from ..tree import HostFS, Tree
 from .resolve import Analysis, Status
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SBOM_MEMBER = "sboms/dynawheel.cdx.json"  # below the .dist-info directory
 MAX_SBOM = 16 << 20  # bytes of an SBOM read by show

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
+from ..log import get_logger
 from ..magic import MAGIC_PREFIXES
 from ..search import SearchPaths
 
@@ -27,7 +27,7 @@ __all__ = ["BACKEND_MODULES", "MAGIC_READ", "PATH_FLAG", "Backend", "Candidate",
            "ElfEdits", "LinuxSystem", "Loaded", "MachoEdits", "PeEdits", "backend_for", "backend_of",
            "make_editor", "python_imports", "undefined_symbols"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAGIC_READ = 8  # bytes enough for every sniff()
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import logging
 import mmap
 import os
 import posixpath
@@ -67,10 +66,11 @@ from typing import Any, BinaryIO, NamedTuple, Union
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, PeFacts
 from ..errors import BinaryFormatError
+from ..log import get_logger
 from ..search import SearchPaths
 from . import PATH_FLAG, Candidate, LinuxSystem, Loaded
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DELAY_FLAG = "delay-load: found at first call only if already loaded (the delay helper uses the default search order)"
 
