@@ -402,9 +402,9 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = index_module._inspect_uncached
     index_module._cache.clear()  # the in-process cache would hide reads
 
-    def counting(path: Path, size: int, name: str) -> Any:
+    def counting(path: Path, st: os.stat_result, name: str) -> Any:
         reads.append(name)
-        return real(path, size, name)
+        return real(path, st, name)
 
     monkeypatch.setattr(index_module, "_inspect_uncached", counting)
     return reads
@@ -578,6 +578,23 @@ def test_page_json_is_json_dumps_byte_for_byte() -> None:
     docs += [{"doc": _random_json(rng)} for _ in range(500)]
     for doc in docs:
         assert _json_bytes(doc) == (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), doc
+
+
+def test_site_files_are_world_readable_whatever_the_umask(tmp_path: Path) -> None:
+    """Pages and .metadata files are 0644 (a web server reads them) even when written under umask 077,
+    new or replaced, and no temporary file is left beside them."""
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "perm", "1.0")
+    old = os.umask(0o077)
+    try:
+        build_index(wh)
+        make_wheel(wh, "perm", "2.0")
+        build_index(wh)
+    finally:
+        os.umask(old)
+    outputs = [wh / (whl.name + ".metadata"), *sorted((wh / "simple").rglob("index.*"))]
+    assert len(outputs) == 5 and {oct(p.stat().st_mode & 0o777) for p in outputs} == {"0o644"}
+    assert not [p for p in wh.rglob(".*") if p.name != ".dynawheel-index-cache.jsonl"]
 
 
 def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ the wheelhouse is scanned; hidden files (``.*``) and ``*.metadata`` are ignored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Union
 
 from .. import fsutil
 from ..errors import PackageIndexError
@@ -206,8 +207,7 @@ def inspect_distribution(path: Path, filename: str | None = None) -> DistFile:
         hit = _cache.get(key)
     if hit is not None and hit.filename == name:
         return hit
-    dist = _inspect_uncached(path, st.st_size, name)
-    dist = dataclasses.replace(dist, stat_key=(st.st_size, st.st_mtime_ns, st.st_ino), upload_time_ns=st.st_mtime_ns)
+    dist = _inspect_uncached(path, st, name)
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -215,36 +215,61 @@ def inspect_distribution(path: Path, filename: str | None = None) -> DistFile:
     return dist
 
 
-def _inspect_uncached(path: Path, size: int, name: str) -> DistFile:
+_WHOLE = 8 * 1024 * 1024  # a file up to this size is read once: hashed and unzipped from the same bytes
+
+
+def _inspect_uncached(path: Path, st: os.stat_result, name: str) -> DistFile:
+    """The distribution in ``path`` (``st`` its stat), opened once: its sha256 and its metadata."""
     from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
     from packaging.version import InvalidVersion
 
-    if name.endswith(".whl"):
-        kind: Kind = "wheel"
-        try:
-            fname, fversion, _build, _tags = parse_wheel_filename(name)
-        except (InvalidWheelFilename, InvalidVersion) as exc:
-            raise PackageIndexError(f"not a valid wheel file name ({exc}): {name!r}") from None
-        meta, metadata = _read_wheel_metadata(path, str(fname), name)
-    elif name.endswith(".tar.gz"):
-        kind = "sdist"
-        try:
+    tags = "sdist"
+    try:
+        if name.endswith(".whl"):
+            kind: Kind = "wheel"
+            fname, fversion, _build, parsed_tags = parse_wheel_filename(name)
+            tags = ".".join(sorted(map(str, parsed_tags)))
+        elif name.endswith(".tar.gz"):
+            kind = "sdist"
             fname, fversion = parse_sdist_filename(name)
-        except (InvalidSdistFilename, InvalidVersion) as exc:
-            raise PackageIndexError(f"not a valid sdist file name ({exc}): {name!r}") from None
-        meta, metadata = _read_sdist_pkg_info(path, name), None
-    else:
-        raise PackageIndexError(f"not a wheel (.whl) or sdist (.tar.gz): {name!r}")
-    project, version = _check_claims(name, meta, str(fname), fversion)
+        else:
+            raise PackageIndexError(f"not a wheel (.whl) or sdist (.tar.gz): {name!r}")
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
+        raise PackageIndexError(f"not a valid {kind} file name ({exc}): {name!r}") from None
+    with path.open("rb") as fh:
+        size, sha256, source = _hashed(fh, st.st_size)
+        if kind == "wheel":
+            meta, metadata = _read_wheel_metadata(source, str(fname), name)
+        else:
+            meta, metadata = _read_sdist_pkg_info(source, name), None
+    project, version, canonical = _check_claims(name, meta, str(fname), fversion)
     return DistFile(
         filename=name, directory=path.parent, project=project, normalized=normalize_name(project),
-        version=version, kind=kind, sha256=_sha256_file(path), size=size,
-        requires_python=_header(meta, "Requires-Python"), metadata=metadata,
+        version=version, kind=kind, sha256=sha256, size=size, requires_python=_header(meta, "Requires-Python"),
+        metadata=metadata, tags=tags, canonical_version=canonical,
+        stat_key=(st.st_size, st.st_mtime_ns, st.st_ino), upload_time_ns=st.st_mtime_ns,
     )
 
 
-def _check_claims(name: str, meta: Message, fname: str, fversion: Version) -> tuple[str, str]:
-    from packaging.utils import canonicalize_name
+def _hashed(fh: BinaryIO, size: int) -> tuple[int, str, BinaryIO]:
+    """Size and sha256 of an open file, and where to read its archive from: the bytes read (a small
+    file: one read) or the file itself (a big one: hashed in chunks, then read again where needed)."""
+    import hashlib
+    import io
+
+    if size <= _WHOLE:
+        data = fh.read()
+        return len(data), hashlib.sha256(data).hexdigest(), io.BytesIO(data)
+    digest = fsutil.sha256_hex(fh, _CHUNK)
+    size = fh.tell()
+    fh.seek(0)
+    return size, digest, fh
+
+
+def _check_claims(name: str, meta: Message, fname: str, fversion: Version) -> tuple[str, str, str]:
+    """Name and version as the metadata spells them (and the version canonical), when they are the
+    file name's."""
+    from packaging.utils import canonicalize_name, canonicalize_version
     from packaging.version import InvalidVersion, Version
 
     from ..wheel.tags import is_valid_name
@@ -253,14 +278,15 @@ def _check_claims(name: str, meta: Message, fname: str, fversion: Version) -> tu
     if project is None or version is None or not is_valid_name(project):
         raise PackageIndexError(f"metadata has no valid Name/Version (Name={project!r}, Version={version!r}): {name!r}")
     try:
-        same_version = Version(version) == fversion
+        parsed = Version(version)
+        same_version = parsed == fversion
     except InvalidVersion:
         raise PackageIndexError(f"metadata Version is not PEP 440 ({version!r}): {name!r}") from None
     if canonicalize_name(project) != canonicalize_name(fname) or not same_version:
         raise PackageIndexError(
             f"file name says {fname!r} {str(fversion)!r} but metadata says {project!r} {version!r}: {name!r}"
         )
-    return project, version
+    return project, version, canonicalize_version(parsed)
 
 
 def _header(meta: Message, key: str) -> str | None:
@@ -278,7 +304,7 @@ def _parse_metadata(data: bytes, what: str) -> Message:
     return email.parser.Parser().parsestr(text, headersonly=True)
 
 
-def _read_wheel_metadata(path: Path, fname: str, name: str) -> tuple[Message, bytes]:
+def _read_wheel_metadata(path: Path | BinaryIO, fname: str, name: str) -> tuple[Message, bytes]:
     """METADATA of a wheel, read from the zip without extracting anything.
 
     Only the entry ``<name>-<version>.dist-info/METADATA`` at the top level is read; no
@@ -352,12 +378,12 @@ def _is_top_metadata(arcname: str) -> bool:
     return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA"
 
 
-def _read_sdist_pkg_info(path: Path, name: str) -> Message:
+def _read_sdist_pkg_info(source: BinaryIO, name: str) -> Message:
     import tarfile
 
     stem = name[: -len(".tar.gz")]
     try:
-        with tarfile.open(path, "r:gz") as tf:
+        with tarfile.open(fileobj=source, mode="r:gz") as tf:
             for member in tf:
                 parts = member.name.split("/")
                 if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
@@ -390,7 +416,7 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
         raise PackageIndexError(f"wheelhouse is not a directory: {str(wheelhouse)!r}")
     dists: list[DistFile] = []
     skipped: list[Skipped] = []
-    todo: list[Path] = []
+    todo: list[tuple[Path, os.stat_result]] = []
     provenances: dict[str, tuple[int, int, int]] = {}
     known = cache.files if cache is not None else {}
     with os.scandir(wheelhouse) as listing:
@@ -412,8 +438,8 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
             if hit is not None and hit.stat_key == (st.st_size, st.st_mtime_ns, st.st_ino):
                 dists.append(hit)  # its path is wheelhouse/name: the cache is per wheelhouse (layout key)
             else:
-                todo.append(Path(entry.path))
-    for path, outcome in _inspect_many(sorted(todo)):
+                todo.append((Path(entry.path), st))
+    for path, outcome in _inspect_many(sorted(todo, key=lambda item: item[0].name)):
         if isinstance(outcome, DistFile):
             dists.append(outcome)
         else:
@@ -447,22 +473,22 @@ def _with_provenance(dist: DistFile, found: tuple[int, int, int] | None, skipped
     return dataclasses.replace(dist, provenance=found) if found != dist.provenance else dist
 
 
-def _inspect_one(path: Path) -> DistFile | str:
+def _inspect_one(item: tuple[Path, os.stat_result]) -> DistFile | str:
     try:
-        return inspect_distribution(path)
+        return _inspect_uncached(item[0], item[1], item[0].name)
     except (PackageIndexError, OSError) as exc:
         return str(exc)
 
 
-def _inspect_many(paths: list[Path]) -> list[tuple[Path, DistFile | str]]:
+def _inspect_many(items: list[tuple[Path, os.stat_result]]) -> list[tuple[Path, DistFile | str]]:
     """Inspect files on worker threads (hashing and inflating release the GIL)."""
-    if len(paths) < 4:
-        return [(path, _inspect_one(path)) for path in paths]
+    if len(items) < 4:
+        return [(item[0], _inspect_one(item)) for item in items]
     import concurrent.futures
 
-    workers = min(8, (os.cpu_count() or 1) + 2, len(paths))
+    workers = min(8, (os.cpu_count() or 1) + 2, len(items))
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="dynawheel-index") as pool:
-        return list(zip(paths, pool.map(_inspect_one, paths)))
+        return list(zip((item[0] for item in items), pool.map(_inspect_one, items)))
 
 
 # ---------------------------------------------------------------- the cache
@@ -708,14 +734,18 @@ class _Layout:
     def file_dir(self, dist: DistFile) -> Path:
         if self.flat:
             return self.simple / dist.normalized
-        return dist.directory if self.in_place else self.site / "files"
+        return dist.directory if self.in_place else self._files
+
+    @functools.cached_property
+    def _files(self) -> Path:
+        return self.site / "files"
 
     def href(self, dist: DistFile) -> str:
         from urllib.parse import quote
 
-        target = self.file_dir(dist) / dist.filename
-        rel = os.path.relpath(target, self.simple / dist.normalized)
-        return "/".join(quote(part) for part in Path(rel).parts)
+        if self.flat:
+            return quote(dist.filename)  # the page and the file are in the same directory
+        return _dir_href(self.file_dir(dist), self.simple) + quote(dist.filename)
 
     def provenance_url(self, dist: DistFile, href: str) -> str | None:
         """Where the file's PEP 740 provenance is: absolute under ``base_url``, else relative like ``href``."""
@@ -727,6 +757,15 @@ class _Layout:
             return href + PROVENANCE_SUFFIX
         rel = os.path.relpath(self.file_dir(dist) / provenance_name(dist.filename), self.site)
         return self.base_url + "/".join(quote(part) for part in Path(rel).parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _dir_href(directory: Path, simple: Path) -> str:
+    """The relative URL of ``directory`` seen from a project page (in ``simple/<project>/``), with a trailing
+    ``/``: the same for every project, as ``directory`` is not under ``simple/`` (not flat)."""
+    from urllib.parse import quote
+
+    return "".join(quote(part) + "/" for part in Path(os.path.relpath(directory, simple / "-")).parts)
 
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -779,7 +818,9 @@ def _json_bytes(doc: Mapping[str, JSONValue]) -> bytes:
 
 
 def _dump_indented(value: JSONValue | Mapping[str, JSONValue], pad: str, out: list[str]) -> None:
-    if isinstance(value, Mapping):
+    if type(value) is str:
+        out.append(_encode_scalar(value))
+    elif isinstance(value, Mapping):
         inner, sep = pad + " ", "{" + pad + " "
         for key in sorted(value):
             out += (sep, _encode_scalar(key), ": ")
@@ -1050,15 +1091,21 @@ class _Listings:
     """Directory listings of the site, each taken once per run (a name lookup instead of a stat per file)."""
 
     def __init__(self) -> None:
-        self._names: dict[Path, set[str]] = {}
+        self._names: dict[str, set[str]] = {}
 
-    def __call__(self, directory: Path) -> set[str]:
-        if directory not in self._names:
-            self._names[directory] = _names_in(directory)
-        return self._names[directory]
+    def __call__(self, directory: Path | str) -> set[str]:
+        key = os.fspath(directory)
+        names = self._names.get(key)
+        if names is None:
+            names = self._names[key] = _names_in(Path(key))
+        return names
 
-    def present(self, path: Path) -> bool:
-        return path.name in self(path.parent)
+    def present(self, path: Path | str) -> bool:
+        directory, name = os.path.split(os.fspath(path))
+        known = self._names.get(os.path.dirname(directory))
+        if directory not in self._names and known is not None and os.path.basename(directory) not in known:
+            return False  # in a directory that does not exist (yet): no need to list it
+        return name in self(directory)
 
 
 def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str],
@@ -1072,15 +1119,16 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
     if prev is not None and touched is not None and not touched and project is None:
         # every input of every page is the cache's, as when the pages were written: nothing to compare
         if not (listing.present(layout.simple / "index.html") and listing.present(layout.simple / "index.json")):
-            written += _write_pair(layout.simple, *root_pages(_display_names(by_project)))
-        written += _write_pages(layout, by_project, by_project.keys() - listing(layout.simple), yanked, statuses)
+            written += _write_pair(layout.simple, *root_pages(_display_names(by_project)), listing)
+        written += _write_pages(layout, by_project, by_project.keys() - listing(layout.simple), yanked, statuses,
+                                listing)
         return _logged(written), []
     prev_projects = _group(prev.files[n] for n in prev.listed) if prev is not None else {}
     missing = by_project.keys() - listing(layout.simple)
     candidates = by_project.keys() if touched is None else touched | missing
     pages = [norm for norm in candidates if norm in by_project and (
         norm in missing or not _same_page(norm, by_project[norm], prev, prev_projects.get(norm), yanked, statuses))]
-    written += _write_pages(layout, by_project, pages, yanked, statuses)
+    written += _write_pages(layout, by_project, pages, yanked, statuses, listing)
     if project is not None and prev is not None:  # the other projects, as the cache lists them
         others = {norm: group for norm, group in prev_projects.items() if norm != project}
         names = _display_names({**others, **by_project})
@@ -1088,7 +1136,7 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
         names = _display_names(by_project)
     if (prev is None or names != _display_names(prev_projects) or not listing.present(layout.simple / "index.html")
             or not listing.present(layout.simple / "index.json")):
-        written += _write_pair(layout.simple, *root_pages(names))
+        written += _write_pair(layout.simple, *root_pages(names), listing)
     if prev is None:
         removed = _remove_stale(layout, dists, set(by_project))
     else:
@@ -1115,12 +1163,11 @@ def _place_files(layout: _Layout, dists: list[DistFile], prev: SiteCache | None,
                     layout.in_place or (provenance_name(dist.filename) in there) == (dist.provenance is not None))):
                 continue  # unchanged since the cache was written, and still in place
         target = layout.file_dir(dist) / dist.filename
-        if _place_file(dist.path, target):
+        if not layout.in_place and _place_file(dist.path, target):  # in place, the file is its own target
             written.append(target)
-        meta_target = target.with_name(dist.filename + ".metadata")
-        if (dist.kind == "wheel"
-                and fsutil.write_atomic(meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist),
-                                        skip_same=True)):
+        meta_target = Path(f"{os.fspath(target)}.metadata")
+        if dist.kind == "wheel" and _write_file(
+                meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist), listing, new=True):
             written.append(meta_target)
         if not layout.in_place:  # in place, the pages link the wheelhouse's own provenance file
             written += _place_provenance(dist, target)
@@ -1157,12 +1204,12 @@ def _same_page(normalized: str, group: list[DistFile], prev: SiteCache | None, o
 
 
 def _write_pages(layout: _Layout, by_project: Mapping[str, list[DistFile]], projects: Iterable[str],
-                 yanked: Mapping[str, str], statuses: Mapping[str, ProjectStatus]) -> list[Path]:
+                 yanked: Mapping[str, str], statuses: Mapping[str, ProjectStatus], listing: _Listings) -> list[Path]:
     written: list[Path] = []
     for normalized in sorted(projects):
         page_html, page_json = project_pages(normalized, by_project[normalized], layout, yanked,
                                              statuses.get(normalized))
-        written += _write_pair(layout.simple / normalized, page_html, page_json)
+        written += _write_pair(layout.simple / normalized, page_html, page_json, listing)
     return written
 
 
@@ -1208,12 +1255,65 @@ def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[st
     return removed
 
 
-def _write_pair(directory: Path, page_html: bytes, page_json: bytes) -> list[Path]:
+def _write_pair(directory: Path, page_html: bytes, page_json: bytes, listing: _Listings) -> list[Path]:
     out = []
     for name, data in (("index.html", page_html), ("index.json", page_json)):
-        if fsutil.write_atomic(directory / name, data, skip_same=True):
+        if _write_file(directory / name, data, listing):
             out.append(directory / name)
     return out
+
+
+_NEW_FILE = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_BINARY", 0))
+
+
+def _write_file(path: Path, data: bytes, listing: _Listings, *, new: bool = False) -> bool:
+    """:func:`fsutil.write_atomic` with ``skip_same``, for the thousands of small files of a site: a file that
+    the directory's listing does not hold is written without looking for it first (5 system calls where
+    the general path takes 14: a cold run writes 10,000 files).  True when written.
+
+    ``new``: a file that no page links yet (the .metadata of a distribution that is new to the pages; the
+    pages are written after it) is created in place, without a temporary file and a rename: a reader can
+    reach it only once it is complete; a run killed midway leaves it to the next run, which finds the
+    distribution not in the cache and writes the file again.
+    """
+    name = os.fspath(path)
+    if listing.present(name):
+        return fsutil.write_atomic(path, data, skip_same=True)
+    if new:
+        try:
+            _write_fd(os.open(name, _NEW_FILE | os.O_EXCL, 0o644), data)
+            return True
+        except FileExistsError:  # created since the listing was taken
+            return fsutil.write_atomic(path, data, skip_same=True)
+    directory, base = os.path.split(name)
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, _NEW_FILE, 0o644)
+    except FileNotFoundError:
+        os.makedirs(directory or ".", exist_ok=True)
+        fd = os.open(tmp, _NEW_FILE, 0o644)
+    try:
+        _write_fd(fd, data)
+        os.replace(tmp, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a new file's descriptor, mode 0644 whatever the umask (a web server reads
+    the site), and close it."""
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _is_dist_name(name: str) -> bool:
