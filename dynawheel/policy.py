@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
@@ -20,8 +19,6 @@ from typing import Any
 from .binary import Image
 from .errors import DynawheelError
 from .platforms import LinuxSystem
-
-log = logging.getLogger(__name__)
 
 DATA_VERSION = 1
 

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .analysis.abi3 import Abi3Audit, audit_tags
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph
 from .analysis.provenance import Provenance, provenance_of
 from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
-from .ops.content import content_of, tree_blacklisted
-from .platform_tags import Blocker, elf_verdict, macos_blockers
 from .platforms import PATH_FLAG, backend_of
 from .policy import read_data
 from .search import SearchPaths
@@ -34,7 +30,13 @@ from .wording import counted
 if TYPE_CHECKING:
     from pathlib import Path
 
-log = logging.getLogger(__name__)
+    from .analysis.abi3 import Abi3Audit
+    from .platform_tags import Blocker
+
+# Performance (`show` of a small wheel is start-up bound, issue 11): the stable-ABI audit, the ELF and
+# Mach-O verdicts (ops.content, platform_tags and the policy data) are imported only for a wheel that
+# needs them.
+
 
 JSON_VERSION = 3  # 2: 'abi3' (the stable-ABI audit) added; 3: 'provenance' (owners, licenses, SBOM), verdicts'
 # 'explanations' and images' 'elf_traits' added
@@ -85,13 +87,13 @@ def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: b
         search = with_dll_directories(tree, search)
         analysis = analyze(tree, search)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
-        blacklisted = tree_blacklisted(tree, analysis)
+        blacklisted = _blacklisted(tree, analysis)
         provenance = provenance_of(tree, analysis, search)
     finally:
         tree.close()
     analysis = _with_fake_libraries(analysis)
     graph = DependencyGraph(analysis)
-    verdicts = tuple(_verdicts(analysis, graph, _ElfFacts(blacklisted, isa_check)))
+    verdicts = tuple(_verdicts(analysis, graph, blacklisted, isa_check))
     report = AuditReport(str(target), analysis, verdicts, abi3, provenance)
     report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
     return report
@@ -104,7 +106,20 @@ def wheel_abi3_audit(wheel_name: str, tree: Tree, analysis: Analysis) -> Abi3Aud
         return None
     # the tags as written: validating a wheel's name is `check`'s work, and packaging's parser would cost
     # `show` ~10 ms of imports (platform, subprocess)
+    if "abi3" not in parts[-2]:  # no stable ABI claimed (abi3, abi3t): audit_tags would say None
+        return None
+    from .analysis.abi3 import audit_tags
+
     return audit_tags(tree, analysis, parts[-3], parts[-2])
+
+
+def _blacklisted(tree: Tree, analysis: Analysis) -> tuple[tuple[str, str, str], ...]:
+    """The blacklisted symbols the tree's ELF files import (only the ELF verdict reads them)."""
+    if not _images(analysis, BinaryFormat.ELF):
+        return ()
+    from .ops.content import tree_blacklisted
+
+    return tree_blacklisted(tree, analysis)
 
 
 def _with_fake_libraries(analysis: Analysis) -> Analysis:
@@ -126,15 +141,13 @@ def _images(analysis: Analysis, fmt: BinaryFormat) -> list[tuple[str, Image]]:
     return out
 
 
-@dataclass(frozen=True)
-class _ElfFacts:
-    blacklisted: tuple[tuple[str, str, str], ...] = ()
-    isa_check: bool = True
-
-
-def _verdicts(analysis: Analysis, graph: DependencyGraph, facts: _ElfFacts) -> Iterator[Verdict]:
+def _verdicts(analysis: Analysis, graph: DependencyGraph, blacklisted: tuple[tuple[str, str, str], ...],
+              isa_check: bool) -> Iterator[Verdict]:
     if _images(analysis, BinaryFormat.ELF):
-        content = content_of(analysis, graph, blacklisted=facts.blacklisted, isa_check=facts.isa_check)
+        from .ops.content import content_of
+        from .platform_tags import elf_verdict
+
+        content = content_of(analysis, graph, blacklisted=blacklisted, isa_check=isa_check)
         verdict = elf_verdict(content)
         yield Verdict(BinaryFormat.ELF, verdict.tag, tuple(dict.fromkeys(map(str, verdict.blockers))),
                       verdict.blockers)
@@ -143,6 +156,9 @@ def _verdicts(analysis: Analysis, graph: DependencyGraph, facts: _ElfFacts) -> I
         archs = "+".join(sorted({image.arch for _p, image in macho}))
         mins = [image.macho.min_macos for _p, image in macho if image.macho.min_macos]
         newest = max(mins, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit())) if mins else "unknown"
+        from .ops.content import content_of
+        from .platform_tags import macos_blockers
+
         explained = macos_blockers(content_of(analysis, graph))
         yield Verdict(BinaryFormat.MACHO, f"{archs}, macOS >= {newest}", tuple(dict.fromkeys(map(str, explained))),
                       explained)

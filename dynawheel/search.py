@@ -14,14 +14,16 @@ against.  A CPU with fewer levels is described with ``elf_hwcaps`` (``--glibc-hw
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import posixpath
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
-log = logging.getLogger(__name__)
+from .log import get_logger
+
+log = get_logger(__name__)
 
 # glibc's multiarch triplets (Debian) per normalized ELF arch.
 MULTIARCH = {
@@ -434,8 +436,7 @@ def read_ld_so_cache(path: str) -> tuple[tuple[str, str, int], ...] | None:
     return None if entries is None else tuple((e.name, e.path, e.flags) for e in entries)
 
 
-@dataclass(frozen=True)
-class _CacheEntry:
+class _CacheEntry(NamedTuple):  # a private record (performance: no dataclass to create at import)
     name: str
     path: str
     flags: int

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Sequence
 
 from .errors import ToolError
+from .log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def find_tool(name: str, hint: str) -> str:

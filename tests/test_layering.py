@@ -28,7 +28,7 @@ KNOWN_SHADOWED: set[str] = set()
 
 WHEEL_MAY_IMPORT = ("dynawheel.wheel", "dynawheel.errors", "dynawheel.fsutil", "dynawheel.magic")
 PLATFORMS_MAY_IMPORT = ("dynawheel.platforms", "dynawheel.binary", "dynawheel.errors", "dynawheel.search",
-                        "dynawheel.tools", "dynawheel.fsutil", "dynawheel.magic")
+                        "dynawheel.tools", "dynawheel.fsutil", "dynawheel.magic", "dynawheel.log")
 CORE = ("dynawheel.analysis", "dynawheel.repair", "dynawheel.report")
 
 

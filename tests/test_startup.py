@@ -9,6 +9,8 @@ figures).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import subprocess
 import sys
@@ -37,10 +39,22 @@ NOT_FOR_SHOW = {
     "dynawheel.repair": "show reads no repair code (the shim's markers live beside their reader)",
     "dynawheel.wheel.tags": "imports packaging",
     "dynawheel.wheel.zipwriter": "writing is not show's",
+    "dynawheel.platforms.edits": "the editors' records (4 dataclasses): repair's",
+    "logging": "~7 ms (traceback, linecache, tokenize, string): imported by dynawheel.log when a record is emitted",
+    "dynawheel.analysis.owners": "package databases (shutil, regexes): only for a library found outside the tree",
 }
 
+# what `show` of a Windows wheel must not import on top (each measured with -X importtime when removed):
+# the rules of the ELF and Mach-O verdicts
+NOT_FOR_PE_SHOW = {
+    "dynawheel.platform_tags": "the ELF/Mach-O tag rules (3 dataclasses, an enum, regexes; ~1.5 ms)",
+    "dynawheel.ops.content": "what the ELF/Mach-O verdicts read (with analysis.imports)",
+}
+# ... and, for a wheel not tagged abi3, the stable-ABI audit
+NOT_FOR_NON_ABI3 = {"dynawheel.analysis.abi3": "the stable-ABI audit (2 dataclasses, its data)"}
+
 # what `--version` and `--help` may import of dynawheel: no command module
-VERSION_ONLY = {"dynawheel", "dynawheel.cli", "dynawheel.errors"}
+VERSION_ONLY = {"dynawheel", "dynawheel.cli", "dynawheel.errors", "dynawheel.log"}
 
 
 # runs the CLI in a fresh interpreter and writes what it imported (sys.modules, which also holds the
@@ -68,23 +82,27 @@ def imported(*args: str | Path, cwd: Path) -> tuple[int, set[str]]:
     return int(code), set(names)
 
 
-def offenders(names: set[str]) -> dict[str, str]:
-    return {n: why for n, why in NOT_FOR_SHOW.items() if any(m == n or m.startswith(n + ".") for m in names)}
+def offenders(names: set[str], listed: dict[str, str] = NOT_FOR_SHOW) -> dict[str, str]:
+    return {n: why for n, why in listed.items() if any(m == n or m.startswith(n + ".") for m in names)}
 
 
-@pytest.fixture
-def abi3_wheel(tmp_path: Path) -> Path:
-    """A small win_amd64 wheel tagged abi3 (the stable-ABI audit runs: psutil's case) whose extension
-    imports from python3.dll."""
-    wheel = tmp_path / "demo-1.0-cp38-abi3-win_amd64.whl"
+def windows_wheel(directory: Path, python: str, abi: str) -> Path:
+    """A small win_amd64 wheel of these tags whose extension imports from python3.dll."""
+    wheel = directory / f"demo-1.0-{python}-{abi}-win_amd64.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("demo/__init__.py", "")
         zf.write(PE_FIXTURE, "demo/_ext.pyd")
         zf.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
         zf.writestr("demo-1.0.dist-info/WHEEL",
-                    "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp38-abi3-win_amd64\n")
+                    f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {python}-{abi}-win_amd64\n")
         zf.writestr("demo-1.0.dist-info/RECORD", "")
     return wheel
+
+
+@pytest.fixture
+def abi3_wheel(tmp_path: Path) -> Path:
+    """Tagged abi3: the stable-ABI audit runs (psutil's case)."""
+    return windows_wheel(tmp_path, "cp38", "abi3")
 
 
 def test_show_of_a_windows_wheel_imports_only_what_it_needs(abi3_wheel: Path, tmp_path: Path) -> None:
@@ -94,6 +112,18 @@ def test_show_of_a_windows_wheel_imports_only_what_it_needs(abi3_wheel: Path, tm
     assert {"dynawheel.tree", "dynawheel.platforms.pe", "dynawheel.analysis.abi3", "dynawheel.platforms.symbols",
             "dynawheel.report"} <= names, sorted(n for n in names if n.startswith("dynawheel"))
     assert offenders(names) == {}
+    assert offenders(names, NOT_FOR_PE_SHOW) == {}
+
+
+def test_show_of_a_windows_wheel_not_tagged_abi3_imports_no_audit(tmp_path: Path) -> None:
+    """Most Windows wheels (cp311-cp311): no stable-ABI audit, no ELF/Mach-O rules, no package database."""
+    wheel = windows_wheel(tmp_path, "cp311", "cp311")
+    code, names = imported("show", "--no-system-paths", wheel, cwd=tmp_path)
+    assert code in (0, 3)
+    assert {"dynawheel.tree", "dynawheel.platforms.pe", "dynawheel.report"} <= names
+    assert offenders(names) == {}
+    assert offenders(names, NOT_FOR_PE_SHOW) == {}
+    assert offenders(names, NOT_FOR_NON_ABI3) == {}
 
 
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the ELF library")
@@ -106,6 +136,57 @@ def test_show_of_an_elf_file_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert offenders(names) == {}
 
 
+# what a repair imports only for what it writes: the SBOM (--no-sbom: none), METADATA fields (license files,
+# Requires-Dist of --provided-by), a build's metadata sources
+NOT_FOR_A_PLAIN_REPAIR = {
+    "cyclonedx": "the SBOM's library (~70 ms): only when an SBOM is written",
+    "py_serializable": "cyclonedx's serializer",
+    "packageurl": "purls are the SBOM's",
+    "license_expression": "SPDX expressions are the SBOM's",
+    "email": "METADATA fields are read only to add License-File or Requires-Dist; the checks of the wheel's "
+             "texts need no parser",
+    "packaging.requirements": "wheel/metadata.py's, for build",
+    "tomllib": "pyproject.toml is build's",
+    "dynawheel.wheel.metadata": "build's",
+}
+
+
+def _plain_wheel(tmp_path: Path) -> Path:
+    """demo-1.0: an extension needing libaa.so.1 from a build directory no package manager owns (so no license
+    files to ship)."""
+    build, stage = tmp_path / "build", tmp_path / "stage"
+    libaa = elfbuild.shared_lib(build / "libaa.so.1", soname="libaa.so.1")
+    ext = elfbuild.extension(stage / "demo", "_e", needs=[libaa], runpath=[str(build)])
+    files = {"demo/__init__.py": b"", f"demo/{ext.name}": ext.read_bytes(),
+             "demo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+             "demo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_x86_64\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items())
+    wheel = tmp_path / "demo-1.0-cp311-cp311-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr("demo-1.0.dist-info/RECORD", record + "demo-1.0.dist-info/RECORD,,\n")
+    return wheel
+
+
+@pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
+def test_repair_imports_the_sbom_library_only_to_write_an_sbom(tmp_path: Path) -> None:
+    wheel = _plain_wheel(tmp_path)
+    for args, written in (("--no-sbom",), False), ((), True):
+        out = tmp_path / f"out{len(args)}"
+        code, names = imported("repair", wheel, "-w", out, *args, cwd=tmp_path)
+        assert code == 0
+        with zipfile.ZipFile(next(out.glob("*.whl"))) as zf:  # the repair did run: libaa.so.1 is vendored
+            got = zf.namelist()
+        assert any("libaa" in n for n in got) and ("demo-1.0.dist-info/sboms/dynawheel.cdx.json" in got) == written
+        assert not any(n.startswith("demo-1.0.dist-info/licenses/") for n in got)
+        heavy = {n: why for n, why in NOT_FOR_A_PLAIN_REPAIR.items()
+                 if any(m == n or m.startswith(n + ".") for m in names)}
+        sbom = {"cyclonedx", "py_serializable", "packageurl"}  # no license expression: no package declares one
+        assert (set(heavy) <= sbom and {"cyclonedx", "packageurl"} <= set(heavy)) if written else not heavy, heavy
+
+
 @pytest.mark.parametrize("args", [("--version",), ("--help",)])
 def test_version_and_help_import_no_command(args: tuple[str, ...], tmp_path: Path) -> None:
     code, names = imported(*args, cwd=tmp_path)
@@ -113,6 +194,7 @@ def test_version_and_help_import_no_command(args: tuple[str, ...], tmp_path: Pat
     ours = {n for n in names if n == "dynawheel" or n.startswith("dynawheel.")}
     assert ours <= VERSION_ONLY, sorted(ours - VERSION_ONLY)
     assert "dataclasses" not in names
+    assert "logging" not in names
 
 
 def test_help_lists_every_command_and_a_command_gets_its_own_parser(tmp_path: Path) -> None:

@@ -5,17 +5,17 @@ Kept apart from audit.py so that `dynawheel repair` does not import the report c
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import replace
 
 from ..errors import UsageError
+from ..log import get_logger
 from ..search import SearchPaths
 from ..tree import Tree
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # the markers of the block repair/shim.py writes (here, beside their reader: `show` does not import repair/)
 SHIM_START = "# start dynawheel dll shim"

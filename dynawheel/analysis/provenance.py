@@ -6,15 +6,14 @@ tree), the package that owns it and its license files; for a wheel repaired by d
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 
+from ..log import get_logger
 from ..search import SearchPaths
 from ..tree import HostFS, Tree
-from .owners import Owners
 from .resolve import Analysis, Status
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SBOM_MEMBER = "sboms/dynawheel.cdx.json"  # below the .dist-info directory
 MAX_SBOM = 16 << 20  # bytes of an SBOM read by show
@@ -58,12 +57,7 @@ def provenance_of(tree: Tree, analysis: Analysis, search: SearchPaths) -> Proven
     real = HostFS(search.sysroot).real  # one library under several names (links) is one library
     outside = sorted({real(e.hit) or e.hit for w in analysis.walks for e in w.edges
                       if e.status is Status.EXTERNAL and e.hit})
-    finder = Owners(search)
-    libraries = []
-    for path in outside:
-        owner = finder.owner(path)
-        libraries.append(LibraryLicenses(path, False, owner.purl() if owner else None,
-                                         tuple(p for _, p in owner.licenses) if owner else ()))
+    libraries = _outside_libraries(outside, search)
     dist_info = next((f.split("/", 1)[0] for f in tree.files() if f.split("/", 1)[0].endswith(".dist-info")), None)
     sbom = f"{dist_info}/{SBOM_MEMBER}" if dist_info and tree.exists(f"{dist_info}/{SBOM_MEMBER}") else None
     if dist_info is None or sbom is None:
@@ -75,6 +69,20 @@ def provenance_of(tree: Tree, analysis: Analysis, search: SearchPaths) -> Proven
         prefixes = (path.rsplit("/", 1)[-1] + "/", path + "/")
         libraries.append(LibraryLicenses(path, True, c.purl, tuple(e for e in entries if e.startswith(prefixes))))
     return Provenance(tuple(libraries), sbom, components)
+
+
+def _outside_libraries(outside: list[str], search: SearchPaths) -> list[LibraryLicenses]:
+    if not outside:
+        return []
+    from .owners import Owners  # performance: the package databases' readers only when a library is outside
+
+    finder = Owners(search)
+    libraries = []
+    for path in outside:
+        owner = finder.owner(path)
+        libraries.append(LibraryLicenses(path, False, owner.purl() if owner else None,
+                                         tuple(p for _, p in owner.licenses) if owner else ()))
+    return libraries
 
 
 def _read(tree: Tree, rel: str, limit: int) -> bytes | None:

@@ -23,7 +23,6 @@ of one file in one directory (soname symlinks) share its walk, re-rooted at each
 from __future__ import annotations
 
 import enum
-import logging
 import os
 import posixpath
 import re
@@ -33,13 +32,14 @@ from dataclasses import dataclass, field, replace
 
 from ..binary import BinaryFile, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
+from ..log import get_logger
 from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
 from ..policy import linux_system
 from ..search import SearchPaths
 from ..tree import HostFS, Tree, in_tree
 from ..wheel.layout import PACKAGE, install_root
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PARSE_THREADS = min(4, os.cpu_count() or 1)
 # Bounds on the work one analysis does and keeps, whatever the binaries ask (1,500 DT_NEEDED x a

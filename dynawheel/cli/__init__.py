@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_INTERNAL, DynawheelError
+from ..log import DEBUG, ERROR, INFO, WARNING, configure, get_logger
 
 # command -> (the module that registers it, its line in `dynawheel --help`).  Only the module of the
 # command given is imported (all of them cost ~130 ms, more than `show` on a small wheel takes in all);
@@ -104,7 +104,8 @@ def program() -> NoReturn:
         gc.freeze()
         gc.enable()
     code = _run(args)
-    logging.shutdown()
+    if "logging" in sys.modules:  # imported only when a record was emitted (dynawheel.log)
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -116,9 +117,14 @@ def program() -> NoReturn:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _parser(argv)
     args = parser.parse_args(argv)
-    level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
-                                               logging.INFO if args.verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="dynawheel: %(levelname)s: %(message)s")
+    level = ERROR if args.quiet else (DEBUG if args.verbose > 1 else INFO if args.verbose else WARNING)
+
+    def setup() -> None:
+        import logging
+
+        logging.basicConfig(level=level, format="dynawheel: %(levelname)s: %(message)s")
+
+    configure(level, setup)  # performance: logging is imported when a record at `level` is emitted
     return args
 
 
@@ -132,5 +138,5 @@ def _run(args: argparse.Namespace) -> int:
         print("dynawheel: interrupted", file=sys.stderr)
         return 130
     except Exception:  # a bug: show the traceback, say so
-        logging.getLogger("dynawheel").exception("internal error (please report this)")
+        get_logger("dynawheel").exception("internal error (please report this)")
         return EXIT_INTERNAL

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import posixpath
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, Image
+from ..log import get_logger
 from ..magic import MAGIC_PREFIXES
 from ..search import SearchPaths
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from .edits import EditJob, Editor, Edits, ElfEdits, MachoEdits, PeEdits, make_editor
 
-log = logging.getLogger(__name__)
+__all__ = ["BACKEND_MODULES", "MAGIC_READ", "PATH_FLAG", "Backend", "Candidate", "EditJob", "Editor", "Edits",
+           "ElfEdits", "LinuxSystem", "Loaded", "MachoEdits", "PeEdits", "backend_for", "backend_of",
+           "make_editor", "python_imports", "undefined_symbols"]
+
+log = get_logger(__name__)
 
 MAGIC_READ = 8  # bytes enough for every sniff()
 
@@ -162,132 +166,17 @@ def backend_of(fmt: BinaryFormat) -> Backend:
     return backend
 
 
-# ---- editors -------------------------------------------------------------------------------------
+# ---- editors: platforms/edits.py, imported on first use (performance: `show` edits nothing) ---------
 
-# Each record also answers the format-neutral questions of `dynawheel repair --dry-run` (and of
-# RepairResult.plan): renames, runpath, own_name, delete_rpaths.
-
-@dataclass(frozen=True)
-class ElfEdits:
-    """The edits of one ELF file, applied in one write (or one patchelf call)."""
-
-    format: ClassVar[BinaryFormat] = BinaryFormat.ELF
-    replace_needed: tuple[tuple[str, str], ...] = ()  # (DT_NEEDED, new name), in the order decided
-    runpath: tuple[str, ...] | None = None  # None: leave as is; (): remove RPATH/RUNPATH
-    soname: str | None = None
-    force_rpath: bool = False  # write DT_RPATH (inherited by dependencies) instead of DT_RUNPATH
-
-    @property
-    def empty(self) -> bool:
-        return not self.replace_needed and self.runpath is None and self.soname is None
-
-    @property
-    def renames(self) -> dict[str, str]:
-        return dict(self.replace_needed)
-
-    @property
-    def own_name(self) -> str | None:
-        return self.soname
-
-    @property
-    def delete_rpaths(self) -> tuple[str, ...]:
-        return ()
+_EDIT_NAMES = frozenset({"EditJob", "Editor", "Edits", "ElfEdits", "MachoEdits", "PeEdits", "make_editor"})
 
 
-@dataclass(frozen=True)
-class MachoEdits:
-    """The edits of one Mach-O file (every slice): renamed dependencies, install name, LC_RPATHs."""
+def __getattr__(name: str) -> Any:
+    if name not in _EDIT_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import edits
 
-    format: ClassVar[BinaryFormat] = BinaryFormat.MACHO
-    change_dependencies: tuple[tuple[str, str], ...] = ()  # (load command's name, new name), in the order decided
-    install_id: str | None = None
-    delete_rpaths: tuple[str, ...] = ()
-    add_rpaths: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.change_dependencies or self.install_id or self.delete_rpaths or self.add_rpaths)
-
-    @property
-    def renames(self) -> dict[str, str]:
-        return dict(self.change_dependencies)
-
-    @property
-    def own_name(self) -> str | None:
-        return self.install_id
-
-    @property
-    def runpath(self) -> tuple[str, ...] | None:
-        return None
-
-
-@dataclass(frozen=True)
-class PeEdits:
-    """The edits of one PE file: imported DLLs renamed."""
-
-    format: ClassVar[BinaryFormat] = BinaryFormat.PE
-    rename_imports: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not self.rename_imports
-
-    @property
-    def renames(self) -> dict[str, str]:
-        return dict(self.rename_imports)
-
-    @property
-    def own_name(self) -> str | None:
-        return None
-
-    @property
-    def runpath(self) -> tuple[str, ...] | None:
-        return None
-
-    @property
-    def delete_rpaths(self) -> tuple[str, ...]:
-        return ()
-
-
-Edits = Union[ElfEdits, MachoEdits, PeEdits]
-
-
-@dataclass(frozen=True)
-class EditJob:
-    """One file an editor writes: the private copy `path`, the tree path errors name (`label`), its
-    edits, and, for an editor that `writes_from_source`, the file to read when `path` does not exist yet."""
-
-    path: Path
-    label: str
-    edits: Edits
-    source: str | None = None
-
-
-class Editor(Protocol):
-    """Writes the edits of one format, every file once with all its edits."""
-
-    format: BinaryFormat
-    writes_from_source: bool  # True: EditJob.source may name the file to read (the copy is written from it)
-
-    def prepare(self) -> None:
-        """Start what the edits will need (a tool's version check) on a thread; failures surface in apply()."""
-        ...
-
-    def apply(self, jobs: Sequence[EditJob], done: Callable[[Path], None] | None = None) -> None:
-        """Write every job; `done` is called with each copy once it is final (maybe on another thread).
-        Nothing is written when a file cannot take its edits and the format can tell in advance."""
-        ...
-
-
-_EDITOR_MODULES = {BinaryFormat.ELF: "elf_edit", BinaryFormat.PE: "pe_edit", BinaryFormat.MACHO: "macho_edit"}
-
-
-def make_editor(fmt: BinaryFormat, *, in_process: bool = True) -> Editor:
-    """A new editor for `fmt` (its module is imported now).  `in_process` False: an editor that can
-    leave the work to an external tool does so (ELF: patchelf for every file)."""
-    module = importlib.import_module(f"{__name__}.{_EDITOR_MODULES[fmt]}")
-    editor: Editor = module.make_editor(in_process=in_process)
-    return editor
+    return getattr(edits, name)
 
 
 # ---- symbols -------------------------------------------------------------------------------------

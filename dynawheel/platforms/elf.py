@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import array
 import functools
-import logging
 import posixpath
 import re
 import struct
@@ -97,10 +96,11 @@ from ..binary import (
     X86Isa,
 )
 from ..errors import BinaryFormatError
+from ..log import get_logger
 from ..search import SearchPaths
 from . import Candidate, LinuxSystem, Loaded
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAGIC = b"\x7fELF"
 PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE = 1, 2, 3, 4

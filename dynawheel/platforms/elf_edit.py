@@ -21,7 +21,7 @@ from pathlib import Path
 from ..binary import BinaryFormat
 from ..errors import ToolError
 from ..tools import find_tool, run_tool
-from . import EditJob, ElfEdits
+from .edits import EditJob, ElfEdits
 
 log = logging.getLogger(__name__)
 MIN_VERSION = (0, 18)

@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import ElfEdits
+from .edits import ElfEdits
 from .elf import DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRTAB, DT_VERNEED, DT_VERNEEDNUM
 
 if TYPE_CHECKING:

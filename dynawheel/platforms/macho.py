@@ -42,7 +42,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import logging
 import os
 import posixpath
 import struct
@@ -53,10 +52,11 @@ from typing import Any, BinaryIO
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, MachoFacts
 from ..errors import BinaryFormatError
+from ..log import get_logger
 from ..search import SearchPaths
 from . import Candidate, LinuxSystem, Loaded
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FAT_MAGIC = 0xCAFEBABE
 FAT_MAGIC_64 = 0xCAFEBABF

@@ -24,8 +24,8 @@ from typing import Union
 from .. import fsutil
 from ..binary import BinaryFormat
 from ..errors import BinaryFormatError, HeaderSpaceError, RepairError
-from . import EditJob, MachoEdits
 from .codesign import needs_signature, sign_slice
+from .edits import EditJob, MachoEdits
 from .macho import (
     DYLIB_KINDS,
     LC_CODE_SIGNATURE,

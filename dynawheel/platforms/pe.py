@@ -56,22 +56,21 @@ from __future__ import annotations
 import functools
 import io
 import json
-import logging
 import mmap
 import os
 import posixpath
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, NamedTuple, Union
 
 from ..binary import BinaryFile, BinaryFormat, Dependency, DepKind, FileKind, Image, PeFacts
 from ..errors import BinaryFormatError
+from ..log import get_logger
 from ..search import SearchPaths
 from . import PATH_FLAG, Candidate, LinuxSystem, Loaded
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DELAY_FLAG = "delay-load: found at first call only if already loaded (the delay helper uses the default search order)"
 
@@ -90,8 +89,9 @@ MAX_IMPORTED = 1 << 20  # entries of one import lookup table
 Data = Union[bytes, mmap.mmap]
 
 
-@dataclass(frozen=True)
-class NameSlot:
+# The reader's own records are NamedTuples (frozen, typed; performance: no dataclass to create at
+# import, `show` of a small wheel being start-up bound); the model it returns is binary.py's.
+class NameSlot(NamedTuple):
     """A DLL name referenced from an import table: where it is, what it says."""
 
     kind: DepKind
@@ -101,8 +101,7 @@ class NameSlot:
     pointer: int  # file offset of the descriptor's name-RVA field
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """One section header: where its bytes are in memory (RVA) and in the file."""
 
     virtual_address: int
@@ -111,8 +110,7 @@ class Section:
     raw_pointer: int
 
 
-@dataclass(frozen=True)
-class Headers:
+class Headers(NamedTuple):
     """What the readers need from the COFF and optional headers (PE format specification)."""
 
     machine: int
@@ -378,7 +376,7 @@ SYSTEM_ARCH = {"x86_64": "x64", "i686": "x86", "arm64": "arm64"}
 
 
 @functools.lru_cache(maxsize=1)
-def _system_lists() -> dict[str, frozenset[str]]:
+def _system_lists() -> dict[str, list[str]]:
     name = "windows-system-dlls.json"
     try:  # performance: beside the package, without importlib.resources (~2.5 ms to import)
         with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", name), encoding="utf-8") as fp:
@@ -390,7 +388,14 @@ def _system_lists() -> dict[str, frozenset[str]]:
     doc = json.loads(text)
     if doc.get("version") != 2:
         raise ValueError(f"windows-system-dlls.json: unsupported version {doc.get('version')!r}")
-    return {arch: frozenset(name.lower() for name in names) for arch, names in doc["dlls"].items()}
+    lists: dict[str, list[str]] = doc["dlls"]
+    return lists
+
+
+@functools.cache
+def _system_set(key: str) -> frozenset[str]:
+    """The lower-cased names of one list (performance: only the lists asked for become sets)."""
+    return frozenset(map(str.lower, _system_lists()[key]))
 
 
 @functools.cache
@@ -399,11 +404,10 @@ def system_dlls(arch: str = "x86_64") -> frozenset[str]:
     System32 (SysWOW64 for i686), from ``data/windows-system-dlls.json`` (versioned, with its
     provenance; ``scripts/gen_windows_dlls.py`` regenerates it).  An arch without a list (armv7l)
     gets the names every list has."""
-    lists = _system_lists()
     key = SYSTEM_ARCH.get(arch)
     if key is not None:
-        return lists[key]
-    return frozenset.intersection(*lists.values())
+        return _system_set(key)
+    return frozenset.intersection(*map(_system_set, _system_lists()))
 
 
 def is_vc_redist(name: str) -> bool:

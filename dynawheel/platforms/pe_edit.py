@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..binary import BinaryFormat
 from ..errors import BinaryFormatError, RepairError
-from . import EditJob, PeEdits
+from .edits import EditJob, PeEdits
 from .pe import NameSlot, PEView, import_slots
 
 log = logging.getLogger(__name__)

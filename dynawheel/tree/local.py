@@ -3,7 +3,6 @@ a tree."""
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 import stat
@@ -11,10 +10,11 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import StageError
+from ..log import get_logger
 from ..search import real_below
 from .protocol import in_tree
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
 

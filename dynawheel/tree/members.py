@@ -4,7 +4,6 @@ streams over a big member (inflated on demand, or stored bytes read in place).""
 from __future__ import annotations
 
 import io
-import logging
 import os
 import queue
 import threading
@@ -12,9 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import WheelFormatError
+from ..log import get_logger
 from ..wheel.inflate import errors, inflater
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _finish_errors() -> tuple[type[Exception], ...]:
