@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(not (elfbuild.have_gcc() and os.path.exists(LDSO
 HOST = SearchPaths.from_host({})
 
 
-def ldso_trace(path: Path, env: dict[str, str] | None = None, chroot: Path | None = None) -> dict[str, str | None]:
+def ldso_trace(path: Path, env: dict[str, str] | None = None, chroot: Path | None = None,
+               options: tuple[str, ...] = ()) -> dict[str, str | None]:
     """{request name: the REAL path of what glibc's ld.so loads, or None when "not found"}.
     Real paths: ld.so prints a path as it opened it ("dir/link/../lib/x.so"), which only the
     kernel resolves (a textual normpath would be wrong after a symlinked directory)."""
@@ -36,19 +37,42 @@ def ldso_trace(path: Path, env: dict[str, str] | None = None, chroot: Path | Non
             os.chroot(chroot)
             os.chdir("/")
 
-    proc = subprocess.run([LDSO, str(path)], capture_output=True, text=True, env=clean, check=False,
+    proc = subprocess.run([LDSO, *options, str(path)], capture_output=True, text=True, env=clean, check=False,
                           preexec_fn=enter)
     out: dict[str, str | None] = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"^\s*(\S+) => (?:(\S+) \(0x[0-9a-f]+\)|not found)", line)
         m = m or re.match(r"^\s*()(/\S+) \(0x[0-9a-f]+\)", line)  # a DT_NEEDED path (or the interpreter)
         if m and (m.group(1) or m.group(2)) not in out and "ld-linux-x86-64.so.2" not in line:
-            where = m.group(2)
-            if where is not None:
-                where = os.path.realpath(where if chroot is None else f"{chroot}{where}")
-            out[m.group(1) or m.group(2)] = where
+            out[m.group(1) or m.group(2)] = m.group(2)
     assert out, f"ld.so listed nothing for {path}: {proc.stdout!r} {proc.stderr!r}"
-    return out
+    if chroot is None:
+        return {name: where and os.path.realpath(where) for name, where in out.items()}
+    real = real_in_root(chroot, [where for where in out.values() if where is not None])
+    return {name: where and f"{chroot}{real[where]}" for name, where in out.items()}
+
+
+def real_in_root(chroot: Path, paths: list[str]) -> dict[str, str]:
+    """{path: its real path} as the kernel resolves it in `chroot ROOT` (absolute links start again at
+    the root): os.path.realpath in a child process that has chrooted."""
+    import json
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: chroot, resolve, report, exit without running the parent's cleanups
+        try:
+            os.close(read)
+            os.chroot(chroot)
+            os.chdir("/")
+            os.write(write, json.dumps({p: os.path.realpath(p) for p in paths}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fp:
+        data = fp.read()
+    os.waitpid(pid, 0)
+    real: dict[str, str] = json.loads(data)
+    return real
 
 
 def ours(analysis: Analysis, root: str) -> dict[str, str | None]:
@@ -270,6 +294,27 @@ def test_hwcaps_levels_are_settable_for_a_target(hwcaps_dir: Path, tmp_path: Pat
     assert bare["libh1.so.1"] == str(hwcaps_dir / "libh1.so.1")
 
 
+def test_target_levels_as_ld_so_masks_them(hwcaps_dir: Path, tmp_path: Path) -> None:
+    """A target CPU with fewer levels, by the real loader: `ld.so --glibc-hwcaps-mask LIST` searches only
+    the levels of LIST (this CPU's legacy subdirectories stay); this host's SearchPaths with those
+    levels gives the same closure."""
+    from dataclasses import replace
+
+    if len(HOST.elf_hwcaps) < 2:
+        pytest.skip("this CPU has fewer than two glibc-hwcaps levels")
+    libs = [hwcaps_dir / n for n in ("libh1.so.1", "libh2.so.1", "libh4.so.1")]
+    libs.append(hwcaps_dir / "glibc-hwcaps" / "x86-64-v2" / "libh3.so.1")
+    root = elfbuild.shared_lib(tmp_path / "libroot.so", needs=libs, runpath=[str(hwcaps_dir)])
+    seen = set()
+    for levels in (HOST.elf_hwcaps, ("x86-64-v2",), ()):
+        theirs = ldso_trace(root, options=("--glibc-hwcaps-mask", ":".join(levels) or "none"))
+        theirs.pop("ld-linux-x86-64.so.2", None)
+        assert ours(analyze(FileTree(root), replace(HOST, elf_hwcaps=levels)), str(root)) == theirs, levels
+        seen.add(theirs["libh3.so.1"])
+    assert seen == {str(hwcaps_dir / sub / "libh3.so.1") for sub in (f"glibc-hwcaps/{HOST.elf_hwcaps[0]}",
+                                                                     "glibc-hwcaps/x86-64-v2", "tls")}
+
+
 @needs_chroot
 def test_ld_so_cache_hwcaps_entries(tmp_path: Path) -> None:
     """ldconfig caches a library of a glibc-hwcaps or legacy subdirectory as extra entries of its
@@ -374,6 +419,22 @@ def test_dotdot_below_a_sysroot(tmp_path: Path) -> None:
     app = elfbuild.shared_lib(tmp_path / "tree" / "libroot.so", needs=[real], runpath=["/opt/app/link/../lib"])
     got = ours(analyze(FileTree(app), SearchPaths(sysroot=str(root))), str(app))
     assert got["libdd.so.1"] == str(real)
+
+
+@needs_chroot
+def test_dotdot_below_a_sysroot_as_ld_so_in_the_root(tmp_path: Path) -> None:
+    """The same against ld.so in `chroot ROOT`: an absolute link inside the root is followed inside it,
+    for an absolute RUNPATH and for $ORIGIN, and the decoy the text points to is not taken."""
+    root = make_root(tmp_path / "root")
+    decoy = elfbuild.shared_lib(root / "opt" / "app" / "lib" / "libdd.so.1", soname="libdd.so.1")
+    real = elfbuild.shared_lib(root / "opt" / "other" / "lib" / "libdd.so.1", soname="libdd.so.1")
+    (root / "opt" / "other" / "deep").mkdir()
+    (root / "opt" / "app" / "link").symlink_to("/opt/other/deep")  # absolute: re-rooted
+    elfbuild.shared_lib(root / "opt" / "app" / "libabs.so", needs=[decoy], runpath=["/opt/app/link/../lib"])
+    elfbuild.shared_lib(root / "opt" / "app" / "liborg.so", needs=[decoy], runpath=["$ORIGIN/link/../lib"])
+    for name in ("libabs.so", "liborg.so"):
+        got = agree_in_root(root, f"/opt/app/{name}", SearchPaths.for_sysroot(str(root)))
+        assert got["libdd.so.1"] == str(real), name
 
 
 @needs_chroot

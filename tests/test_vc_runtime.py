@@ -21,7 +21,7 @@ import pefile
 import pytest
 
 from dynawheel.analysis.resolve import Status
-from dynawheel.binary import BinaryFormat, Dependency
+from dynawheel.binary import BinaryFormat, Dependency, FileKind, Image, PeFacts
 from dynawheel.platforms.pe import BACKEND, VC_REDIST_NOTE, is_system_name, is_vc_redist, read_image
 from dynawheel.report import audit
 from dynawheel.search import SearchPaths
@@ -59,6 +59,18 @@ def test_the_redistributable_is_not_system_on_x64(name: str) -> None:
     image = read_image((BIN / "cpp.pyd").read_bytes(), "cpp.pyd")
     assert not BACKEND.is_system(Dependency(name), image, SearchPaths())
     assert is_vc_redist(name)
+
+
+@pytest.mark.parametrize("name", ["MSVCP140.dll", "msvcp140_1.dll", "msvcp140_2.dll", "concrt140.dll", "vcomp140.dll",
+                                  "vccorlib140.dll", "mfc140u.dll", "msvcr120.dll"])
+def test_the_redistributable_is_not_system_on_arm64(name: str) -> None:
+    """Windows on Arm (its own list: 2,700+ names of System32) has no Visual C++ Redistributable either;
+    CPython's arm64 build ships vcruntime140.dll and vcruntime140_1.dll, as the x64 one."""
+    arm64 = Image(BinaryFormat.PE, "arm64", FileKind.SHARED, facts=PeFacts(machine=0xAA64))
+    assert not BACKEND.is_system(Dependency(name), arm64, SearchPaths())
+    assert not is_system_name(name, "arm64")
+    assert BACKEND.is_system(Dependency("VCRUNTIME140_1.dll"), arm64, SearchPaths())
+    assert BACKEND.is_system(Dependency("xtajit.dll"), arm64, SearchPaths())  # arm64's own list, not x64's
 
 
 @pytest.mark.parametrize("name", ["VCRUNTIME140.dll", "vcruntime140_1.dll", "msvcrt.dll", "ucrtbase.dll",

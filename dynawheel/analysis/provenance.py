@@ -55,8 +55,8 @@ class Provenance:
 def provenance_of(tree: Tree, analysis: Analysis, search: SearchPaths) -> Provenance:
     """Owners and license files of the libraries outside the tree; the SBOM of a dynawheel-repaired wheel."""
     real = HostFS(search.sysroot).real  # one library under several names (links) is one library
-    outside = sorted({real(e.hit) or e.hit for w in analysis.walks for e in w.edges
-                      if e.status is Status.EXTERNAL and e.hit})
+    hits = {e.hit for w in analysis.walks for e in w.edges if e.status is Status.EXTERNAL and e.hit}
+    outside = sorted({real(hit) or hit for hit in hits})  # each path resolved once, not once per edge
     libraries = _outside_libraries(outside, search)
     dist_info = next((f.split("/", 1)[0] for f in tree.files() if f.split("/", 1)[0].endswith(".dist-info")), None)
     sbom = f"{dist_info}/{SBOM_MEMBER}" if dist_info and tree.exists(f"{dist_info}/{SBOM_MEMBER}") else None
