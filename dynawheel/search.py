@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -108,6 +109,21 @@ class SearchPaths:
             dyld_library_path=split("DYLD_LIBRARY_PATH"),
             dyld_fallback_library_path=split("DYLD_FALLBACK_LIBRARY_PATH"),
         )
+
+    @classmethod
+    def for_sysroot(cls, sysroot: str) -> SearchPaths:
+        """The system below `sysroot` run on this host's CPU (``--sysroot``): what its own glibc does
+        (its version from its libc.so.6, :func:`glibc_release`): glibc-hwcaps subdirectories and the
+        x86 ISA-level check from 2.33, legacy hwcaps subdirectories up to 2.36, $PLATFORM's haswell
+        in 2.26-2.36, $LIB by its layout.  No glibc found (or a host that is not x86_64): this host's
+        CPU's glibc-hwcaps levels, no legacy subdirectories.  The host's environment is not read."""
+        release = glibc_release(sysroot) if _machine() == "x86_64" else None
+        if release is None:
+            return cls(sysroot=sysroot, elf_hwcaps=host_glibc_hwcaps(), elf_isa_check=host_isa_check())
+        platform = _platform_for(release)
+        hwcaps, legacy = _hwcaps_for(release, platform)
+        return cls(sysroot=sysroot, elf_lib=_host_elf_lib(sysroot.rstrip("/")), elf_platform=platform,
+                   elf_hwcaps=hwcaps, elf_legacy_hwcaps=legacy, elf_isa_check=release >= (2, 33))
 
     # ---- ELF helpers: every path returned is in the resolver's namespace (below sysroot) ----
     def host_path(self, path: str) -> str:
@@ -240,8 +256,21 @@ MUSL_DEFAULT_DIRS = ("/lib", "/usr/local/lib", "/usr/lib")
 _HASWELL_FLAGS = frozenset({"avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "popcnt"})
 
 
+def _host_release() -> tuple[int, ...] | None:
+    """This process's glibc version (2, 36); None off glibc."""
+    libc, version = _libc_ver()
+    if libc != "glibc" or not version:
+        return None
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
 def _host_platform() -> str:
-    """What the host's ld.so expands $PLATFORM to.
+    """What the host's ld.so expands $PLATFORM to (see _platform_for)."""
+    return _platform_for(_host_release())
+
+
+def _platform_for(release: tuple[int, ...] | None) -> str:
+    """What a glibc of this version, run on this host's CPU, expands $PLATFORM to.
 
     The kernel's AT_PLATFORM, except that glibc 2.26 to 2.36 on x86_64 Intel CPUs replaces
     it by "haswell" (AVX2, FMA, BMI1/2, LZCNT, MOVBE, POPCNT usable) or "xeon_phi"
@@ -249,10 +278,7 @@ def _host_platform() -> str:
     RPATH and ld.so's trace mode.
     """
     machine = _at_platform() or _machine()
-    libc, version = _libc_ver()
-    if machine != "x86_64" or libc != "glibc" or not version:
-        return machine
-    if not (2, 26) <= tuple(int(p) for p in version.split(".")[:2]) < (2, 37):
+    if machine != "x86_64" or release is None or not (2, 26) <= release < (2, 37):
         return machine
     flags = _cpu_flags()
     if "GenuineIntel" not in _cpu_vendor() or not flags:
@@ -287,10 +313,8 @@ def legacy_hwcap_dirs(hwcaps: tuple[str, ...], platform: str | None) -> tuple[st
 def host_isa_check() -> bool:
     """Whether this host's ld.so refuses libraries that need an x86 ISA level its CPU lacks (x86_64 glibc
     >= 2.33, sysdeps/x86/dl-prop.h); elsewhere the CPU of an x86 target is not known from here."""
-    libc, version = _libc_ver()
-    if _machine() != "x86_64" or libc != "glibc" or not version:
-        return False
-    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= (2, 33)
+    release = _host_release()
+    return _machine() == "x86_64" and release is not None and release >= (2, 33)
 
 
 def host_glibc_hwcaps() -> tuple[str, ...]:
@@ -299,12 +323,16 @@ def host_glibc_hwcaps() -> tuple[str, ...]:
 
 
 def _host_hwcaps(platform: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(glibc-hwcaps subdirectories, legacy subdirectories) this host's ld.so searches; none
-    known off x86_64 glibc (set them for such a target)."""
-    libc, version = _libc_ver()
-    if _machine() != "x86_64" or libc != "glibc" or not version:
+    """(glibc-hwcaps subdirectories, legacy subdirectories) this host's ld.so searches."""
+    return _hwcaps_for(_host_release(), platform)
+
+
+def _hwcaps_for(release: tuple[int, ...] | None, platform: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(glibc-hwcaps subdirectories, legacy subdirectories) a glibc of this version searches on this
+    host's CPU: levels from 2.33, legacy ones up to 2.36; none known off x86_64 glibc (set them for
+    such a target)."""
+    if _machine() != "x86_64" or release is None:
         return (), ()
-    release = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     flags = _cpu_flags()
     levels: list[str] = []
     for name, need in _X86_LEVELS if release >= (2, 33) else ():
@@ -380,13 +408,35 @@ def _at_platform() -> str | None:
     return None
 
 
-def _host_elf_lib() -> str:
-    """What ld.so expands $LIB to on this host (Debian: lib/<triplet>)."""
+def _host_elf_lib(root: str = "") -> str:
+    """What ld.so expands $LIB to on this host, or in the system below `root` (Debian: lib/<triplet>)."""
     machine = _machine()
     triplet = MULTIARCH.get(machine)
-    if triplet and os.path.isdir(f"/usr/lib/{triplet}"):
+    if triplet and os.path.isdir(f"{root}/usr/lib/{triplet}"):
         return f"lib/{triplet}"
-    return "lib64" if os.path.isdir("/lib64") and machine.endswith("64") else "lib"
+    return "lib64" if os.path.isdir(f"{root}/lib64") and machine.endswith("64") else "lib"
+
+
+_RELEASE = re.compile(rb"GNU C Library [^\n]{0,200}? release version (\d+)\.(\d+)")
+MAX_LIBC = 64 << 20  # bytes of a libc.so.6 read at most for its version banner (glibc's: ~2 MB)
+
+
+def glibc_release(sysroot: str, arch: str = "x86_64") -> tuple[int, int] | None:
+    """The version of the glibc installed below `sysroot` for `arch`: the banner of its libc.so.6
+    ("GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.", which every glibc carries)
+    in the first default directory that has one; None when there is none."""
+    root = sysroot.rstrip("/")
+    triplet = MULTIARCH.get(arch, "")
+    for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib64", "/usr/lib64", "/lib", "/usr/lib"):
+        path = real_below(root, f"{root}{d}/libc.so.6") if root else f"{d}/libc.so.6"
+        try:
+            with open(path, "rb") as fp:
+                found = _RELEASE.search(fp.read(MAX_LIBC))
+        except OSError:
+            continue
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
 
 
 def read_ld_so_conf(sysroot: str = "/", conf: str = "/etc/ld.so.conf") -> tuple[str, ...]:

@@ -402,3 +402,42 @@ def test_hwcaps_through_the_sysroot_option(tmp_path: Path) -> None:
     if HOST.elf_hwcaps:
         assert theirs["libhw.so.1"] == str(multiarch / "glibc-hwcaps" / "x86-64-v2" / "libhw.so.1")
     assert hit("--glibc-hwcaps", "none") == str(multiarch / "libhw.so.1")
+
+
+@needs_chroot
+def test_the_roots_own_glibc_rules_through_the_sysroot_option(tmp_path: Path) -> None:
+    """`show --sysroot ROOT` follows the glibc of ROOT (its version read from its libc.so.6), run on
+    this CPU: here the host's glibc copied into a root, so legacy hwcaps subdirectories (glibc <= 2.36),
+    $PLATFORM (haswell on Intel CPUs with AVX2, 2.26-2.36) and $LIB (Debian: lib/<triplet>) are the
+    host's, and every hit equals ld.so's in `chroot ROOT`."""
+    import json
+
+    from dynawheel.search import glibc_release
+
+    from .conftest import run_cli
+
+    root = make_root(tmp_path / "root")
+    assert glibc_release(str(root)) == glibc_release("/") is not None
+    target = SearchPaths.for_sysroot(str(root))
+    assert (target.elf_hwcaps, target.elf_legacy_hwcaps, target.elf_platform, target.elf_lib, target.elf_isa_check) \
+        == (HOST.elf_hwcaps, HOST.elf_legacy_hwcaps, HOST.elf_platform, HOST.elf_lib, HOST.elf_isa_check)
+    multiarch = root / "usr" / "lib" / "x86_64-linux-gnu"
+    legacy = [sub for sub in ("x86_64", HOST.elf_platform, "tls") if sub in HOST.elf_legacy_hwcaps]
+    needs = []
+    for i, sub in enumerate(legacy):
+        for where in (multiarch / sub, multiarch):
+            needs.append(elfbuild.shared_lib(where / f"libleg{i}.so.1", soname=f"libleg{i}.so.1", func=f"libleg{i}"))
+    needs.append(elfbuild.shared_lib(root / "opt" / HOST.elf_lib / "libdlib.so.1", soname="libdlib.so.1"))
+    needs.append(elfbuild.shared_lib(root / "opt" / HOST.elf_platform / "libdplat.so.1", soname="libdplat.so.1"))
+    for c in root.rglob("*.c"):
+        c.unlink()
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=needs, runpath=["/opt/$LIB", "/opt/$PLATFORM"])
+    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    result = run_cli("show", "--json", "--sysroot", root, root / "app" / "libapp.so")
+    mine = {e["request"]: os.path.realpath(e["hit"]) if e["hit"] else None
+            for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] != "ld-linux-x86-64.so.2"}
+    assert mine == theirs
+    assert theirs["libdlib.so.1"] is not None and theirs["libdplat.so.1"] is not None
+    for i, sub in enumerate(legacy):
+        assert theirs[f"libleg{i}.so.1"] == str(multiarch / sub / f"libleg{i}.so.1")

@@ -49,13 +49,10 @@ def _hwcaps_levels(text: str) -> tuple[str, ...]:
 def search_from_args(args: argparse.Namespace) -> SearchPaths:
     from dataclasses import replace
 
-    from ..search import host_glibc_hwcaps, host_isa_check
-
-    # a sysroot runs on this host's CPU unless --glibc-hwcaps says otherwise; its glibc's legacy
-    # hwcaps subdirectories are not assumed (this host's glibc is not the root's).  --glibc-hwcaps
-    # describes a glibc >= 2.33 target: its levels are also the ISA levels its loader checks.
-    base = (SearchPaths.from_host() if args.sysroot == "/"
-            else SearchPaths(elf_hwcaps=host_glibc_hwcaps(), elf_isa_check=host_isa_check()))
+    # a sysroot runs on this host's CPU unless --glibc-hwcaps says otherwise, with its own glibc's
+    # rules (SearchPaths.for_sysroot).  --glibc-hwcaps describes a glibc >= 2.33 target: its levels
+    # are also the ISA levels its loader checks.
+    base = SearchPaths.from_host() if args.sysroot == "/" else SearchPaths.for_sysroot(args.sysroot)
     given = getattr(args, "glibc_hwcaps", None)
     hwcaps, isa_check = (base.elf_hwcaps, base.elf_isa_check) if given is None else (given, True)
     return replace(base, sysroot=args.sysroot, extra=tuple(args.lib_path), use_system=not args.no_system_paths,
