@@ -151,21 +151,21 @@ class Dpkg:
     @functools.cached_property
     def _names(self) -> list[str]:
         try:
-            return sorted(os.listdir(self.info))
+            return os.listdir(self.info)
         except OSError:
             return []
 
     @functools.cached_property
     def _packages(self) -> list[str]:
         """'PKG[:ARCH]' of every installed package with a file list, sorted."""
-        return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+        return sorted(n[: -len(".list")] for n in self._names if n.endswith(".list"))
 
     @functools.cached_property
     def _shlibs(self) -> dict[str, list[str]]:
         """Name stem -> the packages whose ``PKG.shlibs`` names a shared library of that stem ('liblber-2.5 0
         libldap-2.5-0 (>= 2.5.13)' in libldap-2.5-0:amd64.shlibs: liblber-2.5.so.0 is libldap-2.5-0's)."""
         stems: dict[str, list[str]] = {}
-        for name in self._names:
+        for name in sorted(self._names):
             if name.endswith(".shlibs"):
                 for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
                     words = line.split()  # [type:] library-name soname-version dependencies
@@ -194,32 +194,31 @@ class Dpkg:
     def _candidates(self, stem: str) -> Iterator[str]:
         """Every package, those named like the file first, then those whose shlibs name it (read only if the
         first do not own it), then the others."""
-        likely = [p for p in self._packages if p.startswith(stem)]
+        likely = sorted(n[: -len(".list")] for n in self._names if n.endswith(".list") and n.startswith(stem))
         yield from likely
         yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
         yield from (p for p in self._packages if not p.startswith(stem))
 
     @functools.cached_property
-    def _status_index(self) -> tuple[str, dict[str, list[int]]]:
-        """The status file, and where each 'Package:' field is, by the first word of its value (one pass)."""
-        text = _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
-        index: dict[str, list[int]] = {}
-        for match in re.finditer(r"Package:\s*(\S*)", text):
-            index.setdefault(match.group(1), []).append(match.start())
-        return text, index
+    def _status_text(self) -> str:
+        return _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
 
     def _status(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
         """(package, arch) -> (version, arch) of the installed packages called `name`, in the order of the status
-        file (only the paragraphs that may be theirs are parsed: the file describes every package)."""
-        text, index = self._status_index
+        file.  Only the paragraphs that may be theirs are parsed (the file describes every package): those with
+        `name` on a line after 'Package:'."""
+        text = self._status_text
         found: dict[tuple[str, str], tuple[str, str]] = {}
-        for at in index.get((name.split() or [""])[0], ()):
-            start = text.rfind("\n\n", 0, at)
-            end = text.find("\n\n", at)
-            block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
-            for s in _stanzas(block):
-                if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
-                    found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
+        at = text.find(name)
+        while at >= 0:
+            if "Package:" in text[text.rfind("\n", 0, at) + 1: at]:
+                start = text.rfind("\n\n", 0, at)
+                end = text.find("\n\n", at)
+                block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
+                for s in _stanzas(block):
+                    if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
+                        found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
+            at = text.find(name, at + 1)
         return found
 
     def _aliases(self, host: str) -> Iterator[str]:
