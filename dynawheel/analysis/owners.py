@@ -40,6 +40,7 @@ DEB_ARCH = {"x86_64": "amd64", "i686": "i386", "aarch64": "arm64", "armv7l": "ar
 _MERGED = ("lib", "lib32", "lib64", "libx32", "bin", "sbin")
 _LICENSE_NAME = re.compile(r"^(LICEN[CS]E|COPYING|COPYRIGHT|NOTICE|AUTHORS)([._-].*)?$", re.IGNORECASE)
 _MSYS2_ENVS = ("mingw64", "ucrt64", "clang64", "clangarm64", "mingw32", "clang32", "usr")
+_STEM_END = re.compile(r"[._-]")  # what ends the part of a library's name its Debian package is named by
 _MAX_DB = 256 << 20  # a package database larger than this is not read (bounded memory)
 
 
@@ -156,29 +157,34 @@ class Dpkg:
             return []
 
     @functools.cached_property
+    def _listed_packages(self) -> list[str]:
+        """'PKG[:ARCH]' of every installed package with a file list, as listed."""
+        return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+
+    @functools.cached_property
     def _packages(self) -> list[str]:
         """'PKG[:ARCH]' of every installed package with a file list, sorted."""
-        return sorted(n[: -len(".list")] for n in self._names if n.endswith(".list"))
+        return sorted(self._listed_packages)
 
     @functools.cached_property
     def _shlibs(self) -> dict[str, list[str]]:
         """Name stem -> the packages whose ``PKG.shlibs`` names a shared library of that stem ('liblber-2.5 0
         libldap-2.5-0 (>= 2.5.13)' in libldap-2.5-0:amd64.shlibs: liblber-2.5.so.0 is libldap-2.5-0's)."""
         stems: dict[str, list[str]] = {}
-        for name in sorted(self._names):
-            if name.endswith(".shlibs"):
-                for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
-                    words = line.split()  # [type:] library-name soname-version dependencies
-                    words = words[1:] if words and words[0].endswith(":") else words
-                    if words:
-                        stems.setdefault(_name_stem(words[0]), []).append(name[: -len(".shlibs")])
+        for name in sorted(n for n in self._names if n.endswith(".shlibs")):
+            for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
+                words = line.split()  # [type:] library-name soname-version dependencies
+                words = words[1:] if words and words[0].endswith(":") else words
+                if words:
+                    stems.setdefault(_name_stem(words[0]), []).append(name[: -len(".shlibs")])
         return stems
 
     def _list(self, package: str) -> bytes | None:
         if package not in self._texts:
             try:
-                with open(posixpath.join(self.info, package + ".list"), "rb") as fp:
-                    self._texts[package] = b"\n" + fp.read(_MAX_DB) + b"\n"
+                with open(posixpath.join(self.info, package + ".list"), "rb") as fp:  # read(): no 256 MiB buffer
+                    small = os.fstat(fp.fileno()).st_size < _MAX_DB
+                    self._texts[package] = b"\n" + (fp.read() if small else fp.read(_MAX_DB)) + b"\n"
             except OSError:
                 self._texts[package] = None
         return self._texts[package]
@@ -194,7 +200,7 @@ class Dpkg:
     def _candidates(self, stem: str) -> Iterator[str]:
         """Every package, those named like the file first, then those whose shlibs name it (read only if the
         first do not own it), then the others."""
-        likely = sorted(n[: -len(".list")] for n in self._names if n.endswith(".list") and n.startswith(stem))
+        likely = sorted(p for p in self._listed_packages if p.startswith(stem))
         yield from likely
         yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
         yield from (p for p in self._packages if not p.startswith(stem))
@@ -228,6 +234,10 @@ class Dpkg:
             if host.startswith(f"/usr/{top}/") and os.path.islink(self.search.host_path(f"/{top}")):
                 yield host[len("/usr"):]
 
+    @functools.cached_property
+    def _distribution(self) -> str:
+        return os_release_id(self.search) or "debian"
+
     def owner(self, path: str) -> Owner | None:
         listed = self._listed(_unroot(self.search, path))
         if listed is None:
@@ -237,14 +247,14 @@ class Dpkg:
         version, arch = status.get((name, arch), None) or next(iter(status.values()), ("", arch))
         copyright_file = self.search.host_path(f"/usr/share/doc/{name}/copyright")
         licenses = (("copyright", copyright_file),) if os.path.isfile(copyright_file) else ()
-        return Owner("deb", name, version or None, os_release_id(self.search) or "debian",
+        return Owner("deb", name, version or None, self._distribution,
                      (("arch", arch),) if arch else (), None, licenses)
 
 
 def _name_stem(filename: str) -> str:
     """The start of a library's file name that Debian names its package by: 'libyaml-0.so.2' -> 'libyaml',
     'libLLVM-14.so.1' -> 'libllvm' (libllvm14), 'libgcc_s.so.1' -> 'libgcc' (libgcc-s1)."""
-    return re.split(r"[._-]", filename, maxsplit=1)[0].lower()
+    return _STEM_END.split(filename, maxsplit=1)[0].lower()
 
 
 class Apk:
