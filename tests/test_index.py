@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import tarfile
 import time
 import zipfile
@@ -595,6 +596,46 @@ def test_site_files_are_world_readable_whatever_the_umask(tmp_path: Path) -> Non
     outputs = [wh / (whl.name + ".metadata"), *sorted((wh / "simple").rglob("index.*"))]
     assert len(outputs) == 5 and {oct(p.stat().st_mode & 0o777) for p in outputs} == {"0o644"}
     assert not [p for p in wh.rglob(".*") if p.name != ".dynawheel-index-cache.jsonl"]
+
+
+def _overwrite_in_place(path: Path, name: str, version: str, text: str, keep_mtime: bool) -> str:
+    """Rewrite the wheel at ``path`` through its own inode with other content of the same size; its sha256."""
+    st = path.stat()
+    other = make_wheel(path.parent.parent / "other", name, version, files={"inplace.py": text})
+    data = other.read_bytes()
+    assert len(data) == st.st_size  # same size: only the content (and maybe the mtime) tells
+    with path.open("r+b") as fh:
+        fh.write(data)
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        past = time.time() - 5  # a new mtime, old enough for the cache to vouch for it
+        os.utime(path, (past, past))
+    assert path.stat().st_ino == st.st_ino
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_wheel_overwritten_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same name, same inode, same size: a new mtime (ns) is noticed (the file is read again, its pages get the
+    new hash); a rewrite that keeps the mtime is not (the documented limit of a stat cache), and a run
+    without the cache sees it."""
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "inplace", "1.0", files={"inplace.py": "A"})
+    _age(wh)
+    build_index(wh)
+    reads = _count_reads(monkeypatch)
+    sha_b = _overwrite_in_place(whl, "inplace", "1.0", "B", keep_mtime=False)
+    result = build_index(wh)
+    assert reads == [whl.name] and result.files[0].sha256 == sha_b
+    assert f"#sha256={sha_b}" in (wh / "simple" / "inplace" / "index.html").read_text()
+    reads.clear()
+    sha_c = _overwrite_in_place(whl, "inplace", "1.0", "C", keep_mtime=True)
+    assert build_index(wh).written == () and reads == []  # size and mtime as indexed: not noticed
+    index_module = sys.modules["dynawheel.publish.index"]
+    index_module._cache.clear()
+    result = build_index(wh, use_cache=False)
+    assert result.files[0].sha256 == sha_c
+    assert f"#sha256={sha_c}" in (wh / "simple" / "inplace" / "index.html").read_text()
 
 
 def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

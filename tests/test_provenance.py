@@ -338,11 +338,14 @@ def test_malformed_and_oversized_attestation_fields(tmp_path: Path, served: Any)
     before = snapshot(wh)
     good = Signer().attest(whl.name, _sha(whl))
     for field, message in (("{not json", b"not valid JSON"), ("[]", b"1 to 16"), ("", b"not valid JSON"),
-                           (json.dumps(good)[:-40], b"not valid JSON"), (json.dumps(good), b"JSON array"),
-                           (json.dumps([good] * 2000), b"larger than")):
+                           (json.dumps(good)[:-40], b"not valid JSON"), (json.dumps(good), b"JSON array")):
         status, answer = _post(srv, whl, field)
         assert status == 400 and message in answer, (field[:40], status, answer)
         assert snapshot(wh) == before
+    # too big is not malformed: 413 Payload Too Large, saying which field and its limit
+    status, answer = _post(srv, whl, json.dumps([good] * 2000))
+    assert status == 413 and b"field 'attestations' is larger than 1048576 bytes" in answer, answer
+    assert snapshot(wh) == before
     assert _post(srv, whl, json.dumps([good]))[0] == 200
     assert _files(srv, "raw")[whl.name]["provenance"] == f"../../{whl.name}.provenance"
 
@@ -401,6 +404,32 @@ def test_index_links_provenance_files_that_check(tmp_path: Path, layout: str) ->
     assert page_dir / "index.json" in again.written
     assert all(f["provenance"] is None for f in json.loads((page_dir / "index.json").read_text())["files"])
     assert not served_copy.exists()
+
+
+def test_serve_hands_out_only_the_provenance_the_index_linked(tmp_path: Path, served: Any) -> None:
+    """A provenance file put in the wheelhouse by hand is served only if the index checked and linked it:
+    one that attests other bytes, one beside a file that is not listed, one changed after the index
+    checked it are not found, even asked for by URL."""
+    wh = tmp_path / "wh"
+    good, bad = make_wheel(wh, "prov", "1.0"), make_wheel(wh, "prov", "1.1")
+    signer = Signer()
+    provenance_file(good, signer.attest(good.name, _sha(good)))
+    provenance_file(bad, signer.attest(bad.name, _sha(good)))  # other bytes: the index refuses it
+    stray = wh / "nothing-1.0-py3-none-any.whl.provenance"  # no such distribution
+    shutil.copy(wh / f"{good.name}.provenance", stray)
+    past = time.time() - 10  # old enough for the index to vouch for the files' times
+    for path in wh.iterdir():
+        os.utime(path, (past, past))
+    srv = served(wh)
+    status, _, body = srv.request("GET", f"/{good.name}.provenance")
+    assert status == 200 and body == (wh / f"{good.name}.provenance").read_bytes()
+    assert _files(srv, "prov")[good.name]["provenance"] == f"../../{good.name}.provenance"
+    assert srv.request("GET", f"/{bad.name}.provenance")[0] == 404
+    assert srv.request("GET", f"/{stray.name}")[0] == 404
+    # replaced behind the index's back by one that does not check (the watch has not seen it yet): not served
+    provenance_file(good, signer.attest(good.name, _sha(bad)))
+    os.utime(wh / f"{good.name}.provenance", (past - 5, past - 5))
+    assert srv.request("GET", f"/{good.name}.provenance")[0] == 404
 
 
 @pytest.mark.parametrize("flat", [False, True])

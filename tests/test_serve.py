@@ -990,3 +990,24 @@ def test_archived_and_quarantined_projects_in_serve(tmp_path: Path, serve: Any) 
     other = make_wheel(dist, "fine", "1.0")
     assert _post(srv, upload_fields(other, "fine", "1.0"), other.name, other.read_bytes())[0] == 200
     assert json.loads((wh / "simple" / "arch" / "index.json").read_text())["project-status"] == {"status": "archived"}
+
+
+def test_watch_notices_a_wheel_overwritten_in_place(tmp_path: Path, serve: Any) -> None:
+    """Rewritten through its own inode (the directory's mtime does not move), same size, new mtime: the
+    project's page, asked for again, lists the new hash (the watch stats the project's files)."""
+    from tests.test_index import _overwrite_in_place
+
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "inplace", "1.0", files={"inplace.py": "A"})
+    past = time.time() - 10
+    os.utime(whl, (past, past))
+    srv = serve(wh)
+    first = srv.request("GET", "/simple/inplace/")
+    assert first[0] == 200 and hashlib.sha256(whl.read_bytes()).hexdigest().encode() in first[2]
+    dir_mtime = wh.stat().st_mtime_ns
+    sha = _overwrite_in_place(whl, "inplace", "1.0", "B", keep_mtime=False)
+    assert wh.stat().st_mtime_ns == dir_mtime
+    status, _, body = srv.request("GET", "/simple/inplace/")
+    assert status == 200 and f"#sha256={sha}".encode() in body
+    status, _, body = srv.request("GET", f"/{whl.name}")
+    assert status == 200 and hashlib.sha256(body).hexdigest() == sha

@@ -18,7 +18,7 @@ import pytest
 
 from dynawheel.errors import WheelFormatError
 from dynawheel.wheel import verify, zipwriter
-from dynawheel.wheel.archive import Entry, write_wheel
+from dynawheel.wheel.archive import Entry, Later, write_wheel
 from dynawheel.wheel.verify import RecordCheck
 from dynawheel.wheel.zipwriter import ZipWriter, compressobj, deflate_backend
 
@@ -124,6 +124,33 @@ def test_failing_before_commit_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [], "no wheel, no temporary file, no directory created for it"
     write_wheel(out, [Entry("x/__init__.py", b"")], "x-1.dist-info", before_commit=lambda: None)
     assert out.exists()
+
+
+def test_a_member_made_later_is_written_as_its_bytes_would_be(tmp_path: Path) -> None:
+    """Later(get): get() runs when the writer reaches the member (after the members sorted before it); the
+    wheel is byte for byte the one written from the bytes; a get() that raises leaves no wheel."""
+    data = os.urandom(1 << 16) + b"sbom" * 4096
+    order: list[str] = []
+
+    def entries(sbom: bytes | Later) -> list[Entry]:
+        return [Entry("x/big.bin", data), Entry("x-1.dist-info/sboms/s.json", sbom), Entry("x/__init__.py", b"")]
+
+    def late() -> bytes:
+        order.append("made")
+        return data[:1000]
+
+    plain, later = tmp_path / "a" / "x-1-py3-none-any.whl", tmp_path / "b" / "x-1-py3-none-any.whl"
+    write_wheel(plain, entries(data[:1000]), "x-1.dist-info")
+    write_wheel(later, entries(Later(late)), "x-1.dist-info", before_commit=lambda: order.append("committed"))
+    assert later.read_bytes() == plain.read_bytes() and order == ["made", "committed"]
+
+    def broken() -> bytes:
+        raise WheelFormatError("no SBOM")
+
+    failed = tmp_path / "c" / "x-1-py3-none-any.whl"
+    with pytest.raises(WheelFormatError, match="no SBOM"):
+        write_wheel(failed, entries(Later(broken)), "x-1.dist-info")
+    assert not failed.parent.exists() or list(failed.parent.iterdir()) == []
 
 
 def test_chunk_constants_unchanged() -> None:

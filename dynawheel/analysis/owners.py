@@ -40,6 +40,7 @@ DEB_ARCH = {"x86_64": "amd64", "i686": "i386", "aarch64": "arm64", "armv7l": "ar
 _MERGED = ("lib", "lib32", "lib64", "libx32", "bin", "sbin")
 _LICENSE_NAME = re.compile(r"^(LICEN[CS]E|COPYING|COPYRIGHT|NOTICE|AUTHORS)([._-].*)?$", re.IGNORECASE)
 _MSYS2_ENVS = ("mingw64", "ucrt64", "clang64", "clangarm64", "mingw32", "clang32", "usr")
+_STEM_END = re.compile(r"[._-]")  # what ends the part of a library's name its Debian package is named by
 _MAX_DB = 256 << 20  # a package database larger than this is not read (bounded memory)
 
 
@@ -151,34 +152,39 @@ class Dpkg:
     @functools.cached_property
     def _names(self) -> list[str]:
         try:
-            return sorted(os.listdir(self.info))
+            return os.listdir(self.info)
         except OSError:
             return []
 
     @functools.cached_property
+    def _listed_packages(self) -> list[str]:
+        """'PKG[:ARCH]' of every installed package with a file list, as listed."""
+        return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+
+    @functools.cached_property
     def _packages(self) -> list[str]:
         """'PKG[:ARCH]' of every installed package with a file list, sorted."""
-        return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+        return sorted(self._listed_packages)
 
     @functools.cached_property
     def _shlibs(self) -> dict[str, list[str]]:
         """Name stem -> the packages whose ``PKG.shlibs`` names a shared library of that stem ('liblber-2.5 0
         libldap-2.5-0 (>= 2.5.13)' in libldap-2.5-0:amd64.shlibs: liblber-2.5.so.0 is libldap-2.5-0's)."""
         stems: dict[str, list[str]] = {}
-        for name in self._names:
-            if name.endswith(".shlibs"):
-                for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
-                    words = line.split()  # [type:] library-name soname-version dependencies
-                    words = words[1:] if words and words[0].endswith(":") else words
-                    if words:
-                        stems.setdefault(_name_stem(words[0]), []).append(name[: -len(".shlibs")])
+        for name in sorted(n for n in self._names if n.endswith(".shlibs")):
+            for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
+                words = line.split()  # [type:] library-name soname-version dependencies
+                words = words[1:] if words and words[0].endswith(":") else words
+                if words:
+                    stems.setdefault(_name_stem(words[0]), []).append(name[: -len(".shlibs")])
         return stems
 
     def _list(self, package: str) -> bytes | None:
         if package not in self._texts:
             try:
-                with open(posixpath.join(self.info, package + ".list"), "rb") as fp:
-                    self._texts[package] = b"\n" + fp.read(_MAX_DB) + b"\n"
+                with open(posixpath.join(self.info, package + ".list"), "rb") as fp:  # read(): no 256 MiB buffer
+                    small = os.fstat(fp.fileno()).st_size < _MAX_DB
+                    self._texts[package] = b"\n" + (fp.read() if small else fp.read(_MAX_DB)) + b"\n"
             except OSError:
                 self._texts[package] = None
         return self._texts[package]
@@ -194,32 +200,31 @@ class Dpkg:
     def _candidates(self, stem: str) -> Iterator[str]:
         """Every package, those named like the file first, then those whose shlibs name it (read only if the
         first do not own it), then the others."""
-        likely = [p for p in self._packages if p.startswith(stem)]
+        likely = sorted(p for p in self._listed_packages if p.startswith(stem))
         yield from likely
         yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
         yield from (p for p in self._packages if not p.startswith(stem))
 
     @functools.cached_property
-    def _status_index(self) -> tuple[str, dict[str, list[int]]]:
-        """The status file, and where each 'Package:' field is, by the first word of its value (one pass)."""
-        text = _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
-        index: dict[str, list[int]] = {}
-        for match in re.finditer(r"Package:\s*(\S*)", text):
-            index.setdefault(match.group(1), []).append(match.start())
-        return text, index
+    def _status_text(self) -> str:
+        return _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
 
     def _status(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
         """(package, arch) -> (version, arch) of the installed packages called `name`, in the order of the status
-        file (only the paragraphs that may be theirs are parsed: the file describes every package)."""
-        text, index = self._status_index
+        file.  Only the paragraphs that may be theirs are parsed (the file describes every package): those with
+        `name` on a line after 'Package:'."""
+        text = self._status_text
         found: dict[tuple[str, str], tuple[str, str]] = {}
-        for at in index.get((name.split() or [""])[0], ()):
-            start = text.rfind("\n\n", 0, at)
-            end = text.find("\n\n", at)
-            block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
-            for s in _stanzas(block):
-                if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
-                    found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
+        at = text.find(name)
+        while at >= 0:
+            if "Package:" in text[text.rfind("\n", 0, at) + 1: at]:
+                start = text.rfind("\n\n", 0, at)
+                end = text.find("\n\n", at)
+                block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
+                for s in _stanzas(block):
+                    if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
+                        found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
+            at = text.find(name, at + 1)
         return found
 
     def _aliases(self, host: str) -> Iterator[str]:
@@ -228,6 +233,10 @@ class Dpkg:
         for top in _MERGED:
             if host.startswith(f"/usr/{top}/") and os.path.islink(self.search.host_path(f"/{top}")):
                 yield host[len("/usr"):]
+
+    @functools.cached_property
+    def _distribution(self) -> str:
+        return os_release_id(self.search) or "debian"
 
     def owner(self, path: str) -> Owner | None:
         listed = self._listed(_unroot(self.search, path))
@@ -238,14 +247,14 @@ class Dpkg:
         version, arch = status.get((name, arch), None) or next(iter(status.values()), ("", arch))
         copyright_file = self.search.host_path(f"/usr/share/doc/{name}/copyright")
         licenses = (("copyright", copyright_file),) if os.path.isfile(copyright_file) else ()
-        return Owner("deb", name, version or None, os_release_id(self.search) or "debian",
+        return Owner("deb", name, version or None, self._distribution,
                      (("arch", arch),) if arch else (), None, licenses)
 
 
 def _name_stem(filename: str) -> str:
     """The start of a library's file name that Debian names its package by: 'libyaml-0.so.2' -> 'libyaml',
     'libLLVM-14.so.1' -> 'libllvm' (libllvm14), 'libgcc_s.so.1' -> 'libgcc' (libgcc-s1)."""
-    return re.split(r"[._-]", filename, maxsplit=1)[0].lower()
+    return _STEM_END.split(filename, maxsplit=1)[0].lower()
 
 
 class Apk:

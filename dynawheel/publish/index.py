@@ -1018,6 +1018,19 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     )
 
 
+def linked_provenance(wheelhouse: Path, filename: str, base_url: str | None = None) -> DistFile | None:
+    """The distribution ``filename`` as the in-place index of ``wheelhouse`` (``serve``'s) last listed it,
+    when its pages link a provenance file (its stat in :attr:`DistFile.provenance`); None otherwise:
+    no cache, not listed, no provenance, or one the index refused."""
+    base = None if base_url is None else check_base_url(base_url)
+    layout = _Layout(wheelhouse, wheelhouse / "simple", False, True, base)
+    cache = load_cache(wheelhouse, wheelhouse, _layout_key(layout, wheelhouse))
+    if cache is None or filename not in cache.listed:
+        return None
+    dist = cache.files.get(filename)
+    return dist if dist is not None and dist.provenance is not None else None
+
+
 def project_of_filename(filename: str) -> str:
     """The normalized project a distribution file name claims (its text before the first ``-``).
 

@@ -59,12 +59,20 @@ from .index import (
     build_index,
     check_wheel_archive,
     inspect_distribution,
+    linked_provenance,
     normalize_name,
     project_of_filename,
 )
 from .loop import Channel, LoopServer, Reply
+from .provenance import (
+    MAX_ATTESTATIONS,
+    MAX_PROVENANCE_SIZE,
+    AttestationError,
+    check_provenance,
+    provenance_from_upload,
+    provenance_path,
+)
 from .provenance import SUFFIX as PROVENANCE_SUFFIX
-from .provenance import AttestationError, provenance_from_upload, provenance_path
 from .wire import BadRequest, Request
 
 if sys.platform != "win32":  # Windows: one process serves, the thread lock is enough
@@ -280,6 +288,10 @@ class TruncatedBody(PackageIndexError):
     """The client sent less than its Content-Length (a dropped connection)."""
 
 
+class FieldTooLarge(PackageIndexError):
+    """A text field of a multipart body is larger than :data:`MAX_FIELD_SIZE` (413, not a malformed body)."""
+
+
 def read_multipart(read: Callable[[int], bytes], length: int, content_type: str,
                    sink_for: Callable[[str, str], PartSink | None] = lambda _n, _f: None) -> dict[str, FormPart]:
     """Parse a ``multipart/form-data`` body of ``length`` bytes from ``read``, in bounded memory.
@@ -318,7 +330,9 @@ def read_multipart(read: Callable[[int], bytes], length: int, content_type: str,
             else:
                 data += body.buf[:chunk_end]
                 if len(data) > MAX_FIELD_SIZE:
-                    raise PackageIndexError(f"multipart field {name!r} is larger than {MAX_FIELD_SIZE} bytes")
+                    raise FieldTooLarge(f"field {name!r} is larger than {MAX_FIELD_SIZE} bytes"
+                                        + (" (PEP 740 attestations of one file are a few KiB each, at most "
+                                           f"{MAX_ATTESTATIONS})" if name == "attestations" else ""))
             del body.buf[:chunk_end]
             if end >= 0:
                 del body.buf[: len(marker)]
@@ -510,15 +524,54 @@ _WATCHED = (".whl", ".tar.gz", ".whl" + PROVENANCE_SUFFIX, ".tar.gz" + PROVENANC
 
 class _Watch:
     """Notices distributions copied into or removed from the wheelhouse while the server runs: a stat of
-    the directory at most every :data:`_WATCH_EVERY` seconds, and when its mtime moved, a listing."""
+    the directory at most every :data:`_WATCH_EVERY` seconds, and when its mtime moved, a listing.
+
+    A file overwritten in place (same name, same inode) does not move the directory's mtime: it is
+    noticed when its project's page is asked for (:meth:`project_changed`, a stat of each of the
+    project's files) by its new size or mtime (ns).  Not noticed: a rewrite that keeps both the size and
+    the mtime (``touch -r``, ``rsync --times`` of same-size content, or a write within one tick of a
+    coarse file system clock); ``dynawheel index --no-cache`` re-reads every file.
+    """
 
     def __init__(self, wheelhouse: Path) -> None:
         self.directory = str(wheelhouse)
         self.checked = 0.0
         self.mtime = os.stat(self.directory).st_mtime_ns
+        self._files: dict[str, tuple[int, int, int]] = {}
+        self._by_project: dict[str, list[str]] | None = None
         self.files = self.scan()
         self.refreshing = False  # a thread is re-indexing: serve what is there meanwhile
         self.stale = False  # a change was seen and not indexed yet
+
+    @property
+    def files(self) -> dict[str, tuple[int, int, int]]:
+        """Name -> (size, mtime_ns, inode) of the distributions (and provenance files) last indexed."""
+        return self._files
+
+    @files.setter
+    def files(self, files: dict[str, tuple[int, int, int]]) -> None:
+        self._files, self._by_project = files, None
+
+    def project_changed(self, project: str) -> bool:
+        """True when a file of ``project`` is not as it was indexed (overwritten in place: a new size or
+        mtime; or gone); then the watch is stale until the next re-index."""
+        if self.refreshing or self.stale:
+            return not self.refreshing
+        if self._by_project is None:
+            by_project: dict[str, list[str]] = {}
+            for name in self._files:
+                by_project.setdefault(project_of_filename(name), []).append(name)
+            self._by_project = by_project
+        for name in self._by_project.get(project, ()):
+            try:
+                st = os.stat(os.path.join(self.directory, name))
+            except OSError:
+                self.stale = True
+                return True
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != self._files.get(name):
+                self.stale = True
+                return True
+        return False
 
     def scan(self) -> dict[str, tuple[int, int, int]]:
         files: dict[str, tuple[int, int, int]] = {}
@@ -671,7 +724,9 @@ class IndexServer(LoopServer):
         try:
             if kind == "page":
                 st = os.stat(path)
-                return st.st_mtime_ns == key[1] and st.st_ino == key[2] and not self.watch.changed()
+                project = os.path.basename(os.path.dirname(path))  # "simple" for the project list
+                return (st.st_mtime_ns == key[1] and st.st_ino == key[2] and not self.watch.changed()
+                        and not self.watch.project_changed(project))
             entry = self._files.get(path)
             status = self.statuses.get(entry.project) if entry is not None else None
             return (entry is not None and entry.key == key and _lstat_key(os.lstat(entry.path)) == key
@@ -790,10 +845,35 @@ class IndexServer(LoopServer):
             raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r} ({exc.strerror})") from None
         if body is not None and len(body) != st.st_size:
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"{target!r} is being written; retry")
+        if resolved.name.endswith(PROVENANCE_SUFFIX) and not self._linked_provenance(resolved, st, body):
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"not found: {target!r} (no provenance the index accepted)")
         suffix = ".gz" if resolved.name.endswith(".tar.gz") else resolved.suffix
         return _FileEntry(_lstat_key(st), path, f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
                           _CONTENT_TYPES.get(suffix, "application/octet-stream"), project_of_filename(resolved.name),
                           body)
+
+    def _linked_provenance(self, path: Path, st: os.stat_result, body: bytes | None) -> bool:
+        """A provenance file is served only when the pages link it: the index checked exactly this file
+        (same size, mtime and inode) against its distribution, or, when the index's record cannot vouch
+        for the mtime (a file changed within the file system's clock granularity), these bytes check now.
+        A provenance file put there by hand that the index refused, or changed since, is not found."""
+        if path.parent != self.site_root:
+            return False
+        dist = linked_provenance(self.site_root, path.name[: -len(PROVENANCE_SUFFIX)], self.config.base_url)
+        if dist is None or dist.provenance is None:
+            return False
+        if dist.provenance == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return True
+        if dist.provenance[1] != -1 or (dist.provenance[0], dist.provenance[2]) != (st.st_size, st.st_ino):
+            return False
+        try:
+            if body is None:
+                with open(path, "rb") as fh:
+                    body = fh.read(MAX_PROVENANCE_SIZE + 1)
+            check_provenance(body, dist.filename, dist.sha256)
+        except (AttestationError, OSError):
+            return False
+        return True
 
     def store_upload(self, filename: str, staged: Path, provenance: bytes | None = None) -> None:
         """Validate an uploaded file (already in a hidden temporary file of the wheelhouse), give it its
@@ -911,7 +991,8 @@ class _Get:
         if segments == [""]:
             return Reply(200, [("Content-Type", _HTML)], _ROOT_PAGE)
         if segments[0] == "simple":
-            if may_defer and self.server.watch.changed():
+            watch = self.server.watch
+            if may_defer and (watch.changed() or (len(segments) > 1 and watch.project_changed(segments[1]))):
                 return None
             return self._simple(segments[1:])
         return self._file(segments)
@@ -1042,6 +1123,8 @@ class _Upload:
                                   sink_for)
         except TruncatedBody as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"upload cut off: {exc}", close=True) from None
+        except FieldTooLarge as exc:
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload refused: {exc}", close=True) from None
         except PackageIndexError as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}", close=True) from None
         except OSError as exc:

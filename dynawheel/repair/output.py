@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from .. import fsutil
 from ..errors import OutputError, RepairError
-from ..wheel.archive import Entry, RawSource, is_executable
+from ..wheel.archive import Entry, Later, RawSource, is_executable
 from ..wheel.layout import REPAIR_MANIFEST
 from ..wheel.text import parse_metadata
 from .plan import Job
@@ -73,7 +73,7 @@ def copy_atomic(src: Path, dest: Path) -> None:
 
 
 def wheel_entries(zf: zipfile.ZipFile, fp: BinaryIO, hashes: Mapping[str, str], edited: Mapping[str, Path],
-                   extra: Mapping[str, bytes], dist_info: str) -> list[Entry]:
+                   extra: Mapping[str, bytes | Later], dist_info: str) -> list[Entry]:
     entries: list[Entry] = []
     for info in zf.infolist():
         name = info.filename

@@ -21,7 +21,7 @@ from ..analysis.owners import Owner
 from ..analysis.resolve import Analysis, Status, analyze
 from ..errors import RepairError, UsageError
 from ..tree import HostFS, Tree
-from ..wheel.archive import write_wheel
+from ..wheel.archive import Later, write_wheel
 from ..wheel.layout import REPAIR_MANIFEST
 from ..wheel.tags import WheelTags, parse_filename, wheel_filename
 from .apply import edit_copies
@@ -133,7 +133,7 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         packer = session.packer(opts.compression_level, opts.deflate)
         edited = edit_copies(job, session.tree, work, opts, session.editors, packer.pack_soon)
         zf = session.zip
-        extra = shim_files(job, session.read_small, dist)
+        extra: dict[str, bytes | Later] = dict(shim_files(job, session.read_small, dist))
         extra[f"{dist_info}/WHEEL"] = wheel_text(session.wheel_file, tags2)
         if job.collection.vendored or job.collection.provided:
             extra[f"{dist_info}/{REPAIR_MANIFEST}"] = manifest(job)
@@ -143,6 +143,8 @@ def repair_wheel(wheel: Path, wheel_dir: Path, opts: RepairOptions) -> RepairRes
         prov = provenance(job.collection, opts, (out.name, name, version), Place.in_dist_info(dist_info), metadata,
                           lambda m: session.read_small(m) if m in members else None)
         extra.update(prov.members)
+        if prov.sbom is not None and prov.sbom_data is not None:
+            extra[prov.sbom] = Later(session.soon(prov.sbom_data))  # made while the members before it are written
         entries = wheel_entries(zf, session.fp, hashes, edited, extra, dist_info)
         opts.say(f"writing {out.name}")
         write_wheel(out, entries, dist_info, before_commit=record_check.wait, packer=packer)
@@ -179,6 +181,8 @@ def repair_tree(target: Path, out: Path | None, opts: RepairOptions, *, in_place
         prov = tree_provenance(job, opts, dest, tree.files(), dist)
         for rel, data in prov.members.items():
             write_file(dest / rel, data)
+        if prov.sbom is not None and prov.sbom_data is not None:
+            write_file(dest / prov.sbom, prov.sbom_data())
     return RepairResult(target, out or target, job.collection, job.plan, None, tuple(job.notes), job.shim, prov.sbom,
                         prov.owners, prov.licenses)
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -40,7 +41,8 @@ class Provenance:
     owners: Mapping[str, Owner | None]
     sbom: str | None  # the SBOM's member name, None without one
     licenses: Licenses
-    members: Mapping[str, bytes]  # the files to add or replace (METADATA, the SBOM, license files)
+    members: Mapping[str, bytes]  # the files to add or replace (METADATA, license files), not the SBOM
+    sbom_data: Callable[[], bytes] | None = None  # the SBOM's bytes, made when called (cyclonedx loaded then)
 
 
 def provenance(collection: Collection, opts: RepairOptions, names: tuple[str | None, str, str | None], place: Place,
@@ -51,15 +53,14 @@ def provenance(collection: Collection, opts: RepairOptions, names: tuple[str | N
     owners = owners_of(collection, opts)
     members: dict[str, bytes] = {}
     sbom = place.sbom if opts.sbom and vendored else None
-    if sbom is not None:
-        members[sbom] = sbom_json(*names, vendored, owners)
     licenses = find_licenses(vendored, owners)
     members.update(license_entries(licenses, place.licenses))
     if place.metadata is not None and metadata is not None:
         members[place.metadata], moved = with_license_files(
             metadata, tuple(f.name for f in licenses.files), place.metadata.rsplit("/", 1)[0], read)
         members.update(moved)
-    return Provenance(owners, sbom, licenses, members)
+    return Provenance(owners, sbom, licenses, members,
+                      None if sbom is None else functools.partial(sbom_json, *names, vendored, owners))
 
 
 def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | None]:

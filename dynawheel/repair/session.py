@@ -20,10 +20,12 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from ..binary import BinaryFormat
 from ..errors import WheelFormatError
@@ -36,6 +38,8 @@ from ..wheel.text import MAX_METADATA, MAX_WHEEL, check_metadata, check_wheel_fi
 from ..wheel.verify import RecordCheck, SharedDigests
 from ..wheel.zipread import READ_ERRORS, read_member
 from .apply import Editors
+
+T = TypeVar("T")
 
 
 def _record_todo(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[list[tuple[zipfile.ZipInfo, str]],
@@ -155,6 +159,7 @@ class WheelSession:
         self.editors = Editors(in_process=elf_editor != "patchelf")
         self._stack = ExitStack()
         self._early: tuple[RecordCheck, dict[str, str]] | None = None
+        self._helper: ThreadPoolExecutor | None = None
         with self._stack as stack:
             self.tree = WheelTree(wheel)
             stack.callback(self.tree.close)
@@ -208,6 +213,13 @@ class WheelSession:
     def workdir(self) -> Path:
         """A private directory for the edited copies, removed with the session."""
         return Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="dynawheel-repair-")))
+
+    def soon(self, make: Callable[[], T]) -> Callable[[], T]:
+        """Start `make` on the session's helper thread now; the call returned waits for its result (raises
+        what it raised).  The thread is joined when the session closes."""
+        if self._helper is None:
+            self._helper = self._stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="dynawheel-soon"))
+        return self._helper.submit(make).result
 
     def packer(self, level: int, deflate: str) -> Packer:
         """Compresses edited files as soon as they are written; closed before the work directory goes."""

@@ -78,11 +78,19 @@ class RawSource:
 
 
 @dataclass(frozen=True)
+class Later:
+    """A member's bytes, asked for when the writer reaches it (made on another thread meanwhile: repair's
+    SBOM, whose library takes longer to load than the members before it take to write)."""
+
+    get: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
 class Entry:
-    """A member to write: from a file on disk, from bytes, or raw from another zip."""
+    """A member to write: from a file on disk, from bytes, raw from another zip, or bytes made later."""
 
     arcname: str
-    source: Path | bytes | RawSource
+    source: Path | bytes | RawSource | Later
     executable: bool = False
 
 
@@ -151,7 +159,7 @@ def _pack_whole(source: Path | bytes, level: int, backend: str = "auto") -> _Pac
 def _whole_size(entry: Entry, limit: int) -> int | None:
     """The size of a member to compress whole (below `limit`), or None to stream or copy it."""
     src = entry.source
-    if isinstance(src, RawSource):
+    if isinstance(src, (RawSource, Later)):
         return None
     size = len(src) if isinstance(src, bytes) else src.stat().st_size
     return size if size < limit else None
@@ -191,7 +199,7 @@ class Packer:
             self._soon_bytes += size
             self._soon[path] = (size, self.submit(path, size))
 
-    def take(self, source: Path | bytes | RawSource) -> tuple[int, Callable[[], _Packed]] | None:
+    def take(self, source: Path | bytes | RawSource | Later) -> tuple[int, Callable[[], _Packed]] | None:
         """(size, result) of a pack_soon() of `source`, if any."""
         if not isinstance(source, Path):
             return None
@@ -241,7 +249,7 @@ class _Writer:
             while queue and self._room(len(ahead), in_flight, sizes[queue[0]] or 0):
                 nxt = queue.popleft()
                 src = entries[nxt].source
-                assert not isinstance(src, RawSource)
+                assert not isinstance(src, (RawSource, Later))
                 ahead[nxt] = packer.submit(src, sizes[nxt] or 0)
                 in_flight += sizes[nxt] or 0
             packed = None
@@ -257,7 +265,7 @@ class _Writer:
 
     def write(self, entry: Entry, packed: _Packed | None) -> RecordRow:
         mode = 0o755 if entry.executable else 0o644
-        src = entry.source
+        src = entry.source.get() if isinstance(entry.source, Later) else entry.source
         if isinstance(src, RawSource):
             offset = raw_data_offset(src.fp, src.info.header_offset)
             self.zw.add_raw(entry.arcname, src.fp, offset, method=src.info.compress_type, crc=src.info.CRC,
