@@ -751,9 +751,12 @@ def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterato
 def _in(d: str, name: str, subdirs: tuple[str, ...], via: str) -> Iterator[Candidate]:
     """`name` in the glibc-hwcaps and legacy subdirectories of `d` (misses there not recorded),
     then in `d` itself."""
+    # performance: posixpath.join's result, spelled out (neither `sub` nor `name` is absolute: `name` has no
+    # '/', and the subdirectories are relative); 18 subdirectories per directory on x86-64 hosts
+    base = d + "/" if d and not d.endswith("/") else d
     for sub in subdirs:
-        yield Candidate(posixpath.join(d, sub, name), via, quiet=True)
-    yield Candidate(posixpath.join(d, name), via)
+        yield Candidate(f"{base}{sub}/{name}", via, None, True)
+    yield Candidate(base + name, via)
 
 
 def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
