@@ -7,9 +7,7 @@ file behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,6 +17,8 @@ from .errors import OutputError
 
 
 def _temp_beside(final: Path) -> tuple[int, str]:
+    import tempfile  # with shutil, random, bz2, lzma: not for a caller that writes nothing
+
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -76,6 +76,8 @@ def write_atomic(final: str | os.PathLike[str], data: bytes, mode: int | None = 
 
 def sha256_hex(fp: BinaryIO, chunk: int = 1 << 20) -> str:
     """The sha256 (hex) of what is left to read in `fp`, read `chunk` bytes at a time."""
+    import hashlib
+
     digest = hashlib.sha256()
     while data := fp.read(chunk):
         digest.update(data)

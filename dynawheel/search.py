@@ -65,6 +65,11 @@ class SearchPaths:
     # directory (RPATH, LD_LIBRARY_PATH, RUNPATH, default), best first: the levels the CPU supports
     # (x86-64-v4, x86-64-v3, x86-64-v2); they also rank the hwcaps entries of ld.so.cache.
     elf_hwcaps: tuple[str, ...] = ()
+    # glibc >= 2.33 on x86: the levels of elf_hwcaps are also the x86 ISA levels the CPU has, and a
+    # library whose GNU property note needs one it lacks is found and then refused ("CPU ISA level
+    # is lower than required"); False: a loader that does not check (glibc < 2.33, musl) or an
+    # unknown CPU (a host that is not x86_64 glibc >= 2.33 says nothing of an x86 target's).
+    elf_isa_check: bool = True
     # glibc <= 2.36: the legacy hwcaps/platform subdirectories searched next, in order (e.g.
     # tls/x86_64/x86_64, tls/x86_64, tls, x86_64/x86_64, x86_64), see legacy_hwcap_dirs().
     elf_legacy_hwcaps: tuple[str, ...] = ()
@@ -98,6 +103,7 @@ class SearchPaths:
             elf_lib=_host_elf_lib(),
             elf_platform=platform,
             elf_hwcaps=hwcaps,
+            elf_isa_check=host_isa_check(),
             elf_legacy_hwcaps=legacy,
             dyld_library_path=split("DYLD_LIBRARY_PATH"),
             dyld_fallback_library_path=split("DYLD_FALLBACK_LIBRARY_PATH"),
@@ -163,6 +169,18 @@ class SearchPaths:
     def elf_subdirs(self) -> tuple[str, ...]:
         """The subdirectories ld.so tries in each search directory before the directory itself."""
         return tuple(f"glibc-hwcaps/{name}" for name in self.elf_hwcaps) + self.elf_legacy_hwcaps
+
+    def elf_isa_bits(self) -> int | None:
+        """The GNU_PROPERTY_X86_ISA_1_* bits the target CPU has, as glibc's cpu_features->isa_1 (bit 0
+        baseline, always; bit N-1 for each level x86-64-vN of elf_hwcaps); None when no check is made."""
+        if not self.elf_isa_check:
+            return None
+        bits = 1
+        for name in self.elf_hwcaps:
+            level = name.removeprefix("x86-64-v")
+            if name.startswith("x86-64-v") and level.isdigit() and 2 <= int(level) <= 4:
+                bits |= 1 << (int(level) - 1)
+        return bits
 
     def elf_ld_library_path(self) -> tuple[str, ...]:
         return tuple(self.host_path(d) for d in self.ld_library_path) if self.use_system else ()
@@ -264,6 +282,15 @@ def legacy_hwcap_dirs(hwcaps: tuple[str, ...], platform: str | None) -> tuple[st
     for mask in range((1 << len(parts)) - 1, 0, -1):
         out.append("/".join(parts[i] for i in reversed(range(len(parts))) if mask & (1 << i)))
     return tuple(dict.fromkeys(out))
+
+
+def host_isa_check() -> bool:
+    """Whether this host's ld.so refuses libraries that need an x86 ISA level its CPU lacks (x86_64 glibc
+    >= 2.33, sysdeps/x86/dl-prop.h); elsewhere the CPU of an x86 target is not known from here."""
+    libc, version = _libc_ver()
+    if _machine() != "x86_64" or libc != "glibc" or not version:
+        return False
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= (2, 33)
 
 
 def host_glibc_hwcaps() -> tuple[str, ...]:

@@ -104,14 +104,15 @@ def extension(
     return out
 
 
-def executable(out: Path, *, needs: Sequence[Path] = (), pie: bool = True, runpath: Sequence[str] = ()) -> Path:
+def executable(out: Path, *, needs: Sequence[Path] = (), pie: bool = True, runpath: Sequence[str] = (),
+               rpath: Sequence[str] = ()) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     src = out.with_suffix(".c")
     decls = "".join(f"extern int {_fn(n)}(void);\n" for n in needs)
     total = " + ".join([f"{_fn(n)}()" for n in needs] + ["0"])
     src.write_text(f"{decls}int main(void) {{ return {total}; }}\n")
     cmd = ["gcc", "-O1", "-o", str(out), str(src), "-pie" if pie else "-no-pie"]
-    _run(cmd + _link_flags(needs, (), runpath, ()))
+    _run(cmd + _link_flags(needs, rpath, runpath, ()))
     return out
 
 

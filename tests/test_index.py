@@ -8,7 +8,9 @@ import html.parser
 import io
 import json
 import os
+import random
 import re
+import shutil
 import tarfile
 import time
 import zipfile
@@ -400,9 +402,9 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = index_module._inspect_uncached
     index_module._cache.clear()  # the in-process cache would hide reads
 
-    def counting(path: Path, size: int, name: str) -> Any:
+    def counting(path: Path, st: os.stat_result, name: str) -> Any:
         reads.append(name)
-        return real(path, size, name)
+        return real(path, st, name)
 
     monkeypatch.setattr(index_module, "_inspect_uncached", counting)
     return reads
@@ -469,10 +471,11 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     build_index(wh)
     cache = wh / ".dynawheel-index-cache.jsonl"
     lines = cache.read_bytes().splitlines()
+    wrong_size = json.dumps(["x" if i == 8 else v for i, v in enumerate(json.loads(lines[1]))]).encode()
     damaged = {
         "garbage": b"{not json\n",
         "torn-last-line": b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2],
-        "wrong-types": b"\n".join([lines[0], lines[1].replace(b'"s":', b'"s":"x","z":'), *lines[2:]]) + b"\n",
+        "wrong-types": b"\n".join([lines[0], wrong_size, *lines[2:]]) + b"\n",
         "other-layout": b"\n".join([lines[0].replace(b'"layout": "[', b'"layout": "[9, '), *lines[1:]]) + b"\n",
         "empty": b"",
         "binary": os.urandom(4096),
@@ -488,7 +491,110 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert len(reads) == 5
     reads.clear()
     assert build_index(wh).written == () and reads == []  # rebuilt: the next run reads nothing
-    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 3')
+    assert cache.read_bytes().splitlines()[0].startswith(b'{"format": 4')
+
+
+def _rel(paths: Any, root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in paths}
+
+
+def test_cached_rerun_follows_yanks_and_missing_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run with the cache rewrites exactly the pages whose inputs changed (a yank) or that are gone,
+    and a .metadata file that is gone, reading no distribution; the result is what a full run writes."""
+    wh = tmp_path / "wh"
+    alpha, beta = make_wheel(wh, "alpha", "1.0"), make_wheel(wh, "beta", "1.0")
+    make_wheel(wh, "gamma", "1.0")
+    _age(wh)
+    build_index(wh)
+    reads = _count_reads(monkeypatch)
+    pages = {"simple/alpha/index.html", "simple/alpha/index.json"}
+    assert _rel(build_index(wh, yanked={alpha.name: "broken"}).written, wh) == pages
+    assert 'data-yanked="broken"' in (wh / "simple" / "alpha" / "index.html").read_text()
+    assert build_index(wh).written == ()  # None keeps the yanks (from the cache)
+    assert _rel(build_index(wh, yanked={}).written, wh) == pages
+    assert "data-yanked" not in (wh / "simple" / "alpha" / "index.html").read_text()
+    shutil.rmtree(wh / "simple" / "beta")
+    (wh / "simple" / "index.json").unlink()
+    (wh / (beta.name + ".metadata")).unlink()
+    assert _rel(build_index(wh).written, wh) == {
+        "simple/beta/index.html", "simple/beta/index.json", "simple/index.json", beta.name + ".metadata"}
+    assert reads == []
+    assert build_index(wh, use_cache=False).written == ()
+
+
+# what a no-op `dynawheel index` must not import: it reads no archive, parses no metadata, renders no page
+NOT_FOR_NOOP_INDEX = ("zipfile", "tarfile", "email", "packaging", "html", "concurrent.futures", "datetime",
+                      "hashlib", "tempfile", "dynawheel.publish.serve", "dynawheel.wheel", "socket", "ctypes")
+
+
+def test_noop_index_imports_no_reader(tmp_path: Path) -> None:
+    """Structural, not timed (benchmarks/bench_publish.py has the figures): on a wheelhouse indexed
+    before, a run is mostly interpreter start-up, and these modules cost as much as the run itself."""
+    from .test_startup import imported
+
+    wh = tmp_path / "wh"
+    for i in range(4):
+        make_wheel(wh, f"p{i}", "1.0")
+    _age(wh)
+    code, first = imported("index", wh, cwd=tmp_path)
+    assert code == 0 and "zipfile" in first and "packaging" in first  # the first run reads the wheels
+    code, names = imported("index", wh, cwd=tmp_path)
+    assert code == 0
+    assert [n for n in NOT_FOR_NOOP_INDEX if any(m == n or m.startswith(n + ".") for m in names)] == []
+
+
+def test_serve_help_shows_the_upload_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    from dynawheel.cli import main
+    from dynawheel.publish.serve import DEFAULT_MAX_UPLOAD
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert f"(default: {DEFAULT_MAX_UPLOAD})" in " ".join(capsys.readouterr().out.split())
+
+
+def _random_text(rng: random.Random) -> str:
+    return "".join(rng.choice('az09"\\/<>&\n\t\x00\x7f\u00e9\u2028\U0001f600 ') for _ in range(rng.randrange(6)))
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -1, 2**63, 1795000000123456789])
+    if kind in (2, 3, 4):
+        return _random_text(rng)
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {_random_text(rng): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_page_json_is_json_dumps_byte_for_byte() -> None:
+    """The pages' JSON writer (faster than json.dumps with indent) gives json.dumps' exact bytes."""
+    from dynawheel.publish.index import _json_bytes
+
+    rng = random.Random(13)
+    docs = [{"a": {}, "b": [], "c": [{}, [], [[]]], "\u00e9": "\U0001f600", "": None}]
+    docs += [{"doc": _random_json(rng)} for _ in range(500)]
+    for doc in docs:
+        assert _json_bytes(doc) == (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), doc
+
+
+def test_site_files_are_world_readable_whatever_the_umask(tmp_path: Path) -> None:
+    """Pages and .metadata files are 0644 (a web server reads them) even when written under umask 077,
+    new or replaced, and no temporary file is left beside them."""
+    wh = tmp_path / "wh"
+    whl = make_wheel(wh, "perm", "1.0")
+    old = os.umask(0o077)
+    try:
+        build_index(wh)
+        make_wheel(wh, "perm", "2.0")
+        build_index(wh)
+    finally:
+        os.umask(old)
+    outputs = [wh / (whl.name + ".metadata"), *sorted((wh / "simple").rglob("index.*"))]
+    assert len(outputs) == 5 and {oct(p.stat().st_mode & 0o777) for p in outputs} == {"0o644"}
+    assert not [p for p in wh.rglob(".*") if p.name != ".dynawheel-index-cache.jsonl"]
 
 
 def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

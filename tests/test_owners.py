@@ -57,6 +57,38 @@ def test_dpkg_on_the_host_and_below_a_sysroot(tmp_path: Path) -> None:
     assert Owners(SearchPaths(sysroot=str(root))).owner(f"{root}/usr/lib/x86_64-linux-gnu/libz.so.1") is None
 
 
+# host libraries whose Debian package is named like the file (libyaml-0-2), declared in another package's shlibs
+# (liblber-2.5 in libldap-2.5-0's), or neither (libz in zlib1g, libcrypto in libssl3), listed under /lib (usrmerge)
+DPKG_CASES = ("libyaml-0.so.2", "libstdc++.so.6", "liblber-2.5.so.0", "libz.so.1", "libcrypto.so.3", "libgcc_s.so.1",
+              "ld-linux-x86-64.so.2")
+
+
+def _dpkg_owner(path: str) -> str | None:
+    """The package `dpkg-query -S` says owns `path` or its /lib alias (usrmerge)."""
+    for name in (path, path.removeprefix("/usr")):
+        proc = subprocess.run(["dpkg-query", "-S", name], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return proc.stdout.split(":", 1)[0]
+    return None
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs a Debian host (dpkg-query)")
+def test_dpkg_owner_whatever_the_package_is_named_agrees_with_dpkg_query() -> None:
+    """The lists of packages named like the file are read first, then the others: the owner is dpkg-query's
+    either way, for one Owners asked in turn (lists read once) and for a fresh one per library."""
+    paths = [os.path.realpath(p) for name in DPKG_CASES
+             if os.path.exists(p := f"/usr/lib/x86_64-linux-gnu/{name}")]
+    assert len(paths) >= 4, paths
+    shared = Owners(SearchPaths())
+    for path in paths:
+        expected = _dpkg_owner(path)
+        assert expected is not None, path
+        for finder in (shared, Owners(SearchPaths())):
+            owner = finder.owner(path)
+            assert owner is not None and owner.name == expected, (path, owner)
+            assert owner.version == _dpkg("-W", "-f", "${Version}", f"{expected}:amd64")
+
+
 def test_dpkg_usrmerge_alias(tmp_path: Path) -> None:
     """dpkg lists /lib/x86_64-linux-gnu/libz.so.1.2.13; with /lib -> usr/lib the file is found by its /usr path."""
     root = tmp_path / "root"

@@ -9,6 +9,8 @@ figures).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import subprocess
 import sys
@@ -132,6 +134,57 @@ def test_show_of_an_elf_file_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert code == 0
     assert {"dynawheel.platforms.elf", "dynawheel.report"} <= names
     assert offenders(names) == {}
+
+
+# what a repair imports only for what it writes: the SBOM (--no-sbom: none), METADATA fields (license files,
+# Requires-Dist of --provided-by), a build's metadata sources
+NOT_FOR_A_PLAIN_REPAIR = {
+    "cyclonedx": "the SBOM's library (~70 ms): only when an SBOM is written",
+    "py_serializable": "cyclonedx's serializer",
+    "packageurl": "purls are the SBOM's",
+    "license_expression": "SPDX expressions are the SBOM's",
+    "email": "METADATA fields are read only to add License-File or Requires-Dist; the checks of the wheel's "
+             "texts need no parser",
+    "packaging.requirements": "wheel/metadata.py's, for build",
+    "tomllib": "pyproject.toml is build's",
+    "dynawheel.wheel.metadata": "build's",
+}
+
+
+def _plain_wheel(tmp_path: Path) -> Path:
+    """demo-1.0: an extension needing libaa.so.1 from a build directory no package manager owns (so no license
+    files to ship)."""
+    build, stage = tmp_path / "build", tmp_path / "stage"
+    libaa = elfbuild.shared_lib(build / "libaa.so.1", soname="libaa.so.1")
+    ext = elfbuild.extension(stage / "demo", "_e", needs=[libaa], runpath=[str(build)])
+    files = {"demo/__init__.py": b"", f"demo/{ext.name}": ext.read_bytes(),
+             "demo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+             "demo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_x86_64\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items())
+    wheel = tmp_path / "demo-1.0-cp311-cp311-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr("demo-1.0.dist-info/RECORD", record + "demo-1.0.dist-info/RECORD,,\n")
+    return wheel
+
+
+@pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
+def test_repair_imports_the_sbom_library_only_to_write_an_sbom(tmp_path: Path) -> None:
+    wheel = _plain_wheel(tmp_path)
+    for args, written in (("--no-sbom",), False), ((), True):
+        out = tmp_path / f"out{len(args)}"
+        code, names = imported("repair", wheel, "-w", out, *args, cwd=tmp_path)
+        assert code == 0
+        with zipfile.ZipFile(next(out.glob("*.whl"))) as zf:  # the repair did run: libaa.so.1 is vendored
+            got = zf.namelist()
+        assert any("libaa" in n for n in got) and ("demo-1.0.dist-info/sboms/dynawheel.cdx.json" in got) == written
+        assert not any(n.startswith("demo-1.0.dist-info/licenses/") for n in got)
+        heavy = {n: why for n, why in NOT_FOR_A_PLAIN_REPAIR.items()
+                 if any(m == n or m.startswith(n + ".") for m in names)}
+        sbom = {"cyclonedx", "py_serializable", "packageurl"}  # no license expression: no package declares one
+        assert (set(heavy) <= sbom and {"cyclonedx", "packageurl"} <= set(heavy)) if written else not heavy, heavy
 
 
 @pytest.mark.parametrize("args", [("--version",), ("--help",)])

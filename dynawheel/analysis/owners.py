@@ -135,39 +135,92 @@ def _stanzas(text: str) -> Iterator[dict[str, str]]:
 
 
 class Dpkg:
-    """Debian's dpkg database: ``/var/lib/dpkg/info/PKG[:ARCH].list`` (files) and ``status`` (versions)."""
+    """Debian's dpkg database: ``/var/lib/dpkg/info/PKG[:ARCH].list`` (files) and ``status`` (versions).
+
+    dpkg lets one file belong to one package only (a package that takes a file over removes it from the
+    other's list; co-installed Multi-Arch: same packages share files under one name), so the owner of a path
+    is the package whose list names it, whichever list is read first.  The lists of packages named like the
+    file (``libyaml-0.so.2`` -> ``libyaml*``, Debian's library package names) are searched first; the others
+    (``libz.so.1`` is zlib1g's) only when those do not name it, each read at most once per run."""
 
     def __init__(self, search: SearchPaths) -> None:
         self.search = search
         self.info = search.host_path("/var/lib/dpkg/info")
+        self._texts: dict[str, bytes | None] = {}  # 'PKG[:ARCH]' -> its .list between newlines (None: unreadable)
 
     @functools.cached_property
-    def _lists(self) -> list[tuple[str, bytes]]:
-        """('PKG[:ARCH]', the text of its .list, between newlines) for every installed package; searched per
-        query (a few libraries), which is ten times faster than indexing every line of them."""
+    def _names(self) -> list[str]:
         try:
-            names = sorted(n for n in os.listdir(self.info) if n.endswith(".list"))
+            return sorted(os.listdir(self.info))
         except OSError:
             return []
-        lists = []
-        for name in names:
+
+    @functools.cached_property
+    def _packages(self) -> list[str]:
+        """'PKG[:ARCH]' of every installed package with a file list, sorted."""
+        return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+
+    @functools.cached_property
+    def _shlibs(self) -> dict[str, list[str]]:
+        """Name stem -> the packages whose ``PKG.shlibs`` names a shared library of that stem ('liblber-2.5 0
+        libldap-2.5-0 (>= 2.5.13)' in libldap-2.5-0:amd64.shlibs: liblber-2.5.so.0 is libldap-2.5-0's)."""
+        stems: dict[str, list[str]] = {}
+        for name in self._names:
+            if name.endswith(".shlibs"):
+                for line in (_read_text(posixpath.join(self.info, name)) or "").splitlines():
+                    words = line.split()  # [type:] library-name soname-version dependencies
+                    words = words[1:] if words and words[0].endswith(":") else words
+                    if words:
+                        stems.setdefault(_name_stem(words[0]), []).append(name[: -len(".shlibs")])
+        return stems
+
+    def _list(self, package: str) -> bytes | None:
+        if package not in self._texts:
             try:
-                with open(posixpath.join(self.info, name), "rb") as fp:
-                    lists.append((name[: -len(".list")], b"\n" + fp.read(_MAX_DB) + b"\n"))
+                with open(posixpath.join(self.info, package + ".list"), "rb") as fp:
+                    self._texts[package] = b"\n" + fp.read(_MAX_DB) + b"\n"
             except OSError:
-                continue
-        return lists
+                self._texts[package] = None
+        return self._texts[package]
 
     def _listed(self, host: str) -> str | None:
         needles = [f"\n{a}\n".encode() for a in self._aliases(host)]
-        return next((pkg for pkg, text in self._lists for n in needles if n in text), None)
+        for pkg in self._candidates(_name_stem(posixpath.basename(host))):
+            text = self._list(pkg)
+            if text is not None and any(n in text for n in needles):
+                return pkg
+        return None
+
+    def _candidates(self, stem: str) -> Iterator[str]:
+        """Every package, those named like the file first, then those whose shlibs name it (read only if the
+        first do not own it), then the others."""
+        likely = [p for p in self._packages if p.startswith(stem)]
+        yield from likely
+        yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
+        yield from (p for p in self._packages if not p.startswith(stem))
 
     @functools.cached_property
-    def _status(self) -> dict[tuple[str, str], tuple[str, str]]:
-        """(package, arch) -> (version, arch) of the installed packages."""
+    def _status_index(self) -> tuple[str, dict[str, list[int]]]:
+        """The status file, and where each 'Package:' field is, by the first word of its value (one pass)."""
         text = _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
-        return {(s["Package"], s.get("Architecture", "")): (s.get("Version", ""), s.get("Architecture", ""))
-                for s in _stanzas(text) if "Package" in s and s.get("Status", "").endswith(" installed")}
+        index: dict[str, list[int]] = {}
+        for match in re.finditer(r"Package:\s*(\S*)", text):
+            index.setdefault(match.group(1), []).append(match.start())
+        return text, index
+
+    def _status(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
+        """(package, arch) -> (version, arch) of the installed packages called `name`, in the order of the status
+        file (only the paragraphs that may be theirs are parsed: the file describes every package)."""
+        text, index = self._status_index
+        found: dict[tuple[str, str], tuple[str, str]] = {}
+        for at in index.get((name.split() or [""])[0], ()):
+            start = text.rfind("\n\n", 0, at)
+            end = text.find("\n\n", at)
+            block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
+            for s in _stanzas(block):
+                if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
+                    found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
+        return found
 
     def _aliases(self, host: str) -> Iterator[str]:
         """`host` and the names usrmerge gives it (/usr/lib/x -> /lib/x when /lib links to usr/lib)."""
@@ -181,12 +234,18 @@ class Dpkg:
         if listed is None:
             return None
         name, _, arch = listed.partition(":")
-        version, arch = self._status.get((name, arch), None) or next(
-            (v for (n, _a), v in self._status.items() if n == name), ("", arch))
+        status = self._status(name)
+        version, arch = status.get((name, arch), None) or next(iter(status.values()), ("", arch))
         copyright_file = self.search.host_path(f"/usr/share/doc/{name}/copyright")
         licenses = (("copyright", copyright_file),) if os.path.isfile(copyright_file) else ()
         return Owner("deb", name, version or None, os_release_id(self.search) or "debian",
                      (("arch", arch),) if arch else (), None, licenses)
+
+
+def _name_stem(filename: str) -> str:
+    """The start of a library's file name that Debian names its package by: 'libyaml-0.so.2' -> 'libyaml',
+    'libLLVM-14.so.1' -> 'libllvm' (libllvm14), 'libgcc_s.so.1' -> 'libgcc' (libgcc-s1)."""
+    return re.split(r"[._-]", filename, maxsplit=1)[0].lower()
 
 
 class Apk:

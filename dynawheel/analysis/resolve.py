@@ -8,8 +8,9 @@ checks each place (exists? parses? right arch?) and records every attempt.
 
 System libraries (``Backend.is_system``) are still looked up: ld.so loads them from
 disk and their own dependencies are walked too (a system library that is not found is
-reported as SYSTEM, never MISSING).  A candidate that exists but cannot be parsed stops
-the search for backends with ``stops_at_bad_file`` (glibc fails on "invalid ELF header").
+reported as SYSTEM, never MISSING).  A candidate that exists but cannot be parsed, or that the
+loader refuses once found (``Backend.refusal``: glibc's "CPU ISA level is lower than required"),
+stops the search for backends with ``stops_at_bad_file`` (glibc fails on "invalid ELF header").
 
 Within one walk an object already loaded under the same key (its request name, its
 path, or, for backends with ``match_soname``, its soname) satisfies later requests, and
@@ -400,7 +401,7 @@ class _Walker:
                                      "this analysis (implausible dependency lists or search paths)"))
                 break
             path = self.files.spelled(cand.path) if fold else cand.path
-            outcome, image, fatal = self._try(path, loader.image)
+            outcome, image, fatal = self._try(path, backend, chain)
             if cand.quiet and outcome == "not found":
                 continue
             if len(tried) < KEPT_ATTEMPTS or image is not None or fatal:
@@ -438,8 +439,9 @@ class _Walker:
         self._register(state, backend, request.name, image, path, status)
         return Edge(loader.path, loader.image.arch, request, status, path, tried, flag, True), image
 
-    def _try(self, path: str, want: Image) -> tuple[str, Image | None, bool]:
+    def _try(self, path: str, backend: Backend, chain: tuple[Loaded, ...]) -> tuple[str, Image | None, bool]:
         """(outcome, matching image or None, whether the loader stops searching here)."""
+        want = chain[-1].image
         parsed = self.files.parsed(path)
         if parsed is None:
             return "not found", None, False
@@ -450,4 +452,7 @@ class _Walker:
         if image is None:
             have = ", ".join(sorted({f"{i.format.value}/{i.arch}" for i in parsed.images}))
             return f"wrong arch ({have}, need {want.format.value}/{want.arch})", None, False
+        refused = backend.refusal(image, chain, self.search)
+        if refused is not None:
+            return f"not loadable: {refused}", None, True
         return "ok", image, False

@@ -27,7 +27,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sysroot", default="/", help="read paths outside the tree below this root")
     g.add_argument("--glibc-hwcaps", type=_hwcaps_levels, metavar="LEVELS",
                    help="glibc: the glibc-hwcaps subdirectories the target CPU supports, best first, "
-                        "comma-separated (x86-64-v3,x86-64-v2), or 'none'; default: this host's CPU's")
+                        "comma-separated (x86-64-v3,x86-64-v2), or 'none'; also the x86 ISA levels its "
+                        "glibc (>= 2.33) lets a library need; default: this host's CPU's")
     g.add_argument("--dll-dir", action="append", default=[], metavar="DIR",
                    help="Windows: a directory added with os.add_dll_directory; relative: a directory of the "
                         "tree or wheel (pywin32_system32), absolute: a host directory")
@@ -48,14 +49,17 @@ def _hwcaps_levels(text: str) -> tuple[str, ...]:
 def search_from_args(args: argparse.Namespace) -> SearchPaths:
     from dataclasses import replace
 
-    from ..search import host_glibc_hwcaps
+    from ..search import host_glibc_hwcaps, host_isa_check
 
     # a sysroot runs on this host's CPU unless --glibc-hwcaps says otherwise; its glibc's legacy
-    # hwcaps subdirectories are not assumed (this host's glibc is not the root's)
-    base = SearchPaths.from_host() if args.sysroot == "/" else SearchPaths(elf_hwcaps=host_glibc_hwcaps())
-    hwcaps = base.elf_hwcaps if getattr(args, "glibc_hwcaps", None) is None else args.glibc_hwcaps
+    # hwcaps subdirectories are not assumed (this host's glibc is not the root's).  --glibc-hwcaps
+    # describes a glibc >= 2.33 target: its levels are also the ISA levels its loader checks.
+    base = (SearchPaths.from_host() if args.sysroot == "/"
+            else SearchPaths(elf_hwcaps=host_glibc_hwcaps(), elf_isa_check=host_isa_check()))
+    given = getattr(args, "glibc_hwcaps", None)
+    hwcaps, isa_check = (base.elf_hwcaps, base.elf_isa_check) if given is None else (given, True)
     return replace(base, sysroot=args.sysroot, extra=tuple(args.lib_path), use_system=not args.no_system_paths,
-                   elf_hwcaps=hwcaps,
+                   elf_hwcaps=hwcaps, elf_isa_check=isa_check,
                    dll_directories=tuple(args.dll_dir), windows_path=tuple(args.windows_path),
                    executable_path=args.executable_path)
 

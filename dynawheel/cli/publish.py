@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import getpass
 import logging
-import signal
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ..publish.index import STATUSES, IndexResult, ProjectStatus, build_index, normalize_name
-from ..publish.serve import DEFAULT_MAX_UPLOAD, IndexServer, ServeConfig, add_user, make_server, serve_forever
 from ..wording import counted
+
+if TYPE_CHECKING:  # `dynawheel index` does not import the server (a no-op index run is mostly start-up)
+    from ..publish.serve import IndexServer
+
+_MAX_UPLOAD_HELP = 512 * 1024 * 1024  # serve.DEFAULT_MAX_UPLOAD, shown in --help (tests/test_index.py checks it)
 
 
 def register(sub: Any) -> None:  # argparse._SubParsersAction
@@ -49,8 +49,8 @@ def register(sub: Any) -> None:  # argparse._SubParsersAction
     serve.add_argument("--password-file", type=Path, metavar="FILE", help="users allowed to upload (see --add-user)")
     serve.add_argument("--allow-anonymous-upload", action="store_true", help="accept uploads without a password")
     serve.add_argument("--allow-overwrite", action="store_true", help="let an upload replace an existing file")
-    serve.add_argument("--max-upload-size", type=int, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
-                       help="largest accepted upload request (default: %(default)s)")
+    serve.add_argument("--max-upload-size", type=int, metavar="BYTES",
+                       help=f"largest accepted upload request (default: {_MAX_UPLOAD_HELP})")
     serve.add_argument("--base-url", metavar="URL",
                        help="the server's public https URL (e.g. behind a TLS proxy): absolute PEP 740 provenance "
                             "links (default: relative to the page)")
@@ -107,6 +107,8 @@ def _report(result: IndexResult) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ..publish.serve import DEFAULT_MAX_UPLOAD, ServeConfig, make_server, serve_forever
+
     if args.add_user:
         return _add_user(args)
     if args.wheelhouse is None:
@@ -114,7 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= 64:
         raise UsageError(f"--workers must be between 1 and 64: {args.workers}")
     config = ServeConfig(password_file=args.password_file, allow_anonymous_upload=args.allow_anonymous_upload,
-                         allow_overwrite=args.allow_overwrite, max_upload_size=args.max_upload_size,
+                         allow_overwrite=args.allow_overwrite,
+                         max_upload_size=DEFAULT_MAX_UPLOAD if args.max_upload_size is None else args.max_upload_size,
                          base_url=args.base_url)
     if not (args.no_access_log or args.quiet):
         _access_log_to_stderr()
@@ -133,6 +136,8 @@ def _pin_malloc_threshold() -> None:
     uploads then peak at 60-130 MB instead of ~60.  The server pins it at the default 128 KiB."""
     if not sys.platform.startswith("linux"):
         return
+    import ctypes
+
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (musl has no mallopt: AttributeError)
@@ -148,12 +153,16 @@ def _access_log_to_stderr() -> None:
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    import signal
+
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """SIGINT and SIGTERM stop the server, even when SIGINT came in ignored (``serve ... &`` from a script)."""
+    import signal
+
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -163,11 +172,15 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _add_user(args: argparse.Namespace) -> int:
+    from ..publish.serve import add_user
+
     if args.password_file is None:
         raise UsageError("--add-user needs --password-file FILE")
     password = args.password
     if password is None:
         if sys.stdin.isatty():
+            import getpass
+
             password = getpass.getpass(f"password for {args.add_user}: ")
         else:
             password = sys.stdin.readline().rstrip("\r\n")
@@ -178,6 +191,8 @@ def _add_user(args: argparse.Namespace) -> int:
 
 def _public_url(server: IndexServer) -> tuple[str, str]:
     """The URL to tell clients, and its host (a wildcard bind address becomes this machine's name)."""
+    import socket
+
     host, port = str(server.server_address[0]), int(server.server_address[1])
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()

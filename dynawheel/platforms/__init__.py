@@ -119,6 +119,12 @@ class Backend(Protocol):
         """Key under which an already-loaded library satisfies a later request."""
         ...
 
+    def refusal(self, image: Image, chain: Sequence[Loaded], search: SearchPaths) -> str | None:
+        """Why the loader, having found `image` (of the right arch) for chain[-1], refuses to load it (glibc:
+        "CPU ISA level is lower than required"); None: it loads.  A refusal ends the search when
+        ``stops_at_bad_file`` (the load fails), else the loader searches on."""
+        ...
+
     def missing_note(self, name: str) -> str | None:
         """What to tell about a dependency nothing provides (PE: the Visual C++ runtime must be shipped)."""
         ...

@@ -30,12 +30,21 @@ otherwise                              1. ``-L`` dirs (``SearchPaths.extra``: ou
                                           ``/usr/lib/<triplet>``, ``/lib``, ``/usr/lib``)
                                        5 and 6 are skipped when ``L`` has
                                        ``DF_1_NODEFLIB``.
+                                       In each directory of 2, 3, 4 and 6 its
+                                       ``glibc-hwcaps/<level>`` (the target CPU's
+                                       levels) and legacy hwcaps subdirectories
+                                       come first (``SearchPaths.elf_subdirs``).
 =====================================  ==============================================
+
+The first file found (of the right class and machine) is taken: if its GNU property note needs an x86
+ISA level the target CPU lacks, glibc >= 2.33 does not search on but fails the load ("CPU ISA level is
+lower than required", :meth:`ElfBackend.refusal`); only glibc-hwcaps entries of ``ld.so.cache`` are
+skipped for their level (``search._cache_pick``).
 
 ``$ORIGIN``/``${ORIGIN}`` expands to the directory of the object holding the string,
 ``$LIB`` and ``$PLATFORM`` to ``SearchPaths.elf_lib`` / ``elf_platform``.  A candidate
 of another class or machine is skipped (the resolver checks :attr:`Image.arch`).  Not
-modelled: ``glibc-hwcaps`` and legacy hwcap subdirectories, secure (setuid) mode.
+modelled: secure (setuid) mode, ``GLIBC_TUNABLES``.
 
 An already-loaded object satisfies a request equal to its request name, its path or
 its ``DT_SONAME`` (:attr:`ElfBackend.match_soname`).
@@ -575,6 +584,15 @@ def _isa_level(bits: int) -> X86Isa | None:
     return None
 
 
+def _isa_label(bits: int) -> str:
+    """GNU_PROPERTY_X86_ISA_1_NEEDED bits as a level ('x86-64-v4'), with any bit no level names."""
+    level = _isa_level(bits & 0xF)
+    unknown = bits & ~0xF
+    named = [level.label] if level is not None and level > X86Isa.BASELINE else []
+    return " and ".join([*named, *([f"ISA bits {unknown:#x} (no level glibc knows)"] if unknown else [])]) \
+        or "x86-64"
+
+
 class _DynFields:
     def __init__(self) -> None:
         self.needed: list[str] = []
@@ -711,6 +729,22 @@ class ElfBackend:
 
     def missing_note(self, name: str) -> str | None:
         return None
+
+    def refusal(self, image: Image, chain: Sequence[Loaded], search: SearchPaths) -> str | None:
+        """glibc >= 2.33 on x86 (sysdeps/x86/dl-prop.h, dl_isa_level_check): a library whose
+        GNU_PROPERTY_X86_ISA_1_NEEDED bits are not all the CPU's is loaded from the first place the
+        search finds it and the load then fails, "CPU ISA level is lower than required": the search
+        does not go on to the next directory (checked with a real exec and dlopen in
+        tests/test_ldso_isa.py; ``ld.so --list`` shows the library found).  The target CPU is
+        ``SearchPaths.elf_hwcaps``.  musl makes no such check."""
+        have = search.elf_isa_bits()
+        need = image.elf.isa_bits
+        if have is None or not need or need & have == need or self.linux.family(link.image for link in chain) \
+                == "musllinux":
+            return None
+        cpu = ", ".join(search.elf_hwcaps) or "x86-64 (baseline) only"
+        return (f"CPU ISA level is lower than required (glibc): its GNU property note needs {_isa_label(need)}, "
+                f"the target CPU has {cpu} (--glibc-hwcaps)")
 
     def candidates(
         self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths

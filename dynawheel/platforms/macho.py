@@ -545,6 +545,9 @@ class MachOBackend:
     def missing_note(self, name: str) -> str | None:
         return None
 
+    def refusal(self, image: Image, chain: Sequence[Loaded], search: SearchPaths) -> str | None:
+        return None  # a slice of the right arch loads
+
     def candidates(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
         name = request.name
         leaf = posixpath.basename(name)

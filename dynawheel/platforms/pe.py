@@ -524,5 +524,9 @@ class PEBackend:
     def missing_note(name: str) -> str | None:
         return VC_REDIST_NOTE if is_vc_redist(name) else None
 
+    @staticmethod
+    def refusal(image: Image, chain: Sequence[Loaded], search: SearchPaths) -> str | None:
+        return None  # a DLL of the right machine type loads
+
 
 BACKEND = PEBackend()

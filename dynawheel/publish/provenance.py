@@ -31,14 +31,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion
-
 from ..errors import PackageIndexError
 
 SUFFIX = ".provenance"  # PEP 740's example: FILE's provenance is at FILE.provenance
@@ -144,6 +136,9 @@ def _check_statement(raw: bytes, filename: str, sha256: str, where: str) -> str:
 
 def same_distribution(a: str, b: str) -> bool:
     """Two distribution file names that parse to the same name, version (and build and tags)."""
+    from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+    from packaging.version import InvalidVersion
+
     try:
         if a.endswith(".whl") and b.endswith(".whl"):
             return parse_wheel_filename(a) == parse_wheel_filename(b)

@@ -19,7 +19,6 @@ from packaging.version import InvalidVersion, Version
 
 from ..analysis.owners import Owner
 from ..errors import MetadataError
-from ..wheel.text import parse_metadata
 from .collect import Vendored
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,9 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
     below ``.dist-info/licenses/`` (`read(member)`: a member of the wheel, None when it has none)."""
     if not names:
         return text, {}
+    from ..wheel.text import parse_metadata  # performance: email's parser only for a wheel given license files
+    from ..wheel.text import with_license_files as add_license_files
+
     msg = parse_metadata(text, "METADATA")
     have = msg.get_all("License-File") or []
     version = _metadata_version(msg.get("Metadata-Version", ""))
@@ -98,10 +100,7 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
                 data = read(f"{dist_info}/{old}")
                 if data is not None:
                     moved[f"{dist_info}/licenses/{old}"] = data
-    # wheel.metadata (email.policy, packaging.requirements, tomllib) only for a wheel given license files
-    from ..wheel.metadata import with_license_files as add_license_files
-
-    return add_license_files(text, names), moved
+    return add_license_files(text, names, msg), moved
 
 
 def _metadata_version(text: str) -> Version:

@@ -32,7 +32,7 @@ from ..tree import DirTree, WheelTree
 from ..wheel.archive import Packer
 from ..wheel.record import MAX_RECORD, encode_digest, parse_record
 from ..wheel.tags import dist_info_dirs, find_dist_info
-from ..wheel.text import MAX_METADATA, MAX_WHEEL, parse_metadata, parse_wheel_file
+from ..wheel.text import MAX_METADATA, MAX_WHEEL, check_metadata, check_wheel_file
 from ..wheel.verify import RecordCheck, SharedDigests
 from ..wheel.zipread import READ_ERRORS, read_member
 from .apply import Editors
@@ -87,9 +87,9 @@ def _verify_whole(zf: zipfile.ZipFile, wheel: Path, hashes: Mapping[str, str]) -
 def _wheel_texts(zf: zipfile.ZipFile, dist_info: str, wheel: Path) -> tuple[bytes, bytes]:
     """(WHEEL, METADATA) of the wheel, both read and parsed (a broken one is refused, before any work)."""
     wheel_file = read_member(zf, f"{dist_info}/WHEEL", wheel.name, MAX_WHEEL)
-    parse_wheel_file(wheel_file, f"{wheel.name}: WHEEL")
+    check_wheel_file(wheel_file, f"{wheel.name}: WHEEL")
     metadata = read_member(zf, f"{dist_info}/METADATA", wheel.name, MAX_METADATA)
-    parse_metadata(metadata, f"{wheel.name}: METADATA")
+    check_metadata(metadata, f"{wheel.name}: METADATA")
     return wheel_file, metadata
 
 

@@ -14,9 +14,10 @@ from .. import __version__
 from ..errors import StageError
 from .archive import Entry, is_executable, write_wheel
 from .layout import REPAIR_LICENSES, REPAIR_MANIFEST, REPAIR_SBOM
-from .metadata import ProjectMetadata, with_license_files
+from .metadata import ProjectMetadata
 from .record import encode_digest, parse_record
 from .tags import WheelTags, filename_component, parse_tags, version_component, wheel_filename
+from .text import with_license_files
 
 log = logging.getLogger(__name__)
 

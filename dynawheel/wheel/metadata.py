@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +17,9 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
 
 from ..errors import MetadataError
 from .tags import validate_name, validate_version
-from .text import header_section, parse_metadata
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -202,26 +199,3 @@ def read_pyproject(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     if not isinstance(tool, dict):
         raise MetadataError(f"[tool.dynawheel] in {str(path)!r} is not a table")
     return project, tool
-
-
-_VERSION_LINE = re.compile(r"^Metadata-Version:[ \t]*(\S*)[ \t]*$", re.MULTILINE | re.IGNORECASE)
-
-
-def with_license_files(text: bytes, names: Sequence[str]) -> bytes:
-    """METADATA with a ``License-File:`` for each of `names` not named yet (paths below .dist-info/licenses/),
-    Metadata-Version raised to 2.4 (PEP 639) when lower; the rest of the text as it was."""
-    msg = parse_metadata(text, "METADATA")
-    have = msg.get_all("License-File") or []
-    added = "".join(f"\nLicense-File: {n}" for n in names if n not in have)
-    try:
-        old = Version(msg.get("Metadata-Version", ""))
-    except InvalidVersion:
-        raise MetadataError(f"METADATA: Metadata-Version {msg.get('Metadata-Version')!r} is not a version") from None
-    if not added and old >= Version("2.4"):
-        return text
-    decoded = text.decode("utf-8")
-    head = header_section(decoded, "METADATA", len(decoded))
-    body = decoded[len(head):]
-    if old < Version("2.4"):
-        head = _VERSION_LINE.sub("Metadata-Version: 2.4", head, count=1)
-    return (head.rstrip("\r\n") + added + (body or "\n")).encode("utf-8")
