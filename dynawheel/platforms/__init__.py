@@ -93,6 +93,10 @@ class Backend(Protocol):
     # lookup; on the host, the backend spells paths itself)
     case_insensitive: bool
 
+    # with_policy() gives this backend what it needs (ELF); False: it needs nothing and the core does not
+    # load the policy data for it (performance: `show` of a Windows or macOS wheel never reads it)
+    needs_policy: bool
+
     def with_policy(self, linux: LinuxSystem) -> Backend:
         """This backend with the policy data its loader rules need (ELF: a new one; the others need none)."""
         ...
