@@ -517,8 +517,12 @@ def test_cached_rerun_follows_yanks_and_missing_outputs(tmp_path: Path, monkeypa
     shutil.rmtree(wh / "simple" / "beta")
     (wh / "simple" / "index.json").unlink()
     (wh / (beta.name + ".metadata")).unlink()
+    renamed: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append(Path(dst).name) or real_replace(src, dst))
     assert _rel(build_index(wh).written, wh) == {
         "simple/beta/index.html", "simple/beta/index.json", "simple/index.json", beta.name + ".metadata"}
+    assert beta.name + ".metadata" in renamed  # the page links it: written beside, then renamed, never in place
     assert reads == []
     assert build_index(wh, use_cache=False).written == ()
 

@@ -1179,8 +1179,11 @@ def _place_files(layout: _Layout, dists: list[DistFile], prev: SiteCache | None,
         if not layout.in_place and _place_file(dist.path, target):  # in place, the file is its own target
             written.append(target)
         meta_target = Path(f"{os.fspath(target)}.metadata")
+        # a page may link the file already (listed before; or, without a cache, its project has pages)
+        linked = dist.filename in prev.listed if prev is not None else dist.normalized in listing(layout.simple)
         if dist.kind == "wheel" and _write_file(
-                meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist), listing, new=True):
+                meta_target, dist.metadata if dist.metadata is not None else _metadata_of(dist), listing,
+                new=not linked):
             written.append(meta_target)
         if not layout.in_place:  # in place, the pages link the wheelhouse's own provenance file
             written += _place_provenance(dist, target)
@@ -1285,10 +1288,10 @@ def _write_file(path: Path, data: bytes, listing: _Listings, *, new: bool = Fals
     the directory's listing does not hold is written without looking for it first (5 system calls where
     the general path takes 14: a cold run writes 10,000 files).  True when written.
 
-    ``new``: a file that no page links yet (the .metadata of a distribution that is new to the pages; the
-    pages are written after it) is created in place, without a temporary file and a rename: a reader can
-    reach it only once it is complete; a run killed midway leaves it to the next run, which finds the
-    distribution not in the cache and writes the file again.
+    ``new``: a file that no page links yet (the .metadata of a distribution that is new to the pages, of a
+    project without pages; the pages are written after it) is created in place, without a temporary file
+    and a rename: a reader can reach it only once it is complete; a run killed midway leaves it to the
+    next run, which finds the distribution not in the cache and writes the file again.
     """
     name = os.fspath(path)
     if listing.present(name):
