@@ -148,6 +148,8 @@ def data_offset(fd: int, info: zipfile.ZipInfo, wheel: str, length: int) -> int:
 def stored_name(info: zipfile.ZipInfo) -> bytes:
     """The member's name as the central directory stores it."""
     raw = getattr(info, "orig_filename", info.filename)
+    if raw.isascii():  # performance (12k members of torch checked by show): cp437 and UTF-8 agree on ASCII
+        return raw.encode("ascii")
     if info.flag_bits & _UTF8_FLAG:
         return raw.encode("utf-8", "surrogateescape")
     try:
