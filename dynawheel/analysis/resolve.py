@@ -335,14 +335,15 @@ def _renamed(walk: Walk, old: str, new: str) -> Walk:
                 tuple(new if p == old else p for p in walk.loaded))
 
 
-@dataclass
 class _State:
-    """One walk: what is loaded, under which keys, and through which chain."""
+    """One walk: what is loaded, under which keys, and through which chain (a plain class: a private
+    mutable record, no dataclass to create at import)."""
 
-    loaded: dict[str, tuple[str, Status]] = field(default_factory=dict)  # key -> (path, status)
-    idents: dict[tuple[str, str], tuple[str, Status]] = field(default_factory=dict)
-    chains: dict[str, tuple[Loaded, ...]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.loaded: dict[str, tuple[str, Status]] = {}  # key -> (path, status)
+        self.idents: dict[tuple[str, str], tuple[str, Status]] = {}
+        self.chains: dict[str, tuple[Loaded, ...]] = {}
+        self.order: list[str] = []
 
 
 class _Walker:
