@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -68,6 +67,8 @@ def sbom_json(wheel_file: str | None, name: str, version: str | None, vendored: 
               owners: Mapping[str, Owner | None]) -> bytes:
     """The CycloneDX 1.6 JSON document for the repaired wheel `wheel_file` (its final file name), or for a
     staged tree (`wheel_file` and perhaps `version` None: not known before `build`)."""
+    import uuid
+
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
     from cyclonedx.model.tool import ToolRepository
