@@ -141,13 +141,15 @@ class Dpkg:
     dpkg lets one file belong to one package only (a package that takes a file over removes it from the
     other's list; co-installed Multi-Arch: same packages share files under one name), so the owner of a path
     is the package whose list names it, whichever list is read first.  The lists of packages named like the
-    file (``libyaml-0.so.2`` -> ``libyaml*``, Debian's library package names) are searched first; the others
-    (``libz.so.1`` is zlib1g's) only when those do not name it, each read at most once per run."""
+    file (``libyaml-0.so.2`` -> ``libyaml*``, Debian's library package names) are searched first, then those
+    of the owners found so far, then those whose shlibs declare the library; the others (``libz.so.1`` is
+    zlib1g's) only when none of those names it; each list is read at most once per run."""
 
     def __init__(self, search: SearchPaths) -> None:
         self.search = search
         self.info = search.host_path("/var/lib/dpkg/info")
         self._texts: dict[str, bytes | None] = {}  # 'PKG[:ARCH]' -> its .list between newlines (None: unreadable)
+        self._owned: dict[str, None] = {}  # the packages found to own a file so far, in the order found
 
     @functools.cached_property
     def _names(self) -> list[str]:
@@ -194,14 +196,16 @@ class Dpkg:
         for pkg in self._candidates(_name_stem(posixpath.basename(host))):
             text = self._list(pkg)
             if text is not None and any(n in text for n in needles):
+                self._owned.setdefault(pkg)
                 return pkg
         return None
 
     def _candidates(self, stem: str) -> Iterator[str]:
-        """Every package, those named like the file first, then those whose shlibs name it (read only if the
-        first do not own it), then the others."""
+        """Every package, those named like the file first, then the owners of the files asked before, then those
+        whose shlibs name it (read only if the first do not own it), then the others."""
         likely = sorted(p for p in self._listed_packages if p.startswith(stem))
         yield from likely
+        yield from [p for p in self._owned if p not in likely]  # owners of other files (liblber is libldap's)
         yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
         yield from (p for p in self._packages if not p.startswith(stem))
 
