@@ -162,7 +162,7 @@ class SearchPaths:
             st = os.stat(path)
         except OSError:
             return None
-        legacy = frozenset(part for sub in self.elf_legacy_hwcaps for part in sub.split("/"))
+        legacy = _legacy_parts(self.elf_legacy_hwcaps)
         return _cache_map(path, st.st_mtime_ns, st.st_size, CACHE_FLAGS.get(arch), self.sysroot,
                           self.elf_hwcaps, legacy)
 
@@ -504,6 +504,12 @@ _EXTENSION_MAGIC = 0xEAA42174  # (uint32_t) -358342284
 # its bits names a part of the legacy subdirectories the target searches.
 _LEGACY_BITS = {0: "sse2", 1: "x86_64", 2: "avx512_1", 48: "i586", 49: "i686", 50: "haswell", 51: "xeon_phi",
                 63: "tls"}
+
+
+@functools.lru_cache(maxsize=16)
+def _legacy_parts(subdirs: tuple[str, ...]) -> frozenset[str]:
+    """The names in the legacy hwcaps subdirectories (asked once per ELF request that reaches the cache)."""
+    return frozenset(part for sub in subdirs for part in sub.split("/"))
 
 
 @functools.lru_cache(maxsize=16)

@@ -416,8 +416,11 @@ class _Reader:
         # performance: the undefined entries picked in C (itertools.compress: st_shndx == 0), not one Python
         # step per symbol (libtorch_cpu.so defines 100k+)
         undefined = itertools.compress(name_at, map(operator.not_, shndx_at))
-        return frozenset(strings[n:strings.find(b"\0", n)].decode("utf-8", "surrogateescape")
-                         for n in undefined if 0 < n < end)
+        if strings.isascii():  # the usual case: one decode, then str slices (same text as per-name decodes)
+            text = strings.decode("ascii")
+            return frozenset([text[n:text.find("\0", n)] for n in undefined if 0 < n < end])
+        return frozenset([strings[n:strings.find(b"\0", n)].decode("utf-8", "surrogateescape")
+                          for n in undefined if 0 < n < end])
 
     def _symbol_count(self, tables: DynamicTables) -> int | None:
         if tables.hash:
