@@ -22,7 +22,6 @@ from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge,
 from .binary import BinaryFile, BinaryFormat, Image
 from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
-from .policy import read_data
 from .search import SearchPaths
 from .tree import Tree, open_tree
 from .wording import counted
@@ -260,6 +259,8 @@ def _provenance_json(p: Provenance) -> dict[str, Any]:
 
 
 def json_schema() -> Mapping[str, Any]:
+    from .policy import read_data
+
     text = read_data("show-schema.json")
     schema: dict[str, Any] = json.loads(text)
     return schema

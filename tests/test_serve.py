@@ -1007,7 +1007,12 @@ def test_watch_notices_a_wheel_overwritten_in_place(tmp_path: Path, serve: Any) 
     dir_mtime = wh.stat().st_mtime_ns
     sha = _overwrite_in_place(whl, "inplace", "1.0", "B", keep_mtime=False)
     assert wh.stat().st_mtime_ns == dir_mtime
-    status, _, body = srv.request("GET", "/simple/inplace/")
+    deadline = time.monotonic() + 3  # the watch looks at a project at most every 0.2 s
+    while True:
+        status, _, body = srv.request("GET", "/simple/inplace/")
+        if f"#sha256={sha}".encode() in body or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert status == 200 and f"#sha256={sha}".encode() in body
     status, _, body = srv.request("GET", f"/{whl.name}")
     assert status == 200 and hashlib.sha256(body).hexdigest() == sha

@@ -51,7 +51,11 @@ NOT_FOR_PE_SHOW = {
     "dynawheel.ops.content": "what the ELF/Mach-O verdicts read (with analysis.imports)",
 }
 # ... and, for a wheel not tagged abi3, the stable-ABI audit
-NOT_FOR_NON_ABI3 = {"dynawheel.analysis.abi3": "the stable-ABI audit (2 dataclasses, its data)"}
+NOT_FOR_NON_ABI3 = {
+    "dynawheel.analysis.abi3": "the stable-ABI audit (2 dataclasses, its data)",
+    # (the audit reads data/stable-abi.json through policy.read_data)
+    "dynawheel.policy": "the manylinux/musllinux policy data (a dataclass, 44 KB of JSON): the ELF rules'",
+}
 
 # what `--version` and `--help` may import of dynawheel: no command module
 VERSION_ONLY = {"dynawheel", "dynawheel.cli", "dynawheel.errors", "dynawheel.log"}

@@ -18,7 +18,7 @@ import pytest
 
 from dynawheel.errors import WheelFormatError
 from dynawheel.wheel import verify, zipwriter
-from dynawheel.wheel.archive import Entry, Later, write_wheel
+from dynawheel.wheel.archive import Entry, Later, Packer, write_wheel
 from dynawheel.wheel.verify import RecordCheck
 from dynawheel.wheel.zipwriter import ZipWriter, compressobj, deflate_backend
 
@@ -151,6 +151,22 @@ def test_a_member_made_later_is_written_as_its_bytes_would_be(tmp_path: Path) ->
     with pytest.raises(WheelFormatError, match="no SBOM"):
         write_wheel(failed, entries(Later(broken)), "x-1.dist-info")
     assert not failed.parent.exists() or list(failed.parent.iterdir()) == []
+
+
+def test_the_wheel_does_not_depend_on_what_was_compressed_ahead(tmp_path: Path) -> None:
+    """More files handed to Packer.pack_soon, out of the writer's order, than the writer keeps in flight: every
+    member is still compressed whole, as without them (it used to be streamed when its turn came first)."""
+    files = []
+    for i in range(40):
+        files.append(tmp_path / f"f{i:02d}.bin")
+        files[-1].write_bytes(os.urandom(2000) + bytes(i) * (3000 + 700 * i))
+    entries = [Entry(f"x/{p.name}", p) for p in files]
+    plain = write_wheel(tmp_path / "a" / "x-1-py3-none-any.whl", entries, "x-1.dist-info")
+    with Packer() as packer:
+        for path in files[::-2]:  # the last ones first: the writer reaches the others before them
+            packer.pack_soon(path)
+        ahead = write_wheel(tmp_path / "b" / "x-1-py3-none-any.whl", entries, "x-1.dist-info", packer=packer)
+    assert ahead.read_bytes() == plain.read_bytes()
 
 
 def test_chunk_constants_unchanged() -> None:

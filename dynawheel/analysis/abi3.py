@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from ..binary import BinaryFormat
 from ..errors import Abi3ViolationError
 from ..platforms import python_imports
-from ..policy import read_data
 from ..tree import Tree
 from .resolve import Analysis
 
@@ -56,6 +55,8 @@ class Abi3Audit:
 @functools.cache
 def stable_abi() -> Mapping[str, Version]:
     """Every stable-ABI function and data name -> the (major, minor) version that added it."""
+    from ..policy import read_data  # performance: not the policy module's import for a Windows wheel
+
     doc = json.loads(read_data("stable-abi.json"))
     out: dict[str, Version] = {}
     for name, item in doc["symbols"].items():

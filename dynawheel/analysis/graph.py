@@ -10,7 +10,6 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 
-from ..policy import loader_names
 from .resolve import Analysis, Edge, Status
 
 
@@ -117,5 +116,7 @@ def outside_names(edges: Iterable[Edge], sources: Collection[str], statuses: Col
     `sources` load with one of `statuses`, the program interpreters excepted (always there, and every
     policy allows them).  As the tree is: its binaries, SYSTEM and EXTERNAL; once repaired: its
     binaries and the vendored copies, SYSTEM."""
+    from ..policy import loader_names  # performance: the policy data only for the ELF rules that ask
+
     return {posixpath.basename(e.request.name) for e in edges
             if e.status in statuses and e.dependent in sources} - loader_names()

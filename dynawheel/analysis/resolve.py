@@ -33,8 +33,7 @@ from dataclasses import dataclass, field, replace
 from ..binary import BinaryFile, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..log import get_logger
-from ..platforms import MAGIC_READ, Backend, Loaded, backend_for, backend_of
-from ..policy import linux_system
+from ..platforms import MAGIC_READ, Backend, LinuxSystem, Loaded, backend_for, backend_of
 from ..search import SearchPaths
 from ..tree import HostFS, Tree, in_tree
 from ..wheel.layout import PACKAGE, install_root
@@ -349,10 +348,12 @@ class _State:
 class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
-        self.linux = linux_system()  # the policy data the ELF loader rules need
+        self.linux: LinuxSystem | None = None  # the policy data, for an ELF walk (performance: read then)
 
     def walk(self, root: str, image: Image) -> Walk:
-        backend = backend_of(image.format).with_policy(self.linux)
+        backend = backend_of(image.format)
+        if backend.needs_policy:
+            backend = backend.with_policy(self._linux())
         state = _State()
         self._register(state, backend, root, image, root, Status.IN_TREE)
         state.chains[root] = (Loaded(root, image),)
@@ -382,6 +383,14 @@ class _Walker:
             state.idents.setdefault(ident, (path, status))
         state.order.append(path)
 
+    def _linux(self) -> LinuxSystem:
+        """The policy data the ELF loader rules need, read on first use."""
+        if self.linux is None:
+            from ..policy import linux_system
+
+            self.linux = linux_system()
+        return self.linux
+
     def _resolve(
         self, state: _State, backend: Backend, request: Dependency, chain: tuple[Loaded, ...]
     ) -> tuple[Edge, Image | None]:
@@ -395,15 +404,16 @@ class _Walker:
         tried: list[Attempt] = []
         fold = backend.case_insensitive
         more = 0  # attempts not kept (beyond KEPT_ATTEMPTS)
+        files = self.files
         for cand in backend.candidates(request, chain, self.search):
-            if not self._count(loader, request):
-                tried.append(Attempt("...", "the lookup budget", f"not searched: over {MAX_LOOKUPS} lookups in "
-                                     "this analysis (implausible dependency lists or search paths)"))
+            files.lookups += 1
+            if files.lookups > MAX_LOOKUPS:
+                tried.append(self._over_budget(loader, request))
                 break
-            path = self.files.spelled(cand.path) if fold else cand.path
+            path = files.spelled(cand.path) if fold else cand.path
+            if cand.quiet and files.identity(path) is None:
+                continue  # a miss not recorded (glibc-hwcaps, legacy hwcaps subdirectories: most of the lookups)
             outcome, image, fatal = self._try(path, backend, chain)
-            if cand.quiet and outcome == "not found":
-                continue
             if len(tried) < KEPT_ATTEMPTS or image is not None or fatal:
                 tried.append(Attempt(path, cand.via, outcome))
             else:
@@ -416,14 +426,15 @@ class _Walker:
         status = Status.SYSTEM if system else (Status.OPTIONAL_MISSING if request.optional else Status.MISSING)
         return Edge(loader.path, loader.image.arch, request, status, None, _kept(tried, more)), None
 
-    def _count(self, loader: Loaded, request: Dependency) -> bool:
-        """Count one lookup; False once the analysis is over its budget (the first time, say so)."""
-        self.files.lookups += 1
+    def _over_budget(self, loader: Loaded, request: Dependency) -> Attempt:
+        """The attempt of a lookup beyond the analysis's budget (the first time, say so).  Performance: the
+        candidates loop counts each lookup itself (62k on the torch wheel) and calls this only past it."""
         if self.files.lookups == MAX_LOOKUPS + 1:
             log.warning("over %d library lookups in one analysis (at %r of %r, which asks for %d libraries): "
                         "the requests left are reported as not searched", MAX_LOOKUPS, request.name, loader.path,
                         len(loader.image.needed))
-        return self.files.lookups <= MAX_LOOKUPS
+        return Attempt("...", "the lookup budget", f"not searched: over {MAX_LOOKUPS} lookups in "
+                       "this analysis (implausible dependency lists or search paths)")
 
     def _hit(
         self, state: _State, backend: Backend, request: Dependency, loader: Loaded, path: str,

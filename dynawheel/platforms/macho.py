@@ -512,6 +512,7 @@ def system_prefixes() -> tuple[str, ...]:
 class MachOBackend:
     format = BinaryFormat.MACHO
     match_soname = False  # dyld matches install names as paths
+    needs_policy = False
     stops_at_bad_file = False
     case_insensitive = False
 

@@ -477,6 +477,7 @@ class PEBackend:
     format = BinaryFormat.PE
     case_insensitive = True  # Windows finds 'LIBA.DLL' for an import of 'liba.dll', in a wheel too
     match_soname = False  # the key of a loaded DLL is its base name, never its export-directory name
+    needs_policy = False
     stops_at_bad_file = False  # the loader skips a file of another machine type and searches on
 
     def with_policy(self, linux: LinuxSystem) -> PEBackend:

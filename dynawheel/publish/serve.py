@@ -528,9 +528,10 @@ class _Watch:
 
     A file overwritten in place (same name, same inode) does not move the directory's mtime: it is
     noticed when its project's page is asked for (:meth:`project_changed`, a stat of each of the
-    project's files) by its new size or mtime (ns).  Not noticed: a rewrite that keeps both the size and
-    the mtime (``touch -r``, ``rsync --times`` of same-size content, or a write within one tick of a
-    coarse file system clock); ``dynawheel index --no-cache`` re-reads every file.
+    project's files, at most every :data:`_WATCH_EVERY` seconds) by its new size or mtime (ns).
+    Not noticed: a rewrite that keeps both the size and the mtime (``touch -r``, ``rsync --times`` of
+    same-size content, or a write within one tick of a coarse file system clock); ``dynawheel index
+    --no-cache`` re-reads every file.
     """
 
     def __init__(self, wheelhouse: Path) -> None:
@@ -539,6 +540,7 @@ class _Watch:
         self.mtime = os.stat(self.directory).st_mtime_ns
         self._files: dict[str, tuple[int, int, int]] = {}
         self._by_project: dict[str, list[str]] | None = None
+        self._project_checked: dict[str, float] = {}
         self.files = self.scan()
         self.refreshing = False  # a thread is re-indexing: serve what is there meanwhile
         self.stale = False  # a change was seen and not indexed yet
@@ -557,6 +559,12 @@ class _Watch:
         mtime; or gone); then the watch is stale until the next re-index."""
         if self.refreshing or self.stale:
             return not self.refreshing
+        now = time.monotonic()  # at most every _WATCH_EVERY seconds per project: pages answer at ~10 us
+        if now - self._project_checked.get(project, -_WATCH_EVERY) < _WATCH_EVERY:
+            return False
+        if len(self._project_checked) > 65536:
+            self._project_checked.clear()
+        self._project_checked[project] = now
         if self._by_project is None:
             by_project: dict[str, list[str]] = {}
             for name in self._files:

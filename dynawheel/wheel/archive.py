@@ -20,7 +20,7 @@ import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -192,12 +192,26 @@ class Packer:
     def pack_soon(self, path: Path) -> None:
         """Start compressing the file `path` now (thread-safe); write_wheel takes the result for the
         entry whose source is `path`.  Skipped when it is too big or the budget is spent."""
+        self._soon_one(path)
+
+    def pack_first(self, paths: Iterable[Path]) -> None:
+        """pack_soon() each of `paths` in turn, up to the first that is skipped (or cannot be read: the writer
+        reports it): the members the writer will ask for first."""
+        for path in paths:
+            try:
+                if not self._soon_one(path):
+                    return
+            except OSError:
+                return
+
+    def _soon_one(self, path: Path) -> bool:
         size = path.stat().st_size
         with self._lock:
             if size >= self.limit or self._soon_bytes + size > self.budget // 2 or path in self._soon:
-                return
+                return False
             self._soon_bytes += size
             self._soon[path] = (size, self.submit(path, size))
+            return True
 
     def take(self, source: Path | bytes | RawSource | Later) -> tuple[int, Callable[[], _Packed]] | None:
         """(size, result) of a pack_soon() of `source`, if any."""
@@ -246,11 +260,13 @@ class _Writer:
         queue = deque(i for i, size in enumerate(sizes) if size is not None and i not in ahead)
         rows = []
         for i, entry in enumerate(entries):
+            if queue and queue[0] == i:  # its turn came before there was room for it: compressed whole all the
+                queue.popleft()  # same (the output does not depend on what was compressed ahead)
+                ahead[i] = self._submit(entries[i], sizes[i] or 0)
+                in_flight += sizes[i] or 0
             while queue and self._room(len(ahead), in_flight, sizes[queue[0]] or 0):
                 nxt = queue.popleft()
-                src = entries[nxt].source
-                assert not isinstance(src, (RawSource, Later))
-                ahead[nxt] = packer.submit(src, sizes[nxt] or 0)
+                ahead[nxt] = self._submit(entries[nxt], sizes[nxt] or 0)
                 in_flight += sizes[nxt] or 0
             packed = None
             if i in ahead:
@@ -258,6 +274,11 @@ class _Writer:
                 in_flight -= sizes[i] or 0
             rows.append(self.write(entry, packed))
         return rows
+
+    def _submit(self, entry: Entry, size: int) -> Callable[[], _Packed]:
+        src = entry.source
+        assert not isinstance(src, (RawSource, Later))
+        return self.packer.submit(src, size)
 
     def _room(self, count: int, in_flight: int, size: int) -> bool:
         """May one more member of `size` bytes be compressed ahead?  (Always, when none is.)"""
