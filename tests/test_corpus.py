@@ -315,6 +315,35 @@ def test_corpus_covers_every_platform_family() -> None:
     assert all(re.fullmatch(r"[0-9a-f]{64}", w["sha256"]) for w in CORPUS)
 
 
+def test_corpus_has_the_hard_cases(corpus: dict[str, Path]) -> None:
+    """The kinds of wheel the issue asks for, found in the wheels themselves (LIEF reads them, not
+    us): delay-loaded DLLs, DLL directories added at start-up (os.add_dll_directory in the
+    package's code), fat Mach-O files, vendored libraries (a .libs or .dylibs directory), many of
+    them (five or more) in some."""
+    lief = pytest.importorskip("lief", reason="LIEF is a test dependency (pyproject [test])")
+    lief.logging.disable()
+    found: dict[str, set[str]] = {"delay": set(), "dll_dir": set(), "fat": set(), "vendors": set(), "many": set()}
+    for wheel in CORPUS:
+        with zipfile.ZipFile(corpus[wheel["file"]]) as zf:
+            names = zf.namelist()
+            vendored = [n for n in names if re.search(r"\.(libs|dylibs)/[^/]+$", n)]
+            if vendored:
+                found["vendors"].add(wheel["file"])
+            if len(vendored) >= 5:
+                found["many"].add(wheel["file"])
+            for name in names:
+                data = zf.read(name) if name.endswith((".py", ".pth", ".pyd", ".dll", ".exe", ".so")) else b""
+                if data[:4] == b"\xca\xfe\xba\xbe" and lief.MachO.parse(list(data)).size > 1:
+                    found["fat"].add(wheel["file"])
+                elif data[:2] == b"MZ" and (pe := lief.PE.parse(list(data))) is not None and pe.delay_imports:
+                    found["delay"].add(wheel["file"])
+                elif name.endswith((".py", ".pth")) and b"add_dll_directory" in data:
+                    found["dll_dir"].add(wheel["file"])
+    assert all(len(files) >= 1 for files in found.values()), found
+    assert {w["file"] for w in CORPUS if w.get("dll_dirs")} <= found["dll_dir"]
+    assert {w["file"] for w in CORPUS if w.get("vendors")} <= found["vendors"]
+
+
 @pytest.mark.parametrize("wheel", [w for w in CORPUS if family(w) in ("manylinux", "musllinux")], ids=_ids)
 def test_linux_verdict_equals_auditwheel_show(wheel: dict[str, Any], corpus: dict[str, Path]) -> None:
     """The incumbent's answer: `auditwheel show` (on a host without musl it assumes the newest musl,
