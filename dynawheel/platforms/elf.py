@@ -743,7 +743,7 @@ class ElfBackend:
         """glibc >= 2.33 on x86 (sysdeps/x86/dl-prop.h, dl_isa_level_check): a library whose
         GNU_PROPERTY_X86_ISA_1_NEEDED bits are not all the CPU's is loaded from the first place the
         search finds it and the load then fails, "CPU ISA level is lower than required": the search
-        does not go on to the next directory (checked with a real exec and dlopen in
+        does not go on to the next directory (checked with ld.so's trace and a real exec in
         tests/test_ldso_isa.py; ``ld.so --list`` shows the library found).  The target CPU is
         ``SearchPaths.elf_hwcaps``.  musl makes no such check."""
         have = search.elf_isa_bits()
