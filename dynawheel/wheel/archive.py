@@ -20,7 +20,7 @@ import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -192,26 +192,12 @@ class Packer:
     def pack_soon(self, path: Path) -> None:
         """Start compressing the file `path` now (thread-safe); write_wheel takes the result for the
         entry whose source is `path`.  Skipped when it is too big or the budget is spent."""
-        self._soon_one(path)
-
-    def pack_first(self, paths: Iterable[Path]) -> None:
-        """pack_soon() each of `paths` in turn, up to the first that is skipped (or cannot be read: the writer
-        reports it): the members the writer will ask for first."""
-        for path in paths:
-            try:
-                if not self._soon_one(path):
-                    return
-            except OSError:
-                return
-
-    def _soon_one(self, path: Path) -> bool:
         size = path.stat().st_size
         with self._lock:
             if size >= self.limit or self._soon_bytes + size > self.budget // 2 or path in self._soon:
-                return False
+                return
             self._soon_bytes += size
             self._soon[path] = (size, self.submit(path, size))
-            return True
 
     def take(self, source: Path | bytes | RawSource | Later) -> tuple[int, Callable[[], _Packed]] | None:
         """(size, result) of a pack_soon() of `source`, if any."""

@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from ..errors import MetadataError, StageError, TagError, UsageError
 from ..magic import format_of
-from .archive import Packer
 from .assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
 from .metadata import (
     MetadataOptions,
@@ -26,7 +25,6 @@ from .tags import WheelTags, interpreter_tags, make_tags, parse_tags
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "pyproject.toml"
-PACK_AHEAD = 16  # files compressed while the tag is judged, at most (the writer's window on two cores)
 
 
 @dataclass(frozen=True)
@@ -169,18 +167,9 @@ def build(opts: BuildOptions, out_dir: Path) -> BuildResult:
     stage = collect(opts, config)
     meta = _metadata(opts, project, base, stage)
     notes: list[str] = []
-    with Packer(opts.compression_level, opts.deflate) as packer:
-        if opts.tag_rule is not None:  # performance: the stage compresses while its binaries are analysed
-            _pack_ahead(packer, stage.files)
-        spec = _spec(opts, meta, stage, notes)
-        path, more = assemble(stage.files, spec, out_dir, packer)
+    spec = _spec(opts, meta, stage, notes)
+    path, more = assemble(stage.files, spec, out_dir)
     return BuildResult(path, meta.name, meta.version, spec.tags, tuple(notes + more))
-
-
-def _pack_ahead(packer: Packer, files: Mapping[str, Path]) -> None:
-    """Start compressing the first files of the stage, in the order the wheel holds them (the writer takes each
-    result for its file, whatever member name the spec gives it)."""
-    packer.pack_first(source for _rel, source in sorted(files.items())[:PACK_AHEAD])
 
 
 def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: StageFiles, notes: list[str]) -> WheelSpec:
