@@ -92,7 +92,9 @@ class Content:
 
     Paths are wheel-relative.  `system`: base names of libraries the ELF images keep from the system
     (checked against a policy's list); `outside`: (dependent, library) found outside the wheel and not
-    the system's; `missing`: (dependent, library) found nowhere; `found`: (library, path) where the
+    the system's; `missing`: (dependent, library) found nowhere; `refused`: (dependent, library, why) of
+    the missing ones the loader finds but will not load (why: the file and the loader's reason, e.g. glibc's
+    "CPU ISA level is lower than required"); `found`: (library, path) where the
     outside and system libraries were found (named in explanations); `blacklisted`: (file, library,
     symbol) of the symbols an ELF file imports that some policy blacklists for a library it needs;
     `isa_check`: False to let images that need an x86-64 level above the baseline through
@@ -104,6 +106,7 @@ class Content:
     system: frozenset[str] = frozenset()
     outside: tuple[tuple[str, str], ...] = ()
     missing: tuple[tuple[str, str], ...] = ()
+    refused: tuple[tuple[str, str, str], ...] = ()
     found: tuple[tuple[str, str], ...] = ()
     blacklisted: tuple[tuple[str, str, str], ...] = ()
     isa_check: bool = True
@@ -377,7 +380,14 @@ class _ElfJudge:
 
     def libraries(self, policy: Policy, plat: str) -> Iterator[Blocker]:
         c = self.content
+        refused = {(dep, lib): why for dep, lib, why in c.refused}
         for dep, lib in c.missing:
+            why = refused.get((dep, lib))
+            if why is not None:
+                yield Blocker(plat, Reason.MISSING, f"{dep!r} needs {lib!r}: the loader finds {why}, and refuses it "
+                              "(missing)", f"give a build of {lib} that the target loads (or describe the target's "
+                              "CPU: --glibc-hwcaps), then vendor it: dynawheel repair", dep, lib)
+                continue
             yield Blocker(plat, Reason.MISSING, f"{dep!r} needs {lib!r}, which is neither in the wheel nor found "
                           "anywhere (missing)", f"install {lib} (or give its directory with -L), then vendor it: "
                           "dynawheel repair", dep, lib)

@@ -134,6 +134,10 @@ def test_target_isa_levels(tmp_path: Path) -> None:
     assert shown.code == 3, shown
     edges = [e for w in json.loads(shown.out)["walks"] for e in w["edges"] if e["request"] == "libq.so.1"]
     assert edges[0]["status"] == "missing" and REFUSED in edges[0]["tried"][-1]["outcome"], edges
+    # the verdict names the file the loader refuses and why, not 'found nowhere: install it'
+    blockers = [b for v in json.loads(shown.out)["verdicts"] for b in v["blockers"] if "libq.so.1" in b]
+    assert blockers and all(f"the loader finds {v4} (not loadable: {REFUSED}" in b and "refuses it" in b
+                            and "neither in the wheel" not in b for b in blockers), blockers
     assert run_cli("show", "--glibc-hwcaps", "x86-64-v4,x86-64-v3,x86-64-v2", program).code in (0, 3)
 
 

@@ -55,6 +55,9 @@ APART_FLAG = ("installed apart: .data/scripts goes to the scripts directory (bin
 LIBRARY_NAME = re.compile(r"\.(so(\.[0-9]+)*|dylib|dll|pyd)$", re.IGNORECASE)
 
 
+NOT_LOADABLE = "not loadable: "  # the start of an Attempt's outcome when the loader finds a file and refuses it
+
+
 class Status(str, enum.Enum):
     IN_TREE = "in_tree"  # found inside the tree
     SYSTEM = "system"  # provided by the OS (policy whitelist, interpreter, shared cache)
@@ -458,7 +461,7 @@ class _Walker:
         if parsed is None:
             return "not found", None, False
         if isinstance(parsed, BadFile):
-            return f"not loadable: {parsed.message}", None, True
+            return NOT_LOADABLE + parsed.message, None, True
         self.binaries.setdefault(path, parsed)
         image = parsed.image_for(want.arch) if parsed.format is want.format else None
         if image is None:
@@ -466,5 +469,5 @@ class _Walker:
             return f"wrong arch ({have}, need {want.format.value}/{want.arch})", None, False
         refused = backend.refusal(image, chain, self.search)
         if refused is not None:
-            return f"not loadable: {refused}", None, True
+            return NOT_LOADABLE + refused, None, True
         return "ok", image, False

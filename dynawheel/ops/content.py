@@ -12,7 +12,7 @@ from typing import BinaryIO
 from ..analysis.dlldirs import with_dll_directories
 from ..analysis.graph import DependencyGraph, outside_names
 from ..analysis.imports import Blacklisted, blacklisted_imports
-from ..analysis.resolve import Analysis, Status, analyze
+from ..analysis.resolve import NOT_LOADABLE, Analysis, Status, analyze
 from ..binary import BinaryFormat, Image
 from ..errors import StageError
 from ..platform_tags import Content, best_platform, blockers
@@ -45,10 +45,13 @@ def content_of(analysis: Analysis, graph: DependencyGraph | None = None, *, blac
     outside = sorted({(where(e.dependent), e.request.name) for e in graph.external()
                       if e.dependent in inside and is_elf(e.dependent)})
     missing = sorted({(where(e.dependent), e.request.name) for e in graph.missing() if is_elf(e.dependent)})
+    refused = sorted({(where(e.dependent), e.request.name, f"{e.tried[-1].path} ({e.tried[-1].outcome})")
+                      for e in graph.missing() if is_elf(e.dependent) and e.tried
+                      and e.tried[-1].outcome.startswith(NOT_LOADABLE)})
     found = sorted({(e.request.name, e.hit) for e in graph.edges
                     if e.hit and e.status in (Status.SYSTEM, Status.EXTERNAL) and is_elf(e.dependent)})
     return Content(tuple(per[BinaryFormat.ELF]), tuple(per[BinaryFormat.MACHO]), tuple(per[BinaryFormat.PE]),
-                   system, tuple(outside), tuple(missing), tuple(found), blacklisted, isa_check)
+                   system, tuple(outside), tuple(missing), tuple(refused), tuple(found), blacklisted, isa_check)
 
 
 def tree_blacklisted(tree: Tree, analysis: Analysis) -> Blacklisted:
