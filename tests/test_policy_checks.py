@@ -172,6 +172,15 @@ def test_libpython_rule_spares_programs() -> None:
 
 # ---- wheels: show and repair, against auditwheel, installed and imported --------------------------
 
+def repair_install_import(venv: Venv, wheel: Path, out: Path, tag: str, name: str, *options: str) -> None:
+    """`dynawheel repair WHEEL -w OUT OPTIONS` succeeds with one wheel tagged `tag`, which installs and imports."""
+    ok = run_cli("repair", wheel, "-w", out, *options)
+    assert ok.code == 0, ok.err
+    (repaired,) = out.glob("*.whl")
+    assert tag in repaired.name
+    install_and_import(venv, repaired, name)
+
+
 def install_and_import(venv: Venv, wheel: Path, name: str) -> None:
     venv.pip("install", "--no-index", "--no-deps", str(wheel))
     assert venv.run("-I", "-c", f"import {name}._m as m; print(m.value())", env={"PYTHONPATH": ""}).split()[-1] \
@@ -197,11 +206,8 @@ def test_isa_level_blocks_manylinux_like_auditwheel(tmp_path: Path, fresh_venv: 
     assert_user_error(run_cli("repair", wheel, "-w", tmp_path / "no"), "x86-64-v3", f"isav3/_m{SUFFIX}",
                       "-march=x86-64")
     assert not (tmp_path / "no").exists() or not list((tmp_path / "no").iterdir())
-    ok = run_cli("repair", wheel, "-w", tmp_path / "yes", "--disable-isa-check")
-    assert ok.code == 0, ok.err
-    (repaired,) = (tmp_path / "yes").glob("*.whl")
-    assert "manylinux_2_5_x86_64" in repaired.name
-    install_and_import(fresh_venv, repaired, "isav3")  # this CPU has AVX2 (x86-64-v3): it loads
+    # this CPU has AVX2 (x86-64-v3): it loads
+    repair_install_import(fresh_venv, wheel, tmp_path / "yes", "manylinux_2_5_x86_64", "isav3", "--disable-isa-check")
 
 
 @pytest.mark.skipif(not AUDITWHEEL.exists(), reason="auditwheel (.ci/pip-packages.txt) is needed for the comparison")
@@ -216,11 +222,7 @@ def test_executable_stack_is_refused_for_manylinux(tmp_path: Path, fresh_venv: V
     assert_user_error(run_cli("repair", wheel, "-w", tmp_path / "no"), "executable stack",
                       "relink with -z noexecstack")
     fixed = package(tmp_path / "fixed", "xstack", ["-Wl,-z,execstack", "-Wl,-z,noexecstack"])  # the fix, applied
-    ok = run_cli("repair", fixed, "-w", tmp_path / "yes")
-    assert ok.code == 0, ok.err
-    (repaired,) = (tmp_path / "yes").glob("*.whl")
-    assert "manylinux_2_5_x86_64" in repaired.name
-    install_and_import(fresh_venv, repaired, "xstack")
+    repair_install_import(fresh_venv, fixed, tmp_path / "yes", "manylinux_2_5_x86_64", "xstack")
 
 
 @pytest.mark.skipif(not AUDITWHEEL.exists(), reason="auditwheel (.ci/pip-packages.txt) is needed for the comparison")
@@ -240,11 +242,7 @@ def test_blacklisted_symbol_blocks_the_tags_that_list_it(tmp_path: Path, fresh_v
     # asked for a tag the blacklist refuses: repair names the symbol; the best tag repairs and imports
     assert_user_error(run_cli("repair", wheel, "-w", tmp_path / "no", "--plat", "manylinux_2_28_x86_64"),
                       "uncompress2", "libz.so.1")
-    ok = run_cli("repair", wheel, "-w", tmp_path / "yes")
-    assert ok.code == 0, ok.err
-    (repaired,) = (tmp_path / "yes").glob("*.whl")
-    assert "manylinux_2_34_x86_64" in repaired.name
-    install_and_import(fresh_venv, repaired, "zbl")
+    repair_install_import(fresh_venv, wheel, tmp_path / "yes", "manylinux_2_34_x86_64", "zbl")
 
 
 @pytest.mark.skipif(not AUDITWHEEL.exists(), reason="auditwheel (.ci/pip-packages.txt) is needed for the comparison")
