@@ -27,8 +27,9 @@ import os
 import posixpath
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from ..binary import BinaryFile, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
@@ -349,9 +350,22 @@ class _State:
         self.order: list[str] = []
 
 
+class _Found(NamedTuple):
+    """What one search found: the attempts kept, whether the name is the system's, the hit (path, image, the
+    candidate's flag) if any, and the lookups it made (set when it is remembered)."""
+
+    tried: tuple[Attempt, ...]
+    system: bool
+    path: str | None = None
+    image: Image | None = None
+    flag: str | None = None
+    lookups: int = 0
+
+
 class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
+        self._found: dict[Hashable, _Found] = {}  # Backend.lookup_key -> the search's result
         self.linux: LinuxSystem | None = None  # the policy data, for an ELF walk (performance: read then)
 
     def walk(self, root: str, image: Image) -> Walk:
@@ -404,6 +418,34 @@ class _Walker:
             path, status = state.loaded[key]
             return Edge(loader.path, loader.image.arch, request, status, path,
                         (Attempt(path, "already loaded", "ok"),)), None
+        found = self._search(backend, request, chain)
+        if found.path is not None and found.image is not None:
+            return self._hit(state, backend, request, loader, found.path, found.image, found.system, found.tried,
+                             found.flag)
+        system = found.system
+        status = Status.SYSTEM if system else (Status.OPTIONAL_MISSING if request.optional else Status.MISSING)
+        return Edge(loader.path, loader.image.arch, request, status, None, found.tried), None
+
+    def _search(self, backend: Backend, request: Dependency, chain: tuple[Loaded, ...]) -> _Found:
+        """The search for `request` from chain[-1], once per ``Backend.lookup_key`` (it does not depend on what
+        the walk loaded before).  A search remembered counts its lookups again, and is searched again when
+        they would pass the budget: the budget is spent as if every search were made."""
+        key = backend.lookup_key(request, chain, self.search)
+        if key is not None:
+            known = self._found.get(key)
+            if known is not None and self.files.lookups + known.lookups <= MAX_LOOKUPS:
+                self.files.lookups += known.lookups
+                return known
+        before = self.files.lookups
+        found = self._look(backend, request, chain)
+        if key is not None and self.files.lookups <= MAX_LOOKUPS:
+            self._found[key] = found._replace(lookups=self.files.lookups - before)
+        return found
+
+    def _look(self, backend: Backend, request: Dependency, chain: tuple[Loaded, ...]) -> _Found:
+        """Every place the loader tries for `request`, in order, up to the first it loads (or the end of the
+        search: a file it refuses, for backends with ``stops_at_bad_file``; the lookup budget)."""
+        loader = chain[-1]
         system = backend.is_system(request, loader.image, self.search)
         tried: list[Attempt] = []
         fold = backend.case_insensitive
@@ -426,9 +468,8 @@ class _Walker:
                 break
             if image is None:
                 continue
-            return self._hit(state, backend, request, loader, path, image, system, _kept(tried, more), cand.flag)
-        status = Status.SYSTEM if system else (Status.OPTIONAL_MISSING if request.optional else Status.MISSING)
-        return Edge(loader.path, loader.image.arch, request, status, None, _kept(tried, more)), None
+            return _Found(_kept(tried, more), system, path, image, cand.flag)
+        return _Found(_kept(tried, more), system)
 
     def _over_budget(self, loader: Loaded, request: Dependency) -> Attempt:
         """The attempt of a lookup beyond the analysis's budget (the first time, say so).  Performance: the

@@ -12,7 +12,7 @@ import functools
 import importlib
 import operator
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
 
@@ -123,6 +123,13 @@ class Backend(Protocol):
 
     def loaded_key(self, name: str) -> str:
         """Key under which an already-loaded library satisfies a later request."""
+        ...
+
+    def lookup_key(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> Hashable | None:
+        """Everything the search for `request` from chain[-1] depends on (:meth:`candidates`, :meth:`refusal`,
+        :meth:`is_system` and the arch chain[-1] wants), `search` aside: two requests of one analysis with the
+        same key find the same files after the same attempts, so the resolver searches once per key.  Images
+        count by identity (``id``: the analysis keeps each alive).  None: search every time."""
         ...
 
     def refusal(self, image: Image, chain: Sequence[Loaded], search: SearchPaths) -> str | None:

@@ -543,6 +543,9 @@ class MachOBackend:
     def loaded_key(self, name: str) -> str:
         return name
 
+    def lookup_key(self, request: Dependency, chain: Sequence[Loaded], search: SearchPaths) -> None:
+        return None  # @executable_path and @rpath read the whole chain: searched every time
+
     def missing_note(self, name: str) -> str | None:
         return None
 
