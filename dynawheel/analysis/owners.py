@@ -16,7 +16,9 @@ databases.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import json
 import os
 import posixpath
@@ -122,6 +124,9 @@ def os_release_id(search: SearchPaths) -> str | None:
 
 # ---- databases ----
 
+_PACKAGE_LINE = re.compile(r"^Package:(.*)$", re.MULTILINE)
+
+
 def _stanzas(text: str) -> Iterator[dict[str, str]]:
     """The paragraphs of a dpkg status file, as {field: first line of value}."""
     for block in text.split("\n\n"):
@@ -203,7 +208,9 @@ class Dpkg:
     def _candidates(self, stem: str) -> Iterator[str]:
         """Every package, those named like the file first, then the owners of the files asked before, then those
         whose shlibs name it (read only if the first do not own it), then the others."""
-        likely = sorted(p for p in self._listed_packages if p.startswith(stem))
+        packages = self._packages  # sorted: those starting with `stem` are one run of it
+        first = bisect.bisect_left(packages, stem)
+        likely = list(itertools.takewhile(lambda p: p.startswith(stem), itertools.islice(packages, first, None)))
         yield from likely
         yield from [p for p in self._owned if p not in likely]  # owners of other files (liblber is libldap's)
         yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
@@ -213,22 +220,27 @@ class Dpkg:
     def _status_text(self) -> str:
         return _read_text(self.search.host_path("/var/lib/dpkg/status")) or ""
 
+    @functools.cached_property
+    def _package_lines(self) -> dict[str, list[int]]:
+        """Package name -> where its 'Package:' lines are in the status file (performance: the file describes
+        every package, 0.7 MB here; searching it for each owner's name took 0.18 s for /usr/bin's 247)."""
+        lines: dict[str, list[int]] = {}
+        for m in _PACKAGE_LINE.finditer(self._status_text):
+            lines.setdefault(m.group(1).strip(), []).append(m.start(1))
+        return lines
+
     def _status(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
         """(package, arch) -> (version, arch) of the installed packages called `name`, in the order of the status
-        file.  Only the paragraphs that may be theirs are parsed (the file describes every package): those with
-        `name` on a line after 'Package:'."""
+        file.  Only their paragraphs are parsed: those with a 'Package: NAME' line."""
         text = self._status_text
         found: dict[tuple[str, str], tuple[str, str]] = {}
-        at = text.find(name)
-        while at >= 0:
-            if "Package:" in text[text.rfind("\n", 0, at) + 1: at]:
-                start = text.rfind("\n\n", 0, at)
-                end = text.find("\n\n", at)
-                block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
-                for s in _stanzas(block):
-                    if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
-                        found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
-            at = text.find(name, at + 1)
+        for at in self._package_lines.get(name, ()):
+            start = text.rfind("\n\n", 0, at)
+            end = text.find("\n\n", at)
+            block = text[start + 2 if start >= 0 else 0: end if end >= 0 else len(text)]
+            for s in _stanzas(block):
+                if s.get("Package") == name and s.get("Status", "").endswith(" installed"):
+                    found[(name, s.get("Architecture", ""))] = (s.get("Version", ""), s.get("Architecture", ""))
         return found
 
     def _aliases(self, host: str) -> Iterator[str]:
