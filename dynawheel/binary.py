@@ -203,6 +203,9 @@ class Image:
     @property
     def elf(self) -> ElfFacts:
         """The ELF facts of an ELF image (the defaults when it was built by hand)."""
+        facts = self.facts
+        if type(facts) is ElfFacts:  # performance: the loader rules ask it per request (40k times for a directory)
+            return facts
         return self._facts(ElfFacts)
 
     @property

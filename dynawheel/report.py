@@ -19,7 +19,7 @@ from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph
 from .analysis.provenance import Provenance, provenance_of
 from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
-from .binary import BinaryFile, BinaryFormat, Image
+from .binary import BinaryFile, BinaryFormat, DepKind, Image
 from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
 from .search import SearchPaths
@@ -293,24 +293,28 @@ def _describe(analysis: Analysis, path: str) -> str:
 
 
 def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: str, prefix: str,
-                shown: set[str]) -> Iterator[str]:
-    edges = children.get(node, [])
+                shown: set[str], lines: list[str]) -> None:
+    """The tree of `node`'s edges, appended to `lines` (performance: appended, not yielded through one
+    generator per level; show /usr/lib/x86_64-linux-gnu prints 50k of them)."""
+    edges = children.get(node, ())
     for i, edge in enumerate(edges):
-        last = i == len(edges) - 1
-        branch, cont = ("└── ", "    ") if last else ("├── ", "│   ")
-        kind = "" if edge.request.kind.value == "needed" else f" ({edge.request.kind.value})"
+        branch, cont = ("└── ", "    ") if i == len(edges) - 1 else ("├── ", "│   ")
+        kind = "" if edge.request.kind is DepKind.NEEDED else f" ({edge.request.kind.value})"
         target = _where(analysis, edge.hit) or ""
         flag = f"  ! {edge.flag}" if edge.flag else ""
         again = " (already loaded)" if edge.hit and (not edge.loaded_here or edge.hit in shown) else ""
-        yield f"{prefix}{branch}{edge.request.name}{kind} => {target} [{_LABEL[edge.status]}]{again}{flag}".replace(
-            " =>  [", " => [")
-        if edge.status in (Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING):
+        lines.append(f"{prefix}{branch}{edge.request.name}{kind} => {target} [{_LABEL[edge.status]}]{again}{flag}"
+                     .replace(" =>  [", " => ["))
+        if edge.status in _SEARCHED:
             for attempt in edge.tried:
                 via = _in_tree_names(analysis, attempt.via)
-                yield f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({via}): {attempt.outcome}"
+                lines.append(f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({via}): {attempt.outcome}")
         if edge.hit and edge.loaded_here and edge.hit not in shown and edge.status is not Status.SYSTEM:
             shown.add(edge.hit)
-            yield from _edge_lines(analysis, children, edge.hit, prefix + cont, shown)
+            _edge_lines(analysis, children, edge.hit, prefix + cont, shown, lines)
+
+
+_SEARCHED = frozenset((Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING))  # their attempts are shown
 
 
 def to_text(report: AuditReport, *, show_system: bool = True) -> str:
@@ -325,7 +329,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         also = f" (also named {', '.join(sorted(others[walk.root]))})" if walk.root in others else ""
         lines.append("")
         lines.append(f"{_where(a, walk.root)}{also} ({walk.arch}) {_describe(a, walk.root)}")
-        lines.extend(_edge_lines(a, _children(walk), walk.root, "", {walk.root}))
+        _edge_lines(a, _children(walk), walk.root, "", {walk.root}, lines)
     if not show_system:
         lines = [line for line in lines if not line.endswith("[system]")]
     lines.append("")

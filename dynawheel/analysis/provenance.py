@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..log import get_logger
 from ..search import SearchPaths
 from ..tree import HostFS, Tree
 from .resolve import Analysis, Status
+
+if TYPE_CHECKING:
+    from .owners import Owner
 
 log = get_logger(__name__)
 
@@ -77,10 +81,13 @@ def _outside_libraries(outside: list[str], search: SearchPaths) -> list[LibraryL
     from .owners import Owners  # performance: the package databases' readers only when a library is outside
 
     finder = Owners(search)
+    purls: dict[Owner, str] = {}  # performance: one package owns many libraries (/usr/bin: 247 libraries)
     libraries = []
     for path in outside:
         owner = finder.owner(path)
-        libraries.append(LibraryLicenses(path, False, owner.purl() if owner else None,
+        if owner is not None and owner not in purls:
+            purls[owner] = owner.purl()
+        libraries.append(LibraryLicenses(path, False, purls[owner] if owner else None,
                                          tuple(p for _, p in owner.licenses) if owner else ()))
     return libraries
 

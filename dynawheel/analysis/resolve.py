@@ -56,6 +56,7 @@ APART_FLAG = ("installed apart: .data/scripts goes to the scripts directory (bin
 LIBRARY_NAME = re.compile(r"\.(so(\.[0-9]+)*|dylib|dll|pyd)$", re.IGNORECASE)
 
 
+SCRIPTS = ".data/scripts/"  # in every path of the scripts scheme (wheel.layout.install_root)
 NOT_LOADABLE = "not loadable: "  # the start of an Attempt's outcome when the loader finds a file and refuses it
 
 
@@ -283,6 +284,8 @@ def analyze(tree: Tree, search: SearchPaths | None = None) -> Analysis:
 def _installed_apart(root: str, walk: Walk) -> Walk:
     """`walk` with a flag on each library it finds in the tree but in another install root than its root
     binary's (a program of .data/scripts and a library of the package): found here, not once installed."""
+    if SCRIPTS not in walk.root and not any(e.hit is not None and SCRIPTS in e.hit for e in walk.edges):
+        return walk  # performance: nothing of it is in a scripts directory (install_root needs one)
     rel = in_tree(root, walk.root)
     home = install_root(rel) if rel is not None else PACKAGE
     apart = {e.hit for e in walk.edges if e.status is Status.IN_TREE and e.hit is not None and e.flag is None
@@ -366,6 +369,7 @@ class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
         self._found: dict[Hashable, _Found] = {}  # Backend.lookup_key -> the search's result
+        self._again: dict[str, tuple[Attempt]] = {}  # path -> the attempts of a request already loaded there
         self.linux: LinuxSystem | None = None  # the policy data, for an ELF walk (performance: read then)
 
     def walk(self, root: str, image: Image) -> Walk:
@@ -416,8 +420,10 @@ class _Walker:
         key = backend.loaded_key(request.name)
         if key in state.loaded:
             path, status = state.loaded[key]
-            return Edge(loader.path, loader.image.arch, request, status, path,
-                        (Attempt(path, "already loaded", "ok"),)), None
+            again = self._again.get(path)
+            if again is None:
+                again = self._again[path] = (Attempt(path, "already loaded", "ok"),)
+            return Edge(loader.path, loader.image.arch, request, status, path, again), None
         found = self._search(backend, request, chain)
         if found.path is not None and found.image is not None:
             return self._hit(state, backend, request, loader, found.path, found.image, found.system, found.tried,
