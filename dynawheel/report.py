@@ -76,15 +76,17 @@ class AuditReport:
         return tuple(e for e in self.graph.edges if e.flag == APART_FLAG)
 
 
-def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: bool = True) -> AuditReport:
+def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: bool = True,
+          workers: int | None = None) -> AuditReport:
     """Analyze a wheel, a directory or one binary and judge it per format (`isa_check` False: x86-64
-    levels above the baseline do not block manylinux, as ``--disable-isa-check``)."""
+    levels above the baseline do not block manylinux, as ``--disable-isa-check``; `workers`: processes that
+    parse a directory's binaries, None: one per core for a big directory; the report is the same)."""
     tree = open_tree(target)
     if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
     try:
         search = with_dll_directories(tree, search)
-        analysis = analyze(tree, search)
+        analysis = analyze(tree, search, workers=workers)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
         blacklisted = _blacklisted(tree, analysis)
         provenance = provenance_of(tree, analysis, search)

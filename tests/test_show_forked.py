@@ -1,0 +1,83 @@
+"""`show` of a big directory parses its binaries in forked processes (analysis/forked.py): the report must
+be the one a single process makes, byte for byte, on a real directory of this host, also when the program
+starts with no stdin and with SIGCHLD (the kernel then reaps the children), SIGINT and SIGHUP ignored."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from dynawheel.analysis.forked import in_forks
+from dynawheel.report import audit, to_json
+
+DIRECTORY = "/usr/bin"  # ~560 ELF files on a Debian host: over FORK_LEAST per process on 2 cores
+
+needs_directory = pytest.mark.skipif(not os.path.isdir(DIRECTORY), reason=f"no {DIRECTORY} on this host")
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is needed")
+
+
+def _json(workers: int | None) -> str:
+    return json.dumps(to_json(audit(DIRECTORY, workers=workers)), indent=2) + "\n"
+
+
+@needs_directory
+@needs_fork
+def test_forked_parse_gives_the_serial_report(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="dynawheel.analysis.resolve"):
+        serial = _json(1)
+        assert not any("processes" in r.getMessage() for r in caplog.records)
+        forked = _json(3)
+    assert any(r.getMessage().endswith("parsed in 3 processes") for r in caplog.records)
+    assert forked == serial
+    assert len(json.loads(serial)["binaries"]) > 400
+
+
+def _ignore_signals_close_stdin() -> None:
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    os.close(0)
+
+
+@needs_directory
+@needs_fork
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: show forks no worker")
+def test_cli_forks_with_no_stdin_and_signals_ignored() -> None:
+    proc = subprocess.run([sys.executable, "-m", "dynawheel", "-vv", "show", "--json", DIRECTORY],
+                          capture_output=True, text=True, preexec_fn=_ignore_signals_close_stdin, check=False)
+    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    assert re.search(r"binaries parsed in [2-8] processes", proc.stderr), proc.stderr[-2000:]
+    assert proc.stdout == _json(1)
+
+
+def _square_or_die(part: list[int]) -> list[int]:
+    if 13 in part and os.getpid() != PARENT:
+        os._exit(7)  # a worker that dies: its part is done again in the parent
+    return [n * n for n in part]
+
+
+PARENT = os.getpid()
+
+
+@needs_fork
+def test_a_worker_that_dies_has_its_part_done_here() -> None:
+    assert os.getpid() == PARENT
+    chunks = [list(range(0, 10)), list(range(10, 20)), list(range(20, 30))]
+    assert in_forks(_square_or_die, chunks) == [[n * n for n in c] for c in chunks]
+
+
+@needs_fork
+def test_an_error_is_raised_as_without_workers() -> None:
+    def work(part: list[int]) -> list[int]:
+        if 15 in part:
+            raise ValueError("bad part")
+        return part
+
+    with pytest.raises(ValueError, match="bad part"):
+        in_forks(work, [[1], [15]])
