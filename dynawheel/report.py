@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from .analysis.dlldirs import dll_directories_in, with_dll_directories
 from .analysis.graph import DependencyGraph
 from .analysis.provenance import Provenance, provenance_of
-from .analysis.resolve import APART_FLAG, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
+from .analysis.resolve import APART_FLAG, FORK_LEAST, LIBRARY_NAME, Analysis, BadFile, Edge, Status, Walk, analyze
 from .binary import BinaryFile, BinaryFormat, DepKind, Image
 from .errors import WheelFormatError
 from .platforms import PATH_FLAG, backend_of
 from .search import SearchPaths
-from .tree import Tree, open_tree
+from .tree import DirTree, Tree, open_tree
 from .wording import counted
 
 if TYPE_CHECKING:
@@ -89,15 +89,27 @@ def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: b
         analysis = analyze(tree, search, workers=workers)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
         blacklisted = _blacklisted(tree, analysis)
-        provenance = provenance_of(tree, analysis, search)
+        if isinstance(tree, DirTree) and workers != 1 and len(analysis.tree_binaries) >= FORK_LEAST:
+            from .analysis.forked import beside  # a big directory: the package databases are read meanwhile
+
+            (analysis, graph, verdicts), provenance = beside(lambda: _judged(analysis, blacklisted, isa_check),
+                                                             lambda: provenance_of(tree, analysis, search))
+        else:
+            provenance = provenance_of(tree, analysis, search)
+            analysis, graph, verdicts = _judged(analysis, blacklisted, isa_check)
     finally:
         tree.close()
-    analysis = _with_fake_libraries(analysis)
-    graph = DependencyGraph(analysis)
-    verdicts = tuple(_verdicts(analysis, graph, blacklisted, isa_check))
     report = AuditReport(str(target), analysis, verdicts, abi3, provenance)
     report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
     return report
+
+
+def _judged(analysis: Analysis, blacklisted: tuple[tuple[str, str, str], ...], isa_check: bool
+            ) -> tuple[Analysis, DependencyGraph, tuple[Verdict, ...]]:
+    """The analysis with the fake libraries reported, its graph, and the verdicts."""
+    analysis = _with_fake_libraries(analysis)
+    graph = DependencyGraph(analysis)
+    return analysis, graph, tuple(_verdicts(analysis, graph, blacklisted, isa_check))
 
 
 def wheel_abi3_audit(wheel_name: str, tree: Tree, analysis: Analysis) -> Abi3Audit | None:

@@ -1,4 +1,5 @@
-"""`show` of a big directory parses its binaries in forked processes (analysis/forked.py): the report must
+"""`show` of a big directory parses its binaries in forked processes, and reads the package databases in one
+beside the verdicts (analysis/forked.py): the report must
 be the one a single process makes, byte for byte, on a real directory of this host, also when the program
 starts with no stdin and with SIGCHLD (the kernel then reaps the children), SIGINT and SIGHUP ignored."""
 
@@ -30,11 +31,12 @@ def _json(workers: int | None) -> str:
 @needs_directory
 @needs_fork
 def test_forked_parse_gives_the_serial_report(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="dynawheel.analysis.resolve"):
+    with caplog.at_level(logging.DEBUG, logger="dynawheel.analysis"):
         serial = _json(1)
-        assert not any("processes" in r.getMessage() for r in caplog.records)
+        assert not any("process" in r.getMessage() for r in caplog.records)
         forked = _json(3)
     assert any(r.getMessage().endswith("parsed in 3 processes") for r in caplog.records)
+    assert any(r.getMessage().endswith("runs beside this process") for r in caplog.records)  # the provenance
     assert forked == serial
     assert len(json.loads(serial)["binaries"]) > 400
 

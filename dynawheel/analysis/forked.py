@@ -106,3 +106,26 @@ def _reap(pid: int) -> int | None:
 def _close(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
+
+def beside(here: Callable[[], _A], there: Callable[[], _B]) -> tuple[_A, _B]:
+    """``(here(), there())``, `there` in a forked child while this process runs `here` (both here when
+    forking is not safe, or on one core).  Neither may depend on what the other does."""
+    if fork_workers(2, 1) < 2:
+        return here(), there()
+
+    def work(_chunk: Sequence[None]) -> _B:
+        return there()
+
+    pid, fd = _fork(work, ())
+    log.debug("worker %d runs beside this process", pid)
+    try:
+        first = here()
+        return first, _collect(pid, fd, work, ())
+    finally:
+        _close(fd)
+        _reap(pid)
