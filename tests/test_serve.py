@@ -920,6 +920,38 @@ def test_uploads_stream_in_bounded_memory(tmp_path: Path) -> None:
     assert peak < 150 and peak - baseline < 120, (baseline, peak)
 
 
+def test_same_credentials_at_once_are_checked_once(tmp_path: Path, serve: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 uploads arriving together with the same user and password cost one scrypt check (the others wait for
+    it); a wrong password is still refused, every time."""
+    import dynawheel.publish.serve as serve_module
+
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    wh.mkdir()
+    users = tmp_path / "users"
+    add_user(users, "alice", "pw")
+    checks: list[str] = []
+    real = serve_module.verify_password
+
+    def counted(table: Any, name: str, password: str) -> bool:
+        checks.append(password)
+        return real(table, name, password)
+
+    monkeypatch.setattr(serve_module, "verify_password", counted)
+    srv = serve(wh, password_file=users)
+    wheels = [make_wheel(dist, f"cred{i}", "1.0") for i in range(8)]
+
+    def upload(path: Path, password: str = "pw") -> int:
+        name = path.name.split("-")[0]
+        return _post(srv, upload_fields(path, name, "1.0"), path.name, path.read_bytes(), ("alice", password))[0]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(upload, wheels, timeout=120)) == [200] * 8
+    assert checks == ["pw"]
+    extra = make_wheel(dist, "cred-extra", "1.0")
+    assert [upload(extra, "wrong"), upload(extra, "wrong")] == [401, 401] and checks == ["pw", "wrong", "wrong"]
+
+
 @pytest.mark.slow
 def test_full_disk_during_upload_is_507_and_nothing_listed(tmp_path: Path) -> None:
     wh, dist = tmp_path / "wh", tmp_path / "dist"

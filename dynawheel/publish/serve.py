@@ -472,11 +472,13 @@ def _storage_error(exc: OSError, filename: str) -> HTTPError:
 class _VerifiedPasswords:
     """Remembers credentials that passed scrypt (keyed by an HMAC with a per-process key, never the
     password itself) while the user's stored hash is unchanged; at most two scrypt checks run at once
-    (16 MiB each), so memory stays bounded under concurrent uploads."""
+    (16 MiB each), so memory stays bounded under concurrent uploads, and the same credentials are checked
+    once however many uploads bring them at once (8 twines starting together: one scrypt, not 8)."""
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
         self._seen: dict[tuple[str, bytes], str] = {}
+        self._gates: dict[tuple[str, bytes], threading.Lock] = {}  # one per credentials being checked
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(2)
 
@@ -486,13 +488,20 @@ class _VerifiedPasswords:
         with self._lock:
             if stored is not None and self._seen.get(token) == stored:
                 return True
-        with self._slots:
-            ok = verify_password(users, name, password)
-        if ok and stored is not None:
+            if len(self._gates) >= 1024:
+                self._gates.clear()
+            gate = self._gates.setdefault(token, threading.Lock())
+        with gate:  # the same credentials wait for the check under way, then find its outcome
             with self._lock:
-                if len(self._seen) >= 1024:
-                    self._seen.clear()
-                self._seen[token] = stored
+                if stored is not None and self._seen.get(token) == stored:
+                    return True
+            with self._slots:
+                ok = verify_password(users, name, password)
+            if ok and stored is not None:
+                with self._lock:
+                    if len(self._seen) >= 1024:
+                        self._seen.clear()
+                    self._seen[token] = stored
         return ok
 
 
