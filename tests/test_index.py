@@ -717,6 +717,48 @@ def test_upload_update_lists_no_directory(tmp_path: Path, monkeypatch: pytest.Mo
         "A.First", "p-new", "p0", "p1", "p2", "p3", "p4", "p5"]
 
 
+def test_lines_another_process_appended_are_applied_not_parsed_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes of serve share the cache file: what another one appended (its uploads) is applied to
+    the cache this process remembers, line by line, views included (the project list it then writes has the
+    other's project); the file is not parsed whole again.  The site is what a full run writes."""
+    import subprocess
+
+    import dynawheel.publish.index as index_module
+    from dynawheel.publish.index import known_files
+
+    wh = tmp_path / "wh"
+    for i in range(6):
+        make_wheel(wh, f"p{i}", "1.0")
+    _age(wh)
+    build_index(wh)
+    assert known_files(wh, "p1") == ("p1-1.0-py3-none-any.whl",)  # remembered, views derived
+    other = make_wheel(wh, "Other.Proc", "1.0")
+    _age(other)
+    code = "import sys; from pathlib import Path; from dynawheel.publish.index import build_index; " \
+           "build_index(Path(sys.argv[1]), project='other-proc')"
+    subprocess.run([sys.executable, "-c", code, str(wh)], check=True, timeout=120)
+
+    def parsed(*args: object) -> object:
+        raise AssertionError("the cache file was parsed whole again")
+
+    monkeypatch.setattr(index_module, "_parse_cache", parsed)
+    mine = make_wheel(wh, "p1", "2.0")
+    _age(mine)
+    assert {d.filename for d in build_index(wh, project="p1").files} == {"p1-1.0-py3-none-any.whl", mine.name}
+    assert known_files(wh, "other-proc") == (other.name,)
+    monkeypatch.undo()
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for path in wh.glob("*.whl"):
+        os.link(path, twin / path.name)
+    build_index(twin)
+    pages = sorted(p.relative_to(wh) for p in (wh / "simple").rglob("*") if p.is_file())
+    assert pages == sorted(p.relative_to(twin) for p in (twin / "simple").rglob("*") if p.is_file())
+    assert all((wh / page).read_bytes() == (twin / page).read_bytes() for page in pages)
+    assert build_index(wh).written == ()
+
+
 def test_project_list_updated_entry_by_entry_is_the_full_render() -> None:
     """The project list that uploads update in place (an entry inserted, replaced or removed where it belongs)
     renders the bytes of the list rendered whole (and its JSON is json.dumps')."""

@@ -687,9 +687,42 @@ def load_cache(site: Path, wheelhouse: Path, layout_key: str) -> SiteCache | Non
         memo = _memo.get(str(site.resolve()))
     if memo is not None and memo[0] == data and memo[1].layout == layout_key:
         return memo[1]
-    cache = _parse_cache(site / CACHE_NAME, data, wheelhouse, layout_key)
+    cache = None
+    if (memo is not None and memo[1].layout == layout_key and len(data) > len(memo[0]) and data.endswith(b"\n")
+            and data.startswith(memo[0])):  # lines appended since (another worker process's uploads)
+        cache = _with_lines(memo[1], data[len(memo[0]):], wheelhouse)
+    if cache is None:
+        cache = _parse_cache(site / CACHE_NAME, data, wheelhouse, layout_key)
     if cache is not None:
         _remember(site, cache, data)
+    return cache
+
+
+def _with_lines(prev: SiteCache, tail: bytes, wheelhouse: Path) -> SiteCache | None:
+    """``prev`` with whole lines appended to its file applied (its views updated for their projects only);
+    None when one does not parse (then the file is read whole)."""
+    cache = SiteCache(prev.layout, dict(prev.files), set(prev.listed), prev.yanked, prev.statuses, prev.lines)
+    touched: dict[str, set[str]] = {}  # project -> the names of its files the lines name
+    try:
+        for line in tail.splitlines():
+            row = json.loads(line)
+            name = row[0] if type(row) is list and row and type(row[0]) is str else ""
+            if name in cache.files:
+                touched.setdefault(cache.files[name].normalized, set()).add(name)
+            _restore_one(row, wheelhouse, cache)
+            if name in cache.files:
+                touched.setdefault(cache.files[name].normalized, set()).add(name)
+            cache.lines += 1
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    if prev._views is not None:
+        known, shown = {}, {}
+        for norm, names in touched.items():
+            names |= set(prev._views.by_project.get(norm, ()))
+            known[norm] = [n for n in names if n in cache.files and cache.files[n].normalized == norm]
+            group = [cache.files[n] for n in known[norm] if n in cache.listed]
+            shown[norm] = max(group, key=lambda d: d.filename).project if group else None
+        cache._views = prev._views.updated(known, shown)
     return cache
 
 
