@@ -421,6 +421,7 @@ def bench_uploads(base: Path, work: Path, count: int, runs: int) -> list[str]:
     for ways in (1, 8):
         times: dict[str, list[float]] = {"dynawheel serve": [], "pypiserver": []}
         rss: dict[str, float] = {"dynawheel serve": 0.0, "pypiserver": 0.0}
+        cpu: dict[str, list[float]] = {"dynawheel serve": [], "pypiserver": []}  # the server's, over the round
         listed: dict[str, int] = {"dynawheel serve": count, "pypiserver": count}
         for run_number in range(runs):
             for name in ("pypiserver", "dynawheel serve"):
@@ -432,19 +433,25 @@ def bench_uploads(base: Path, work: Path, count: int, runs: int) -> list[str]:
                 else:
                     server = pypiserver(house, "-a", "update", "-P", str(htpasswd))
                 try:
+                    before = server.cpu_seconds()
                     times[name].append(upload_round(server, files, ways, "alice", "pw"))
+                    cpu[name].append(server.cpu_seconds() - before)
                     listed[name] = min(listed[name], check_listed(server, files))
                     rss[name] = max(rss[name], server.peak_rss_mb())
                 finally:
                     server.stop()
                     shutil.rmtree(house, ignore_errors=True)
-                print(f"  {count} uploads, {ways}-way, {name}: {times[name][-1]:.2f} s, peak RSS {rss[name]:.0f} MB, "
-                      f"{listed[name]}/{count} listed", file=sys.stderr)
+                print(f"  {count} uploads, {ways}-way, {name}: {times[name][-1]:.2f} s, server CPU "
+                      f"{cpu[name][-1]:.2f} s, peak RSS {rss[name]:.0f} MB, {listed[name]}/{count} listed",
+                      file=sys.stderr)
         mine, theirs = median(times["dynawheel serve"]), median(times["pypiserver"])
+        my_cpu, their_cpu = median(cpu["dynawheel serve"]), median(cpu["pypiserver"])
         rows.append(f"| {count} twine uploads, {'sequential' if ways == 1 else f'{ways}-way'} | {mine:.2f} s, "
-                    f"{listed['dynawheel serve']}/{count} listed, peak RSS {rss['dynawheel serve']:.0f} MB | "
-                    f"pypiserver {theirs:.2f} s, {listed['pypiserver']}/{count} listed, peak RSS "
-                    f"{rss['pypiserver']:.0f} MB | **{theirs / mine:.1f}x** (goal >= 1x, RSS < 150 MB) |")
+                    f"server CPU {my_cpu:.2f} s, {listed['dynawheel serve']}/{count} listed, peak RSS "
+                    f"{rss['dynawheel serve']:.0f} MB | pypiserver {theirs:.2f} s, server CPU {their_cpu:.2f} s, "
+                    f"{listed['pypiserver']}/{count} listed, peak RSS {rss['pypiserver']:.0f} MB | "
+                    f"**{theirs / mine:.1f}x** wall, {their_cpu / max(my_cpu, 0.01):.1f}x server CPU "
+                    f"(goal >= 1x, RSS < 150 MB) |")
     return rows
 
 

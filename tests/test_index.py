@@ -670,6 +670,134 @@ def test_project_update_matches_a_full_run(tmp_path: Path, monkeypatch: pytest.M
     assert build_index(wh, use_cache=False).written == ()
 
 
+def test_upload_update_lists_no_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What serve does after an upload (``added``: the file it inspected): the project's files are those the
+    cache knows plus the new one, looked up by name; no directory of the wheelhouse or the site is listed
+    (the work is the project's, whatever the number of others), and the site is what a full run writes."""
+    import dynawheel.publish.index as index_module
+    from dynawheel.publish.index import inspect_distribution
+
+    wh = tmp_path / "wh"
+    for i in range(6):
+        make_wheel(wh, f"p{i}", "1.0")
+    make_sdist(wh, "p2", "0.5")
+    _age(wh)
+    build_index(wh)
+    staging = tmp_path / "staging"
+    staged = [make_wheel(staging, "p2", "2.0"), make_wheel(staging, "p-new", "1.0"),
+              make_sdist(staging, "p-new", "0.1"), make_wheel(staging, "A.First", "1.0")]
+
+    def refused(*args: object) -> object:
+        raise AssertionError(f"a directory was listed: {args}")
+
+    reads = _count_reads(monkeypatch)
+    for path in staged:
+        part = wh / f".{path.name}.part"  # as serve stages an upload: a hidden file of the wheelhouse
+        os.rename(path, part)
+        dist = inspect_distribution(part, path.name)
+        os.replace(part, wh / path.name)
+        with monkeypatch.context() as patched:
+            patched.setattr(index_module.os, "listdir", refused)
+            patched.setattr(index_module.os, "scandir", refused)
+            result = build_index(wh, project=normalize_name(dist.project), added=(dist,))
+        assert path.name in {d.filename for d in result.files}
+        assert reads.count(path.name) == 1  # read as the upload was checked, not again to index it
+    # (a file uploaded just before, within the file system's clock granularity, is read again: not vouched for)
+    assert set(reads) == {p.name for p in staged}
+    twin = tmp_path / "twin"  # the same files indexed from nothing: the same bytes
+    twin.mkdir()
+    for path in wh.glob("*"):
+        if path.suffix in (".whl", ".gz"):
+            os.link(path, twin / path.name)
+    build_index(twin)
+    pages = sorted(p.relative_to(wh) for p in (wh / "simple").rglob("*") if p.is_file())
+    assert pages == sorted(p.relative_to(twin) for p in (twin / "simple").rglob("*") if p.is_file())
+    assert all((wh / page).read_bytes() == (twin / page).read_bytes() for page in pages)
+    assert [p["name"] for p in json.loads((wh / "simple" / "index.json").read_text())["projects"]] == [
+        "A.First", "p-new", "p0", "p1", "p2", "p3", "p4", "p5"]
+
+
+def test_lines_another_process_appended_are_applied_not_parsed_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes of serve share the cache file: what another one appended (its uploads) is applied to
+    the cache this process remembers, line by line, views included (the project list it then writes has the
+    other's project); the file is not parsed whole again.  The site is what a full run writes."""
+    import subprocess
+
+    import dynawheel.publish.index as index_module
+    from dynawheel.publish.index import known_files
+
+    wh = tmp_path / "wh"
+    for i in range(6):
+        make_wheel(wh, f"p{i}", "1.0")
+    _age(wh)
+    build_index(wh)
+    assert known_files(wh, "p1") == ("p1-1.0-py3-none-any.whl",)  # remembered, views derived
+    other = make_wheel(wh, "Other.Proc", "1.0")
+    _age(other)
+    code = "import sys; from pathlib import Path; from dynawheel.publish.index import build_index; " \
+           "build_index(Path(sys.argv[1]), project='other-proc')"
+    subprocess.run([sys.executable, "-c", code, str(wh)], check=True, timeout=120)
+
+    def parsed(*args: object) -> object:
+        raise AssertionError("the cache file was parsed whole again")
+
+    monkeypatch.setattr(index_module, "_parse_cache", parsed)
+    mine = make_wheel(wh, "p1", "2.0")
+    _age(mine)
+    assert {d.filename for d in build_index(wh, project="p1").files} == {"p1-1.0-py3-none-any.whl", mine.name}
+    assert known_files(wh, "other-proc") == (other.name,)
+    monkeypatch.undo()
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for path in wh.glob("*.whl"):
+        os.link(path, twin / path.name)
+    build_index(twin)
+    pages = sorted(p.relative_to(wh) for p in (wh / "simple").rglob("*") if p.is_file())
+    assert pages == sorted(p.relative_to(twin) for p in (twin / "simple").rglob("*") if p.is_file())
+    assert all((wh / page).read_bytes() == (twin / page).read_bytes() for page in pages)
+    assert build_index(wh).written == ()
+
+
+def test_project_list_updated_entry_by_entry_is_the_full_render() -> None:
+    """The project list that uploads update in place (an entry inserted, replaced or removed where it belongs)
+    renders the bytes of the list rendered whole (and its JSON is json.dumps')."""
+    from dynawheel.publish.index import _Views, root_pages
+
+    rng = random.Random(7)
+    views = _Views({}, {}, [], [], [])
+    names: dict[str, str] = {}
+    for _ in range(300):
+        norm = rng.choice(["a", "b-c", "b", "zz", "m-m", "c0", "\u00e9t\u00e9", "q"]) + rng.choice(["", "-x", "1"])
+        display = None if rng.random() < 0.3 else rng.choice([norm, norm.upper(), norm.replace("-", ".")])
+        views = views.updated({}, {norm: display})
+        if display is None:
+            names.pop(norm, None)
+        else:
+            names[norm] = display
+        page_html, page_json = views.root_pages()
+        assert (page_html, page_json) == root_pages(names)
+        doc = {"meta": {"api-version": "1.3"}, "projects": [{"name": n} for _k, n in sorted(names.items())]}
+        assert page_json == (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def test_project_of_filename_is_how_the_index_assigns_files() -> None:
+    """The project a file name claims, for serve's lookups, is the one the index lists the file under:
+    an old-style sdist keeps the dashes of its name (``foo-bar-1.0.tar.gz`` is foo-bar's, not foo's)."""
+    from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+    from dynawheel.publish.index import project_of_filename
+
+    wheels = ["foo_bar-1.0-py3-none-any.whl", "Foo.Bar-2.0-1-cp311-cp311-linux_x86_64.whl", "a-0-py3-none-any.whl"]
+    sdists = ["foo-bar-1.0.tar.gz", "foo_bar-1.0.tar.gz", "Foo.-_Bar-1.0rc1.tar.gz", "x-y-z-3.tar.gz"]
+    for name in wheels:
+        for suffix in ("", ".metadata", ".provenance"):
+            assert project_of_filename(name + suffix) == canonicalize_name(parse_wheel_filename(name)[0]), name
+    for name in sdists:
+        for suffix in ("", ".provenance"):
+            assert project_of_filename(name + suffix) == canonicalize_name(parse_sdist_filename(name)[0]), name
+
+
 # ---------------------------------------------------------------- PEP 700 upload-time, PEP 792 status markers
 
 

@@ -502,3 +502,84 @@ def test_the_roots_own_glibc_rules_through_the_sysroot_option(tmp_path: Path) ->
     assert theirs["libdlib.so.1"] is not None and theirs["libdplat.so.1"] is not None
     for i, sub in enumerate(legacy):
         assert theirs[f"libleg{i}.so.1"] == str(multiarch / sub / f"libleg{i}.so.1")
+
+
+# ---- an older glibc than the host's, from Debian: the rules of its release, checked by its own ld.so ----
+
+# Debian 11 (bullseye)'s libc6, glibc 2.31: before glibc-hwcaps and the x86 ISA-level check (2.33), with
+# legacy hwcaps subdirectories and $PLATFORM.  Pinned as Debian's Packages index gives it (Size, SHA256).
+BULLSEYE_LIBC6 = ("http://deb.debian.org/debian/pool/main/g/glibc/libc6_2.31-13+deb11u11_amd64.deb",
+                  "05f7264da867b37f4c5ce49266b558ea1e81e05a9464f623152fca70f3550282")
+
+
+@pytest.fixture(scope="session")
+def bullseye_libc6(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Debian 11's libc6 .deb, downloaded once into pytest's cache (hash checked), unpacked."""
+    import hashlib
+    import shutil
+    import urllib.request
+
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("needs dpkg-deb to unpack Debian's libc6 package")
+    url, sha256 = BULLSEYE_LIBC6
+    store = getattr(request.config, "cache", None)
+    cache = Path(store.mkdir("dynawheel-debian")) if store else tmp_path_factory.mktemp("debian")
+    deb = cache / url.rsplit("/", 1)[-1]
+    if not deb.is_file() or hashlib.sha256(deb.read_bytes()).hexdigest() != sha256:
+        with urllib.request.urlopen(url, timeout=120) as response:  # pinned: the hash is checked below
+            data = response.read()
+        assert hashlib.sha256(data).hexdigest() == sha256, f"{url}: not the pinned package"
+        part = deb.with_suffix(f".part{os.getpid()}")
+        part.write_bytes(data)
+        part.replace(deb)
+    tree = tmp_path_factory.mktemp("bullseye-libc6")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True, capture_output=True)
+    return tree
+
+
+@needs_chroot
+@pytest.mark.network
+def test_an_older_glibc_through_the_sysroot_option(tmp_path: Path, bullseye_libc6: Path) -> None:
+    """`show --sysroot ROOT` over Debian 11's real glibc 2.31 (not the host's 2.36) follows that release:
+    it ignores glibc-hwcaps subdirectories, loads a library whose ISA level no CPU has (no check before
+    2.33), searches the legacy subdirectories of this CPU and expands $PLATFORM as 2.31 does; every hit
+    equals what that ld.so lists in `chroot ROOT`."""
+    import json
+    import shutil
+
+    from dynawheel.search import glibc_release
+
+    from .conftest import run_cli
+
+    root = tmp_path / "root"
+    shutil.copytree(bullseye_libc6, root, symlinks=True)
+    multiarch = root / "usr" / "lib" / "x86_64-linux-gnu"
+    multiarch.mkdir(parents=True, exist_ok=True)
+    assert glibc_release(str(root)) == (2, 31)
+    target = SearchPaths.for_sysroot(str(root))
+    assert (target.elf_hwcaps, target.elf_isa_check) == ((), False)
+    needs = []
+    for sub in ("glibc-hwcaps/x86-64-v2", ""):  # 2.31 knows no glibc-hwcaps: the plain copy
+        elfbuild.shared_lib(multiarch / sub / "libhw.so.1", soname="libhw.so.1", func="libhw")
+    needs.append(multiarch / "libhw.so.1")
+    note = isa_note(tmp_path / "isa.s", 1 << 4)  # a level beyond x86-64-v4: 2.33+ would refuse it
+    needs.append(elfbuild.shared_lib(multiarch / "libisa.so.1", soname="libisa.so.1", extra=[str(note)]))
+    for i, sub in enumerate(target.elf_legacy_hwcaps[:3]):
+        for where in (multiarch / sub, multiarch):
+            elfbuild.shared_lib(where / f"libleg{i}.so.1", soname=f"libleg{i}.so.1", func=f"libleg{i}")
+        needs.append(multiarch / f"libleg{i}.so.1")
+    needs.append(elfbuild.shared_lib(root / "opt" / target.elf_platform / "libdplat.so.1", soname="libdplat.so.1"))
+    for c in root.rglob("*.c"):
+        c.unlink()
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=needs, runpath=["/opt/$PLATFORM"])
+    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    result = run_cli("show", "--json", "--sysroot", root, root / "app" / "libapp.so")
+    mine = {e["request"]: os.path.realpath(e["hit"]) if e["hit"] else None
+            for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] != "ld-linux-x86-64.so.2"}
+    assert mine == theirs
+    assert theirs["libhw.so.1"] == str(multiarch / "libhw.so.1")
+    assert theirs["libisa.so.1"] == str(multiarch / "libisa.so.1")
+    assert theirs["libdplat.so.1"] == str(root / "opt" / target.elf_platform / "libdplat.so.1")
+    for i, sub in enumerate(target.elf_legacy_hwcaps[:3]):
+        assert theirs[f"libleg{i}.so.1"] == str(multiarch / sub / f"libleg{i}.so.1")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -35,7 +36,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Union
@@ -439,6 +440,13 @@ def scan_wheelhouse(wheelhouse: Path, cache: SiteCache | None = None,
                 dists.append(hit)  # its path is wheelhouse/name: the cache is per wheelhouse (layout key)
             else:
                 todo.append((Path(entry.path), st))
+    return _scanned(dists, skipped, todo, provenances)
+
+
+def _scanned(dists: list[DistFile], skipped: list[Skipped], todo: list[tuple[Path, os.stat_result]],
+             provenances: dict[str, tuple[int, int, int]]) -> tuple[list[DistFile], list[Skipped]]:
+    """A scan's outcome: ``dists`` (from the cache) and the files of ``todo`` inspected, each with the
+    provenance file found beside it, in name order."""
     for path, outcome in _inspect_many(sorted(todo, key=lambda item: item[0].name)):
         if isinstance(outcome, DistFile):
             dists.append(outcome)
@@ -516,9 +524,71 @@ class SiteCache:
     yanked: dict[str, str] = field(default_factory=dict)
     statuses: dict[str, ProjectStatus] = field(default_factory=dict)
     lines: int = 0  # file lines in the cache file (appended ones included): it is rewritten when they pile up
+    _views: _Views | None = field(default=None, repr=False, compare=False)
 
     def page_inputs(self, names: Iterable[str]) -> list[tuple[str, str, str | None, int, bool]]:
         return sorted(_page_input(self.files[n], self.yanked) for n in names if n in self.files)
+
+    @property
+    def views(self) -> _Views:
+        """The files by project and the project list, derived once (a long-running process keeps them with
+        the cache it remembers, and an upload updates them for its project only)."""
+        if self._views is None:
+            self._views = _Views.of(self)
+        return self._views
+
+
+@dataclass(frozen=True)
+class _Views:
+    """What a :class:`SiteCache` implies for the pages: every known file name by project (listed or not),
+    and the project list of the root pages, rendered entry by entry in page order."""
+
+    by_project: dict[str, tuple[str, ...]]  # normalized -> every file name the cache knows
+    names: dict[str, str]  # normalized -> display name, for the projects with listed files
+    order: list[str]  # sorted(names)
+    links: list[str]  # the HTML link of each project, in that order
+    entries: list[str]  # the JSON entry of each project, in that order
+
+    @classmethod
+    def of(cls, cache: SiteCache) -> _Views:
+        by_project: dict[str, list[str]] = {}
+        for name, dist in cache.files.items():
+            by_project.setdefault(dist.normalized, []).append(name)
+        names = _display_names(_group(cache.files[n] for n in cache.listed))
+        order = sorted(names)
+        links, entries = map(list, zip(*(_root_entry(n, names[n]) for n in order))) if order else ([], [])
+        return cls({k: tuple(sorted(v)) for k, v in by_project.items()}, names, order, links, entries)
+
+    def updated(self, known: Mapping[str, Iterable[str]], shown: Mapping[str, str | None]) -> _Views:
+        """A copy with new known file names for some projects and their new display names (None: not
+        listed); each project is put into (or taken out of) the project list where it belongs."""
+        import bisect
+
+        by_project, names = dict(self.by_project), dict(self.names)
+        order, links, entries = list(self.order), list(self.links), list(self.entries)
+        for norm, files in known.items():
+            by_project[norm] = tuple(sorted(files))
+            if not by_project[norm]:
+                del by_project[norm]
+        for norm, display in shown.items():
+            at = bisect.bisect_left(order, norm)
+            there = at < len(order) and order[at] == norm
+            if display is None:
+                if there:
+                    del order[at], links[at], entries[at], names[norm]
+                continue
+            link, entry = _root_entry(norm, display)
+            if there:
+                links[at], entries[at] = link, entry
+            else:
+                order.insert(at, norm)
+                links.insert(at, link)
+                entries.insert(at, entry)
+            names[norm] = display
+        return _Views(by_project, names, order, links, entries)
+
+    def root_pages(self) -> tuple[bytes, bytes]:
+        return _root_pages_of(self.links, self.entries)
 
 
 def _page_input(dist: DistFile, yanked: Mapping[str, str]) -> tuple[str, str, str | None, int, bool]:
@@ -617,9 +687,42 @@ def load_cache(site: Path, wheelhouse: Path, layout_key: str) -> SiteCache | Non
         memo = _memo.get(str(site.resolve()))
     if memo is not None and memo[0] == data and memo[1].layout == layout_key:
         return memo[1]
-    cache = _parse_cache(site / CACHE_NAME, data, wheelhouse, layout_key)
+    cache = None
+    if (memo is not None and memo[1].layout == layout_key and len(data) > len(memo[0]) and data.endswith(b"\n")
+            and data.startswith(memo[0])):  # lines appended since (another worker process's uploads)
+        cache = _with_lines(memo[1], data[len(memo[0]):], wheelhouse)
+    if cache is None:
+        cache = _parse_cache(site / CACHE_NAME, data, wheelhouse, layout_key)
     if cache is not None:
         _remember(site, cache, data)
+    return cache
+
+
+def _with_lines(prev: SiteCache, tail: bytes, wheelhouse: Path) -> SiteCache | None:
+    """``prev`` with whole lines appended to its file applied (its views updated for their projects only);
+    None when one does not parse (then the file is read whole)."""
+    cache = SiteCache(prev.layout, dict(prev.files), set(prev.listed), prev.yanked, prev.statuses, prev.lines)
+    touched: dict[str, set[str]] = {}  # project -> the names of its files the lines name
+    try:
+        for line in tail.splitlines():
+            row = json.loads(line)
+            name = row[0] if type(row) is list and row and type(row[0]) is str else ""
+            if name in cache.files:
+                touched.setdefault(cache.files[name].normalized, set()).add(name)
+            _restore_one(row, wheelhouse, cache)
+            if name in cache.files:
+                touched.setdefault(cache.files[name].normalized, set()).add(name)
+            cache.lines += 1
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    if prev._views is not None:
+        known, shown = {}, {}
+        for norm, names in touched.items():
+            names |= set(prev._views.by_project.get(norm, ()))
+            known[norm] = [n for n in names if n in cache.files and cache.files[n].normalized == norm]
+            group = [cache.files[n] for n in known[norm] if n in cache.listed]
+            shown[norm] = max(group, key=lambda d: d.filename).project if group else None
+        cache._views = prev._views.updated(known, shown)
     return cache
 
 
@@ -689,16 +792,19 @@ def save_cache(site: Path, cache: SiteCache) -> None:
     _remember(site, cache, data)
 
 
-def append_cache(site: Path, entries: Iterable[tuple[DistFile, bool]], gone: Iterable[str] = ()) -> None:
-    """Add lines for changed and removed files to the cache (one ``write``); the caller holds the site's lock."""
+def append_cache(site: Path, entries: Iterable[tuple[DistFile, bool]], gone: Iterable[str] = ()) -> bytes:
+    """Add lines for changed and removed files to the cache (one ``write``); the caller holds the site's lock.
+    Returns the bytes appended."""
     lines = [_entry_json(dist, listed) for dist, listed in entries]
     lines += [json.dumps([name]) for name in gone]
     data = "".join(line + "\n" for line in lines).encode()
     fd = os.open(site / CACHE_NAME, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, data)
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, f"short write appending to {str(site / CACHE_NAME)!r}")
     finally:
         os.close(fd)
+    return data
 
 
 def find_conflicts(dists: Iterable[DistFile]) -> tuple[list[DistFile], list[Conflict]]:
@@ -840,16 +946,24 @@ def _dump_indented(value: JSONValue | Mapping[str, JSONValue], pad: str, out: li
 
 def root_pages(projects: Mapping[str, str]) -> tuple[bytes, bytes]:
     """HTML and PEP 691 JSON of the project list; ``projects`` maps normalized -> display name."""
+    items = [_root_entry(norm, name) for norm, name in sorted(projects.items())]
+    return _root_pages_of([link for link, _ in items], [entry for _, entry in items])
+
+
+def _root_entry(normalized: str, name: str) -> tuple[str, str]:
+    """One project of the project list: its HTML link, and its JSON entry as :func:`_json_bytes` lays out
+    ``{"name": name}`` in the list (tests hold the pages to ``json.dumps``' bytes)."""
     import html
     from urllib.parse import quote
 
-    items = sorted(projects.items())
-    links = [f'<a href="{quote(norm)}/">{html.escape(name)}</a>' for norm, name in items]
-    doc: dict[str, JSONValue] = {
-        "meta": {"api-version": REPOSITORY_VERSION},
-        "projects": [{"name": name} for _norm, name in items],
-    }
-    return _page_html("Simple index", links), _json_bytes(doc)
+    return f'<a href="{quote(normalized)}/">{html.escape(name)}</a>', '{\n   "name": ' + _encode_scalar(name) + "\n  }"
+
+
+def _root_pages_of(links: list[str], entries: list[str]) -> tuple[bytes, bytes]:
+    """The project list's pages from its entries in order: a join, whatever the number of projects."""
+    listed = "[\n  " + ",\n  ".join(entries) + "\n ]" if entries else "[]"
+    doc = '{\n "meta": {\n  "api-version": ' + _encode_scalar(REPOSITORY_VERSION) + '\n },\n "projects": ' + listed
+    return _page_html("Simple index", links), (doc + "\n}\n").encode()
 
 
 def _yank_value(dist: DistFile, yanked: Mapping[str, str]) -> str | None:
@@ -967,7 +1081,7 @@ def _place_file(src: Path, dst: Path) -> bool:
 def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False,
                 yanked: Mapping[str, str] | None = None, use_cache: bool = True,
                 project: str | None = None, statuses: Mapping[str, ProjectStatus] | None = None,
-                base_url: str | None = None) -> IndexResult:
+                base_url: str | None = None, added: Iterable[DistFile] | None = None) -> IndexResult:
     """Write (or update) a static package index for ``wheelhouse`` into ``out`` (default: the wheelhouse).
 
     ``yanked`` maps file names to a reason (``""`` = yanked without a reason); None keeps the
@@ -976,11 +1090,18 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     ``quarantined`` project takes no uploads, a ``quarantined`` one lists no files.
     With the cache (``SITE/.dynawheel-index-cache.jsonl``) a re-run costs a directory listing plus
     reading the new or changed files; ``use_cache=False`` re-reads everything (the cache is
-    rewritten either way).  ``project`` (a normalized name) updates only that project's files
-    and pages, and the project list when it changes: what ``serve`` does after an upload; the
-    result then lists only that project's files.  ``base_url`` (the site's public URL, see
-    :func:`check_base_url`) makes PEP 740 provenance URLs absolute, as the PEP asks; without it
-    they are relative to the page, like the files' URLs.
+    rewritten either way).  ``base_url`` (the site's public URL, see :func:`check_base_url`) makes
+    PEP 740 provenance URLs absolute, as the PEP asks; without it they are relative to the page,
+    like the files' URLs.
+
+    ``project`` (a normalized name) updates only that project: its files, .metadata and pages, and
+    the project list's entry for it, from what the cache says of the other projects (no other
+    project is looked at, whatever the size of the wheelhouse): what ``serve`` does after an upload.
+    The result then lists only that project's files.  Its files are found by listing the wheelhouse;
+    with ``added`` (the distributions just put there, already inspected: taken as they are while
+    their size, mtime and inode match) nothing is listed: they are the files the cache knows for the
+    project plus those.  Without a cache, or with yanks or statuses other than the cache's, the run
+    is a full one.
     Raises :class:`PackageIndexError` when the wheelhouse does not exist or the site
     cannot be written.
     """
@@ -993,22 +1114,23 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
     layout = _Layout(site, site if flat else site / "simple", flat, in_place and not flat, base)
     key = _layout_key(layout, wheelhouse)
     prev = load_cache(site, wheelhouse, key) if use_cache else None
-    if prev is None:
-        project = None  # nothing to update incrementally: a full run
     yanks = dict(prev.yanked if prev is not None and yanked is None else yanked or {})
     marks = dict(prev.statuses if prev is not None and statuses is None else statuses or {})
     if project is not None and prev is not None and marks.get(project, ACTIVE).status in _CLOSED:
         raise PackageIndexError(f"project {project!r} is {marks[project].status}: it takes no new files (PEP 792)")
-    only = None if project is None else _project_filter(project)
-    dists, skipped = scan_wheelhouse(wheelhouse, prev, only)
+    if project is not None and prev is not None and yanks == prev.yanked and marks == prev.statuses:
+        update = _update_project(wheelhouse, layout, key, prev, project, added)
+        if update is not None:
+            return update
+    dists, skipped = scan_wheelhouse(wheelhouse, prev)
     kept, conflicts = find_conflicts(dists)
     try:
         site.mkdir(parents=True, exist_ok=True)
-        written, removed = _write_site(layout, kept, yanks, marks, prev, project)
-        _update_cache(site, key, prev, dists, kept, yanks, marks, project)
+        written, removed = _write_site(layout, kept, yanks, marks, prev)
+        _update_cache(site, key, prev, dists, kept, yanks, marks)
     except OSError as exc:
         raise PackageIndexError(f"cannot write the index into {str(site)!r}: {exc}") from exc
-    unknown = tuple(sorted(set(yanks) - {d.filename for d in kept})) if project is None else ()
+    unknown = tuple(sorted(set(yanks) - {d.filename for d in kept}))
     for name in unknown:
         logger.info("yank names no indexed file: %r", name)
     return IndexResult(
@@ -1016,6 +1138,150 @@ def build_index(wheelhouse: Path, out: Path | None = None, *, flat: bool = False
         projects=tuple(sorted({d.normalized for d in kept})), written=tuple(written), removed=tuple(removed),
         skipped=tuple(skipped), conflicts=tuple(conflicts), unknown_yanked=unknown, statuses=marks,
     )
+
+
+def _update_project(wheelhouse: Path, layout: _Layout, key: str, prev: SiteCache, project: str,
+                    added: Iterable[DistFile] | None) -> IndexResult | None:
+    """:func:`build_index` for one project (see there); None when a file claims another project than its
+    name says (never for a valid distribution): then a full run sorts it out."""
+    if added is None:
+        dists, skipped = scan_wheelhouse(wheelhouse, prev, _project_filter(project))
+    else:
+        fresh = {d.filename: d for d in added}
+        dists, skipped = _scan_named(wheelhouse, [*prev.views.by_project.get(project, ()), *fresh], prev, fresh)
+    if any(d.normalized != project for d in dists):
+        return None
+    kept, conflicts = find_conflicts(dists)
+    try:
+        layout.site.mkdir(parents=True, exist_ok=True)
+        written, removed, views = _write_project(layout, prev, project, kept)
+        _append_project(layout.site, key, prev, project, dists, kept, views)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # the pages back as the cache (unchanged) describes them
+            _restore_project(layout, prev, project)
+        raise PackageIndexError(f"cannot write the index into {str(layout.site)!r}: {exc}") from exc
+    return IndexResult(
+        site=layout.site, simple=layout.simple, flat=layout.flat, files=tuple(kept),
+        projects=(project,) if kept else (), written=tuple(written), removed=tuple(removed),
+        skipped=tuple(skipped), conflicts=tuple(conflicts), statuses=dict(prev.statuses),
+    )
+
+
+def _write_project(layout: _Layout, prev: SiteCache, project: str,
+                   kept: list[DistFile]) -> tuple[list[Path], list[Path], _Views]:
+    """One project's files, .metadata and pages, and the project list when its entry changes (looked up
+    path by path: no directory is listed); what the cache says it had and it lost is removed."""
+    stats = _Stats()
+    written = _place_files(layout, kept, prev, stats)
+    if kept:
+        written += _write_pages(layout, {project: kept}, [project], prev.yanked, prev.statuses, stats)
+    display = max(kept, key=lambda d: d.filename).project if kept else None
+    views = prev.views.updated({}, {project: display})
+    if (prev.views.names.get(project) != display or not stats.present(layout.simple / "index.html")
+            or not stats.present(layout.simple / "index.json")):
+        written += _write_pair(layout.simple, *views.root_pages(), stats)
+    candidates: list[Path] = []
+    if display is None and project in prev.views.names:
+        candidates += [layout.simple / project / "index.html", layout.simple / project / "index.json"]
+    now = {d.filename for d in kept}
+    for name in prev.views.by_project.get(project, ()):
+        if name in prev.listed and name not in now:
+            target = layout.file_dir(prev.files[name]) / name
+            candidates.append(target.with_name(name + ".metadata"))
+            if not layout.in_place:
+                candidates += [target, target.with_name(provenance_name(name))]
+    return _logged(written), _unlinked(candidates), views
+
+
+def _restore_project(layout: _Layout, prev: SiteCache, project: str) -> None:
+    """After a failed update: the project's pages and the project list as ``prev`` says they were written."""
+    stats = _Stats()
+    group = [prev.files[n] for n in prev.views.by_project.get(project, ()) if n in prev.listed]
+    if group:
+        _write_pages(layout, {project: group}, [project], prev.yanked, prev.statuses, stats)
+    else:
+        _unlinked([layout.simple / project / "index.html", layout.simple / project / "index.json"])
+    _write_pair(layout.simple, *prev.views.root_pages(), stats)
+
+
+def known_files(wheelhouse: Path, project: str, base_url: str | None = None) -> tuple[str, ...]:
+    """The file names that the in-place index of ``wheelhouse`` (``serve``'s) knows for ``project`` (the
+    normalized name), listed or not, per its cache; () without a cache.  The first call after a full run
+    derives the cache's views (all projects: tens of ms at 6,000 files) that updates of one project use."""
+    base = None if base_url is None else check_base_url(base_url)
+    layout = _Layout(wheelhouse, wheelhouse / "simple", False, True, base)
+    cache = load_cache(wheelhouse, wheelhouse, _layout_key(layout, wheelhouse))
+    return () if cache is None else cache.views.by_project.get(project, ())
+
+
+def _append_project(site: Path, key: str, prev: SiteCache, project: str, dists: list[DistFile],
+                    kept: list[DistFile], views: _Views) -> None:
+    """The cache lines of one project's changed, newly listed or unlisted, and gone files, appended; the
+    cache remembered for the next run is the previous one with them (and ``views`` with its files)."""
+    old, was_listed, listed = prev.files, prev.listed, {d.filename for d in kept}
+    lines = [(d, d.filename in listed) for d in dists
+             if (old.get(d.filename) is not d and old.get(d.filename) != d)
+             or (d.filename in was_listed) != (d.filename in listed)]
+    seen = {d.filename for d in dists}
+    gone = [name for name in prev.views.by_project.get(project, ()) if name not in seen]
+    if not (lines or gone):
+        return
+    now = time.time_ns()
+    lines = [(_vouched(d, now), listed_now) for d, listed_now in lines]
+    appended = append_cache(site, lines, gone)
+    files = dict(old)
+    files.update((d.filename, d) for d, _ in lines)
+    for name in gone:
+        del files[name]
+    on_pages = set(was_listed)
+    on_pages.difference_update(prev.views.by_project.get(project, ()))
+    on_pages |= listed
+    cache = SiteCache(key, files, on_pages, prev.yanked, prev.statuses, prev.lines + len(lines) + len(gone),
+                      views.updated({project: seen}, {}))
+    with _memo_lock:
+        memo = _memo.get(str(site.resolve()))
+    _remember(site, cache, memo[0] + appended if memo is not None and memo[1] is prev else None)
+
+
+def _scan_named(wheelhouse: Path, names: Iterable[str], cache: SiteCache,
+                fresh: Mapping[str, DistFile]) -> tuple[list[DistFile], list[Skipped]]:
+    """:func:`scan_wheelhouse` of the named files only: a look at each and at its provenance file, nothing
+    listed.  A file is taken from ``cache``, else from ``fresh``, while its size, mtime and inode match."""
+    import stat
+
+    dists: list[DistFile] = []
+    skipped: list[Skipped] = []
+    todo: list[tuple[Path, os.stat_result]] = []
+    provenances: dict[str, tuple[int, int, int]] = {}
+    for name in sorted(set(names)):
+        path = os.path.join(wheelhouse, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            skipped.append(Skipped(Path(path), str(exc)))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = cache.files.get(name)
+        if hit is None or hit.stat_key != key:
+            hit = fresh.get(name)
+            if hit is not None and hit.stat_key != key:
+                hit = None
+            elif hit is not None and hit.directory != wheelhouse:  # inspected as a temporary file beside it
+                same = os.path.samefile(hit.directory, wheelhouse)
+                hit = dataclasses.replace(hit, directory=wheelhouse) if same else None
+        if hit is not None:
+            dists.append(hit)
+        else:
+            todo.append((Path(path), st))
+        with contextlib.suppress(OSError):
+            pst = os.stat(path + PROVENANCE_SUFFIX)
+            if stat.S_ISREG(pst.st_mode):
+                provenances[name] = (pst.st_size, pst.st_mtime_ns, pst.st_ino)
+    return _scanned(dists, skipped, todo, provenances)
 
 
 def linked_provenance(wheelhouse: Path, filename: str, base_url: str | None = None) -> DistFile | None:
@@ -1033,12 +1299,20 @@ def linked_provenance(wheelhouse: Path, filename: str, base_url: str | None = No
 
 @functools.lru_cache(maxsize=1 << 16)
 def project_of_filename(filename: str) -> str:
-    """The normalized project a distribution file name claims (its text before the first ``-``).
+    """The normalized project a distribution file name claims, as the index assigns the file: a wheel's
+    text before the first ``-``; an sdist's before the last one (``foo-bar-1.0.tar.gz`` is ``foo-bar``'s,
+    as :func:`packaging.utils.parse_sdist_filename` reads it).  A ``.metadata`` or ``.provenance`` file
+    belongs to its distribution's project.
 
-    Called for every file of a large wheelhouse, several times on each upload (the cache's other
-    projects, the files gone): string methods, no regex, and remembered (a pure function of the name).
+    Called for every file of a large wheelhouse (the server's watch): string methods, no regex, and
+    remembered (a pure function of the name).
     """
-    head = filename.split("-", 1)[0].lower().replace("_", "-").replace(".", "-")
+    name = filename.removesuffix(PROVENANCE_SUFFIX).removesuffix(".metadata")
+    if name.endswith(".tar.gz"):
+        head = name[: -len(".tar.gz")].rpartition("-")[0] or name[: -len(".tar.gz")]
+    else:
+        head = name.split("-", 1)[0]
+    head = head.lower().replace("_", "-").replace(".", "-")
     while "--" in head:
         head = head.replace("--", "-")
     return head
@@ -1049,7 +1323,7 @@ def _project_filter(project: str) -> Callable[[str], bool]:
 
 
 def _update_cache(site: Path, key: str, prev: SiteCache | None, dists: list[DistFile], kept: list[DistFile],
-                  yanked: dict[str, str], statuses: dict[str, ProjectStatus], project: str | None) -> None:
+                  yanked: dict[str, str], statuses: dict[str, ProjectStatus]) -> None:
     """Bring the cache up to date: lines for what changed are appended (a few files: +1 wheel, an upload),
     the file is rewritten whole when yanks or statuses changed or the appended lines would pile up."""
     listed = {d.filename for d in kept}
@@ -1061,24 +1335,19 @@ def _update_cache(site: Path, key: str, prev: SiteCache | None, dists: list[Dist
         if not lines and len(dists) == len(old) and len(listed) == len(was_listed):
             return  # nothing new, nothing gone (every name seen is a name the cache has)
         seen = {d.filename for d in dists}
-        gone = [name for name in old if name not in seen and (project is None or project_of_filename(name) == project)]
+        gone = [name for name in old if name not in seen]
         if not (lines or gone):
             return
-        if project is not None or prev.lines + len(lines) + len(gone) <= len(seen) + len(seen) // 4 + 64:
+        if prev.lines + len(lines) + len(gone) <= len(seen) + len(seen) // 4 + 64:
             now = time.time_ns()
             lines = [(_vouched(d, now), listed_now) for d, listed_now in lines]
             append_cache(site, lines, gone)
             files = {**old, **{d.filename: d for d, _ in lines}}
             for name in gone:
                 files.pop(name, None)
-            others = {n for n in was_listed if n in files and project is not None and project_of_filename(n) != project}
-            _remember(site, SiteCache(key, files, others | listed, yanked, statuses,
-                                      prev.lines + len(lines) + len(gone)))
+            _remember(site, SiteCache(key, files, listed, yanked, statuses, prev.lines + len(lines) + len(gone)))
             return
     files = {d.filename: d for d in dists}
-    if project is not None and prev is not None:  # the other projects' files, as the cache has them
-        files = {**{n: d for n, d in prev.files.items() if project_of_filename(n) != project}, **files}
-        listed |= {n for n in prev.listed if project_of_filename(n) != project}
     if (prev is None or prev.files != files or prev.listed != listed or prev.yanked != yanked
             or prev.statuses != statuses):
         save_cache(site, SiteCache(key, files, listed, yanked, statuses))
@@ -1115,6 +1384,9 @@ class _Listings:
             names = self._names[key] = _names_in(Path(key))
         return names
 
+    def names(self, directory: Path | str) -> Container[str]:
+        return self(directory)
+
     def present(self, path: Path | str) -> bool:
         directory, name = os.path.split(os.fspath(path))
         known = self._names.get(os.path.dirname(directory))
@@ -1123,15 +1395,33 @@ class _Listings:
         return name in self(directory)
 
 
+class _Stats(_Listings):
+    """Presence by a look at each path, no directory listed: for the few files of one project (an upload)
+    in a site of thousands."""
+
+    def names(self, directory: Path | str) -> Container[str]:
+        return _StatNames(os.fspath(directory))
+
+    def present(self, path: Path | str) -> bool:
+        return os.path.lexists(path)
+
+
+@dataclass(frozen=True)
+class _StatNames:
+    directory: str
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and os.path.lexists(os.path.join(self.directory, name))
+
+
 def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str],
-                statuses: Mapping[str, ProjectStatus], prev: SiteCache | None,
-                project: str | None) -> tuple[list[Path], list[Path]]:
+                statuses: Mapping[str, ProjectStatus], prev: SiteCache | None) -> tuple[list[Path], list[Path]]:
     """Place files, write .metadata and pages; with ``prev``, only what changed since it was written."""
     listing = _Listings()
     by_project = _group(dists)
     written = _place_files(layout, dists, prev, listing)
     touched = None if prev is None else _touched_projects(dists, prev, yanked, statuses)
-    if prev is not None and touched is not None and not touched and project is None:
+    if prev is not None and touched is not None and not touched:
         # every input of every page is the cache's, as when the pages were written: nothing to compare
         if not (listing.present(layout.simple / "index.html") and listing.present(layout.simple / "index.json")):
             written += _write_pair(layout.simple, *root_pages(_display_names(by_project)), listing)
@@ -1144,18 +1434,14 @@ def _write_site(layout: _Layout, dists: list[DistFile], yanked: Mapping[str, str
     pages = [norm for norm in candidates if norm in by_project and (
         norm in missing or not _same_page(norm, by_project[norm], prev, prev_projects.get(norm), yanked, statuses))]
     written += _write_pages(layout, by_project, pages, yanked, statuses, listing)
-    if project is not None and prev is not None:  # the other projects, as the cache lists them
-        others = {norm: group for norm, group in prev_projects.items() if norm != project}
-        names = _display_names({**others, **by_project})
-    else:
-        names = _display_names(by_project)
+    names = _display_names(by_project)
     if (prev is None or names != _display_names(prev_projects) or not listing.present(layout.simple / "index.html")
             or not listing.present(layout.simple / "index.json")):
         written += _write_pair(layout.simple, *root_pages(names), listing)
     if prev is None:
         removed = _remove_stale(layout, dists, set(by_project))
     else:
-        removed = _remove_unlisted(layout, prev, prev_projects, dists, set(names), project)
+        removed = _remove_unlisted(layout, prev, prev_projects, dists, set(names))
     return _logged(written), removed
 
 
@@ -1170,10 +1456,10 @@ def _place_files(layout: _Layout, dists: list[DistFile], prev: SiteCache | None,
     a file that the cache lists and that is still in place (names looked up in listings) is skipped."""
     written: list[Path] = []
     directory = None if layout.flat else layout.site if layout.in_place else layout.site / "files"
-    shared = set() if directory is None or prev is None else listing(directory)
+    shared: Container[str] = set() if directory is None or prev is None else listing.names(directory)
     for dist in dists:
         if prev is not None and prev.files.get(dist.filename) is dist and dist.filename in prev.listed:
-            there = shared if directory is not None else listing(layout.simple / dist.normalized)
+            there = shared if directory is not None else listing.names(layout.simple / dist.normalized)
             if (dist.filename in there and (dist.kind != "wheel" or dist.filename + ".metadata" in there) and (
                     layout.in_place or (provenance_name(dist.filename) in there) == (dist.provenance is not None))):
                 continue  # unchanged since the cache was written, and still in place
@@ -1247,21 +1533,26 @@ def _metadata_of(dist: DistFile) -> bytes:
 
 
 def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[str, list[DistFile]],
-                     dists: list[DistFile], projects: set[str], project: str | None) -> list[Path]:
+                     dists: list[DistFile], projects: set[str]) -> list[Path]:
     """Remove what the previous run (per the cache) wrote for files and projects now gone."""
     now = {d.filename for d in dists}
     candidates: list[Path] = []
     for norm in prev_projects:
-        if norm not in projects and (project is None or norm == project):
+        if norm not in projects:
             candidates += [layout.simple / norm / "index.html", layout.simple / norm / "index.json"]
     for name in prev.listed:
-        if name in now or (project is not None and project_of_filename(name) != project):
+        if name in now:
             continue
         old = prev.files[name]
         target = layout.file_dir(old) / name
         candidates.append(target.with_name(name + ".metadata"))
         if not layout.in_place:
             candidates += [target, target.with_name(provenance_name(name))]
+    return _unlinked(candidates)
+
+
+def _unlinked(candidates: Iterable[Path]) -> list[Path]:
+    """Remove those of ``candidates`` that exist (stale outputs); the paths removed."""
     removed = []
     for path in candidates:
         try:

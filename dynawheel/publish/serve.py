@@ -55,10 +55,12 @@ from .. import fsutil
 from ..errors import PackageIndexError
 from .index import (
     JSON_CONTENT_TYPE,
+    DistFile,
     ProjectStatus,
     build_index,
     check_wheel_archive,
     inspect_distribution,
+    known_files,
     linked_provenance,
     normalize_name,
     project_of_filename,
@@ -470,11 +472,13 @@ def _storage_error(exc: OSError, filename: str) -> HTTPError:
 class _VerifiedPasswords:
     """Remembers credentials that passed scrypt (keyed by an HMAC with a per-process key, never the
     password itself) while the user's stored hash is unchanged; at most two scrypt checks run at once
-    (16 MiB each), so memory stays bounded under concurrent uploads."""
+    (16 MiB each), so memory stays bounded under concurrent uploads, and the same credentials are checked
+    once however many uploads bring them at once (8 twines starting together: one scrypt, not 8)."""
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
         self._seen: dict[tuple[str, bytes], str] = {}
+        self._gates: dict[tuple[str, bytes], threading.Lock] = {}  # one per credentials being checked
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(2)
 
@@ -484,13 +488,20 @@ class _VerifiedPasswords:
         with self._lock:
             if stored is not None and self._seen.get(token) == stored:
                 return True
-        with self._slots:
-            ok = verify_password(users, name, password)
-        if ok and stored is not None:
+            if len(self._gates) >= 1024:
+                self._gates.clear()
+            gate = self._gates.setdefault(token, threading.Lock())
+        with gate:  # the same credentials wait for the check under way, then find its outcome
             with self._lock:
-                if len(self._seen) >= 1024:
-                    self._seen.clear()
-                self._seen[token] = stored
+                if stored is not None and self._seen.get(token) == stored:
+                    return True
+            with self._slots:
+                ok = verify_password(users, name, password)
+            if ok and stored is not None:
+                with self._lock:
+                    if len(self._seen) >= 1024:
+                        self._seen.clear()
+                    self._seen[token] = stored
         return ok
 
 
@@ -553,6 +564,39 @@ class _Watch:
     @files.setter
     def files(self, files: dict[str, tuple[int, int, int]]) -> None:
         self._files, self._by_project = files, None
+        self._projects()  # grouped now, not by the next upload (which waits under the lock)
+
+    def names_of(self, project: str) -> list[str]:
+        """The names of ``project``'s files (and provenance files) as last indexed."""
+        return self._projects().get(project, [])
+
+    def _projects(self) -> dict[str, list[str]]:
+        by_project = self._by_project
+        if by_project is None:
+            by_project = {}
+            for name in self._files:
+                by_project.setdefault(project_of_filename(name), []).append(name)
+            self._by_project = by_project
+        return by_project
+
+    def stored(self, target: Path) -> None:
+        """An upload stored ``target`` (and its provenance file, or removed it): the view follows, for that
+        project only (copies, not changes in place: the loop thread reads the view meanwhile)."""
+        files = dict(self._files)
+        by_project = dict(self._projects())
+        names = list(by_project.get(project_of_filename(target.name), []))
+        for path in (target, provenance_path(target)):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if files.pop(path.name, None) is not None:
+                    names.remove(path.name)
+                continue
+            if path.name not in files:
+                names.append(path.name)
+            files[path.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        by_project[project_of_filename(target.name)] = names
+        self._files, self._by_project = files, by_project
 
     def project_changed(self, project: str) -> bool:
         """True when a file of ``project`` is not as it was indexed (overwritten in place: a new size or
@@ -565,12 +609,7 @@ class _Watch:
         if len(self._project_checked) > 65536:
             self._project_checked.clear()
         self._project_checked[project] = now
-        if self._by_project is None:
-            by_project: dict[str, list[str]] = {}
-            for name in self._files:
-                by_project.setdefault(project_of_filename(name), []).append(name)
-            self._by_project = by_project
-        for name in self._by_project.get(project, ()):
+        for name in self._projects().get(project, ()):
             try:
                 st = os.stat(os.path.join(self.directory, name))
             except OSError:
@@ -807,6 +846,7 @@ class IndexServer(LoopServer):
                         logger.error("cannot re-index the changed wheelhouse: %s", exc)
                     else:
                         self.statuses = dict(result.statuses)
+                        known_files(self.wheelhouse, "", self.config.base_url)  # views derived, as at start
                         logger.info("wheelhouse changed: %d added, %d removed; %d pages written",
                                     len(set(files) - before), len(before - set(files)), len(result.written))
                     self.watch.files = files
@@ -894,61 +934,56 @@ class IndexServer(LoopServer):
         """
         try:
             with self._validating:  # at most two wheels inflated at once: bounded memory under a burst of uploads
-                self._validate_staged(staged, filename)
+                dist = self._validate_staged(staged, filename)
             os.chmod(staged, 0o644)
             project = project_of_filename(filename)
             status = self.statuses.get(project)
             if status is not None and status.status in ("archived", "quarantined"):
                 raise HTTPError(HTTPStatus.FORBIDDEN, f"project {project!r} is {status.status}: it takes no uploads "
                                 "(PEP 792)")
-            with self.index_lock:
+            with self.index_lock:  # what runs here is one project's work: no listing of the wheelhouse
                 target = self.wheelhouse / filename
-                if not self.config.allow_overwrite and (target.exists() or self._claimed(filename)):
+                if not self.config.allow_overwrite and (target.exists() or self._claimed(filename, project)):
                     raise HTTPError(HTTPStatus.CONFLICT, f"file already exists: {filename!r}")
-                try:
-                    _store_provenance(provenance_path(target), provenance)
-                    os.replace(staged, target)
-                    build_index(self.wheelhouse, project=project, base_url=self.config.base_url)
-                    self.watch.files = _watched_after(self.watch.files, target)
-                except (OSError, PackageIndexError) as exc:
-                    cause = exc if isinstance(exc, OSError) else exc.__cause__
-                    if not self.config.allow_overwrite:  # listed nowhere: take it back out
-                        target.unlink(missing_ok=True)
-                        provenance_path(target).unlink(missing_ok=True)
-                    if isinstance(cause, OSError):
-                        raise _storage_error(cause, filename) from None
-                    raise
+                self._place_upload(staged, target, project, dist, provenance)
         finally:
             staged.unlink(missing_ok=True)
 
-    def _claimed(self, filename: str) -> bool:
-        """Another spelling of the same file (``Foo-1.0...`` vs ``foo-1.0.0...``) already exists."""
-        key = _identity(filename)
-        project = key[0]
-        return any(_identity(name) == key for name in os.listdir(self.wheelhouse)
-                   if not name.startswith(".") and project_of_filename(name) == project)
+    def _place_upload(self, staged: Path, target: Path, project: str, dist: DistFile,
+                      provenance: bytes | None) -> None:
+        """Give the upload its name and index its project (the caller holds the lock); on failure it is taken
+        back out (unless overwriting) and its project's pages are as they were."""
+        try:
+            _store_provenance(provenance_path(target), provenance)
+            os.replace(staged, target)
+            build_index(self.wheelhouse, project=project, base_url=self.config.base_url, added=(dist,))
+            self.watch.stored(target)
+        except (OSError, PackageIndexError) as exc:
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if not self.config.allow_overwrite:  # listed nowhere: take it back out
+                target.unlink(missing_ok=True)
+                provenance_path(target).unlink(missing_ok=True)
+            if isinstance(cause, OSError):
+                raise _storage_error(cause, target.name) from None
+            raise
 
-    def _validate_staged(self, staged: Path, filename: str) -> None:
+    def _claimed(self, filename: str, project: str) -> bool:
+        """Another spelling of the same file (``Foo-1.0...`` vs ``foo-1.0.0...``) exists: one the index knows
+        (its cache: every upload, of any worker process), or the server saw in the wheelhouse (its watch: a
+        file copied in counts once the server looked at the directory again).  No listing: uploads wait for
+        this under the lock."""
+        key = _identity(filename)
+        names = {*known_files(self.wheelhouse, project, self.config.base_url), *self.watch.names_of(project)}
+        return any(_identity(name) == key for name in names if not name.endswith(PROVENANCE_SUFFIX))
+
+    def _validate_staged(self, staged: Path, filename: str) -> DistFile:
         try:
             if filename.endswith(".whl"):  # every member inflates with a good CRC: what installers will need
                 check_wheel_archive(staged, filename, max_inflated=_MAX_INFLATE_RATIO * self.config.max_upload_size)
-            inspect_distribution(staged, filename)  # the file name must match its own metadata
+            return inspect_distribution(staged, filename)  # the file name must match its own metadata
         except (PackageIndexError, OSError) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid distribution {filename!r}: {exc}") from None
 
-
-
-def _watched_after(files: Mapping[str, tuple[int, int, int]], target: Path) -> dict[str, tuple[int, int, int]]:
-    """The watch's view after an upload stored ``target`` (and its provenance file, or removed it)."""
-    after = dict(files)
-    for path in (target, provenance_path(target)):
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            after.pop(path.name, None)
-            continue
-        after[path.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
-    return after
 
 
 def _store_provenance(path: Path, provenance: bytes | None) -> None:
@@ -1215,6 +1250,7 @@ def make_server(wheelhouse: Path, host: str = "127.0.0.1", port: int = 8087,
     if config.max_upload_size <= 0:
         raise PackageIndexError(f"max upload size must be positive: {config.max_upload_size!r}")
     result = build_index(wheelhouse, base_url=config.base_url)
+    known_files(wheelhouse, "", config.base_url)  # the cache's views derived now, not by the first upload
     try:
         return IndexServer(wheelhouse, (host, port), config, result.statuses)
     except OSError as exc:
