@@ -30,10 +30,15 @@ _R = TypeVar("_R")
 MAX_WORKERS = 8  # processes at most, whatever the number of cores
 
 
+def fork_safe() -> bool:
+    """Whether this process may fork workers: ``os.fork`` exists and no other thread runs."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
 def fork_workers(items: int, least: int) -> int:
     """How many processes to split `items` pieces of work over: one per core (at most MAX_WORKERS), each
     with at least `least` pieces; 1 (no child) when fewer, on one core, with threads running, or no fork."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
+    if not fork_safe():
         return 1
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS, items // max(1, least)))
 

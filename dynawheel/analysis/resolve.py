@@ -252,9 +252,9 @@ def _parse_all(tree: Tree, files: _Files, rels: list[str], workers: int | None
     binaries on every core (`workers` processes; None: one per core when there are FORK_LEAST per process)."""
     paths = {rel: posixpath.join(tree.root, rel) for rel in rels}
     if isinstance(tree, DirTree):  # a wheel's members are not read in children (its threads, its zip)
-        from .forked import fork_workers
+        from .forked import fork_safe, fork_workers
 
-        workers = fork_workers(len(rels), FORK_LEAST) if workers is None else workers
+        workers = fork_workers(len(rels), FORK_LEAST) if workers is None else workers if fork_safe() else 1
         if workers > 1:
             files.parse_forked([paths[rel] for rel in rels], workers)
             return [(rel, files.parsed(paths[rel])) for rel in rels]
