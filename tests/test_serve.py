@@ -974,6 +974,31 @@ def test_full_disk_during_upload_is_507_and_nothing_listed(tmp_path: Path) -> No
     assert {p["name"] for p in root["projects"]} == {"seed", "fits"}
 
 
+@pytest.mark.slow
+def test_disk_full_while_indexing_an_upload_leaves_the_site_as_it_was(tmp_path: Path) -> None:
+    """The file size limit reached by the index cache's new line, after the upload's pages were written: 507,
+    the upload and its .metadata taken out, the pages (the project list included) back as they were, no torn
+    cache line; a run of `index` afterwards finds nothing to do."""
+    wh, dist = tmp_path / "wh", tmp_path / "dist"
+    past = time.time() - 10  # older than the cache's racy window: the server's start-up run appends nothing
+    for i in range(20):
+        os.utime(make_wheel(wh, f"seed{i}", "1.0"), (past, past))
+    build_index(wh)
+    cache = wh / ".dynawheel-index-cache.jsonl"
+    new = make_wheel(dist, "late", "1.0")
+    assert new.stat().st_size < cache.stat().st_size  # the upload itself fits; the cache's next line does not
+    proc, port = _serve_process(wh, "--allow-anonymous-upload", fsize=cache.stat().st_size + 100)
+    try:
+        before = snapshot(wh)
+        status, answer = _post_to(port, upload_fields(new, "late", "1.0"), new.name, new.read_bytes())
+        assert status == 507 and b"no space left" in answer, answer
+        assert snapshot(wh) == before and not list(wh.glob(".upload-*"))
+    finally:
+        err = _stop_process(proc)
+    assert "Traceback" not in err
+    assert build_index(wh).written == ()
+
+
 # ---------------------------------------------------------------- the static site behind nginx (README's config)
 
 

@@ -800,8 +800,14 @@ def append_cache(site: Path, entries: Iterable[tuple[DistFile, bool]], gone: Ite
     data = "".join(line + "\n" for line in lines).encode()
     fd = os.open(site / CACHE_NAME, os.O_WRONLY | os.O_APPEND)
     try:
-        if os.write(fd, data) != len(data):
-            raise OSError(errno.ENOSPC, f"short write appending to {str(site / CACHE_NAME)!r}")
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, f"short write appending to {str(site / CACHE_NAME)!r}")
+        except OSError:  # a full disk, a file size limit: no torn line left behind
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
     return data

@@ -961,8 +961,8 @@ class IndexServer(LoopServer):
         except (OSError, PackageIndexError) as exc:
             cause = exc if isinstance(exc, OSError) else exc.__cause__
             if not self.config.allow_overwrite:  # listed nowhere: take it back out
-                target.unlink(missing_ok=True)
-                provenance_path(target).unlink(missing_ok=True)
+                for path in (target, provenance_path(target), target.with_name(target.name + ".metadata")):
+                    path.unlink(missing_ok=True)
             if isinstance(cause, OSError):
                 raise _storage_error(cause, target.name) from None
             raise
