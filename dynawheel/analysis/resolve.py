@@ -195,8 +195,17 @@ class _Files:
         if ident is None:
             return None
         if ident not in self._parsed:
-            self._parsed[ident] = self._parse(ident)
+            self._parsed[ident] = self._as_tree_file(ident) or self._parse(ident)
         return self._parsed[ident]
+
+    def _as_tree_file(self, ident: tuple[str, str]) -> BinaryFile | None:
+        """A host file that is a file of the tree, parsed as such: that parse, under its host name (a parse
+        depends on the bytes only; ld.so.cache names /usr/lib/x86_64-linux-gnu's libraries by /lib/...: 312
+        files of show /usr/lib/x86_64-linux-gnu not parsed twice)."""
+        where, name = ident
+        rel = in_tree(self.tree.root, name) if where == "host" else None
+        done = self._parsed.get(("tree", rel)) if rel else None
+        return replace(done, path=name) if isinstance(done, BinaryFile) else None
 
     def parse_forked(self, paths: list[str], workers: int) -> None:
         """Parse the files at `paths` (each distinct file once) over `workers` processes (forked: see
