@@ -42,7 +42,7 @@ class Provenance:
     sbom: str | None  # the SBOM's member name, None without one
     licenses: Licenses
     members: Mapping[str, bytes]  # the files to add or replace (METADATA, license files), not the SBOM
-    sbom_data: Callable[[], bytes] | None = None  # the SBOM's bytes, made when called (cyclonedx loaded then)
+    sbom_data: Callable[[], bytes] | None = None  # the SBOM's bytes, made when called
 
 
 def provenance(collection: Collection, opts: RepairOptions, names: tuple[str | None, str, str | None], place: Place,
