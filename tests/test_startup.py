@@ -146,8 +146,6 @@ def test_show_of_an_elf_file_imports_only_what_it_needs(tmp_path: Path) -> None:
 NOT_FOR_A_PLAIN_REPAIR = {
     "packageurl": "purls are the SBOM's",
     "packaging.licenses": "SPDX expressions are the SBOM's (the SPDX list, ~6 ms), for a package declaring one",
-    "email": "METADATA fields are read only to add License-File or Requires-Dist; the checks of the wheel's "
-             "texts need no parser",
     "packaging.requirements": "wheel/metadata.py's, for build",
     "tomllib": "pyproject.toml is build's",
     "dynawheel.wheel.metadata": "build's",
@@ -179,6 +177,8 @@ NOT_FOR_ANY_REPAIR = {
     "cyclonedx": "cyclonedx-python-lib's model and serializer: ~100 ms of imports on every repair that vendors",
     "py_serializable": "cyclonedx's serializer",
     "license_expression": "~16 ms with the SPDX list it loads; packaging.licenses canonicalises expressions",
+    "email": "~10 ms with socket, datetime, calendar: METADATA's fields (License-File, Requires-Dist) are read by "
+             "wheel/text.py's header_fields",
 }
 
 
@@ -205,13 +205,16 @@ def test_repair_imports_no_sbom_library_and_purls_only_to_write_an_sbom(tmp_path
 
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
 def test_repair_of_a_library_whose_package_declares_a_license_imports_no_sbom_library(tmp_path: Path) -> None:
-    """libaa.so.1 owned by a conda package that declares 'MIT OR Zlib': the SBOM says so as an SPDX expression,
-    canonicalised by packaging.licenses, with neither cyclonedx nor license_expression imported."""
+    """libaa.so.1 owned by a conda package that declares 'MIT OR Zlib' and ships a license file: the SBOM says
+    so as an SPDX expression, canonicalised by packaging.licenses, METADATA names the file; neither cyclonedx,
+    license_expression nor email is imported."""
     prefix = tmp_path / "conda"
     lib = elfbuild.shared_lib(prefix / "lib" / "libaa.so.1", soname="libaa.so.1")
     record = {"name": "aa", "version": "1.0", "build": "h0_0", "license": "mit or zlib", "files": ["lib/libaa.so.1"]}
     (prefix / "conda-meta").mkdir()
     (prefix / "conda-meta" / "aa-1.0-h0_0.json").write_text(json.dumps(record))
+    (prefix / "pkgs" / "aa-1.0-h0_0" / "info" / "licenses").mkdir(parents=True)
+    (prefix / "pkgs" / "aa-1.0-h0_0" / "info" / "licenses" / "LICENSE").write_text("MIT or zlib, your choice\n")
     stage = tmp_path / "stage" / "demo"
     elfbuild.extension(stage, "_e", needs=[lib], runpath=[str(lib.parent)])
     (stage / "__init__.py").write_text("")
@@ -221,7 +224,9 @@ def test_repair_of_a_library_whose_package_declares_a_license_imports_no_sbom_li
     assert code == 0
     with zipfile.ZipFile(next((tmp_path / "out").glob("*.whl"))) as zf:
         doc = json.loads(zf.read("demo-1.dist-info/sboms/dynawheel.cdx.json"))
+        metadata = zf.read("demo-1.dist-info/METADATA").decode()
     (comp,) = doc["components"]
+    assert f"License-File: {comp['name']}/LICENSE" in metadata.splitlines()  # METADATA's fields were read
     assert comp["purl"] == "pkg:conda/aa@1.0?build=h0_0" and comp["licenses"] == [{"expression": "MIT OR Zlib"}]
     assert _loaded(names, NOT_FOR_ANY_REPAIR) == {}
     assert {"packageurl", "packaging.licenses"} <= set(_loaded(names, NOT_FOR_A_PLAIN_REPAIR))
