@@ -149,6 +149,7 @@ NOT_FOR_A_PLAIN_REPAIR = {
     "packaging.requirements": "wheel/metadata.py's, for build",
     "tomllib": "pyproject.toml is build's",
     "dynawheel.wheel.metadata": "build's",
+    "dynawheel.analysis.abi3": "the stable-ABI audit (2 dataclasses, a regex): only for a wheel tagged abi3/abi3t",
 }
 
 

@@ -34,7 +34,7 @@ PROPERTY_PATH = "dynawheel:path"  # the library's path in the wheel
 PROPERTY_SOURCE = "dynawheel:source"  # where it was found on the host
 SCHEMA = "http://cyclonedx.org/schema/bom-1.6.schema.json"
 # 'libz.so.1.2.13' -> 1.2.13; 'libfoo.1.2.dylib' -> 1.2 (the file's own version, when no package names one)
-_FILE_VERSION = re.compile(r"\.so\.(\d+(?:\.\d+)+)$|\.(\d+(?:\.\d+)+)\.dylib$")
+_FILE_VERSION = r"\.so\.(\d+(?:\.\d+)+)$|\.(\d+(?:\.\d+)+)\.dylib$"  # compiled when used: a package's version first
 _SPDX_MARK = "spdx:"  # MSYS2's pacman packages mark an SPDX expression so ('spdx:MIT')
 
 Json = dict[str, object]
@@ -42,7 +42,7 @@ Json = dict[str, object]
 
 def file_version(source: str) -> str | None:
     """The version a library's real file name carries (libz.so.1.2.13 -> '1.2.13'), if two parts or more."""
-    match = _FILE_VERSION.search(source.rsplit("/", 1)[-1])
+    match = re.search(_FILE_VERSION, source.rsplit("/", 1)[-1])
     return (match.group(1) or match.group(2)) if match else None
 
 
