@@ -29,7 +29,7 @@ from dynawheel.binary import BinaryFormat
 from dynawheel.repair.collect import Choices, Vendored
 from dynawheel.repair.options import RepairOptions
 from dynawheel.repair.pipeline import repair_wheel
-from dynawheel.repair.sbom import file_version, license_entry, sbom_json, spdx_expression
+from dynawheel.repair.sbom import file_version, license_entry, sbom_json, serial_number, spdx_expression
 
 from . import elfbuild
 from .conftest import make_venv, run_cli
@@ -354,3 +354,9 @@ def test_spdx_expressions_as_license_expression_says() -> None:
         assert license_entry(text) == ({"expression": theirs} if theirs else {"license": {"name": text}})
     for text, expected in DIFFERENT.items():
         assert spdx_expression(text) == expected, text
+
+
+def test_serial_number_is_uuids_version_5_shape() -> None:
+    for seed in ("", "x", "zy-1-cp311-cp311-manylinux_2_17_x86_64.whl\nzy.libs/a 00 /usr/lib/a", "\u00e9" * 1000):
+        expected = uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=5)
+        assert serial_number(seed) == expected.urn and uuid.UUID(serial_number(seed)).version == 5

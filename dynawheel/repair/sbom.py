@@ -109,10 +109,14 @@ def _dependencies(wheel_ref: str, vendored: tuple[Vendored, ...]) -> list[Json]:
 
 
 def serial_number(seed: str) -> str:
-    """'urn:uuid:...': the first 16 bytes of the seed's sha256, with the version (5) and variant bits set."""
-    import uuid
-
-    return uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=5).urn
+    """'urn:uuid:...': the first 16 bytes of the seed's sha256 with RFC 4122's version (5) and variant bits set,
+    as `uuid.UUID(bytes=..., version=5).urn` writes it (tests/test_sbom.py checks; the uuid module's import,
+    ~0.4 ms with _uuid, is not worth it here)."""
+    raw = bytearray(hashlib.sha256(seed.encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def sbom_document(wheel_file: str | None, name: str, version: str | None, vendored: tuple[Vendored, ...],
