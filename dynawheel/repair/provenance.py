@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..analysis.owners import Owner, Owners
 from ..wheel.layout import REPAIR_LICENSES, REPAIR_SBOM
@@ -16,9 +16,9 @@ from .options import RepairOptions
 from .sbom import SBOM_NAME, sbom_json
 
 
-@dataclass(frozen=True)
-class Place:
-    """Where the SBOM and the license files go, and the METADATA that names them (None: `build` writes it)."""
+class Place(NamedTuple):
+    """Where the SBOM and the license files go, and the METADATA that names them (None: `build` writes it).
+    (This module's records are NamedTuples: repair's own plumbing, no dataclass to create on every repair.)"""
 
     sbom: str
     licenses: str  # the directory of the license files
@@ -34,8 +34,7 @@ class Place:
         return cls(REPAIR_SBOM, REPAIR_LICENSES.rstrip("/"), None)
 
 
-@dataclass(frozen=True)
-class Provenance:
+class Provenance(NamedTuple):
     """What a repair says about where its vendored libraries come from: owners, SBOM, license files."""
 
     owners: Mapping[str, Owner | None]

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
@@ -107,9 +107,8 @@ def is_executable(path: Path) -> bool:
     return bool(path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
 
 
-@dataclass(frozen=True)
-class _Packed:
-    """A member compressed whole by a worker thread."""
+class _Packed(NamedTuple):
+    """A member compressed whole by a worker thread (a private record: a NamedTuple, no dataclass to create)."""
 
     data: bytes | bytearray
     method: int
