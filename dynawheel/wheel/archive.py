@@ -77,8 +77,7 @@ class RawSource:
     record_hash: str
 
 
-@dataclass(frozen=True)
-class Later:
+class Later(NamedTuple):  # the writer's plumbing: a NamedTuple, no dataclass to create on every repair
     """A member's bytes, asked for when the writer reaches it (made on another thread meanwhile: repair's
     SBOM, whose library takes longer to load than the members before it take to write)."""
 
