@@ -82,8 +82,9 @@ MAC_ARCHS: dict[str, frozenset[str]] = {
     "universal": frozenset({"i386", "ppc", "ppc64", "x86_64"}),
 }
 WINDOWS_ARCHS = {"win_amd64": "x86_64", "win32": "i686", "win_arm64": "arm64"}
-_MACOS_TAG = re.compile(r"macosx_(\d+)_(\d+)_([a-z0-9_]+)")
-_LINUX_TAG = re.compile(r"linux_([a-z0-9_]+)")
+# compiled when used (a manylinux tag needs neither; ~0.5 ms of CPU a regex)
+_MACOS_TAG = r"macosx_(\d+)_(\d+)_([a-z0-9_]+)"
+_LINUX_TAG = r"linux_([a-z0-9_]+)"
 
 
 @dataclass(frozen=True)
@@ -319,10 +320,10 @@ def _part_blockers(content: Content, plat: str) -> list[Blocker]:
         return []
     if plat.startswith(("manylinux", "musllinux")):
         return _policy_blockers(content, plat)
-    linux = _LINUX_TAG.fullmatch(plat)
+    linux = re.fullmatch(_LINUX_TAG, plat)
     if linux:
         return _arch_blockers(content.elf, linux.group(1), plat)
-    mac = _MACOS_TAG.fullmatch(plat)
+    mac = re.fullmatch(_MACOS_TAG, plat)
     if mac:
         return _macos_blockers(content, int(mac.group(1)), int(mac.group(2)), mac.group(3), plat)
     if plat.startswith("macosx_"):

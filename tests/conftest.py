@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,46 @@ def seed_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import stage_seed  # fixtures/seed/stage_seed.py
 
     return stage_seed.build(tmp_path_factory.mktemp("seed") / "tree")
+
+
+SBOM_FILE = "dynawheel.cdx.json"  # what repair writes (repair/sbom.py), in .dist-info/sboms/ or a stage's root
+
+
+def written_sboms(root: Path) -> list[tuple[str, bytes]]:
+    """Every SBOM dynawheel wrote below `root`: (where, its bytes), in wheels and as files."""
+    import zipfile
+
+    found: list[tuple[str, bytes]] = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            if name == SBOM_FILE:
+                found.append((path, Path(path).read_bytes()))
+            elif name.endswith(".whl"):
+                try:
+                    with zipfile.ZipFile(path) as zf:
+                        found += [(f"{path}!{m}", zf.read(m)) for m in zf.namelist()
+                                  if m.endswith(f".dist-info/sboms/{SBOM_FILE}")]
+                except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile):
+                    continue  # a test's deliberately broken or hostile wheel
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_sbom_is_valid_cyclonedx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the tests (of this worker): every SBOM they made repair write passes cyclonedx-python-lib's
+    CycloneDX 1.6 JSON-schema validator (the independent check of repair/sbom.py, which writes JSON itself)."""
+    yield
+    sboms = written_sboms(tmp_path_factory.getbasetemp())
+    if not sboms:
+        return
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    validator = JsonStrictValidator(SchemaVersion.V1_6)
+    invalid = {where: str(error) for where, data in sboms
+               if (error := validator.validate_str(data.decode())) is not None}
+    assert not invalid, f"{len(invalid)} of {len(sboms)} SBOMs written by the tests are not CycloneDX 1.6: {invalid}"
 
 
 # CI installs every tool (scripts/setup.sh): there, a skip means a whole format or client went

@@ -17,13 +17,19 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
+from dynawheel.analysis.owners import Owner
+from dynawheel.binary import BinaryFormat
+from dynawheel.repair.collect import Choices, Vendored
 from dynawheel.repair.options import RepairOptions
 from dynawheel.repair.pipeline import repair_wheel
+from dynawheel.repair.sbom import file_version, license_entry, sbom_json, serial_number, spdx_expression
 
 from . import elfbuild
 from .conftest import make_venv, run_cli
@@ -196,3 +202,161 @@ def test_installed_with_pip_the_sbom_is_in_dist_info(built: Path, tmp_path: Path
     value, files = out.strip().splitlines()
     assert value.endswith(", 1)") and files == "['zy-1.dist-info/sboms/dynawheel.cdx.json']"
     assert (venv.site_packages / SBOM).read_bytes() == read_member(wheel, SBOM)
+
+
+# ---- the document against cyclonedx-python-lib's own model (repair/sbom.py writes the JSON itself) ----------
+
+def _model_sbom(wheel_file: str | None, name: str, version: str | None, vendored: tuple[Vendored, ...],
+                owners: Mapping[str, Owner | None]) -> dict[str, object]:
+    """The same BOM built with cyclonedx-python-lib's model and serialised by it (as repair did until
+    2026-12-06), parsed; the license choice (expression or name) is `spdx_expression`'s, tested below."""
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+    from cyclonedx.model.tool import ToolRepository
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    import dynawheel
+
+    def licenses(owner: Owner | None) -> list[LicenseExpression | DisjunctiveLicense] | None:
+        if owner is None or not owner.license:
+            return None
+        expression = spdx_expression(owner.license)
+        return [LicenseExpression(expression) if expression else DisjunctiveLicense(name=owner.license)]
+
+    def component(v: Vendored) -> Component:
+        owner = owners.get(v.source)
+        return Component(
+            type=ComponentType.LIBRARY, name=v.dest.rsplit("/", 1)[-1], bom_ref=f"file:{v.dest}",
+            version=owner.version if owner is not None and owner.version else file_version(v.source),
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=v.sha256)], licenses=licenses(owner),
+            purl=PackageURL.from_string(owner.purl()) if owner is not None else None,
+            properties=[Property(name="dynawheel:path", value=v.dest),
+                        Property(name="dynawheel:source", value=v.source)])
+
+    purl = PackageURL("pypi", None, name.lower().replace("_", "-"), version,
+                      {"file_name": wheel_file} if wheel_file else None)
+    wheel = Component(type=ComponentType.LIBRARY, name=name, version=version, purl=purl,
+                      bom_ref=f"pkg:pypi/{purl.name}" + (f"@{version}" if version else ""))
+    libs = {v.dest: component(v) for v in vendored}
+    tool = Component(type=ComponentType.APPLICATION, name="dynawheel", version=dynawheel.__version__)
+    seed = "\n".join([wheel_file or name, *(f"{v.dest} {v.sha256} {v.source}" for v in vendored)])
+    bom = Bom(serial_number=uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=5),
+              metadata=BomMetaData(component=wheel, tools=ToolRepository(components=[tool])),
+              components=libs.values())
+    bom.register_dependency(wheel, [libs[v.dest] for v in vendored if any(c not in libs for c in v.consumers)])
+    for v in vendored:
+        for consumer in v.consumers:
+            if consumer in libs:
+                bom.register_dependency(libs[consumer], [libs[v.dest]])
+    doc: dict[str, object] = json.loads(JsonV1Dot6(bom).output_as_string())
+    metadata = doc["metadata"]
+    assert isinstance(metadata, dict)
+    metadata.pop("timestamp")
+    return doc
+
+
+def _vendored(i: int, source: str, dest: str, *consumers: str) -> Vendored:
+    return Vendored(source, (), dest.rsplit("/", 1)[-1], dest, BinaryFormat.ELF, f"{i:064x}", consumers)
+
+
+# owners of every kind, declared licenses of every shape, names that tie (sorted by version, then bom-ref)
+OWNERS: dict[str, Owner | None] = {
+    "/c/lib/libz.so.1.3.1": Owner("conda", "libzlib", "1.3.1", None, (("build", "h_2"), ("channel", "c f")), "Zlib"),
+    "/m/ucrt64/bin/libzstd.dll": Owner("msys2", "zstd", "1-2", "msys2", (), "spdx:BSD-3-Clause OR GPL-2.0-or-later"),
+    "/m/ucrt64/bin/libbz2.dll": Owner("msys2", "bzip2", "1.0.8-3", "msys2", (), "spdx:BSD-3-Clause OR GPL2"),
+    "/v/bin/foo.dll": Owner("vcpkg", "foo", "2", None, (("triplet", "x64-windows"),)),
+    "/x/libbar.so.4.5.6": None, "/y/libbar.so.4.5.6": None, "/z/libbar.so": None,
+    "/a/libq.so.1": Owner("deb", "libq1", "2:6.2.1+dfsg1-1.1", "debian", (("arch", "amd64"),)),
+    "/b/libw.so.1": Owner("apk", "w", "1.0-r0", "alpine", (("arch", "x86_64"),), "mit and (bsd-3-clause or zlib)"),
+    "/b/libü.so.1": Owner("rpm", "ü-libs", "1.0", "fedora", (("arch", "x86_64"),), "GPLv2+ and ÜLicense"),
+    "/h/Cellar/q/1.0/lib/libq.1.dylib": Owner("homebrew", "q", "1.0", licenses=(("LICENSE", "/h/LICENSE"),)),
+}
+VENDORED = (
+    _vendored(0, "/c/lib/libz.so.1.3.1", "x.libs/libz-1.so.1", "x/_ext.so", "x.libs/libq-2.so.1"),
+    _vendored(1, "/m/ucrt64/bin/libzstd.dll", "x.libs/libzstd.dll", "x/_ext.so"),
+    _vendored(2, "/m/ucrt64/bin/libbz2.dll", "x.libs/libbz2.dll", "x.libs/libzstd.dll"),
+    _vendored(3, "/v/bin/foo.dll", "x.libs/foo.dll", "x.libs/libzstd.dll", "x.libs/libbz2.dll"),
+    _vendored(4, "/x/libbar.so.4.5.6", "b/libbar.so", "b/_e.so"),
+    _vendored(5, "/y/libbar.so.4.5.6", "a/libbar.so", "a/_e.so"),
+    _vendored(6, "/z/libbar.so", "c/libbar.so", "c/_e.so"),
+    _vendored(7, "/a/libq.so.1", "x.libs/libq-2.so.1", "x/_ext.so", "x.libs/foo.dll"),
+    _vendored(8, "/b/libw.so.1", "x.libs/libw.so.1", "x.libs/libq-2.so.1"),
+    _vendored(9, "/b/libü.so.1", "x.libs/libü.so.1", "x/_ext.so"),
+    _vendored(10, "/h/Cellar/q/1.0/lib/libq.1.dylib", "x/.dylibs/libq.1.dylib", "x/_ext.so"),
+)
+
+
+@pytest.mark.parametrize("names", [("X_y-1-cp311-cp311-linux_x86_64.whl", "X_y", "1"), (None, "x", None),
+                                   (None, "x", "2.0")])
+@pytest.mark.parametrize("vendored", [VENDORED, VENDORED[::-1], VENDORED[4:7], VENDORED[:1]],
+                         ids=["all", "reversed", "ties", "one"])
+def test_same_document_as_cyclonedx_python_libs_model(names: tuple[str | None, str, str | None],
+                                                      vendored: tuple[Vendored, ...]) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    ours = sbom_json(*names, vendored, OWNERS)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(ours.decode()) is None
+    theirs = _model_sbom(*names, vendored, OWNERS)
+    assert json.loads(ours) == theirs
+    assert ours == (json.dumps(theirs, indent=2) + "\n").encode(), "and the same bytes (keys in the same order)"
+    licenses = {c["name"]: c.get("licenses") for c in _components(theirs)}
+    if vendored is VENDORED:  # every shape of license in the comparison: expressions, names, none
+        assert licenses["libw.so.1"] == [{"expression": "MIT AND (BSD-3-Clause OR Zlib)"}]
+        assert licenses["libbz2.dll"] == [{"license": {"name": "spdx:BSD-3-Clause OR GPL2"}}]
+        assert licenses["libü.so.1"] == [{"license": {"name": "GPLv2+ and ÜLicense"}}]
+        assert licenses["libzstd.dll"] == [{"expression": "BSD-3-Clause OR GPL-2.0-or-later"}]
+        assert licenses["libq-2.so.1"] is None and licenses["libq.1.dylib"] is None
+
+
+def test_same_document_as_the_model_for_a_real_repair(built: Path, tmp_path: Path) -> None:
+    result = repair_wheel(built, tmp_path, RepairOptions(choices=Choices(include=("libz.so.1",))))
+    assert result.output is not None and len(result.collection.vendored) == 3
+    doc = _sbom(result.output)
+    assert doc == _model_sbom(result.output.name, "zy", "1", result.collection.vendored, result.owners)
+
+
+# declared licenses (apk L:, rpm LICENSE, conda license, pacman %LICENSE%) on which packaging.licenses and
+# license_expression (what repair used until 2026-12-06) agree: the expression, or None (written as a name)
+AGREED = ["MIT", "mit", "Zlib", "zlib", "BSD-3-Clause OR GPL-2.0-or-later", "BSD-3-Clause or GPL-2.0-or-later",
+          "GPL-2.0-or-later AND LGPL-2.1-or-later", "GPL-2.0-only WITH Linux-syscall-note",
+          "GPL-3.0-or-later WITH GCC-exception-3.1", "(MIT OR Apache-2.0) AND BSD-3-Clause", "Apache-2.0 OR MIT",
+          "MIT AND (LGPL-2.1-or-later OR BSD-3-Clause)", "OpenSSL", "ISC", "Unlicense", "curl", "OLDAP-2.8",
+          "Apache-2.0 WITH LLVM-exception", "BSL-1.0", "bzip2-1.0.6", "0BSD", "MIT-0", "CC0-1.0", "Unicode-3.0",
+          "custom", "custom:none", "GPL2", "GPLv2+", "GPLv2+ and LGPLv2+", "BSD", "BSD 3-Clause", "Public Domain",
+          "spdx:BSD-3-Clause OR GPL2"]
+# where they differ, packaging's answer, and why it is the one written
+DIFFERENT = {
+    "GPL-2.0+": "GPL-2.0+",  # a deprecated id kept as declared (license_expression: GPL-2.0-or-later)
+    "LGPL-2.1": "LGPL-2.1",  # (license_expression: LGPL-2.1-only)
+    "bzip2-1.0.5": "bzip2-1.0.5",  # license_expression makes it bzip2-1.0.6, another license text
+    "Nunit": "Nunit",  # license_expression makes it zlib-acknowledgement
+    "LicenseRef-Public-Domain": "LicenseRef-Public-Domain",  # valid SPDX; license_expression refused it
+    "LicenseRef-scancode-x AND MIT": "LicenseRef-scancode-x AND MIT",
+    "MIT/X11": None,  # license_expression raised AttributeError (a repair failed)
+    "MIT AND": None,  # the same
+    "spdx:MIT": "MIT",  # MSYS2's mark for an SPDX expression (license_expression: not one)
+    "spdx:mit or zlib": "MIT OR Zlib",
+}
+
+
+def test_spdx_expressions_as_license_expression_says() -> None:
+    from license_expression import get_spdx_licensing
+
+    licensing = get_spdx_licensing()
+    for text in AGREED:
+        info = licensing.validate(text)
+        theirs = info.normalized_expression if not info.errors and info.normalized_expression else None
+        assert spdx_expression(text) == theirs, text
+        assert license_entry(text) == ({"expression": theirs} if theirs else {"license": {"name": text}})
+    for text, expected in DIFFERENT.items():
+        assert spdx_expression(text) == expected, text
+
+
+def test_serial_number_is_uuids_version_5_shape() -> None:
+    for seed in ("", "x", "zy-1-cp311-cp311-manylinux_2_17_x86_64.whl\nzy.libs/a 00 /usr/lib/a", "\u00e9" * 1000):
+        expected = uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=5)
+        assert serial_number(seed) == expected.urn and uuid.UUID(serial_number(seed)).version == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -143,15 +144,12 @@ def test_show_of_an_elf_file_imports_only_what_it_needs(tmp_path: Path) -> None:
 # what a repair imports only for what it writes: the SBOM (--no-sbom: none), METADATA fields (license files,
 # Requires-Dist of --provided-by), a build's metadata sources
 NOT_FOR_A_PLAIN_REPAIR = {
-    "cyclonedx": "the SBOM's library (~70 ms): only when an SBOM is written",
-    "py_serializable": "cyclonedx's serializer",
     "packageurl": "purls are the SBOM's",
-    "license_expression": "SPDX expressions are the SBOM's",
-    "email": "METADATA fields are read only to add License-File or Requires-Dist; the checks of the wheel's "
-             "texts need no parser",
+    "packaging.licenses": "SPDX expressions are the SBOM's (the SPDX list, ~6 ms), for a package declaring one",
     "packaging.requirements": "wheel/metadata.py's, for build",
     "tomllib": "pyproject.toml is build's",
     "dynawheel.wheel.metadata": "build's",
+    "dynawheel.analysis.abi3": "the stable-ABI audit (2 dataclasses, a regex): only for a wheel tagged abi3/abi3t",
 }
 
 
@@ -174,8 +172,23 @@ def _plain_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+# never imported by a repair: the SBOM is written as JSON (repair/sbom.py); cyclonedx-python-lib only checks it
+# in the tests
+NOT_FOR_ANY_REPAIR = {
+    "cyclonedx": "cyclonedx-python-lib's model and serializer: ~100 ms of imports on every repair that vendors",
+    "py_serializable": "cyclonedx's serializer",
+    "license_expression": "~16 ms with the SPDX list it loads; packaging.licenses canonicalises expressions",
+    "email": "~10 ms with socket, datetime, calendar: METADATA's fields (License-File, Requires-Dist) are read by "
+             "wheel/text.py's header_fields",
+}
+
+
+def _loaded(names: set[str], table: dict[str, str]) -> dict[str, str]:
+    return {n: why for n, why in table.items() if any(m == n or m.startswith(n + ".") for m in names)}
+
+
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
-def test_repair_imports_the_sbom_library_only_to_write_an_sbom(tmp_path: Path) -> None:
+def test_repair_imports_no_sbom_library_and_purls_only_to_write_an_sbom(tmp_path: Path) -> None:
     wheel = _plain_wheel(tmp_path)
     for args, written in (("--no-sbom",), False), ((), True):
         out = tmp_path / f"out{len(args)}"
@@ -185,10 +198,39 @@ def test_repair_imports_the_sbom_library_only_to_write_an_sbom(tmp_path: Path) -
             got = zf.namelist()
         assert any("libaa" in n for n in got) and ("demo-1.0.dist-info/sboms/dynawheel.cdx.json" in got) == written
         assert not any(n.startswith("demo-1.0.dist-info/licenses/") for n in got)
-        heavy = {n: why for n, why in NOT_FOR_A_PLAIN_REPAIR.items()
-                 if any(m == n or m.startswith(n + ".") for m in names)}
-        sbom = {"cyclonedx", "py_serializable", "packageurl"}  # no license expression: no package declares one
-        assert (set(heavy) <= sbom and {"cyclonedx", "packageurl"} <= set(heavy)) if written else not heavy, heavy
+        assert _loaded(names, NOT_FOR_ANY_REPAIR) == {}
+        heavy = _loaded(names, NOT_FOR_A_PLAIN_REPAIR)
+        # with an SBOM: packageurl (the purls); no package declares a license: no SPDX list
+        assert set(heavy) == ({"packageurl"} if written else set()), heavy
+
+
+@pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
+def test_repair_of_a_library_whose_package_declares_a_license_imports_no_sbom_library(tmp_path: Path) -> None:
+    """libaa.so.1 owned by a conda package that declares 'MIT OR Zlib' and ships a license file: the SBOM says
+    so as an SPDX expression, canonicalised by packaging.licenses, METADATA names the file; neither cyclonedx,
+    license_expression nor email is imported."""
+    prefix = tmp_path / "conda"
+    lib = elfbuild.shared_lib(prefix / "lib" / "libaa.so.1", soname="libaa.so.1")
+    record = {"name": "aa", "version": "1.0", "build": "h0_0", "license": "mit or zlib", "files": ["lib/libaa.so.1"]}
+    (prefix / "conda-meta").mkdir()
+    (prefix / "conda-meta" / "aa-1.0-h0_0.json").write_text(json.dumps(record))
+    (prefix / "pkgs" / "aa-1.0-h0_0" / "info" / "licenses").mkdir(parents=True)
+    (prefix / "pkgs" / "aa-1.0-h0_0" / "info" / "licenses" / "LICENSE").write_text("MIT or zlib, your choice\n")
+    stage = tmp_path / "stage" / "demo"
+    elfbuild.extension(stage, "_e", needs=[lib], runpath=[str(lib.parent)])
+    (stage / "__init__.py").write_text("")
+    assert imported("build", stage.parent, "--name", "demo", "--version", "1", "-w", tmp_path / "dist",
+                    cwd=tmp_path)[0] == 0
+    code, names = imported("repair", next((tmp_path / "dist").glob("*.whl")), "-w", tmp_path / "out", cwd=tmp_path)
+    assert code == 0
+    with zipfile.ZipFile(next((tmp_path / "out").glob("*.whl"))) as zf:
+        doc = json.loads(zf.read("demo-1.dist-info/sboms/dynawheel.cdx.json"))
+        metadata = zf.read("demo-1.dist-info/METADATA").decode()
+    (comp,) = doc["components"]
+    assert f"License-File: {comp['name']}/LICENSE" in metadata.splitlines()  # METADATA's fields were read
+    assert comp["purl"] == "pkg:conda/aa@1.0?build=h0_0" and comp["licenses"] == [{"expression": "MIT OR Zlib"}]
+    assert _loaded(names, NOT_FOR_ANY_REPAIR) == {}
+    assert {"packageurl", "packaging.licenses"} <= set(_loaded(names, NOT_FOR_A_PLAIN_REPAIR))
 
 
 @pytest.mark.parametrize("args", [("--version",), ("--help",)])

@@ -125,7 +125,7 @@ def _component(c: dict[str, object]) -> SbomComponent:
 def _license_file_entries(tree: Tree, rel: str) -> tuple[str, ...]:
     if not tree.exists(rel):
         return ()
-    from ..wheel.text import parse_metadata  # performance: email's parser only for a wheel with an SBOM
+    from ..wheel.text import parse_metadata
 
     data = _read(tree, rel, 16 << 20)
     return tuple(parse_metadata(data or b"", rel).get_all("License-File") or ())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, Union
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol, Union
 
 from ..binary import BinaryFormat
 
@@ -108,10 +108,10 @@ class PeEdits:
 Edits = Union[ElfEdits, MachoEdits, PeEdits]
 
 
-@dataclass(frozen=True)
-class EditJob:
+class EditJob(NamedTuple):
     """One file an editor writes: the private copy `path`, the tree path errors name (`label`), its
-    edits, and, for an editor that `writes_from_source`, the file to read when `path` does not exist yet."""
+    edits, and, for an editor that `writes_from_source`, the file to read when `path` does not exist yet.
+    (Repair's plumbing to the editors: a NamedTuple, no dataclass to create on every repair.)"""
 
     path: Path
     label: str

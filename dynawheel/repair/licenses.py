@@ -87,7 +87,7 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
     below ``.dist-info/licenses/`` (`read(member)`: a member of the wheel, None when it has none)."""
     if not names:
         return text, {}
-    from ..wheel.text import parse_metadata  # performance: email's parser only for a wheel given license files
+    from ..wheel.text import parse_metadata
     from ..wheel.text import with_license_files as add_license_files
 
     msg = parse_metadata(text, "METADATA")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..analysis.owners import Owner, Owners
 from ..wheel.layout import REPAIR_LICENSES, REPAIR_SBOM
@@ -16,9 +16,9 @@ from .options import RepairOptions
 from .sbom import SBOM_NAME, sbom_json
 
 
-@dataclass(frozen=True)
-class Place:
-    """Where the SBOM and the license files go, and the METADATA that names them (None: `build` writes it)."""
+class Place(NamedTuple):
+    """Where the SBOM and the license files go, and the METADATA that names them (None: `build` writes it).
+    (This module's records are NamedTuples: repair's own plumbing, no dataclass to create on every repair.)"""
 
     sbom: str
     licenses: str  # the directory of the license files
@@ -34,15 +34,14 @@ class Place:
         return cls(REPAIR_SBOM, REPAIR_LICENSES.rstrip("/"), None)
 
 
-@dataclass(frozen=True)
-class Provenance:
+class Provenance(NamedTuple):
     """What a repair says about where its vendored libraries come from: owners, SBOM, license files."""
 
     owners: Mapping[str, Owner | None]
     sbom: str | None  # the SBOM's member name, None without one
     licenses: Licenses
     members: Mapping[str, bytes]  # the files to add or replace (METADATA, license files), not the SBOM
-    sbom_data: Callable[[], bytes] | None = None  # the SBOM's bytes, made when called (cyclonedx loaded then)
+    sbom_data: Callable[[], bytes] | None = None  # the SBOM's bytes, made when called
 
 
 def provenance(collection: Collection, opts: RepairOptions, names: tuple[str | None, str, str | None], place: Place,
@@ -69,4 +68,8 @@ def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | 
         return {}
     opts.say("looking up the packages of the vendored libraries")
     finder = Owners(opts.search)
-    return {v.source: finder.owner(v.source) for v in collection.vendored}
+    # asked in reverse of the collection's order (which puts a library after those it loads): a package's
+    # main library first (libldap), then the ones it loads (liblber, in libldap's package too), which dpkg's
+    # lists of the owners found so far then name without reading every package's .shlibs (python-ldap: ~8 ms)
+    found = {v.source: finder.owner(v.source) for v in reversed(collection.vendored)}
+    return {v.source: found[v.source] for v in collection.vendored}

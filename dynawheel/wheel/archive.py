@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
@@ -77,8 +77,7 @@ class RawSource:
     record_hash: str
 
 
-@dataclass(frozen=True)
-class Later:
+class Later(NamedTuple):  # the writer's plumbing: a NamedTuple, no dataclass to create on every repair
     """A member's bytes, asked for when the writer reaches it (made on another thread meanwhile: repair's
     SBOM, whose library takes longer to load than the members before it take to write)."""
 
@@ -107,9 +106,8 @@ def is_executable(path: Path) -> bool:
     return bool(path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
 
 
-@dataclass(frozen=True)
-class _Packed:
-    """A member compressed whole by a worker thread."""
+class _Packed(NamedTuple):
+    """A member compressed whole by a worker thread (a private record: a NamedTuple, no dataclass to create)."""
 
     data: bytes | bytearray
     method: int

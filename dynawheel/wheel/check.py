@@ -7,7 +7,6 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -18,7 +17,7 @@ from .archive import check_member_name
 from .assemble import SCHEMES
 from .record import RecordRow, encode_digest, parse_record
 from .tags import WheelTags, dist_info_dirs, find_dist_info, parse_filename, parse_tags
-from .text import MAX_METADATA, MAX_RECORD, MAX_WHEEL, parse_metadata, parse_wheel_file
+from .text import MAX_METADATA, MAX_RECORD, MAX_WHEEL, HeaderFields, parse_metadata, parse_wheel_file
 from .zipread import READ_ERRORS, open_zip, read_member
 
 _UNLISTED = ("RECORD", "RECORD.jws", "RECORD.p7s")
@@ -108,7 +107,7 @@ def _check_wheel_file(data: bytes, tags: WheelTags, problems: _Problems) -> bool
     return purelib == "true"
 
 
-def _check_license_files(msg: Message, names: set[str], dist_info: str, problems: _Problems) -> None:
+def _check_license_files(msg: HeaderFields, names: set[str], dist_info: str, problems: _Problems) -> None:
     """Metadata >= 2.4 (PEP 639): every License-File is a member below .dist-info/licenses/."""
     try:
         if Version(msg.get("Metadata-Version", "")) < Version("2.4"):

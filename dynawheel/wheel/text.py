@@ -3,30 +3,38 @@
 They come from untrusted archives, so each has a size limit (README, "Limits"), a clear error when
 it is broken (not UTF-8, a header section that does not end, a csv error in RECORD), and a parse
 whose time and memory grow with the size allowed, never more: METADATA's body (the long
-description) is never handed to the email parser, only its header section is.
+description) is never parsed, only its header section is.
+
+The header fields are read as the standard library's email parser reads them (``Parser`` with its default
+policy, compat32: what pip's and packaging's readers of METADATA use), by `header_fields` below, a few lines
+of that parser's rules; not by the parser itself: ``email.parser`` imports socket, datetime, calendar,
+email.utils, ... (~10 ms of CPU), which `repair` paid on every wheel given license files (2026-12-06).
+tests/test_wheel_text.py holds the two to the same fields on METADATA files we did not write and on
+generated texts.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TypeVar, overload
 
 from ..errors import MetadataError
 from .record import MAX_RECORD, RecordRow, parse_record
 
-if TYPE_CHECKING:
-    from email.message import Message
+T = TypeVar("T")
 
 MAX_METADATA = 16 << 20  # bytes of METADATA (PEP 658's .metadata files are served as they are)
 MAX_METADATA_HEADERS = 4 << 20  # bytes of METADATA before the first blank line (the header section)
 MAX_HEADER_FIELDS = 10_000  # header fields in METADATA or WHEEL
 MAX_WHEEL = 1 << 20  # bytes of WHEEL
 
-__all__ = ["MAX_METADATA", "MAX_METADATA_HEADERS", "MAX_RECORD", "MAX_WHEEL", "RecordRow", "check_metadata",
-           "check_wheel_file", "header_section", "parse_metadata", "parse_record", "parse_wheel_file",
-           "with_license_files"]
-_VERSION_LINE = re.compile(r"^Metadata-Version:[ \t]*(\S*)[ \t]*$", re.MULTILINE | re.IGNORECASE)
+__all__ = ["MAX_METADATA", "MAX_METADATA_HEADERS", "MAX_RECORD", "MAX_WHEEL", "HeaderFields", "RecordRow",
+           "check_metadata", "check_wheel_file", "header_fields", "header_section", "parse_metadata", "parse_record",
+           "parse_wheel_file", "with_license_files"]
+_VERSION_LINE = r"^Metadata-Version:[ \t]*(\S*)[ \t]*$"  # compiled when used (performance: ~0.5 ms a regex)
 
 
 def _decode(data: bytes, what: str) -> str:
@@ -57,25 +65,93 @@ def _head(data: bytes, what: str, size_limit: int, head_limit: int) -> str:
     return header_section(_decode(data, what), what, head_limit)
 
 
-def _headers(data: bytes, what: str, size_limit: int, head_limit: int) -> Message:
-    import email.parser  # performance: ~10 ms (socket, datetime, ...) for the callers that read fields
+class HeaderFields:
+    """The fields of a header section, in order, read as `email.message.Message` (compat32) gives them: `get`
+    the first value of a name (any case), `get_all` every value, values as written after the colon and its
+    blanks, continuation lines kept, the line end dropped."""
 
-    head = _head(data, what, size_limit, head_limit)
-    return email.parser.Parser().parsestr(head + "\n", headersonly=True)  # its policy: compat32
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Sequence[tuple[str, str]]) -> None:
+        self._fields = tuple(fields)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields)
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: T) -> str | T: ...
+
+    def get(self, name: str, default: T | None = None) -> str | T | None:
+        name = name.lower()
+        return next((v for k, v in self._fields if k.lower() == name), default)
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.get(name)
+
+    def get_all(self, name: str) -> list[str] | None:
+        name = name.lower()
+        return [v for k, v in self._fields if k.lower() == name] or None
 
 
-def parse_metadata(data: bytes, what: str) -> Message:
+def header_fields(head: str) -> HeaderFields:
+    """The fields of `head`, a header section, by email's feedparser's rules (Python 3.9-3.14, compat32): lines
+    end at \\r\\n, \\r or \\n; an envelope 'From ' line, a first-line continuation and a line starting with ':'
+    are no fields; a 'From ' line last ends the section."""
+    lines = list(itertools.takewhile(_header_line, io.StringIO(head + "\n", newline="").readlines()))
+    fields: list[tuple[str, str]] = []
+    field: list[str] = []
+    for number, line in enumerate(lines):
+        if line[0] in " \t":
+            if field:
+                field.append(line)
+            continue
+        if field:
+            fields.append(_field(field))
+            field = []
+        if line.startswith("From "):
+            if number == len(lines) - 1:
+                break
+            continue
+        if line[0] != ":":
+            field = [line]
+    if field:
+        fields.append(_field(field))
+    return HeaderFields(fields)
+
+
+def _header_line(line: str) -> bool:
+    """Whether email's feedparser takes `line` into the header section (its ``headerRE``): an envelope 'From ',
+    a continuation, or a field: a name of printable ASCII characters but ' ' and ':' (perhaps none), then ':'."""
+    if line.startswith(("From ", " ", "\t")):
+        return True
+    name, colon, _ = line.partition(":")
+    return bool(colon) and (not name or (name.isascii() and name.isprintable() and " " not in name))
+
+
+def _field(lines: list[str]) -> tuple[str, str]:
+    name, value = lines[0].split(":", 1)
+    return name, (value.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
+
+
+def _headers(data: bytes, what: str, size_limit: int, head_limit: int) -> HeaderFields:
+    return header_fields(_head(data, what, size_limit, head_limit))
+
+
+def parse_metadata(data: bytes, what: str) -> HeaderFields:
     """The header fields of a METADATA file (the body, the description, is not parsed)."""
     return _headers(data, what, MAX_METADATA, MAX_METADATA_HEADERS)
 
 
-def parse_wheel_file(data: bytes, what: str) -> Message:
+def parse_wheel_file(data: bytes, what: str) -> HeaderFields:
     """The fields of a WHEEL file."""
     return _headers(data, what, MAX_WHEEL, MAX_WHEEL)
 
 
 def check_metadata(data: bytes, what: str) -> None:
-    """Refuse a METADATA file that `parse_metadata` refuses (the email parser itself refuses nothing: compat32
+    """Refuse a METADATA file that `parse_metadata` refuses (the field rules refuse nothing: email's parser
     notes defects), without parsing its fields."""
     _head(data, what, MAX_METADATA, MAX_METADATA_HEADERS)
 
@@ -85,7 +161,7 @@ def check_wheel_file(data: bytes, what: str) -> None:
     _head(data, what, MAX_WHEEL, MAX_WHEEL)
 
 
-def with_license_files(text: bytes, names: Sequence[str], msg: Message | None = None) -> bytes:
+def with_license_files(text: bytes, names: Sequence[str], msg: HeaderFields | None = None) -> bytes:
     """METADATA with a ``License-File:`` for each of `names` not named yet (paths below .dist-info/licenses/),
     Metadata-Version raised to 2.4 (PEP 639) when lower; the rest of the text as it was (`msg`: the text's
     fields, when the caller has parsed them)."""
@@ -104,5 +180,5 @@ def with_license_files(text: bytes, names: Sequence[str], msg: Message | None = 
     head = header_section(decoded, "METADATA", len(decoded))
     body = decoded[len(head):]
     if old < Version("2.4"):
-        head = _VERSION_LINE.sub("Metadata-Version: 2.4", head, count=1)
+        head = re.sub(_VERSION_LINE, "Metadata-Version: 2.4", head, count=1, flags=re.MULTILINE | re.IGNORECASE)
     return (head.rstrip("\r\n") + added + (body or "\n")).encode("utf-8")

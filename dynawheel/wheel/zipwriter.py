@@ -32,8 +32,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol, cast
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # typing only (collections.abc.Buffer is Python >= 3.12)
@@ -51,9 +50,8 @@ _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 
 
-@dataclass(frozen=True)
-class Member:
-    """A written member, for RECORD and the central directory."""
+class Member(NamedTuple):
+    """A written member, for RECORD and the central directory (a private record: no dataclass to create)."""
 
     name: str
     method: int
