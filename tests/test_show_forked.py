@@ -49,7 +49,8 @@ def _ignore_signals_close_stdin() -> None:
 
 @needs_directory
 @needs_fork
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: show forks no worker")
+@pytest.mark.skipif((len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) < 2,
+                    reason="one core to run on: show forks no worker")
 def test_cli_forks_with_no_stdin_and_signals_ignored() -> None:
     proc = subprocess.run([sys.executable, "-m", "dynawheel", "-vv", "show", "--json", DIRECTORY],
                           capture_output=True, text=True, preexec_fn=_ignore_signals_close_stdin, check=False)

@@ -40,7 +40,8 @@ def fork_workers(items: int, least: int) -> int:
     with at least `least` pieces; 1 (no child) when fewer, on one core, with threads running, or no fork."""
     if not fork_safe():
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS, items // max(1, least)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS, items // max(1, least)))
 
 
 def in_forks(work: Callable[[Sequence[_T]], _R], chunks: Sequence[Sequence[_T]]) -> list[_R]:
