@@ -307,27 +307,30 @@ def _describe(analysis: Analysis, path: str) -> str:
 
 
 def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: str, prefix: str,
-                shown: set[str], lines: list[str]) -> None:
+                shown: set[str], lines: list[str], places: dict[str, str]) -> None:
     """The tree of `node`'s edges, appended to `lines` (performance: appended, not yielded through one
-    generator per level; show /usr/lib/x86_64-linux-gnu prints 50k of them)."""
+    generator per level; show /usr/lib/x86_64-linux-gnu prints 50k of them; `places`: each path as shown,
+    made once)."""
     edges = children.get(node, ())
     for i, edge in enumerate(edges):
         branch, cont = ("└── ", "    ") if i == len(edges) - 1 else ("├── ", "│   ")
-        kind = "" if edge.request.kind is DepKind.NEEDED else f" ({edge.request.kind.value})"
-        target = _where(analysis, edge.hit) or ""
+        kind = "" if edge.request.kind is _NEEDED else f" ({edge.request.kind.value})"
+        hit = edge.hit
+        target = "" if hit is None else places.get(hit) or places.setdefault(hit, _where(analysis, hit) or "")
         flag = f"  ! {edge.flag}" if edge.flag else ""
-        again = " (already loaded)" if edge.hit and (not edge.loaded_here or edge.hit in shown) else ""
+        again = " (already loaded)" if hit and (not edge.loaded_here or hit in shown) else ""
         lines.append(f"{prefix}{branch}{edge.request.name}{kind} => {target} [{_LABEL[edge.status]}]{again}{flag}"
                      .replace(" =>  [", " => ["))
         if edge.status in _SEARCHED:
             for attempt in edge.tried:
                 via = _in_tree_names(analysis, attempt.via)
                 lines.append(f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({via}): {attempt.outcome}")
-        if edge.hit and edge.loaded_here and edge.hit not in shown and edge.status is not Status.SYSTEM:
-            shown.add(edge.hit)
-            _edge_lines(analysis, children, edge.hit, prefix + cont, shown, lines)
+        if hit and edge.loaded_here and hit not in shown and edge.status is not _SYSTEM:
+            shown.add(hit)
+            _edge_lines(analysis, children, hit, prefix + cont, shown, lines, places)
 
 
+_NEEDED, _SYSTEM = DepKind.NEEDED, Status.SYSTEM  # performance: an enum member is a class attribute lookup
 _SEARCHED = frozenset((Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING))  # their attempts are shown
 
 
@@ -335,6 +338,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     a = report.analysis
     lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
     others: dict[str, list[str]] = defaultdict(list)  # soname symlinks: one walk shown per file
+    places: dict[str, str] = {}
     for alias, first in a.aliases.items():
         others[first].append(_where(a, alias) or alias)
     for walk in a.walks:
@@ -343,7 +347,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         also = f" (also named {', '.join(sorted(others[walk.root]))})" if walk.root in others else ""
         lines.append("")
         lines.append(f"{_where(a, walk.root)}{also} ({walk.arch}) {_describe(a, walk.root)}")
-        _edge_lines(a, _children(walk), walk.root, "", {walk.root}, lines)
+        _edge_lines(a, _children(walk), walk.root, "", {walk.root}, lines, places)
     if not show_system:
         lines = [line for line in lines if not line.endswith("[system]")]
     lines.append("")
