@@ -33,7 +33,10 @@ Speed (``--speed [RUNS]``): the time glibc's loader takes to list every file of 
 (``ld.so --list FILE``, one process after the other) against ``dynawheel show DIR`` on each
 directory of the set (one process per directory, every binary of it analysed, soname
 symlinks once per file), alternating, ld.so first; medians of wall and CPU time (user + sys
-of the children: the machine is shared), and the ratio dynawheel / ld.so.
+of the children: the machine is shared), and the ratio dynawheel / ld.so.  dynawheel runs from the
+benchmark venv (this checkout installed with its dependencies, ``_common.bench_venv()``), and a
+``show`` that exits other than 0 or 3 (3: the host's own missing libraries) stops the benchmark: a
+failing run is not a time.
 
 Usage: python benchmarks/ldso_agreement.py [PATH ...] [--limit N] [-v] [--speed [RUNS]]
 """
@@ -128,12 +131,16 @@ def compare(path: str, search: SearchPaths) -> tuple[str, list[str]]:
     return ("disagree" if problems else "agree"), problems
 
 
-def _timed(commands: list[list[str]], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the children) to run `commands` one after the other."""
+def _timed(commands: list[list[str]], env: dict[str, str] | None = None,
+           ok: tuple[int, ...] | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the children) to run `commands` one after the other; with `ok`,
+    a command that exits with another status stops the benchmark (a failing run is not a time)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for cmd in commands:
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+        if ok is not None and proc.returncode not in ok:
+            raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stderr.decode(errors='replace')[-2000:]}")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -141,14 +148,16 @@ def _timed(commands: list[list[str]], env: dict[str, str] | None = None) -> tupl
 
 def speed(files: list[str], dirs: list[str], runs: int) -> None:
     """Print ld.so --list over `files` against dynawheel show over `dirs` (see the module docstring)."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root, "PYTHONSAFEPATH": "1"}
+    from _common import bench_venv, venv_env
+
+    python = bench_venv()  # this checkout, installed with its dependencies (not the running python's)
+    env = {**os.environ, **venv_env(), "PYTHONSAFEPATH": "1"}
     ldso = [[LDSO, "--list", f] for f in files]
-    ours = [[sys.executable, "-m", "dynawheel", "show", d] for d in dirs]
+    ours = [[str(python), "-m", "dynawheel", "show", d] for d in dirs]
     theirs_t, ours_t = [], []
     for _ in range(runs):
         theirs_t.append(_timed(ldso))
-        ours_t.append(_timed(ours, env))
+        ours_t.append(_timed(ours, env, ok=(0, 3)))  # 3: something missing (a host's own gaps)
     for label, i in (("wall", 0), ("CPU", 1)):
         a = statistics.median(t[i] for t in theirs_t)
         b = statistics.median(t[i] for t in ours_t)
