@@ -465,17 +465,32 @@ def test_hwcaps_through_the_sysroot_option(tmp_path: Path) -> None:
     assert hit("--glibc-hwcaps", "none") == str(multiarch / "libhw.so.1")
 
 
+def sysroot_show_agrees(root: Path, needs: list[Path], runpath: list[str]) -> dict[str, str | None]:
+    """Link ROOT/app/libapp.so against `needs` (their C sources removed from the root first) with
+    `runpath`; `show --json --sysroot ROOT` of it must hit what ld.so lists in `chroot ROOT`: that."""
+    import json
+
+    from .conftest import run_cli
+
+    for c in root.rglob("*.c"):
+        c.unlink()
+    elfbuild.shared_lib(root / "app" / "libapp.so", needs=needs, runpath=runpath)
+    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
+    theirs.pop("ld-linux-x86-64.so.2", None)
+    result = run_cli("show", "--json", "--sysroot", root, root / "app" / "libapp.so")
+    mine = {e["request"]: os.path.realpath(e["hit"]) if e["hit"] else None
+            for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] != "ld-linux-x86-64.so.2"}
+    assert mine == theirs
+    return theirs
+
+
 @needs_chroot
 def test_the_roots_own_glibc_rules_through_the_sysroot_option(tmp_path: Path) -> None:
     """`show --sysroot ROOT` follows the glibc of ROOT (its version read from its libc.so.6), run on
     this CPU: here the host's glibc copied into a root, so legacy hwcaps subdirectories (glibc <= 2.36),
     $PLATFORM (haswell on Intel CPUs with AVX2, 2.26-2.36) and $LIB (Debian: lib/<triplet>) are the
     host's, and every hit equals ld.so's in `chroot ROOT`."""
-    import json
-
     from dynawheel.search import glibc_release
-
-    from .conftest import run_cli
 
     root = make_root(tmp_path / "root")
     assert glibc_release(str(root)) == glibc_release("/") is not None
@@ -490,15 +505,7 @@ def test_the_roots_own_glibc_rules_through_the_sysroot_option(tmp_path: Path) ->
             needs.append(elfbuild.shared_lib(where / f"libleg{i}.so.1", soname=f"libleg{i}.so.1", func=f"libleg{i}"))
     needs.append(elfbuild.shared_lib(root / "opt" / HOST.elf_lib / "libdlib.so.1", soname="libdlib.so.1"))
     needs.append(elfbuild.shared_lib(root / "opt" / HOST.elf_platform / "libdplat.so.1", soname="libdplat.so.1"))
-    for c in root.rglob("*.c"):
-        c.unlink()
-    elfbuild.shared_lib(root / "app" / "libapp.so", needs=needs, runpath=["/opt/$LIB", "/opt/$PLATFORM"])
-    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
-    theirs.pop("ld-linux-x86-64.so.2", None)
-    result = run_cli("show", "--json", "--sysroot", root, root / "app" / "libapp.so")
-    mine = {e["request"]: os.path.realpath(e["hit"]) if e["hit"] else None
-            for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] != "ld-linux-x86-64.so.2"}
-    assert mine == theirs
+    theirs = sysroot_show_agrees(root, needs, ["/opt/$LIB", "/opt/$PLATFORM"])
     assert theirs["libdlib.so.1"] is not None and theirs["libdplat.so.1"] is not None
     for i, sub in enumerate(legacy):
         assert theirs[f"libleg{i}.so.1"] == str(multiarch / sub / f"libleg{i}.so.1")
@@ -544,12 +551,9 @@ def test_an_older_glibc_through_the_sysroot_option(tmp_path: Path, bullseye_libc
     it ignores glibc-hwcaps subdirectories, loads a library whose ISA level no CPU has (no check before
     2.33), searches the legacy subdirectories of this CPU and expands $PLATFORM as 2.31 does; every hit
     equals what that ld.so lists in `chroot ROOT`."""
-    import json
     import shutil
 
     from dynawheel.search import glibc_release
-
-    from .conftest import run_cli
 
     root = tmp_path / "root"
     shutil.copytree(bullseye_libc6, root, symlinks=True)
@@ -569,15 +573,7 @@ def test_an_older_glibc_through_the_sysroot_option(tmp_path: Path, bullseye_libc
             elfbuild.shared_lib(where / f"libleg{i}.so.1", soname=f"libleg{i}.so.1", func=f"libleg{i}")
         needs.append(multiarch / f"libleg{i}.so.1")
     needs.append(elfbuild.shared_lib(root / "opt" / target.elf_platform / "libdplat.so.1", soname="libdplat.so.1"))
-    for c in root.rglob("*.c"):
-        c.unlink()
-    elfbuild.shared_lib(root / "app" / "libapp.so", needs=needs, runpath=["/opt/$PLATFORM"])
-    theirs = ldso_trace(Path("/app/libapp.so"), chroot=root)
-    theirs.pop("ld-linux-x86-64.so.2", None)
-    result = run_cli("show", "--json", "--sysroot", root, root / "app" / "libapp.so")
-    mine = {e["request"]: os.path.realpath(e["hit"]) if e["hit"] else None
-            for w in json.loads(result.out)["walks"] for e in w["edges"] if e["request"] != "ld-linux-x86-64.so.2"}
-    assert mine == theirs
+    theirs = sysroot_show_agrees(root, needs, ["/opt/$PLATFORM"])
     assert theirs["libhw.so.1"] == str(multiarch / "libhw.so.1")
     assert theirs["libisa.so.1"] == str(multiarch / "libisa.so.1")
     assert theirs["libdplat.so.1"] == str(root / "opt" / target.elf_platform / "libdplat.so.1")
