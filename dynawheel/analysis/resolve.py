@@ -46,8 +46,14 @@ PARSE_THREADS = min(4, os.cpu_count() or 1)
 # 1,500-entry RPATH are 2.25 million lookups): an edge keeps its first KEPT_ATTEMPTS attempts, a
 # summary of the rest and the hit; an analysis makes at most MAX_LOOKUPS lookups (a big system directory,
 # /usr/lib/x86_64-linux-gnu with 2,254 libraries, needs 19,272); requests beyond are "not searched", missing.
+# A quiet miss (a glibc-hwcaps or legacy hwcaps subdirectory: up to 18 per search directory, most of the
+# lookups, a cached directory test each) counts 1/QUIET_SHARE of a lookup: torch's wheel makes 3,136
+# lookups and 38,052 quiet misses, which counted whole took 41 % of the budget, now 8 %.  The budget is
+# kept in units of 1/QUIET_SHARE lookup (`_Files.work`).
 KEPT_ATTEMPTS = 64
 MAX_LOOKUPS = 100_000
+QUIET_SHARE = 8  # quiet misses per lookup of the budget
+MAX_WORK = MAX_LOOKUPS * QUIET_SHARE
 BIG_FILE = 32 << 20  # parsed on a background thread
 # binaries of a directory per process at least, to parse them in forked processes (a fork and the pickles
 # of the results cost ~10 ms: /usr/lib/x86_64-linux-gnu's 2,041 files take ~0.45 s to parse)
@@ -143,7 +149,8 @@ class _Files:
         self._parsed: dict[tuple[str, str], BinaryFile | BadFile | None] = {}
         self._folded: dict[str, str] | None = None  # lower-cased tree path -> its spelling
         self._dirs: dict[str, bool] = {}  # host directory -> exists
-        self.lookups = 0  # candidates tried (bounded by MAX_LOOKUPS)
+        self.work = 0  # candidates tried: QUIET_SHARE per lookup, 1 per quiet one (bounded by MAX_WORK)
+        self.over = False  # the budget was passed (said once)
 
     def spelled(self, path: str) -> str:
         """`path`, or when it is a tree path that does not exist, the tree file whose path differs
@@ -388,14 +395,14 @@ class _State:
 
 class _Found(NamedTuple):
     """What one search found: the attempts kept, whether the name is the system's, the hit (path, image, the
-    candidate's flag) if any, and the lookups it made (set when it is remembered)."""
+    candidate's flag) if any, and the work its lookups cost (``_Files.work``; set when it is remembered)."""
 
     tried: tuple[Attempt, ...]
     system: bool
     path: str | None = None
     image: Image | None = None
     flag: str | None = None
-    lookups: int = 0
+    work: int = 0
 
 
 class _Walker:
@@ -472,13 +479,13 @@ class _Walker:
         key = backend.lookup_key(request, chain, self.search)
         if key is not None:
             known = self._found.get(key)
-            if known is not None and self.files.lookups + known.lookups <= MAX_LOOKUPS:
-                self.files.lookups += known.lookups
+            if known is not None and self.files.work + known.work <= MAX_WORK:
+                self.files.work += known.work
                 return known
-        before = self.files.lookups
+        before = self.files.work
         found = self._look(backend, request, chain)
-        if key is not None and self.files.lookups <= MAX_LOOKUPS:
-            self._found[key] = found._replace(lookups=self.files.lookups - before)
+        if key is not None and self.files.work <= MAX_WORK:
+            self._found[key] = found._replace(work=self.files.work - before)
         return found
 
     def _look(self, backend: Backend, request: Dependency, chain: tuple[Loaded, ...]) -> _Found:
@@ -491,8 +498,8 @@ class _Walker:
         more = 0  # attempts not kept (beyond KEPT_ATTEMPTS)
         files = self.files
         for cand in backend.candidates(request, chain, self.search):
-            files.lookups += 1
-            if files.lookups > MAX_LOOKUPS:
+            files.work += 1 if cand.quiet else QUIET_SHARE
+            if files.work > MAX_WORK:
                 tried.append(self._over_budget(loader, request))
                 break
             path = files.spelled(cand.path) if fold else cand.path
@@ -512,8 +519,10 @@ class _Walker:
 
     def _over_budget(self, loader: Loaded, request: Dependency) -> Attempt:
         """The attempt of a lookup beyond the analysis's budget (the first time, say so).  Performance: the
-        candidates loop counts each lookup itself (62k on the torch wheel) and calls this only past it."""
-        if self.files.lookups == MAX_LOOKUPS + 1:
+        candidates loop counts each lookup itself (41k with the quiet ones on the torch wheel) and calls this
+        only past it."""
+        if not self.files.over:
+            self.files.over = True
             log.warning("over %d library lookups in one analysis (at %r of %r, which asks for %d libraries): "
                         "the requests left are reported as not searched", MAX_LOOKUPS, request.name, loader.path,
                         len(loader.image.needed))
