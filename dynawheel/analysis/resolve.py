@@ -149,6 +149,7 @@ class _Files:
         self._parsed: dict[tuple[str, str], BinaryFile | BadFile | None] = {}
         self._folded: dict[str, str] | None = None  # lower-cased tree path -> its spelling
         self._dirs: dict[str, bool] = {}  # host directory -> exists
+        self._holds: dict[str, bool] = {}  # directory -> whether the tree or the host has it
         self.work = 0  # candidates tried: QUIET_SHARE per lookup, 1 per quiet one (bounded by MAX_WORK)
         self.over = False  # the budget was passed (said once)
 
@@ -192,6 +193,24 @@ class _Files:
         if known is None:
             known = self._dirs[directory] = os.path.isdir(directory)
         return known
+
+    def may_hold(self, path: str) -> bool:
+        """Whether the directory of `path` exists in the tree or on the host (one test per directory): a
+        quiet candidate in a directory that neither has is a miss, not remembered path by path."""
+        directory = posixpath.dirname(path)
+        known = self._holds.get(directory)
+        if known is None:
+            known = self._holds[directory] = self._tree_dir(directory) or self._host_dir(directory)
+        return known
+
+    def _tree_dir(self, directory: str) -> bool:
+        rel = in_tree(self.tree.root, directory)
+        if rel is None:
+            return False
+        try:
+            return rel == "" or self.tree.exists(rel)
+        except DynawheelError:
+            return False
 
     def real_paths(self) -> dict[str, str]:
         return {path: ident[1] for path, ident in self._ident.items() if ident is not None}
@@ -503,7 +522,7 @@ class _Walker:
                 tried.append(self._over_budget(loader, request))
                 break
             path = files.spelled(cand.path) if fold else cand.path
-            if cand.quiet and files.identity(path) is None:
+            if cand.quiet and (not files.may_hold(path) or files.identity(path) is None):
                 continue  # a miss not recorded (glibc-hwcaps, legacy hwcaps subdirectories: most of the lookups)
             outcome, image, fatal = self._try(path, backend, chain)
             if len(tried) < KEPT_ATTEMPTS or image is not None or fatal:
