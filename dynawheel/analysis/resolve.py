@@ -27,14 +27,14 @@ import os
 import posixpath
 import re
 from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from ..binary import BinaryFile, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..log import get_logger
-from ..platforms import MAGIC_READ, Backend, LinuxSystem, Loaded, backend_for, backend_of
+from ..platforms import MAGIC_READ, Backend, Candidate, LinuxSystem, Loaded, backend_for, backend_of
 from ..search import SearchPaths
 from ..tree import DirTree, HostFS, Tree, in_tree
 from ..wheel.layout import PACKAGE, install_root
@@ -150,6 +150,8 @@ class _Files:
         self._folded: dict[str, str] | None = None  # lower-cased tree path -> its spelling
         self._dirs: dict[str, bool] = {}  # host directory -> exists
         self._holds: dict[str, bool] = {}  # directory -> whether the tree or the host has it
+        # directory -> (the subdirectories asked, those it has); one SearchPaths per analysis: the same asked
+        self._present: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.work = 0  # candidates tried: QUIET_SHARE per lookup, 1 per quiet one (bounded by MAX_WORK)
         self.over = False  # the budget was passed (said once)
 
@@ -194,10 +196,16 @@ class _Files:
             known = self._dirs[directory] = os.path.isdir(directory)
         return known
 
-    def may_hold(self, path: str) -> bool:
-        """Whether the directory of `path` exists in the tree or on the host (one test per directory): a
-        quiet candidate in a directory that neither has is a miss, not remembered path by path."""
-        directory = posixpath.dirname(path)
+    def quiet_paths(self, path: str, subdirs: tuple[str, ...]) -> list[str]:
+        """`path`'s name in those `subdirs` of its directory that the tree or the host has, in order (one
+        test per directory, remembered): the rest can only miss."""
+        head, sep, name = path.rpartition("/")
+        known = self._present.get(head)
+        if known is None or (known[0] is not subdirs and known[0] != subdirs):
+            known = self._present[head] = (subdirs, tuple(sub for sub in subdirs if self._has_dir(f"{head}{sep}{sub}")))
+        return [f"{head}{sep}{sub}/{name}" for sub in known[1]] if known[1] else []
+
+    def _has_dir(self, directory: str) -> bool:
         known = self._holds.get(directory)
         if known is None:
             known = self._holds[directory] = self._tree_dir(directory) or self._host_dir(directory)
@@ -424,6 +432,16 @@ class _Found(NamedTuple):
     work: int = 0
 
 
+def _places(candidates: Iterable[Candidate], files: _Files) -> Iterator[tuple[str, bool, Candidate]]:
+    """(path, quiet, candidate) of every place `candidates` name, in order: a candidate's subdirectories
+    that exist (quiet: a miss there is not an attempt), then its own path."""
+    for cand in candidates:
+        if cand.subdirs:
+            for path in files.quiet_paths(cand.path, cand.subdirs):
+                yield path, True, cand
+        yield cand.path, False, cand
+
+
 class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
@@ -516,14 +534,15 @@ class _Walker:
         fold = backend.case_insensitive
         more = 0  # attempts not kept (beyond KEPT_ATTEMPTS)
         files = self.files
-        for cand in backend.candidates(request, chain, self.search):
-            files.work += 1 if cand.quiet else QUIET_SHARE
+        for path, quiet, cand in _places(backend.candidates(request, chain, self.search), files):
+            files.work += 1 if quiet else QUIET_SHARE
             if files.work > MAX_WORK:
                 tried.append(self._over_budget(loader, request))
                 break
-            path = files.spelled(cand.path) if fold else cand.path
-            if cand.quiet and (not files.may_hold(path) or files.identity(path) is None):
-                continue  # a miss not recorded (glibc-hwcaps, legacy hwcaps subdirectories: most of the lookups)
+            if fold:
+                path = files.spelled(path)
+            if quiet and files.identity(path) is None:
+                continue  # a miss not recorded (a glibc-hwcaps or legacy hwcaps subdirectory without it)
             outcome, image, fatal = self._try(path, backend, chain)
             if len(tried) < KEPT_ATTEMPTS or image is not None or fatal:
                 tried.append(Attempt(path, cand.via, outcome))

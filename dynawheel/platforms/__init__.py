@@ -53,9 +53,10 @@ class Candidate(NamedTuple):
     path: str  # absolute path to try, in the resolver's namespace (posix)
     via: str  # why it is tried: 'DT_RUNPATH of pkg/_ext.so', 'LD_LIBRARY_PATH', 'ld.so.conf', ...
     flag: str | None = None  # a warning attached to a hit here ('loads on Python <= 3.7 only')
-    # a miss here is not recorded as an attempt (glibc-hwcaps and legacy hwcaps subdirectories:
-    # tried in every search directory, present in few)
-    quiet: bool = False
+    # subdirectories of the path's directory the loader tries first, in order (glibc-hwcaps and legacy
+    # hwcaps subdirectories: tried in every search directory, present in few); a miss there is not an
+    # attempt, and the resolver looks only in those that exist (one test per directory)
+    subdirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

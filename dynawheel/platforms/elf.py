@@ -811,15 +811,12 @@ def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterato
         yield Candidate(search.host_path(name), f"DT_NEEDED path of {loader.path}")
 
 
-def _in(d: str, name: str, subdirs: tuple[str, ...], via: str) -> list[Candidate]:
-    """`name` in the glibc-hwcaps and legacy subdirectories of `d` (misses there not recorded),
-    then in `d` itself (performance: a list, not one more generator to resume per candidate)."""
-    # posixpath.join's result, spelled out (neither `sub` nor `name` is absolute: `name` has no '/',
-    # and the subdirectories are relative); 18 subdirectories per directory on x86-64 hosts
+def _in(d: str, name: str, subdirs: tuple[str, ...], via: str) -> Candidate:
+    """`name` in `d`, after the glibc-hwcaps and legacy subdirectories of `d` (up to 18 on x86-64 hosts;
+    the resolver tries those that exist, misses there not recorded)."""
+    # posixpath.join's result, spelled out (`name` has no '/')
     base = d + "/" if d and not d.endswith("/") else d
-    out = [Candidate(f"{base}{sub}/{name}", via, None, True) for sub in subdirs]
-    out.append(Candidate(base + name, via))
-    return out
+    return Candidate(base + name, via, None, subdirs)
 
 
 def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
@@ -830,11 +827,11 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
             if holder.image.runpaths:
                 continue
             for d in _dirs(holder.image.rpaths, holder, search):
-                yield from _in(d, name, subdirs, f"DT_RPATH of {holder.path}")
+                yield _in(d, name, subdirs, f"DT_RPATH of {holder.path}")
     for d in search.elf_ld_library_path():
-        yield from _in(d, name, subdirs, "LD_LIBRARY_PATH")
+        yield _in(d, name, subdirs, "LD_LIBRARY_PATH")
     for d in _dirs(loader.image.runpaths, loader, search):
-        yield from _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
+        yield _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
     # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
     # lies in one of them (a prefix test); cache entries elsewhere still count.
     nodeflib = loader.image.elf.nodeflib
@@ -850,7 +847,7 @@ def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator
     if nodeflib:
         return
     for d in defaults:
-        yield from _in(d, name, subdirs, "default directory")
+        yield _in(d, name, subdirs, "default directory")
 
 
 # names musl's loader answers itself (dynlink.c: "lib" + c. pthread. rt. m. dl. util. xnet.)
