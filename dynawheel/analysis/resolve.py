@@ -46,10 +46,10 @@ PARSE_THREADS = min(4, os.cpu_count() or 1)
 # 1,500-entry RPATH are 2.25 million lookups): an edge keeps its first KEPT_ATTEMPTS attempts, a
 # summary of the rest and the hit; an analysis makes at most MAX_LOOKUPS lookups (a big system directory,
 # /usr/lib/x86_64-linux-gnu with 2,254 libraries, needs 19,272); requests beyond are "not searched", missing.
-# A quiet miss (a glibc-hwcaps or legacy hwcaps subdirectory: up to 18 per search directory, most of the
-# lookups, a cached directory test each) counts 1/QUIET_SHARE of a lookup: torch's wheel makes 3,136
-# lookups and 38,052 quiet misses, which counted whole took 41 % of the budget, now 8 %.  The budget is
-# kept in units of 1/QUIET_SHARE lookup (`_Files.work`).
+# The glibc-hwcaps and legacy hwcaps subdirectories of a search directory (up to 18 on x86-64) are tried
+# only where they exist (one test per directory, not counted); a miss in one that exists counts
+# 1/QUIET_SHARE of a lookup.  Counted whole, torch's 38,052 such candidates and 3,136 lookups took 41 %
+# of the budget.  The budget is kept in units of 1/QUIET_SHARE lookup (`_Files.work`).
 KEPT_ATTEMPTS = 64
 MAX_LOOKUPS = 100_000
 QUIET_SHARE = 8  # quiet misses per lookup of the budget
