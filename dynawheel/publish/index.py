@@ -707,7 +707,7 @@ def _with_lines(prev: SiteCache, tail: bytes, wheelhouse: Path) -> SiteCache | N
         for line in tail.splitlines():
             row = json.loads(line)
             name = row[0] if type(row) is list and row and type(row[0]) is str else ""
-            if name in cache.files:
+            if name in cache.files:  # the project the file had, and (below) the one it has now
                 touched.setdefault(cache.files[name].normalized, set()).add(name)
             _restore_one(row, wheelhouse, cache)
             if name in cache.files:
@@ -1188,14 +1188,11 @@ def _write_project(layout: _Layout, prev: SiteCache, project: str,
         written += _write_pair(layout.simple, *views.root_pages(), stats)
     candidates: list[Path] = []
     if display is None and project in prev.views.names:
-        candidates += [layout.simple / project / "index.html", layout.simple / project / "index.json"]
+        candidates += _page_paths(layout, project)
     now = {d.filename for d in kept}
     for name in prev.views.by_project.get(project, ()):
         if name in prev.listed and name not in now:
-            target = layout.file_dir(prev.files[name]) / name
-            candidates.append(target.with_name(name + ".metadata"))
-            if not layout.in_place:
-                candidates += [target, target.with_name(provenance_name(name))]
+            candidates += _file_outputs(layout, prev.files[name])
     return _logged(written), _unlinked(candidates), views
 
 
@@ -1206,7 +1203,7 @@ def _restore_project(layout: _Layout, prev: SiteCache, project: str) -> None:
     if group:
         _write_pages(layout, {project: group}, [project], prev.yanked, prev.statuses, stats)
     else:
-        _unlinked([layout.simple / project / "index.html", layout.simple / project / "index.json"])
+        _unlinked(_page_paths(layout, project))
     _write_pair(layout.simple, *prev.views.root_pages(), stats)
 
 
@@ -1545,16 +1542,24 @@ def _remove_unlisted(layout: _Layout, prev: SiteCache, prev_projects: Mapping[st
     candidates: list[Path] = []
     for norm in prev_projects:
         if norm not in projects:
-            candidates += [layout.simple / norm / "index.html", layout.simple / norm / "index.json"]
+            candidates += _page_paths(layout, norm)
     for name in prev.listed:
         if name in now:
             continue
-        old = prev.files[name]
-        target = layout.file_dir(old) / name
-        candidates.append(target.with_name(name + ".metadata"))
-        if not layout.in_place:
-            candidates += [target, target.with_name(provenance_name(name))]
+        candidates += _file_outputs(layout, prev.files[name])
     return _unlinked(candidates)
+
+
+def _page_paths(layout: _Layout, project: str) -> list[Path]:
+    """A project's two pages (HTML and PEP 691 JSON)."""
+    return [layout.simple / project / "index.html", layout.simple / project / "index.json"]
+
+
+def _file_outputs(layout: _Layout, dist: DistFile) -> list[Path]:
+    """What the index wrote for a listed file: its .metadata and, out of place, the copy and its provenance."""
+    target = layout.file_dir(dist) / dist.filename
+    return [target.with_name(dist.filename + ".metadata")] + (
+        [] if layout.in_place else [target, target.with_name(provenance_name(dist.filename))])
 
 
 def _unlinked(candidates: Iterable[Path]) -> list[Path]:
