@@ -12,7 +12,9 @@ what it imports.  This script times, alternating, in the benchmark venv (``_comm
 6. ``delvewheel show WHEEL`` (the incumbent; delvewheel is installed into the venv on first use).
 
 Reported: median and minimum CPU time (user + system of the child, from wait4; the steadier figure on
-a shared machine) of each.  The difference between two lines is what that layer costs.
+a shared machine) of each, and, when valgrind is installed, the instructions each executes (callgrind's
+count of one run: independent of the machine's load).  The difference between two lines is what that
+layer costs.  The last line is the budget a 3x ratio against delvewheel would leave.
 
     python benchmarks/startup_floor.py [--runs 21] [WHEEL]   (default: the markupsafe win_amd64 wheel)
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +50,18 @@ def cpu(cmd: list[str]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def instructions(cmd: list[str]) -> int | None:
+    """Instructions `cmd` executes (valgrind's callgrind, one run), or None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    proc = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd="/",
+                          env={**os.environ, **venv_env()})
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    return int(found.group(1)) if found else None
+
+
 def show_modules(python: Path, wheel: Path) -> tuple[list[str], list[str]]:
     """(standard-library modules, all modules) a `show` of `wheel` imports, beyond what start-up has."""
     start = set(subprocess.run([str(python), "-c", "import sys; print(' '.join(sys.modules))"], capture_output=True,
@@ -69,6 +85,7 @@ def main() -> int:
     cases = {
         "python -c pass": [str(python), "-c", "pass"],
         "python -c 'import re' (the console script's own import)": [str(python), "-c", "import re"],
+        "python -c 'import re, argparse'": [str(python), "-c", "import re, argparse"],
         # the collector off while importing, as the `dynawheel` program runs (cli.program)
         f"the {len(stdlib)} other modules show imports (standard library, deflate)":
             [str(python), "-c", "import gc; gc.disable(); import " + ", ".join(stdlib)],
@@ -82,9 +99,17 @@ def main() -> int:
     for _ in range(args.runs):
         for name, cmd in cases.items():
             times[name].append(cpu(cmd))
-    print("| what | CPU median | CPU min |\n|---|---|---|")
+    counts = {name: instructions(cmd) for name, cmd in cases.items()}
+    print("| what | CPU median | CPU min | instructions |\n|---|---|---|---|")
     for name, values in times.items():
-        print(f"| {name} | {statistics.median(values) * 1000:.1f} ms | {min(values) * 1000:.1f} ms |")
+        count = counts[name]
+        shown = f"{count / 1e6:.0f} M" if count is not None else "(no valgrind)"
+        print(f"| {name} | {statistics.median(values) * 1000:.1f} ms | {min(values) * 1000:.1f} ms | {shown} |")
+    incumbent = list(times)[-1]
+    theirs, count = times[incumbent], counts[incumbent]
+    budget = f"{count / 3e6:.0f} M" if count is not None else ""
+    print(f"| 3x against {incumbent.split()[0]} (the goal's budget) | {statistics.median(theirs) / 3 * 1000:.1f} ms"
+          f" | {min(theirs) / 3 * 1000:.1f} ms | {budget} |")
     return 0
 
 
