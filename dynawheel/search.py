@@ -552,6 +552,8 @@ def _cache_pick(
             continue
         if best is not None:
             break
+        if not entry.hwcap:  # a plain entry (performance: most of them; no bits to test)
+            return entry.path
         bits = [i for i in range(64) if entry.hwcap >> i & 1]
         if all(_LEGACY_BITS.get(i) in legacy for i in bits):
             return entry.path

@@ -124,9 +124,6 @@ def os_release_id(search: SearchPaths) -> str | None:
 
 # ---- databases ----
 
-_PACKAGE_LINE = re.compile(r"^Package:(.*)$", re.MULTILINE)
-
-
 def _stanzas(text: str) -> Iterator[dict[str, str]]:
     """The paragraphs of a dpkg status file, as {field: first line of value}."""
     for block in text.split("\n\n"):
@@ -224,9 +221,15 @@ class Dpkg:
     def _package_lines(self) -> dict[str, list[int]]:
         """Package name -> where its 'Package:' lines are in the status file (performance: the file describes
         every package, 0.7 MB here; searching it for each owner's name took 0.18 s for /usr/bin's 247)."""
+        text = "\n" + self._status_text  # every 'Package:' line starts after a newline (offsets: one more)
         lines: dict[str, list[int]] = {}
-        for m in _PACKAGE_LINE.finditer(self._status_text):
-            lines.setdefault(m.group(1).strip(), []).append(m.start(1))
+        at = text.find("\nPackage:")  # performance: a string search (a '^Package:' regex: ~50 M instructions)
+        while at >= 0:
+            value = at + len("\nPackage:")
+            end = text.find("\n", value)
+            end = len(text) if end < 0 else end
+            lines.setdefault(text[value:end].strip(), []).append(value - 1)
+            at = text.find("\nPackage:", end)
         return lines
 
     def _status(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
