@@ -306,28 +306,51 @@ def _describe(analysis: Analysis, path: str) -> str:
     return "[" + ", ".join(bits) + "]"
 
 
-def _edge_lines(analysis: Analysis, children: Mapping[str, list[Edge]], node: str, prefix: str,
-                shown: set[str], lines: list[str], places: dict[str, str]) -> None:
-    """The tree of `node`'s edges, appended to `lines` (performance: appended, not yielded through one
-    generator per level; show /usr/lib/x86_64-linux-gnu prints 50k of them; `places`: each path as shown,
-    made once)."""
-    edges = children.get(node, ())
-    for i, edge in enumerate(edges):
-        branch, cont = ("└── ", "    ") if i == len(edges) - 1 else ("├── ", "│   ")
+class _TreeText:
+    """The load trees of one report's walks, as text lines (performance: show /usr/lib/x86_64-linux-gnu prints
+    50k edge lines, lines appended, not yielded through one generator per level; the walks share most edges,
+    so each edge's text and each path as shown is made once)."""
+
+    def __init__(self, analysis: Analysis, lines: list[str]) -> None:
+        self.analysis, self.lines = analysis, lines
+        self.places: dict[str, str] = {}  # path -> as shown
+        self.texts: dict[tuple[int, bool], str] = {}  # (edge id, shown as already loaded) -> its line after the branch
+        self.attempts: dict[int, list[str]] = {}  # edge id -> its attempts' lines after the prefix
+
+    def edges(self, children: Mapping[str, list[Edge]], node: str, prefix: str, shown: set[str]) -> None:
+        """The tree of `node`'s edges, appended to the lines."""
+        edges = children.get(node, ())
+        lines = self.lines
+        for i, edge in enumerate(edges):
+            branch, cont = ("└── ", "    ") if i == len(edges) - 1 else ("├── ", "│   ")
+            hit = edge.hit
+            again = bool(hit) and (not edge.loaded_here or hit in shown)
+            text = self.texts.get((id(edge), again))
+            if text is None:
+                text = self.texts[(id(edge), again)] = self._text(edge, again)
+            lines.append(f"{prefix}{branch}{text}".replace(" =>  [", " => ["))
+            if edge.status in _SEARCHED:
+                tried = self.attempts.get(id(edge))
+                if tried is None:
+                    tried = self.attempts[id(edge)] = self._attempts(edge)
+                lines.extend(f"{prefix}{cont}{line}" for line in tried)
+            if hit and edge.loaded_here and hit not in shown and edge.status is not _SYSTEM:
+                shown.add(hit)
+                self.edges(children, hit, prefix + cont, shown)
+
+    def _text(self, edge: Edge, again: bool) -> str:
         kind = "" if edge.request.kind is _NEEDED else f" ({edge.request.kind.value})"
         hit = edge.hit
-        target = "" if hit is None else places.get(hit) or places.setdefault(hit, _where(analysis, hit) or "")
+        target = "" if hit is None else self.places.get(hit) or self.places.setdefault(hit, _where(self.analysis, hit)
+                                                                                        or "")
         flag = f"  ! {edge.flag}" if edge.flag else ""
-        again = " (already loaded)" if hit and (not edge.loaded_here or hit in shown) else ""
-        lines.append(f"{prefix}{branch}{edge.request.name}{kind} => {target} [{_LABEL[edge.status]}]{again}{flag}"
-                     .replace(" =>  [", " => ["))
-        if edge.status in _SEARCHED:
-            for attempt in edge.tried:
-                via = _in_tree_names(analysis, attempt.via)
-                lines.append(f"{prefix}{cont}    looked in {_where(analysis, attempt.path)} ({via}): {attempt.outcome}")
-        if hit and edge.loaded_here and hit not in shown and edge.status is not _SYSTEM:
-            shown.add(hit)
-            _edge_lines(analysis, children, hit, prefix + cont, shown, lines, places)
+        loaded = " (already loaded)" if again else ""
+        return f"{edge.request.name}{kind} => {target} [{_LABEL[edge.status]}]{loaded}{flag}"
+
+    def _attempts(self, edge: Edge) -> list[str]:
+        a = self.analysis
+        return [f"    looked in {_where(a, attempt.path)} ({_in_tree_names(a, attempt.via)}): {attempt.outcome}"
+                for attempt in edge.tried]
 
 
 _NEEDED, _SYSTEM = DepKind.NEEDED, Status.SYSTEM  # performance: an enum member is a class attribute lookup
@@ -338,7 +361,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     a = report.analysis
     lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
     others: dict[str, list[str]] = defaultdict(list)  # soname symlinks: one walk shown per file
-    places: dict[str, str] = {}
+    trees = _TreeText(a, lines)
     for alias, first in a.aliases.items():
         others[first].append(_where(a, alias) or alias)
     for walk in a.walks:
@@ -347,7 +370,7 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         also = f" (also named {', '.join(sorted(others[walk.root]))})" if walk.root in others else ""
         lines.append("")
         lines.append(f"{_where(a, walk.root)}{also} ({walk.arch}) {_describe(a, walk.root)}")
-        _edge_lines(a, _children(walk), walk.root, "", {walk.root}, lines, places)
+        trees.edges(_children(walk), walk.root, "", {walk.root})
     if not show_system:
         lines = [line for line in lines if not line.endswith("[system]")]
     lines.append("")

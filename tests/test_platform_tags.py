@@ -223,3 +223,17 @@ def test_check_api_judges_tags(tmp_path: Path) -> None:
     assert not problem.ok and any("built for manylinux, not musllinux" in p for p in problem.problems)
     with pytest.raises(DynawheelError):
         retag_wheel(tmp_path / "nope-1-py3-none-any.whl", tmp_path)
+
+
+def test_blockers_made_fast_are_blockers() -> None:
+    """platform_tags makes the 16 policies' 'outside' blockers without the dataclass's __init__: each is the
+    value Blocker(...) makes (fields, equality, hash, text), and a field added to Blocker must be added there."""
+    from dataclasses import fields
+
+    from dynawheel.platform_tags import Blocker, Reason, _blocker
+
+    args = ("manylinux_2_17_x86_64", Reason.OUTSIDE, "'a.so' needs 'libz.so.1' from outside the wheel",
+            "vendor libz.so.1: dynawheel repair", "a.so", "libz.so.1", "/usr/lib/libz.so.1")
+    fast, made = _blocker(*args), Blocker(*args)
+    assert type(fast) is Blocker and fast == made and hash(fast) == hash(made) and str(fast) == str(made)
+    assert vars(fast) == vars(made) and list(vars(fast)) == [f.name for f in fields(Blocker)]

@@ -97,6 +97,45 @@ def test_graph_queries(chain_tree: Path) -> None:
     assert {e.hit for e in graph.system()} >= {LIBC}
 
 
+def test_walks_share_their_edges(chain_tree: Path) -> None:
+    """Two extensions load the same liba -> libb -> libcc chain: the edges of that chain (same fields) are one
+    object in both walks, made once per analysis (an Edge is frozen); each walk still has all its edges."""
+    analysis = analyze(DirTree(chain_tree), HOST)
+    root = str(chain_tree.resolve())
+    first, second = (edges_of(analysis, f"{root}/{ext}{EXT}") for ext in ("pkg/_ext", "pkg/sub/_ext2"))
+    for name in ("libb.so.1", "libcc.so.1", "libc.so.6"):
+        assert first[name] is second[name], name
+    assert first["liba.so.1"] is not second["liba.so.1"]  # requested by each extension: two edges
+    assert first["liba.so.1"].dependent != second["liba.so.1"].dependent
+    walk = next(w for w in analysis.walks if w.root == f"{root}/pkg/_ext{EXT}")
+    assert [e.request.name for e in walk.edges if e.dependent == f"{root}/pkg/deep/libb.so.1"][:1] == ["libcc.so.1"]
+
+
+def test_dir_tree_lists_as_os_walk_finds(tmp_path: Path) -> None:
+    """DirTree's listing (files known to be real from their directory entries) against os.walk and the link
+    rules: regular files at every depth, links to files inside, a link to a directory (listed, not entered,
+    not a file), links escaping the tree or dangling (broken), a loop, a file in a symlinked directory."""
+    root = tmp_path / "t"
+    (root / "a" / "b").mkdir(parents=True)
+    for rel in ("top.so", "a/mid.so", "a/b/deep.so.1"):
+        (root / rel).write_bytes(b"x")
+    (root / "a" / "b" / "deep.so").symlink_to("deep.so.1")
+    (root / "up.so").symlink_to("a/b/deep.so.1")
+    (root / "linked").symlink_to("a")
+    (root / "out.so").symlink_to(tmp_path)
+    (root / "gone.so").symlink_to("nowhere.so")
+    (root / "loop.so").symlink_to("loop.so")
+    tree = DirTree(root)
+    reference = sorted(os.path.relpath(os.path.join(d, n), root) for d, dirs, names in os.walk(root)
+                       for n in names + [x for x in dirs if os.path.islink(os.path.join(d, x))])
+    assert tree.files() == ["a/b/deep.so", "a/b/deep.so.1", "a/mid.so", "top.so", "up.so"]
+    assert set(tree.files()) | set(tree.broken) | {"linked"} == set(reference)
+    assert sorted(tree.broken) == ["gone.so", "loop.so", "out.so"]
+    assert tree.identity("up.so") == tree.identity("a/b/deep.so") == "a/b/deep.so.1"
+    assert tree.identity("linked/mid.so") == tree.identity("a/mid.so") == "a/mid.so"
+    assert tree.is_file("linked/b/deep.so") and not tree.is_file("linked")
+
+
 @pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED, zipfile.ZIP_BZIP2])
 def test_wheel_tree_reads_members_from_the_zip(chain_tree: Path, tmp_path: Path, method: int) -> None:
     whl = tmp_path / "demo-1.0-cp311-cp311-linux_x86_64.whl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from typing import Any
@@ -30,6 +31,17 @@ def register(sub: Any) -> None:
 def run_show(args: argparse.Namespace) -> int:
     if not os.path.exists(args.path):
         raise UsageError(f"no such file or directory: {args.path!r}")
+    # Performance: show builds a few hundred thousand objects that live to its end and makes next to no cyclic
+    # garbage, so the cycle collector only rescans them (show /usr/lib/x86_64-linux-gnu: ~300 collections,
+    # ~10 % of its CPU time); it is off while the report is made and printed.
+    gc.disable()
+    try:
+        return _show(args)
+    finally:
+        gc.enable()
+
+
+def _show(args: argparse.Namespace) -> int:
     report = audit(args.path, search_from_args(args), isa_check=not args.disable_isa_check)
     single = os.path.isfile(args.path) and not str(args.path).endswith(".whl")
     if single and not report.analysis.tree_binaries and not report.analysis.bad:

@@ -82,12 +82,26 @@ class DirTree:
         return list(self._files)
 
     def _walk(self) -> Iterator[str]:
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
-            base = os.path.relpath(dirpath, self.root)
-            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-                rel = name if base == "." else f"{base}/{name}".replace(os.sep, "/")
-                if self._usable(rel):
+        """Every usable file below the root (as os.walk finds them: symlinked directories listed, not entered;
+        a directory that cannot be listed skipped).  A regular file that is no symlink, in a directory reached
+        through none, is its own real path: known from the directory entry, no system call (performance: show
+        /usr/lib/x86_64-linux-gnu resolved its 3,600 files with a lstat per path component and a stat each)."""
+        pending = [""]
+        while pending:
+            base = pending.pop()
+            try:
+                with os.scandir(os.path.join(self.root, base)) as listing:
+                    entries = list(listing)
+            except OSError:
+                continue
+            for entry in entries:
+                rel = f"{base}/{entry.name}" if base else entry.name
+                if _is_dir(entry) and not _is_link(entry):
+                    pending.append(rel)
+                elif not _is_link(entry) and _is_file(entry):
+                    self._real[rel] = rel
+                    yield rel
+                elif self._usable(rel):
                     yield rel
 
     def _usable(self, rel: str) -> bool:
@@ -124,6 +138,27 @@ class DirTree:
             return os.path.isfile(os.path.join(self.root, self._resolve(rel)))
         except StageError:
             return False
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 class FileTree(DirTree):
