@@ -183,6 +183,25 @@ def test_binaries_get_the_platform_tag_of_their_content(tmp_path: Path, seed_tre
     assert meta(wheel, "WHEEL")["Root-Is-Purelib"] == "false"
 
 
+def test_compressed_ahead_of_the_tag_or_not_the_wheel_is_the_same(tmp_path: Path, seed_tree: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage's biggest files compress while its binaries are analysed for the tag (wheel/build.py
+    _pack_ahead): the wheel is byte for byte the one written without that, and every packed file was taken."""
+    from dynawheel.wheel import archive, build
+
+    stage = shutil.copytree(seed_tree / "pkg1" / "src", tmp_path / "stage")  # the fixture is shared: a copy
+    (stage / "big.bin").write_bytes(os.urandom(1 << 20) + bytes(3 << 20))  # above DIGESTS_APART_MIN
+    taken: list[object] = []
+    real_take = archive.Packer.take
+    monkeypatch.setattr(archive.Packer, "take", lambda self, source: taken.append(real_take(self, source)) or taken[-1])
+    ahead = build_wheel(stage, tmp_path / "ahead", name="b", version="1")
+    assert sum(t is not None for t in taken) >= 2  # the extension and big.bin at least came from the early packing
+    monkeypatch.setattr(build, "_pack_ahead", lambda packer, files: None)
+    plain = build_wheel(stage, tmp_path / "plain", name="b", version="1")
+    assert ahead.name == plain.name and "manylinux_2_" in ahead.name
+    assert ahead.read_bytes() == plain.read_bytes()
+
+
 @pytest.mark.parametrize(("args", "fragments"), [
     (["--version", "1"], ["no name given"]),
     (["--name", "x"], ["no version given"]),

@@ -215,9 +215,11 @@ def test_packed_early_or_late_the_wheel_is_the_same(tmp_path: Path, monkeypatch:
 def test_pack_soon_keeps_within_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = _files(tmp_path)
     with Packer(6) as packer:
-        monkeypatch.setattr(packer, "budget", 2 * 500_000)  # half of it for early packing
-        packer.pack_soon(files["demo/big.so"])  # bigger than the early budget: left to the writer
-        packer.pack_soon(files["demo/mid.so"])
+        monkeypatch.setattr(packer, "budget", 700_000)  # all of it for early packing (the writer counts these)
+        packer.pack_soon(files["demo/big.so"])  # bigger than the budget: left to the writer
+        packer.pack_soon(files["demo/mid.so"])  # 400,000 bytes: more than half the budget
+        assert set(packer._soon) == {files["demo/mid.so"]}
+        packer.pack_soon(files["demo/big.so"])  # not in what is left either
         assert set(packer._soon) == {files["demo/mid.so"]}
         packer.limit = 100_000
         packer.pack_soon(files["demo/small.py"])

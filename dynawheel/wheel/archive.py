@@ -21,7 +21,6 @@ import time
 import zipfile
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
 from .localheader import raw_data_offset
+from .pool import RankedPool
 from .record import RecordRow, encode_digest, format_record
 from .zipwriter import DEFLATED, STORED, ZipWriter, compress_whole, crc32, whole_limit
 
@@ -118,6 +118,7 @@ class _Packed(NamedTuple):
 
 MMAP_MIN = 1 << 20  # files at least this large are mapped, not read into a buffer
 DIGESTS_APART_MIN = 256 << 10  # members at least this large are hashed apart from their compression
+DIGEST_SPEED = 8  # sha256 + CRC-32 of a member take about an eighth of its compression (its rank in the pool)
 T = TypeVar("T")
 
 
@@ -168,13 +169,15 @@ class Packer:
 
     :meth:`pack_soon` starts on a file before write_wheel is called: repair hands each binary
     over as soon as it is patched, so the biggest one compresses while the others are still being
-    patched (performance: that compression is the critical path of a small repair).  The output
-    is the same whenever a member is compressed."""
+    patched (performance: that compression is the critical path of a small repair).  The workers take
+    the longest jobs first (wheel/pool.py: a member's compression ranks by its size, its digests by an
+    eighth of it; members below DIGESTS_APART_MIN first of all, in the order given).  The output is the
+    same whenever a member is compressed."""
 
     def __init__(self, level: int = 6, backend: str = "auto") -> None:
         self.level = level
         self.backend = backend
-        self.pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1))
+        self.pool = RankedPool(os.cpu_count() or 1)
         self.limit = whole_limit(level, backend)
         self.budget = 2 * self.limit  # input bytes compressed ahead of the writer, at most
         self._lock = threading.Lock()
@@ -189,10 +192,12 @@ class Packer:
 
     def pack_soon(self, path: Path) -> None:
         """Start compressing the file `path` now (thread-safe); write_wheel takes the result for the
-        entry whose source is `path`.  Skipped when it is too big or the budget is spent."""
+        entry whose source is `path`.  Skipped when it is too big or the budget is spent: all of it, since
+        the writer counts these in its own (the big graft's two ~115 MB libraries both start as soon as
+        they are patched, not the second when the writer reaches it after every other edit)."""
         size = path.stat().st_size
         with self._lock:
-            if size >= self.limit or self._soon_bytes + size > self.budget // 2 or path in self._soon:
+            if size >= self.limit or self._soon_bytes + size > self.budget or path in self._soon:
                 return
             self._soon_bytes += size
             self._soon[path] = (size, self.submit(path, size))
@@ -210,9 +215,10 @@ class Packer:
         member is not hashed after it is compressed, on the same core)."""
         if size < DIGESTS_APART_MIN:
             return self.pool.submit(_pack_whole, source, self.level, self.backend).result
-        deflated = self.pool.submit(_on_whole, source, functools.partial(
+        deflated = self.pool.submit_ranked(size, _on_whole, source, functools.partial(
             _deflated, level=self.level, backend=self.backend))
-        digests = self.pool.submit(_on_whole, source, functools.partial(_digests, backend=self.backend))
+        digests = self.pool.submit_ranked(size / DIGEST_SPEED, _on_whole, source,
+                                          functools.partial(_digests, backend=self.backend))
 
         def done() -> _Packed:
             (data, method), (crc, size, sha256) = deflated.result(), digests.result()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import StageError
-from .archive import Entry, is_executable, write_wheel
+from .archive import Entry, Packer, is_executable, write_wheel
 from .layout import REPAIR_LICENSES, REPAIR_MANIFEST, REPAIR_SBOM
 from .metadata import ProjectMetadata
 from .record import encode_digest, parse_record
@@ -178,8 +178,10 @@ def wheel_file_text(spec: WheelSpec) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def assemble(files: Mapping[str, Path], spec: WheelSpec, out_dir: Path) -> tuple[Path, list[str]]:
-    """Write the wheel into `out_dir`; return its path and notes for the user."""
+def assemble(files: Mapping[str, Path], spec: WheelSpec, out_dir: Path,
+             packer: Packer | None = None) -> tuple[Path, list[str]]:
+    """Write the wheel into `out_dir`; return its path and notes for the user.  `packer`: one that has
+    been compressing files of the stage already (its level and backend are the spec's)."""
     out = Assembly()
     split_files(files, spec, out)
     if not out.entries and not spec.meta.requires_dist:
@@ -198,5 +200,5 @@ def assemble(files: Mapping[str, Path], spec: WheelSpec, out_dir: Path) -> tuple
     out.entries.extend(Entry(f"{dist_info}/{rel}", data) for rel, data in generated.items())
     name = wheel_filename(spec.meta.name, spec.meta.version, spec.tags, spec.build)
     path = write_wheel(out_dir / name, out.entries, dist_info, compression_level=spec.compression_level,
-                       deflate=spec.deflate)
+                       deflate=spec.deflate, packer=packer)
     return path, out.notes

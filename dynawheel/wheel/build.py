@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from ..errors import MetadataError, StageError, TagError, UsageError
 from ..magic import format_of
+from .archive import Packer
 from .assemble import WheelSpec, assemble, existing_wheel_file, read_existing_metadata
 from .metadata import (
     MetadataOptions,
@@ -167,9 +168,27 @@ def build(opts: BuildOptions, out_dir: Path) -> BuildResult:
     stage = collect(opts, config)
     meta = _metadata(opts, project, base, stage)
     notes: list[str] = []
-    spec = _spec(opts, meta, stage, notes)
-    path, more = assemble(stage.files, spec, out_dir)
+    with Packer(opts.compression_level, opts.deflate) as packer:
+        if opts.tag_rule is not None:  # performance: the stage compresses while its binaries are analysed
+            _pack_ahead(packer, stage.files)
+        spec = _spec(opts, meta, stage, notes)
+        path, more = assemble(stage.files, spec, out_dir, packer)
     return BuildResult(path, meta.name, meta.version, spec.tags, tuple(notes + more))
+
+
+def _pack_ahead(packer: Packer, files: Mapping[str, Path]) -> None:
+    """Start compressing the stage's biggest files, within the packer's budget, on its workers (the longest
+    first: wheel/pool.py), while this thread analyses the binaries for the platform tag (the content rule:
+    ~0.4 s of one core on the benchmark's 1,118 files, which the writer waited for).  The writer takes each
+    result for its file; the wheel's bytes do not depend on what was compressed ahead."""
+    sizes = {}
+    for source in set(files.values()):
+        try:
+            sizes[source] = source.stat().st_size
+        except OSError:
+            continue  # the writer meets it again, and says so
+    for source in sorted(sizes, key=lambda s: (-sizes[s], s)):
+        packer.pack_soon(source)
 
 
 def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: StageFiles, notes: list[str]) -> WheelSpec:
