@@ -31,7 +31,7 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from ..binary import BinaryFile, Dependency, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..log import get_logger
 from ..platforms import MAGIC_READ, Backend, Candidate, LinuxSystem, Loaded, backend_for, backend_of
@@ -451,11 +451,12 @@ class _Walker:
         # 12k distinct), so each is made once; an Edge is frozen, a shared one is the same value
         self._edges: dict[tuple[object, ...], Edge] = {}
         self.linux: LinuxSystem | None = None  # the policy data, for an ELF walk (performance: read then)
+        self._backends: dict[BinaryFormat, Backend] = {}
 
     def walk(self, root: str, image: Image) -> Walk:
-        backend = backend_of(image.format)
-        if backend.needs_policy:
-            backend = backend.with_policy(self._linux())
+        backend = self._backends.get(image.format)
+        if backend is None:
+            backend = self._backends[image.format] = self._backend(image.format)
         state = _State()
         self._register(state, backend, root, image, root, Status.IN_TREE)
         state.chains[root] = (Loaded(root, image),)
@@ -484,6 +485,12 @@ class _Walker:
         if ident is not None:
             state.idents.setdefault(ident, (path, status))
         state.order.append(path)
+
+    def _backend(self, fmt: BinaryFormat) -> Backend:
+        """The backend of `fmt`, with the policy data when it needs them: one per analysis (it may keep what it
+        reads of the SearchPaths per request)."""
+        backend = backend_of(fmt)
+        return backend.with_policy(self._linux()) if backend.needs_policy else backend
 
     def _linux(self) -> LinuxSystem:
         """The policy data the ELF loader rules need, read on first use."""
