@@ -175,12 +175,14 @@ def newest_needs(image: Image) -> dict[str, tuple[tuple[int, ...], str, str]]:
     return out
 
 
-def versions_within(policy: Policy, image: Image) -> bool:
-    """Every symbol version `image` needs is within `policy` for its arch (an arch it does not cover: no)."""
+def versions_within(policy: Policy, image: Image,
+                    needs: Mapping[str, tuple[tuple[int, ...], str, str]] | None = None) -> bool:
+    """Every symbol version `image` needs is within `policy` for its arch (an arch it does not cover: no);
+    `needs`: its :func:`newest_needs`, when the caller has them already."""
     table = policy.symbol_versions.get(image.arch)
     if table is None:
         return False
-    for prefix, (key, _symver, _lib) in newest_needs(image).items():
+    for prefix, (key, _symver, _lib) in (newest_needs(image) if needs is None else needs).items():
         if prefix in table:
             limit = limit_key(table[prefix])
             if limit is None or key > limit:

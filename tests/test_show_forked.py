@@ -36,6 +36,7 @@ def test_forked_parse_gives_the_serial_report(caplog: pytest.LogCaptureFixture) 
         assert not any("process" in r.getMessage() for r in caplog.records)
         forked = _json(3)
     assert any(r.getMessage().endswith("parsed in 3 processes") for r in caplog.records)
+    assert any(r.getMessage().endswith("roots walked in 2 processes") for r in caplog.records)
     assert any(r.getMessage().endswith("runs beside this process") for r in caplog.records)  # the provenance
     assert forked == serial
     assert len(json.loads(serial)["binaries"]) > 400
@@ -84,3 +85,43 @@ def test_an_error_is_raised_as_without_workers() -> None:
 
     with pytest.raises(ValueError, match="bad part"):
         in_forks(work, [[1], [15]])
+
+
+@needs_directory
+@needs_fork
+def test_forked_walks_over_the_budget_together_are_walked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two halves of the walks each fit the lookup budget, together they pass it: the child's half is
+    walked again in this process after the first, and the analysis (requests 'not searched' included) is the
+    one a single process makes, with the same binaries (in the same order) and real paths."""
+    from dynawheel.analysis import resolve
+    from dynawheel.search import SearchPaths
+    from dynawheel.tree import DirTree
+
+    spent: list[int] = []
+    walk_all = resolve._walk_all
+
+    def measured(walker: resolve._Walker, roots: list[str], processes: int) -> dict[str, list[resolve.Walk]]:
+        done = walk_all(walker, roots, processes)
+        spent.append(walker.files.work)
+        return done
+
+    monkeypatch.setattr(resolve, "_walk_all", measured)
+    search = SearchPaths.from_host({})
+    resolve.analyze(DirTree(DIRECTORY), search, workers=1)
+    monkeypatch.setattr(resolve, "MAX_WORK", spent[0] * 3 // 4)  # each half ~1/2 of it
+    refused: list[bool] = []
+    take = resolve._Walker.take
+
+    def watched(walker: resolve._Walker, part: resolve._Part) -> bool:
+        taken = take(walker, part)
+        refused.append(not taken)
+        return taken
+
+    monkeypatch.setattr(resolve._Walker, "take", watched)
+    forked = resolve.analyze(DirTree(DIRECTORY), search, workers=2)
+    serial = resolve.analyze(DirTree(DIRECTORY), search, workers=1)
+    assert refused == [True]  # the child's half was not taken
+    assert any(a.via == "the lookup budget" for w in serial.walks for e in w.edges for a in e.tried)
+    assert forked == serial
+    assert list(forked.binaries.items()) == list(serial.binaries.items())
+    assert forked.real_paths == serial.real_paths  # (the serial parse asks big files first: another order)

@@ -14,6 +14,7 @@ Forking is only safe in a process with one thread (a lock another thread holds s
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import threading
@@ -90,11 +91,16 @@ def _collect(pid: int, fd: int, work: Callable[[Sequence[_T]], _R], chunk: Seque
         log.debug("worker %d: %s", pid, exc)
     status = _reap(pid)
     if status == 0 and data:
+        collecting = gc.isenabled()
+        gc.disable()  # performance: unpickling makes many objects that live on: no collection in between
         try:
             result: _R = pickle.loads(data)
             return result
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
             log.debug("worker %d sent no result: %s", pid, exc)
+        finally:
+            if collecting:
+                gc.enable()
     log.debug("worker %d ended with status %s: its %d pieces of work are done here", pid, status, len(chunk))
     return work(chunk)
 

@@ -13,12 +13,12 @@ file of a wheel is inflated again to read its symbols).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import BinaryIO
 
 from ..binary import BinaryFormat, Image
 from ..platforms import undefined_symbols
-from ..policy import blacklisted_symbols, load_policies, versions_within
+from ..policy import blacklisted_symbols, load_policies, newest_needs, versions_within
 
 Blacklisted = tuple[tuple[str, str, str], ...]  # (file, library, symbol)
 
@@ -31,7 +31,10 @@ def blacklisted_imports(files: Iterable[tuple[str, Image, str]], opener: Callabl
     for path, image, where in files:
         if image.format is not BinaryFormat.ELF:
             continue
-        libs = [d.name for d in image.needed if d.name in listed and _may_matter(d.name, image)]
+        libs = [d.name for d in image.needed if d.name in listed]
+        if libs:  # performance: the image's newest versions read once, not once per policy and library
+            needs = newest_needs(image)
+            libs = [lib for lib in libs if _may_matter(lib, image, needs)]
         if not libs:
             continue
         imported = image.elf.undefined  # read with the file (platforms/elf.py)
@@ -42,6 +45,7 @@ def blacklisted_imports(files: Iterable[tuple[str, Image, str]], opener: Callabl
     return tuple(sorted(out))
 
 
-def _may_matter(lib: str, image: Image) -> bool:
-    """Some policy that blacklists symbols of `lib` would take `image` by its symbol versions."""
-    return any(lib in p.blacklist and versions_within(p, image) for p in load_policies())
+def _may_matter(lib: str, image: Image, needs: Mapping[str, tuple[tuple[int, ...], str, str]]) -> bool:
+    """Some policy that blacklists symbols of `lib` would take `image` (whose newest versions are `needs`) by
+    its symbol versions."""
+    return any(lib in p.blacklist and versions_within(p, image, needs) for p in load_policies())

@@ -23,15 +23,16 @@ of one file in one directory (soname symlinks) share its walk, re-rooted at each
 from __future__ import annotations
 
 import enum
+import itertools
 import os
 import posixpath
 import re
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from ..binary import BinaryFile, Dependency, Image
+from ..binary import BinaryFile, BinaryFormat, Dependency, Image
 from ..errors import BinaryFormatError, DynawheelError, WheelFormatError
 from ..log import get_logger
 from ..platforms import MAGIC_READ, Backend, Candidate, LinuxSystem, Loaded, backend_for, backend_of
@@ -220,6 +221,19 @@ class _Files:
         except DynawheelError:
             return False
 
+    def known(self) -> int:
+        """How many paths' identities are known (they are kept in the order they were first asked)."""
+        return len(self._ident)
+
+    def known_since(self, count: int) -> list[tuple[str, tuple[str, str] | None]]:
+        """The identities learnt after the first `count`, in order."""
+        return list(itertools.islice(self._ident.items(), count, None))
+
+    def learn(self, idents: Iterable[tuple[str, tuple[str, str] | None]]) -> None:
+        """Identities another process found (for the same tree and host), after those known here."""
+        for path, ident in idents:
+            self._ident.setdefault(path, ident)
+
     def real_paths(self) -> dict[str, str]:
         return {path: ident[1] for path, ident in self._ident.items() if ident is not None}
 
@@ -294,13 +308,10 @@ def _parse_all(tree: Tree, files: _Files, rels: list[str], workers: int | None
     member is mostly zlib work, which releases the GIL), the rest on this thread; a directory's many
     binaries on every core (`workers` processes; None: one per core when there are FORK_LEAST per process)."""
     paths = {rel: posixpath.join(tree.root, rel) for rel in rels}
-    if isinstance(tree, DirTree):  # a wheel's members are not read in children (its threads, its zip)
-        from .forked import fork_safe, fork_workers
-
-        workers = fork_workers(len(rels), FORK_LEAST) if workers is None else workers if fork_safe() else 1
-        if workers > 1:
-            files.parse_forked([paths[rel] for rel in rels], workers)
-            return [(rel, files.parsed(paths[rel])) for rel in rels]
+    workers = _processes(tree, len(rels), workers)
+    if workers > 1:
+        files.parse_forked([paths[rel] for rel in rels], workers)
+        return [(rel, files.parsed(paths[rel])) for rel in rels]
     big = sorted((rel for rel in rels if tree.size(rel) >= BIG_FILE), key=tree.size, reverse=True)
     if not big or len(rels) == 1:  # nothing to overlap: no threads (nor their ~2 ms of imports)
         return [(rel, files.parsed(paths[rel])) for rel in rels]
@@ -314,6 +325,17 @@ def _parse_all(tree: Tree, files: _Files, rels: list[str], workers: int | None
                 done[rel] = files.parsed(paths[rel])
         done.update((rel, future.result()) for rel, future in futures.items())
     return [(rel, done[rel]) for rel in rels]
+
+
+def _processes(tree: Tree, pieces: int, workers: int | None) -> int:
+    """How many processes share `pieces` of a tree's work: a directory's, `workers` (None: one per core with
+    FORK_LEAST pieces each, see analysis/forked.py); a wheel's members are not read in children (its threads,
+    its zip)."""
+    if not isinstance(tree, DirTree):
+        return 1
+    from .forked import fork_safe, fork_workers
+
+    return fork_workers(pieces, FORK_LEAST) if workers is None else workers if fork_safe() else 1
 
 
 def analyze(tree: Tree, search: SearchPaths | None = None, *, workers: int | None = None) -> Analysis:
@@ -334,18 +356,36 @@ def analyze(tree: Tree, search: SearchPaths | None = None, *, workers: int | Non
             in_tree_paths.append(path)
     walker = _Walker(files, search, binaries)
     aliases = _aliases(tree, files, in_tree_paths)
-    done: dict[str, list[Walk]] = {}
+    roots = list(dict.fromkeys(aliases.get(path, path) for path in in_tree_paths))  # walked, in this order
+    done = _walk_all(walker, roots, min(2, _processes(tree, len(roots), workers)))
     walks: list[Walk] = []
     for path in in_tree_paths:
         first = aliases.get(path, path)
-        if first not in done:
-            done[first] = [walker.walk(first, image) for image in binaries[first].images]
         walks.extend(done[first] if first == path else (_renamed(w, first, path) for w in done[first]))
     walks = [_installed_apart(tree.root, w) for w in walks]
     return Analysis(
         root=tree.root, files=files_list, binaries=binaries, bad=tuple(bad), walks=tuple(walks),
         tree_binaries=tuple(in_tree_paths), real_paths=files.real_paths(), aliases=aliases,
     )
+
+
+def _walk_all(walker: _Walker, roots: list[str], processes: int) -> dict[str, list[Walk]]:
+    """{root: its walks (one per image)}, the roots walked in order; with 2 `processes`, the second half in a
+    forked child (analysis/forked.py), its walks and what they added to the analysis merged after this
+    process's own, as one process walking them in order would have added them.  A walk depends on the walks
+    before it only through the lookup budget: when both halves' lookups together pass it, the second half is
+    walked again here, after the first (it then meets the budget where one process would)."""
+    if processes < 2 or len(roots) < 2:
+        return walker.walk_roots(roots, os.getpid()).walks
+    from .forked import in_forks
+
+    here = os.getpid()
+    chunks = [roots[: len(roots) // 2], roots[len(roots) // 2 :]]
+    mine, theirs = in_forks(lambda part: walker.walk_roots(part, here), chunks)
+    if theirs.pid != here and not walker.take(theirs):
+        theirs = walker.walk_roots(chunks[1], here)
+    log.debug("%d roots walked in 2 processes", len(roots))
+    return {**mine.walks, **theirs.walks}
 
 
 def _installed_apart(root: str, walk: Walk) -> Walk:
@@ -442,6 +482,17 @@ def _places(candidates: Iterable[Candidate], files: _Files) -> Iterator[tuple[st
         yield cand.path, False, cand
 
 
+class _Part(NamedTuple):
+    """What walking some roots in one process gave: the process, the walks, what they added to the analysis
+    (binaries found outside the tree, paths' identities; in the order they were added) and their work."""
+
+    pid: int
+    walks: dict[str, list[Walk]]
+    binaries: list[tuple[str, BinaryFile]]
+    idents: list[tuple[str, tuple[str, str] | None]]
+    work: int
+
+
 class _Walker:
     def __init__(self, files: _Files, search: SearchPaths, binaries: dict[str, BinaryFile]) -> None:
         self.files, self.search, self.binaries = files, search, binaries
@@ -451,11 +502,33 @@ class _Walker:
         # 12k distinct), so each is made once; an Edge is frozen, a shared one is the same value
         self._edges: dict[tuple[object, ...], Edge] = {}
         self.linux: LinuxSystem | None = None  # the policy data, for an ELF walk (performance: read then)
+        self._backends: dict[BinaryFormat, Backend] = {}
+
+    def walk_roots(self, roots: Sequence[str], parent: int) -> _Part:
+        """The walks of every image of each of `roots`, and what they added.  In a process other than `parent`
+        (a forked child) the lookup budget is not warned about: the parent decides (see _walk_all)."""
+        if os.getpid() != parent:
+            self.files.over = True
+        binaries, idents, work = len(self.binaries), self.files.known(), self.files.work
+        walks = {root: [self.walk(root, image) for image in self.binaries[root].images] for root in roots}
+        return _Part(os.getpid(), walks, list(itertools.islice(self.binaries.items(), binaries, None)),
+                     self.files.known_since(idents), self.files.work - work)
+
+    def take(self, part: _Part) -> bool:
+        """Merge what a child walked after what this process walked; False, nothing merged, when their lookups
+        together pass the budget."""
+        if self.files.work + part.work > MAX_WORK:
+            return False
+        self.files.work += part.work
+        for path, binary in part.binaries:
+            self.binaries.setdefault(path, binary)
+        self.files.learn(part.idents)
+        return True
 
     def walk(self, root: str, image: Image) -> Walk:
-        backend = backend_of(image.format)
-        if backend.needs_policy:
-            backend = backend.with_policy(self._linux())
+        backend = self._backends.get(image.format)
+        if backend is None:
+            backend = self._backends[image.format] = self._backend(image.format)
         state = _State()
         self._register(state, backend, root, image, root, Status.IN_TREE)
         state.chains[root] = (Loaded(root, image),)
@@ -484,6 +557,12 @@ class _Walker:
         if ident is not None:
             state.idents.setdefault(ident, (path, status))
         state.order.append(path)
+
+    def _backend(self, fmt: BinaryFormat) -> Backend:
+        """The backend of `fmt`, with the policy data when it needs them: one per analysis (it may keep what it
+        reads of the SearchPaths per request)."""
+        backend = backend_of(fmt)
+        return backend.with_policy(self._linux()) if backend.needs_policy else backend
 
     def _linux(self) -> LinuxSystem:
         """The policy data the ELF loader rules need, read on first use."""

@@ -705,6 +705,20 @@ class ElfBackend:
 
     def __init__(self, linux: LinuxSystem | None = None) -> None:
         self._linux = linux
+        # arch -> (the SearchPaths asked, what it answers per request: _Host); one per backend with the policy
+        # data (one per analysis): performance, each was read (a stat, an isdir) per request
+        self._hosts: dict[str, tuple[SearchPaths, _Host]] = {}
+
+    def _host(self, search: SearchPaths, arch: str) -> _Host:
+        """What `search` says of the host for `arch` that the search rules read per request, read once per
+        SearchPaths (the one asked is kept: its identity is the key)."""
+        known = self._hosts.get(arch)
+        if known is not None and known[0] is search:
+            return known[1]
+        host = _Host(search.elf_subdirs(), search.elf_default_dirs_for(arch), search.elf_cache(arch),
+                     search.elf_isa_bits())
+        self._hosts[arch] = (search, host)
+        return host
 
     def with_policy(self, linux: LinuxSystem) -> ElfBackend:
         return ElfBackend(linux)
@@ -766,8 +780,8 @@ class ElfBackend:
         does not go on to the next directory (checked with ld.so's trace and a real exec in
         tests/test_ldso_isa.py; ``ld.so --list`` shows the library found).  The target CPU is
         ``SearchPaths.elf_hwcaps``.  musl makes no such check."""
-        have = search.elf_isa_bits()
         need = image.elf.isa_bits
+        have = self._host(search, image.arch).isa_bits if need else None
         if have is None or not need or need & have == need or self.linux.family(link.image for link in chain) \
                 == "musllinux":
             return None
@@ -798,7 +812,10 @@ class ElfBackend:
             return
         for d in search.extra:
             yield Candidate(posixpath.join(d, name), "extra library path (-L)")
-        yield from (_musl_search if musl else _search)(name, chain, search)
+        if musl:
+            yield from _musl_search(name, chain, search)
+        else:
+            yield from _search(name, chain, search, self._host(search, loader.image.arch))
 
 
 def _direct(name: str, raw: str, loader: Loaded, search: SearchPaths) -> Iterator[Candidate]:
@@ -819,24 +836,34 @@ def _in(d: str, name: str, subdirs: tuple[str, ...], via: str) -> Candidate:
     return Candidate(base + name, via, None, subdirs)
 
 
-def _search(name: str, chain: Sequence[Loaded], search: SearchPaths) -> Iterator[Candidate]:
+class _Host(NamedTuple):
+    """What the search rules read of the host per request (SearchPaths' answers for one arch)."""
+
+    subdirs: tuple[str, ...]  # elf_subdirs()
+    defaults: tuple[str, ...]  # elf_default_dirs_for(arch)
+    cache: Mapping[str, str] | None  # elf_cache(arch)
+    isa_bits: int | None  # elf_isa_bits()
+
+
+def _search(name: str, chain: Sequence[Loaded], search: SearchPaths, host: _Host) -> Iterator[Candidate]:
     loader = chain[-1]
-    subdirs = search.elf_subdirs()
+    subdirs = host.subdirs
     if not loader.image.runpaths:
         for holder in reversed(chain):
-            if holder.image.runpaths:
+            if holder.image.runpaths or not holder.image.rpaths:
                 continue
             for d in _dirs(holder.image.rpaths, holder, search):
                 yield _in(d, name, subdirs, f"DT_RPATH of {holder.path}")
     for d in search.elf_ld_library_path():
         yield _in(d, name, subdirs, "LD_LIBRARY_PATH")
-    for d in _dirs(loader.image.runpaths, loader, search):
-        yield _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
+    if loader.image.runpaths:
+        for d in _dirs(loader.image.runpaths, loader, search):
+            yield _in(d, name, subdirs, f"DT_RUNPATH of {loader.path}")
     # DF_1_NODEFLIB (glibc dl-load.c): no default directories, and no ld.so.cache entry that
     # lies in one of them (a prefix test); cache entries elsewhere still count.
     nodeflib = loader.image.elf.nodeflib
-    defaults = search.elf_default_dirs_for(loader.image.arch)
-    cache = search.elf_cache(loader.image.arch)
+    defaults = host.defaults
+    cache = host.cache
     if cache is not None:
         hit = cache.get(name)
         if hit is not None and not (nodeflib and hit.startswith(tuple(d.rstrip("/") + "/" for d in defaults))):
