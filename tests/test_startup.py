@@ -9,6 +9,7 @@ figures).
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -253,3 +254,34 @@ def test_help_lists_every_command_and_a_command_gets_its_own_parser(tmp_path: Pa
     show = _parser(["show", "x"])
     args = show.parse_args(["show", "--json", "x.whl"])
     assert args.json is True and args.path == "x.whl" and callable(args.func)
+
+
+def test_a_command_given_alone_is_parsed_and_reported_as_with_every_command_listed(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dynawheel [-v|-q] COMMAND ...` builds no parser for the commands not given (~6 M instructions of every
+    repair's start): the same namespace, help, usage and errors as with all of them listed; any other option
+    before the command (-h, --verb, -vq, --) lists them all, as it may print them."""
+    import dynawheel.cli as cli
+
+    argvs = [["repair", "x.whl", "-w", "out"], ["-v", "repair", "x.whl"], ["-vv", "-q", "show", "--json", "x.whl"],
+             ["--verbose", "repair"], ["-q", "repair", "--help"], ["repair", "x.whl", "--bogus"], ["-h", "repair"],
+             ["--verb", "show", "x"], ["-vq", "show", "x"], ["--", "show", "x"], ["-v", "nothing"], ["-v-v", "show"]]
+
+    def run(argv: list[str]) -> tuple[object, str, str]:
+        try:
+            result: object = sorted(vars(cli._parser(argv).parse_args(argv)).items(), key=lambda kv: kv[0])
+        except SystemExit as exc:
+            result = exc.code
+        out = capsys.readouterr()
+        return result, out.out, out.err
+
+    def choices(argv: list[str]) -> set[str]:
+        (action,) = [a for a in cli._parser(argv)._actions if isinstance(a, argparse._SubParsersAction)]
+        return set(action.choices)
+
+    alone = [run(a) for a in argvs]
+    assert choices(["-v", "repair", "x.whl"]) == {"repair"} and choices(["-h", "repair"]) == set(cli._COMMANDS)
+    monkeypatch.setattr(cli, "_only_verbosity_first", lambda argv: False)
+    assert choices(["-v", "repair", "x.whl"]) == set(cli._COMMANDS)
+    assert [run(a) for a in argvs] == alone
+    assert "usage: dynawheel repair" in alone[4][1] and "COMMAND" in alone[6][1]  # both helps were printed
