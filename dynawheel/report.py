@@ -64,6 +64,11 @@ class AuditReport:
     def graph(self) -> DependencyGraph:
         return DependencyGraph(self.analysis)
 
+    @functools.cached_property
+    def load_trees(self) -> str:
+        """The load trees of the text report (:func:`to_text`), one line per edge ('' when no binary)."""
+        return "\n".join(_load_trees(self.analysis))
+
     @property
     def ok(self) -> bool:
         """Nothing missing, nothing found only inside the wheel (installed apart), no unreadable binary."""
@@ -77,10 +82,11 @@ class AuditReport:
 
 
 def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: bool = True,
-          workers: int | None = None) -> AuditReport:
+          workers: int | None = None, text: bool = False) -> AuditReport:
     """Analyze a wheel, a directory or one binary and judge it per format (`isa_check` False: x86-64
     levels above the baseline do not block manylinux, as ``--disable-isa-check``; `workers`: processes that
-    parse a directory's binaries, None: one per core for a big directory; the report is the same)."""
+    parse a directory's binaries, None: one per core for a big directory; the report is the same; `text`:
+    the text report will be asked, its load trees are made meanwhile for a big directory)."""
     tree = open_tree(target)
     if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
@@ -89,18 +95,23 @@ def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: b
         analysis = analyze(tree, search, workers=workers)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
         blacklisted = _blacklisted(tree, analysis)
+        trees: str | None = None
         if isinstance(tree, DirTree) and workers != 1 and len(analysis.tree_binaries) >= FORK_LEAST:
             from .analysis.forked import beside  # a big directory: the package databases are read meanwhile
 
-            (analysis, graph, verdicts), provenance = beside(lambda: _judged(analysis, blacklisted, isa_check),
-                                                             lambda: provenance_of(tree, analysis, search))
+            walked = analysis  # (the load trees do not show the fake libraries _judged adds to the bad files)
+            (analysis, graph, verdicts), (provenance, trees) = beside(
+                lambda: _judged(walked, blacklisted, isa_check),
+                lambda: (provenance_of(tree, walked, search), "\n".join(_load_trees(walked)) if text else None))
         else:
             provenance = provenance_of(tree, analysis, search)
             analysis, graph, verdicts = _judged(analysis, blacklisted, isa_check)
     finally:
         tree.close()
     report = AuditReport(str(target), analysis, verdicts, abi3, provenance)
-    report.__dict__["graph"] = graph  # performance: the cached_property's value, built once
+    report.__dict__["graph"] = graph  # performance: the cached_properties' values, each built once
+    if trees is not None:
+        report.__dict__["load_trees"] = trees
     return report
 
 
@@ -357,9 +368,10 @@ _NEEDED, _SYSTEM = DepKind.NEEDED, Status.SYSTEM  # performance: an enum member 
 _SEARCHED = frozenset((Status.MISSING, Status.EXTERNAL, Status.OPTIONAL_MISSING))  # their attempts are shown
 
 
-def to_text(report: AuditReport, *, show_system: bool = True) -> str:
-    a = report.analysis
-    lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
+def _load_trees(a: Analysis) -> list[str]:
+    """The text's load trees: for each walk (one per file: soname symlinks are named with it), a blank line,
+    its root and the tree of its edges."""
+    lines: list[str] = []
     others: dict[str, list[str]] = defaultdict(list)  # soname symlinks: one walk shown per file
     trees = _TreeText(a, lines)
     for alias, first in a.aliases.items():
@@ -371,8 +383,16 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
         lines.append("")
         lines.append(f"{_where(a, walk.root)}{also} ({walk.arch}) {_describe(a, walk.root)}")
         trees.edges(_children(walk), walk.root, "", {walk.root})
+    return lines
+
+
+def to_text(report: AuditReport, *, show_system: bool = True) -> str:
+    a = report.analysis
+    lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
     if not show_system:
-        lines = [line for line in lines if not line.endswith("[system]")]
+        lines.extend(line for line in _load_trees(a) if not line.endswith("[system]"))
+    elif report.load_trees:  # the lines joined: one item of the final join
+        lines.append(report.load_trees)
     lines.append("")
     for verdict in report.verdicts:
         lines.append(f"{verdict.format.value}: {verdict.summary}")

@@ -42,7 +42,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    report = audit(args.path, search_from_args(args), isa_check=not args.disable_isa_check)
+    report = audit(args.path, search_from_args(args), isa_check=not args.disable_isa_check,
+                   text=not (args.json or args.dot or args.svg))
     single = os.path.isfile(args.path) and not str(args.path).endswith(".whl")
     if single and not report.analysis.tree_binaries and not report.analysis.bad:
         raise UsageError(f"{str(args.path)!r} is not a binary (not an ELF, PE or Mach-O file): show reads a binary, "
