@@ -582,14 +582,12 @@ def _read_cache(path: str, mtime: int, size: int) -> tuple[_CacheEntry, ...] | N
     names = _hwcaps_names(data, start, ext)
     out: list[_CacheEntry] = []
     first = start + _CACHE_HEADER.size
-    for i in range(nlibs):
-        off = first + i * _CACHE_ENTRY.size
-        if off + _CACHE_ENTRY.size > len(data):
-            break
-        flags, key, value, _osv, hwcap = _CACHE_ENTRY.unpack_from(data, off)
+    whole = min(nlibs, (len(data) - first) // _CACHE_ENTRY.size)  # the entries the file holds whole
+    make = tuple.__new__  # performance: _CacheEntry's fields in order, without its Python-level __new__
+    for flags, key, value, _osv, hwcap in _CACHE_ENTRY.iter_unpack(data[first: first + whole * _CACHE_ENTRY.size]):
         named = hwcap & ~_ISA_LEVEL_BITS & ~0xFFFFFFFF == _HWCAP_EXTENSION
         hw_name = (names[hwcap & 0xFFFFFFFF] if hwcap & 0xFFFFFFFF < len(names) else "") if named else None
-        out.append(_CacheEntry(_cstr(data, start + key), _cstr(data, start + value), flags, hwcap, hw_name))
+        out.append(make(_CacheEntry, (_cstr(data, start + key), _cstr(data, start + value), flags, hwcap, hw_name)))
     return tuple(out)
 
 
