@@ -94,16 +94,16 @@ def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: b
         search = with_dll_directories(tree, search)
         analysis = analyze(tree, search, workers=workers)
         abi3 = wheel_abi3_audit(str(target), tree, analysis)
-        blacklisted = _blacklisted(tree, analysis)
         trees: str | None = None
         if isinstance(tree, DirTree) and workers != 1 and len(analysis.tree_binaries) >= FORK_LEAST:
             from .analysis.forked import beside  # a big directory: the package databases are read meanwhile
 
             walked = analysis  # (the load trees do not show the fake libraries _judged adds to the bad files)
             (analysis, graph, verdicts), (provenance, trees) = beside(
-                lambda: _judged(walked, blacklisted, isa_check),
+                lambda: _judged(walked, _blacklisted(tree, walked), isa_check),
                 lambda: (provenance_of(tree, walked, search), "\n".join(_load_trees(walked)) if text else None))
         else:
+            blacklisted = _blacklisted(tree, analysis)
             provenance = provenance_of(tree, analysis, search)
             analysis, graph, verdicts = _judged(analysis, blacklisted, isa_check)
     finally:
