@@ -380,7 +380,8 @@ def _walk_all(walker: _Walker, roots: list[str], processes: int) -> dict[str, li
     from .forked import in_forks
 
     here = os.getpid()
-    chunks = [roots[: len(roots) // 2], roots[len(roots) // 2 :]]
+    cut = len(roots) * 11 // 20  # this process also loads the child's walks (the child dumps them): it takes more
+    chunks = [roots[:cut], roots[cut:]]
     mine, theirs = in_forks(lambda part: walker.walk_roots(part, here), chunks)
     if theirs.pid != here and not walker.take(theirs):
         theirs = walker.walk_roots(chunks[1], here)
