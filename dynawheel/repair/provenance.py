@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 from ..analysis.owners import Owner, Owners
 from ..wheel.layout import REPAIR_LICENSES, REPAIR_SBOM
@@ -16,13 +15,17 @@ from .options import RepairOptions
 from .sbom import SBOM_NAME, sbom_json
 
 
-class Place(NamedTuple):
+class Place:
     """Where the SBOM and the license files go, and the METADATA that names them (None: `build` writes it).
-    (This module's records are NamedTuples: repair's own plumbing, no dataclass to create on every repair.)"""
+    (This module's records are plain classes: repair's own plumbing; a NamedTuple costs ~1 M instructions to
+    create at import, a dataclass 3-5 M.)"""
 
-    sbom: str
-    licenses: str  # the directory of the license files
-    metadata: str | None
+    __slots__ = ("licenses", "metadata", "sbom")
+
+    def __init__(self, sbom: str, licenses: str, metadata: str | None) -> None:
+        self.sbom = sbom
+        self.licenses = licenses  # the directory of the license files
+        self.metadata = metadata
 
     @classmethod
     def in_dist_info(cls, dist_info: str, metadata: bool = True) -> Place:
@@ -34,14 +37,18 @@ class Place(NamedTuple):
         return cls(REPAIR_SBOM, REPAIR_LICENSES.rstrip("/"), None)
 
 
-class Provenance(NamedTuple):
+class Provenance:
     """What a repair says about where its vendored libraries come from: owners, SBOM, license files."""
 
-    owners: Mapping[str, Owner | None]
-    sbom: str | None  # the SBOM's member name, None without one
-    licenses: Licenses
-    members: Mapping[str, bytes]  # the files to add or replace (METADATA, license files), not the SBOM
-    sbom_data: Callable[[], bytes] | None = None  # the SBOM's bytes, made when called
+    __slots__ = ("licenses", "members", "owners", "sbom", "sbom_data")
+
+    def __init__(self, owners: Mapping[str, Owner | None], sbom: str | None, licenses: Licenses,
+                 members: Mapping[str, bytes], sbom_data: Callable[[], bytes] | None = None) -> None:
+        self.owners = owners
+        self.sbom = sbom  # the SBOM's member name, None without one
+        self.licenses = licenses
+        self.members = members  # the files to add or replace (METADATA, license files), not the SBOM
+        self.sbom_data = sbom_data  # the SBOM's bytes, made when called
 
 
 def provenance(collection: Collection, opts: RepairOptions, names: tuple[str | None, str, str | None], place: Place,

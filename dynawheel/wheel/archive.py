@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
@@ -77,11 +77,14 @@ class RawSource:
     record_hash: str
 
 
-class Later(NamedTuple):  # the writer's plumbing: a NamedTuple, no dataclass to create on every repair
+class Later:  # the writer's plumbing: a plain class (a NamedTuple costs ~1 M instructions to create at import)
     """A member's bytes, asked for when the writer reaches it (made on another thread meanwhile: repair's
     SBOM, whose library takes longer to load than the members before it take to write)."""
 
-    get: Callable[[], bytes]
+    __slots__ = ("get",)
+
+    def __init__(self, get: Callable[[], bytes]) -> None:
+        self.get = get
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,14 @@ def is_executable(path: Path) -> bool:
     return bool(path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
 
 
-class _Packed(NamedTuple):
-    """A member compressed whole by a worker thread (a private record: a NamedTuple, no dataclass to create)."""
+class _Packed:
+    """A member compressed whole by a worker thread (a private record: a plain class, no NamedTuple or dataclass
+    to create at import)."""
 
-    data: bytes | bytearray
-    method: int
-    crc: int
-    size: int
-    sha256: bytes
+    __slots__ = ("crc", "data", "method", "sha256", "size")
+
+    def __init__(self, data: bytes | bytearray, method: int, crc: int, size: int, sha256: bytes) -> None:
+        self.data, self.method, self.crc, self.size, self.sha256 = data, method, crc, size, sha256
 
 
 MMAP_MIN = 1 << 20  # files at least this large are mapped, not read into a buffer
