@@ -461,16 +461,16 @@ class _State:
         self.order: list[str] = []
 
 
-class _Found(NamedTuple):
+class _Found:
     """What one search found: the attempts kept, whether the name is the system's, the hit (path, image, the
-    candidate's flag) if any, and the work its lookups cost (``_Files.work``; set when it is remembered)."""
+    candidate's flag) if any, and the work its lookups cost (``_Files.work``; set when it is remembered).
+    (A private record: a plain class, no NamedTuple to create at import.)"""
 
-    tried: tuple[Attempt, ...]
-    system: bool
-    path: str | None = None
-    image: Image | None = None
-    flag: str | None = None
-    work: int = 0
+    __slots__ = ("flag", "image", "path", "system", "tried", "work")
+
+    def __init__(self, tried: tuple[Attempt, ...], system: bool, path: str | None = None, image: Image | None = None,
+                 flag: str | None = None, work: int = 0) -> None:
+        self.tried, self.system, self.path, self.image, self.flag, self.work = tried, system, path, image, flag, work
 
 
 def _places(candidates: Iterable[Candidate], files: _Files) -> Iterator[tuple[str, bool, Candidate]]:
@@ -615,7 +615,8 @@ class _Walker:
         before = self.files.work
         found = self._look(backend, request, chain)
         if key is not None and self.files.work <= MAX_WORK:
-            self._found[key] = found._replace(work=self.files.work - before)
+            self._found[key] = _Found(found.tried, found.system, found.path, found.image, found.flag,
+                                      self.files.work - before)
         return found
 
     def _look(self, backend: Backend, request: Dependency, chain: tuple[Loaded, ...]) -> _Found:

@@ -551,13 +551,14 @@ class _Reader:
         )
 
 
-class _Segment(NamedTuple):
-    type: int
-    flags: int
-    offset: int
-    vaddr: int
-    filesz: int
-    align: int
+class _Segment:
+    """A program header's fields (a private record: a plain class, no NamedTuple to create at import)."""
+
+    __slots__ = ("align", "filesz", "flags", "offset", "type", "vaddr")
+
+    def __init__(self, type: int, flags: int, offset: int, vaddr: int, filesz: int, align: int) -> None:
+        self.type, self.flags, self.offset = type, flags, offset
+        self.vaddr, self.filesz, self.align = vaddr, filesz, align
 
 
 def _notes(data: bytes, end: str, align: int) -> Iterator[tuple[bytes, int, bytes]]:

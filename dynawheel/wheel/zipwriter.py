@@ -32,7 +32,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # typing only (collections.abc.Buffer is Python >= 3.12)
@@ -50,18 +50,17 @@ _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 
 
-class Member(NamedTuple):
-    """A written member, for RECORD and the central directory (a private record: no dataclass to create)."""
+class Member:
+    """A written member, for RECORD and the central directory (a private record: a plain class, no NamedTuple
+    or dataclass to create at import)."""
 
-    name: str
-    method: int
-    crc: int
-    compressed: int
-    size: int
-    offset: int
-    external_attr: int
-    sha256: bytes | None  # None when copied raw (the caller knows the hash)
-    dos_time: tuple[int, int]
+    __slots__ = ("compressed", "crc", "dos_time", "external_attr", "method", "name", "offset", "sha256", "size")
+
+    def __init__(self, name: str, method: int, crc: int, compressed: int, size: int, offset: int, external_attr: int,
+                 sha256: bytes | None, dos_time: tuple[int, int]) -> None:
+        self.name, self.method, self.crc, self.compressed, self.size = name, method, crc, compressed, size
+        self.offset, self.external_attr, self.dos_time = offset, external_attr, dos_time
+        self.sha256 = sha256  # None when copied raw (the caller knows the hash)
 
 
 def dos_time(date_time: tuple[int, ...]) -> tuple[int, int]:
