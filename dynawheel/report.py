@@ -65,7 +65,7 @@ class AuditReport:
         return DependencyGraph(self.analysis)
 
     @functools.cached_property
-    def load_trees(self) -> str:
+    def _text_trees(self) -> str:
         """The load trees of the text report (:func:`to_text`), one line per edge ('' when no binary)."""
         return "\n".join(_load_trees(self.analysis))
 
@@ -82,11 +82,22 @@ class AuditReport:
 
 
 def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: bool = True,
-          workers: int | None = None, text: bool = False) -> AuditReport:
+          workers: int | None = None) -> AuditReport:
     """Analyze a wheel, a directory or one binary and judge it per format (`isa_check` False: x86-64
     levels above the baseline do not block manylinux, as ``--disable-isa-check``; `workers`: processes that
-    parse a directory's binaries, None: one per core for a big directory; the report is the same; `text`:
-    the text report will be asked, its load trees are made meanwhile for a big directory)."""
+    parse a directory's binaries, None: one per core for a big directory; the report is the same)."""
+    return _audit(target, search, isa_check, workers, text=False)
+
+
+def audit_to_print(target: str | Path, search: SearchPaths | None = None, *, isa_check: bool = True,
+                   workers: int | None = None) -> AuditReport:
+    """:func:`audit` for a caller that prints :func:`to_text` next (the CLI's show; not exported by
+    dynawheel): a big directory's load trees are written meanwhile, beside the verdicts."""
+    return _audit(target, search, isa_check, workers, text=True)
+
+
+def _audit(target: str | Path, search: SearchPaths | None, isa_check: bool, workers: int | None, text: bool
+           ) -> AuditReport:
     tree = open_tree(target)
     if str(target).endswith(".whl") and not any(f.split("/", 1)[0].endswith(".dist-info") for f in tree.files()):
         raise WheelFormatError(f"{str(target)!r} is not a wheel: it has no .dist-info directory")
@@ -111,7 +122,7 @@ def audit(target: str | Path, search: SearchPaths | None = None, *, isa_check: b
     report = AuditReport(str(target), analysis, verdicts, abi3, provenance)
     report.__dict__["graph"] = graph  # performance: the cached_properties' values, each built once
     if trees is not None:
-        report.__dict__["load_trees"] = trees
+        report.__dict__["_text_trees"] = trees
     return report
 
 
@@ -391,8 +402,8 @@ def to_text(report: AuditReport, *, show_system: bool = True) -> str:
     lines = [f"{report.target}: {counted(len(a.tree_binaries), 'binary', 'binaries')}, {counted(len(a.files), 'file')}"]
     if not show_system:
         lines.extend(line for line in _load_trees(a) if not line.endswith("[system]"))
-    elif report.load_trees:  # the lines joined: one item of the final join
-        lines.append(report.load_trees)
+    elif report._text_trees:  # the lines joined: one item of the final join
+        lines.append(report._text_trees)
     lines.append("")
     for verdict in report.verdicts:
         lines.append(f"{verdict.format.value}: {verdict.summary}")

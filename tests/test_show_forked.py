@@ -45,15 +45,15 @@ def test_forked_parse_gives_the_serial_report(caplog: pytest.LogCaptureFixture) 
 @needs_directory
 @needs_fork
 def test_text_load_trees_made_beside_the_verdicts_are_the_serial_text() -> None:
-    """audit(text=True) of a big directory writes the text's load trees in the child that reads the package
+    """audit_to_print of a big directory writes the text's load trees in the child that reads the package
     databases, while this process judges the policies: to_text gives the serial report, byte for byte."""
-    from dynawheel.report import to_text
+    from dynawheel.report import audit_to_print, to_text
 
     serial = audit(DIRECTORY, workers=1)
-    assert "load_trees" not in serial.__dict__  # made when to_text asks
+    assert "_text_trees" not in serial.__dict__  # made when to_text asks
     expected = to_text(serial)
-    forked = audit(DIRECTORY, workers=2, text=True)
-    assert "load_trees" in forked.__dict__  # made beside the verdicts
+    forked = audit_to_print(DIRECTORY, workers=2)
+    assert "_text_trees" in forked.__dict__  # made beside the verdicts
     assert to_text(forked) == expected
     assert to_text(forked, show_system=False) == to_text(serial, show_system=False) != expected
     assert expected.count("\n") > 10_000

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..report import audit, to_dot, to_json, to_text
+from ..report import audit, audit_to_print, to_dot, to_json, to_text
 from .options import add_isa_option, add_search_options, search_from_args
 
 
@@ -42,8 +42,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    report = audit(args.path, search_from_args(args), isa_check=not args.disable_isa_check,
-                   text=not (args.json or args.dot or args.svg))
+    text = not (args.json or args.dot or args.svg)
+    report = (audit_to_print if text else audit)(args.path, search_from_args(args),
+                                                 isa_check=not args.disable_isa_check)
     single = os.path.isfile(args.path) and not str(args.path).endswith(".whl")
     if single and not report.analysis.tree_binaries and not report.analysis.bad:
         raise UsageError(f"{str(args.path)!r} is not a binary (not an ELF, PE or Mach-O file): show reads a binary, "
