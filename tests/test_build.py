@@ -328,3 +328,18 @@ def test_a_64bit_fat_macho_is_a_binary(tmp_path: Path) -> None:
     assert [p.name for p in build_wheel(tmp_path / "s", tmp_path / "o2", name="x", version="1",
                                         tag="cp311-cp311-macosx_11_0_universal2").parent.iterdir()] \
         == ["x-1-cp311-cp311-macosx_11_0_universal2.whl"]
+
+
+def test_public_build_wheel_spells_out_every_option_of_the_wheel_layer() -> None:
+    """dynawheel.build_wheel (ops/build.py: the content rule by default) names each option of
+    dynawheel.wheel.build.build_wheel with its default and annotation: no **options that a reader or a type
+    checker cannot see through, and none left out when the wheel layer gains one."""
+    import inspect
+
+    from dynawheel.wheel import build as wheel_build
+
+    public, layer = inspect.signature(build_wheel), inspect.signature(wheel_build.build_wheel)
+    assert not any(p.kind is p.VAR_KEYWORD for p in public.parameters.values())
+    assert [(p.name, p.kind, p.default, p.annotation) for p in public.parameters.values()] == \
+        [(p.name, p.kind, p.default, p.annotation) for p in layer.parameters.values()]
+    assert public.return_annotation == layer.return_annotation

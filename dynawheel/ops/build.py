@@ -7,12 +7,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from ..platform_tags import Content
 from ..search import SearchPaths
 from ..wheel import build as wheel_build
-from ..wheel.build import BuildOptions, BuildResult
+from ..wheel.build import BuildOptions, BuildResult, TagRule
+from ..wheel.stage import StageFiles
 from .content import MappedTree, best, judge, tree_content
 
 
@@ -46,9 +46,31 @@ def build(opts: BuildOptions, out_dir: Path, search: SearchPaths | None = None,
     return wheel_build.build(opts, out_dir)
 
 
-def build_wheel(stage: str | Path | None, out_dir: str | Path = "dist", **options: Any) -> Path:
-    """Build a wheel and return its path; the platform tag comes from the binaries (see
-    :func:`dynawheel.wheel.build.build_wheel` for the options; ``force_tag=True`` writes a given tag the
-    content does not support)."""
-    options.setdefault("tag_rule", ContentRule())
-    return wheel_build.build_wheel(stage, out_dir, **options)
+def build_wheel(
+    stage: str | Path | None,
+    out_dir: str | Path = "dist",
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    summary: str | None = None,
+    requires: tuple[str, ...] = (),
+    tag: str | None = None,
+    root_is_purelib: bool | None = None,
+    build_number: str | None = None,
+    metadata_text: str | None = None,
+    add: tuple[tuple[str, str], ...] = (),
+    compression_level: int = 6,
+    pyproject: str | Path | None = None,
+    files: StageFiles | None = None,
+    tag_rule: TagRule | None = None,
+    force_tag: bool = False,
+) -> Path:
+    """Build a wheel and return its path; the platform tag comes from the binaries (`tag_rule` None: the
+    content rule; ``force_tag=True`` writes a given tag the content does not support).  The options are
+    those of :func:`dynawheel.wheel.build.build_wheel`, spelled out: the public API's signature, for
+    readers and type checkers (tests/test_build.py holds the two lists equal)."""
+    return wheel_build.build_wheel(
+        stage, out_dir, name=name, version=version, summary=summary, requires=requires, tag=tag,
+        root_is_purelib=root_is_purelib, build_number=build_number, metadata_text=metadata_text, add=add,
+        compression_level=compression_level, pyproject=pyproject, files=files,
+        tag_rule=ContentRule() if tag_rule is None else tag_rule, force_tag=force_tag)
