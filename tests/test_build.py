@@ -331,9 +331,9 @@ def test_a_64bit_fat_macho_is_a_binary(tmp_path: Path) -> None:
 
 
 def test_public_build_wheel_spells_out_every_option_of_the_wheel_layer() -> None:
-    """dynawheel.build_wheel (ops/build.py: the content rule by default) names each option of
-    dynawheel.wheel.build.build_wheel with its default and annotation: no **options that a reader or a type
-    checker cannot see through, and none left out when the wheel layer gains one."""
+    """dynawheel.build_wheel (ops/build.py: the content rule by default) shows each option of
+    dynawheel.wheel.build.build_wheel with its default and annotation (help(), inspect): not a bare **options
+    that a reader cannot see through."""
     import inspect
 
     from dynawheel.wheel import build as wheel_build

@@ -3,16 +3,17 @@ analyses a tree, and the one rule (:mod:`dynawheel.platform_tags`) gives the tag
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ParamSpec
 
 from ..platform_tags import Content
 from ..search import SearchPaths
 from ..wheel import build as wheel_build
-from ..wheel.build import BuildOptions, BuildResult, TagRule
-from ..wheel.stage import StageFiles
+from ..wheel.build import BuildOptions, BuildResult
 from .content import MappedTree, best, judge, tree_content
 
 
@@ -46,31 +47,21 @@ def build(opts: BuildOptions, out_dir: Path, search: SearchPaths | None = None,
     return wheel_build.build(opts, out_dir)
 
 
-def build_wheel(
-    stage: str | Path | None,
-    out_dir: str | Path = "dist",
-    *,
-    name: str | None = None,
-    version: str | None = None,
-    summary: str | None = None,
-    requires: tuple[str, ...] = (),
-    tag: str | None = None,
-    root_is_purelib: bool | None = None,
-    build_number: str | None = None,
-    metadata_text: str | None = None,
-    add: tuple[tuple[str, str], ...] = (),
-    compression_level: int = 6,
-    pyproject: str | Path | None = None,
-    files: StageFiles | None = None,
-    tag_rule: TagRule | None = None,
-    force_tag: bool = False,
-) -> Path:
-    """Build a wheel and return its path; the platform tag comes from the binaries (`tag_rule` None: the
-    content rule; ``force_tag=True`` writes a given tag the content does not support).  The options are
-    those of :func:`dynawheel.wheel.build.build_wheel`, spelled out: the public API's signature, for
-    readers and type checkers (tests/test_build.py holds the two lists equal)."""
-    return wheel_build.build_wheel(
-        stage, out_dir, name=name, version=version, summary=summary, requires=requires, tag=tag,
-        root_is_purelib=root_is_purelib, build_number=build_number, metadata_text=metadata_text, add=add,
-        compression_level=compression_level, pyproject=pyproject, files=files,
-        tag_rule=ContentRule() if tag_rule is None else tag_rule, force_tag=force_tag)
+_P = ParamSpec("_P")
+
+
+def _content_rule_default(layer: Callable[_P, Path]) -> Callable[_P, Path]:
+    """`layer` (the wheel layer's build_wheel) with the content rule as its `tag_rule` unless one is given:
+    the same signature, which type checkers (ParamSpec) and help()/inspect (``__wrapped__``) see."""
+
+    @functools.wraps(layer)
+    def build_wheel(*args: _P.args, **options: _P.kwargs) -> Path:
+        options.setdefault("tag_rule", ContentRule())
+        return layer(*args, **options)
+
+    build_wheel.__doc__ = """Build a wheel and return its path; the platform tag comes from the binaries (the content
+    rule, unless `tag_rule` is given; ``force_tag=True`` writes a given tag the content does not support)."""
+    return build_wheel
+
+
+build_wheel = _content_rule_default(wheel_build.build_wheel)
