@@ -59,6 +59,14 @@ NOT_FOR_NON_ABI3 = {
     "dynawheel.policy": "the manylinux/musllinux policy data (a dataclass, 44 KB of JSON): the ELF rules'",
 }
 
+# what `show` of one format must not import of the others: their readers and their facts records (a frozen
+# dataclass each: binary.py imports pe_facts.py / macho_facts.py when such an image is read)
+OTHER_FORMATS = {
+    "elf": {"dynawheel.platforms.pe": "the PE reader", "dynawheel.platforms.macho": "the Mach-O reader",
+            "dynawheel.pe_facts": "PeFacts", "dynawheel.macho_facts": "MachoFacts"},
+    "pe": {"dynawheel.platforms.macho": "the Mach-O reader", "dynawheel.macho_facts": "MachoFacts"},
+}
+
 # what `--version` and `--help` may import of dynawheel: no command module
 VERSION_ONLY = {"dynawheel", "dynawheel.cli", "dynawheel.errors", "dynawheel.log"}
 
@@ -126,10 +134,11 @@ def test_show_of_a_windows_wheel_not_tagged_abi3_imports_no_audit(tmp_path: Path
     wheel = windows_wheel(tmp_path, "cp311", "cp311")
     code, names = imported("show", "--no-system-paths", wheel, cwd=tmp_path)
     assert code in (0, 3)
-    assert {"dynawheel.tree", "dynawheel.platforms.pe", "dynawheel.report"} <= names
+    assert {"dynawheel.tree", "dynawheel.platforms.pe", "dynawheel.pe_facts", "dynawheel.report"} <= names
     assert offenders(names) == {}
     assert offenders(names, NOT_FOR_PE_SHOW) == {}
     assert offenders(names, NOT_FOR_NON_ABI3) == {}
+    assert offenders(names, OTHER_FORMATS["pe"]) == {}
 
 
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the ELF library")
@@ -140,6 +149,7 @@ def test_show_of_an_elf_file_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert code == 0
     assert {"dynawheel.platforms.elf", "dynawheel.report"} <= names
     assert offenders(names) == {}
+    assert offenders(names, OTHER_FORMATS["elf"]) == {}
 
 
 # what a repair imports only for what it writes: the SBOM (--no-sbom: none), METADATA fields (license files,
