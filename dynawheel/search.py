@@ -14,11 +14,12 @@ against.  A CPU with fewer levels is described with ``elf_hwcaps`` (``--glibc-hw
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import posixpath
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -521,19 +522,52 @@ def _cache_map(
     entries = _read_cache(path, mtime, size)
     if entries is None:
         return None
-    groups: dict[str, list[_CacheEntry]] = {}
-    for entry in entries:
-        groups.setdefault(entry.name, []).append(entry)
-    out: dict[str, str] = {}
-    for name, group in groups.items():
-        best = _cache_pick(group, want, hwcaps, legacy)
-        if best is not None:
-            out[name] = best if sysroot in ("", "/") else posixpath.join(sysroot, best.lstrip("/"))
-    return out
+    return _CacheMap(entries, want, sysroot, hwcaps, legacy)
+
+
+class _CacheMap(Mapping[str, str]):
+    """{name: path} as ld.so's cache lookup answers it, each name's entry picked when the name is first asked
+    (performance: a resolver asks a few dozen of the cache's ~600 names; picking all of them cost ~3 M
+    instructions)."""
+
+    def __init__(self, entries: tuple[_CacheEntry, ...], want: int | None, sysroot: str, hwcaps: tuple[str, ...],
+                 legacy: frozenset[str]) -> None:
+        self._args = (want, hwcaps, legacy)
+        self._sysroot = sysroot
+        # each name's entries in file order: one dict made in C when no name has several (the usual case)
+        one = dict(zip(map(operator.itemgetter(0), entries), zip(entries)))
+        self._groups: dict[str, tuple[_CacheEntry, ...] | list[_CacheEntry]] = dict(one)
+        if len(one) < len(entries):
+            groups: dict[str, list[_CacheEntry]] = {}
+            for entry in entries:
+                groups.setdefault(entry.name, []).append(entry)
+            self._groups = dict(groups)
+        self._picked: dict[str, str | None] = {}
+
+    def _pick(self, name: str) -> str | None:
+        if name not in self._picked:
+            group = self._groups.get(name)
+            best = None if group is None else _cache_pick(group, *self._args)
+            if best is not None and self._sysroot not in ("", "/"):
+                best = posixpath.join(self._sysroot, best.lstrip("/"))
+            self._picked[name] = best
+        return self._picked[name]
+
+    def __getitem__(self, key: str) -> str:
+        found = self._pick(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._groups if self._pick(name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _cache_pick(
-    group: list[_CacheEntry], want: int | None, hwcaps: tuple[str, ...], legacy: frozenset[str]
+    group: Sequence[_CacheEntry], want: int | None, hwcaps: tuple[str, ...], legacy: frozenset[str]
 ) -> str | None:
     """The entry ld.so takes among those of one name (in file order): the glibc-hwcaps entry of the
     best level the target supports (they come first), else the first plain or legacy entry whose
