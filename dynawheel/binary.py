@@ -8,9 +8,10 @@ resolver and the planner only ever read these records.
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 
 class BinaryFormat(str, enum.Enum):
@@ -132,54 +133,43 @@ class ElfFacts:
                 "isa_used": self.isa_used.label if self.isa_used else None}
 
 
-@dataclass(frozen=True)
-class PeFacts:
-    """What the PE reader finds beyond the dependencies."""
+# Each format's facts record.  ELF's is above (every ELF image has it); PE's and Mach-O's are in modules of
+# their own, imported when such an image is read or built, or the name is asked for (module __getattr__):
+# performance, an ELF repair defines neither (~1 ms a frozen dataclass at import).
+_FACTS_CLASS: dict[BinaryFormat, type[Any]] = {BinaryFormat.ELF: ElfFacts}
+_FACTS_MODULES = {BinaryFormat.PE: ("pe_facts", "PeFacts"), BinaryFormat.MACHO: ("macho_facts", "MachoFacts")}
 
-    machine: int = 0x8664  # IMAGE_FILE_HEADER.Machine
-    pe32plus: bool = True  # the optional header is PE32+ (64-bit)
-    subsystem: str | int = "IMAGE_SUBSYSTEM_WINDOWS_GUI"  # the IMAGE_SUBSYSTEM_* name, or the number
-    exports: tuple[str, ...] = ()  # exported names
-    python_extension: bool = False  # exports a PyInit_* function
-    dependent_load_flags: int | None = None  # the load config directory's DependentLoadFlags
+if TYPE_CHECKING:
+    from .macho_facts import MachoFacts as MachoFacts
+    from .pe_facts import PeFacts as PeFacts
 
-    def json(self) -> dict[str, Any]:
-        out = _fields_of(self)
-        out["exports"] = list(self.exports)
-        return out
+    Facts = Union[ElfFacts, PeFacts, MachoFacts]
+    _F = TypeVar("_F", ElfFacts, PeFacts, MachoFacts)
 
 
-@dataclass(frozen=True)
-class MachoFacts:
-    """What the Mach-O reader finds in one slice beyond the dependencies."""
-
-    cputype: int = 0x01000007
-    cpusubtype: int = 3  # without the capability bits
-    slice_offset: int = 0  # where the slice starts in the file
-    header_size: int = 0  # the end of the load commands
-    free_header_space: int = 0  # bytes between the load commands and the first section
-    code_signature: bool = False  # has LC_CODE_SIGNATURE
-    min_macos: str | None = None  # LC_BUILD_VERSION (platform macos) / LC_VERSION_MIN_MACOSX
-    sdk: str | None = None
-    platform: str | None = None  # 'macos', 'ios', ... (LC_BUILD_VERSION), or the number as text
-    uuid: str | None = None  # LC_UUID, hex
-    code_signature_size: int | None = None  # LC_CODE_SIGNATURE's datasize
-    filetype: str = "MH_BUNDLE"  # MH_* name, or the number in hex
-
-    def json(self) -> dict[str, Any]:
-        """The JSON of `dynawheel show`: uuid and code_signature_size only when present."""
-        out = _fields_of(self)
-        for key in ("uuid", "code_signature_size"):
-            if out[key] is None:
-                del out[key]
-        out["filetype"] = out.pop("filetype")
-        return out
+def _facts_class(fmt: BinaryFormat) -> type[Any]:
+    """The facts record of format `fmt` (its module imported now, the first time)."""
+    cls = _FACTS_CLASS.get(fmt)
+    if cls is None:
+        module, name = _FACTS_MODULES[fmt]
+        cls = _FACTS_CLASS[fmt] = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return cls
 
 
-Facts = Union[ElfFacts, PeFacts, MachoFacts]
-_F = TypeVar("_F", ElfFacts, PeFacts, MachoFacts)
-_FACTS_FORMAT: dict[type[Facts], BinaryFormat] = {
-    ElfFacts: BinaryFormat.ELF, PeFacts: BinaryFormat.PE, MachoFacts: BinaryFormat.MACHO}
+def _facts_of(kind: type[Any], fmt: BinaryFormat) -> bool:
+    """Is `kind` the facts record of `fmt`?  (A function: `kind is _facts_class(fmt)` in place would narrow
+    `kind` to type[Any] for mypy.)"""
+    return kind is _facts_class(fmt)
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: PeFacts, MachoFacts and Facts (their Union with ElfFacts), their modules imported on first use."""
+    for fmt, (_module, facts) in _FACTS_MODULES.items():
+        if name == facts:
+            return _facts_class(fmt)
+    if name == "Facts":
+        return Union[ElfFacts, _facts_class(BinaryFormat.PE), _facts_class(BinaryFormat.MACHO)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +187,7 @@ class Image:
     facts: Facts | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.facts is not None and _FACTS_FORMAT[type(self.facts)] is not self.format:
+        if self.facts is not None and type(self.facts) is not _facts_class(self.format):
             raise TypeError(f"{type(self.facts).__name__} given for a {self.format.value} image")
 
     @property
@@ -211,15 +201,19 @@ class Image:
     @property
     def pe(self) -> PeFacts:
         """The PE facts of a PE image (the defaults when it was built by hand)."""
+        from .pe_facts import PeFacts
+
         return self._facts(PeFacts)
 
     @property
     def macho(self) -> MachoFacts:
         """The Mach-O facts of a Mach-O slice (the defaults when it was built by hand)."""
+        from .macho_facts import MachoFacts
+
         return self._facts(MachoFacts)
 
     def _facts(self, kind: type[_F]) -> _F:
-        if _FACTS_FORMAT[kind] is not self.format:
+        if not _facts_of(kind, self.format):
             raise TypeError(f"a {self.format.value} image has no {kind.__name__}")
         return self.facts if isinstance(self.facts, kind) else kind()
 

@@ -52,6 +52,7 @@ import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .binary import FileKind, Image, StackFlag, X86Isa
 from .errors import TagError
@@ -88,8 +89,8 @@ _MACOS_TAG = r"macosx_(\d+)_(\d+)_([a-z0-9_]+)"
 _LINUX_TAG = r"linux_([a-z0-9_]+)"
 
 
-@dataclass(frozen=True)
-class Content:
+# a NamedTuple, not a frozen dataclass: as immutable and typed, ~5x cheaper to define at import (repair's start-up)
+class Content(NamedTuple):
     """The binaries of a wheel (or of a tree about to become one) and what they load from outside.
 
     Paths are wheel-relative.  `system`: base names of libraries the ELF images keep from the system
@@ -168,8 +169,7 @@ def _blocker(tag: str, reason: Reason, detail: str, fix: str, file: str | None, 
 _new_object = object.__new__
 
 
-@dataclass(frozen=True)
-class ElfVerdict:
+class ElfVerdict(NamedTuple):
     """The best manylinux/musllinux tag of ELF content (`tag`: the policy's own name, `platform`: with
     its aliases, compressed; ``linux_<arch>`` for both when none fits) and why each better tag is not."""
 

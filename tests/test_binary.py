@@ -81,3 +81,44 @@ def test_parsed_binaries_pickle_and_compare() -> None:
         for image in _images(path):
             copy = pickle.loads(pickle.dumps(image))
             assert copy == image and copy.facts == image.facts and copy.details == image.details
+
+
+def test_pe_and_macho_facts_are_exported_by_binary_from_modules_of_their_own() -> None:
+    """PeFacts and MachoFacts live in pe_facts.py / macho_facts.py (an ELF run does not define them), and
+    ``from dynawheel.binary import PeFacts`` still gives them (module __getattr__), as do the type alias Facts and
+    dataclasses.fields()."""
+    import dataclasses
+    from typing import Union
+
+    import dynawheel.binary as binary
+    from dynawheel import macho_facts, pe_facts
+
+    assert binary.PeFacts is pe_facts.PeFacts is PeFacts and binary.MachoFacts is macho_facts.MachoFacts is MachoFacts
+    assert [f.name for f in dataclasses.fields(PeFacts)] == PE_KEYS
+    assert [f.name for f in dataclasses.fields(MachoFacts)] == MACHO_KEYS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MachoFacts().min_macos = "11.0"
+    assert binary.Facts == Union[ElfFacts, PeFacts, MachoFacts]
+    with pytest.raises(AttributeError, match="has no attribute 'ElfFact'"):
+        _ = binary.ElfFact
+    with pytest.raises(TypeError, match="ElfFacts given for a pe image"):
+        Image(BinaryFormat.PE, "x86_64", FileKind.SHARED, facts=ElfFacts())
+    assert Image(BinaryFormat.PE, "x86_64", FileKind.SHARED).pe == PeFacts()
+
+
+_ELF_ONLY = """
+import sys
+from dynawheel.binary import BinaryFormat, ElfFacts, FileKind, Image
+image = Image(BinaryFormat.ELF, "x86_64", FileKind.SHARED, facts=ElfFacts(interp="/lib64/ld-linux-x86-64.so.2"))
+assert image.elf.interp and image.details["interp"]
+print(sorted(m for m in sys.modules if m.startswith("dynawheel")))
+"""
+
+
+def test_an_elf_image_defines_no_pe_nor_macho_facts() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ELF_ONLY], capture_output=True, text=True, check=True).stdout
+    assert "'dynawheel.binary'" in out
+    assert "pe_facts" not in out and "macho_facts" not in out, out

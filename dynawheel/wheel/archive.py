@@ -22,9 +22,8 @@ import zipfile
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from ..errors import OutputError, WheelFormatError
 from ..fsutil import atomic_output
@@ -68,8 +67,8 @@ def check_member_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class RawSource:
+# records: NamedTuples, not frozen dataclasses (as immutable and typed, ~5x cheaper to define at import)
+class RawSource(NamedTuple):
     """A member of another zip, copied as its compressed bytes; its hash comes from that RECORD."""
 
     fp: BinaryIO
@@ -87,8 +86,7 @@ class Later:  # the writer's plumbing: a plain class (a NamedTuple costs ~1 M in
         self.get = get
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A member to write: from a file on disk, from bytes, raw from another zip, or bytes made later."""
 
     arcname: str

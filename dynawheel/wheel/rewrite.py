@@ -187,7 +187,7 @@ def write_from(
     for name, (data, executable) in sorted(replace.items()):
         entries.append(Entry(name, data, executable))
     for name, src in sorted(raw_from.items()):
-        source, executable = src if isinstance(src, tuple) else (src, bool((src.info.external_attr >> 16) & 0o111))
+        source, executable = (src, bool((src.info.external_attr >> 16) & 0o111)) if isinstance(src, RawSource) else src
         entries.append(Entry(name, source, executable))
     entries.append(Entry(wheel_name, wheel_file_text(wheel.wheel_text, tags, build)))
     try:
