@@ -86,3 +86,24 @@ def test_elf_editor_writes_the_copy_from_its_source(tmp_path: Path) -> None:
     dynamic = subprocess.run(["readelf", "-d", str(copy)], capture_output=True, text=True, check=True).stdout
     assert "Library soname: [libuser-1a2b3c4d.so.1]" in dynamic and "[$ORIGIN]" in dynamic
     assert _needed(ELF, user)[0] == "libhelper.so.1"  # the source is untouched
+
+
+def test_pe_and_macho_records_are_exported_by_the_registry_from_modules_of_their_own() -> None:
+    """PeEdits and MachoEdits live in pe_edits.py / macho_edits.py (an ELF repair does not define them:
+    tests/test_startup.py); the registry and edits.py still export them, and Edits, their Union with ElfEdits."""
+    import dataclasses
+    from typing import Union
+
+    from dynawheel.platforms import Edits, edits, macho_edits, pe_edits
+
+    assert PeEdits is edits.PeEdits is pe_edits.PeEdits and MachoEdits is edits.MachoEdits is macho_edits.MachoEdits
+    assert Edits == edits.Edits == Union[ElfEdits, MachoEdits, PeEdits]
+    assert [f.name for f in dataclasses.fields(PeEdits)] == ["rename_imports"]
+    assert [f.name for f in dataclasses.fields(MachoEdits)] == ["change_dependencies", "install_id", "delete_rpaths",
+                                                               "add_rpaths"]
+    assert (PeEdits.format, MachoEdits.format) == (BinaryFormat.PE, BinaryFormat.MACHO)
+    assert PeEdits().empty and MachoEdits(add_rpaths=("@loader_path",)).renames == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PeEdits().rename_imports = ()
+    with pytest.raises(AttributeError, match="has no attribute 'PEEdits'"):
+        _ = edits.PEEdits

@@ -294,6 +294,10 @@ NOT_FOR_AN_ELF_REPAIR = {
     "dynawheel.macho_facts": "MachoFacts: what the Mach-O reader finds",
     "dynawheel.platforms.pe": "the PE reader",
     "dynawheel.platforms.macho": "the Mach-O reader",
+    "dynawheel.platforms.pe_edits": "PeEdits: the edits repair/plan.py decides for a PE file",
+    "dynawheel.platforms.macho_edits": "MachoEdits: the edits repair/plan.py decides for a Mach-O file",
+    "dynawheel.platforms.pe_edit": "the PE editor",
+    "dynawheel.platforms.macho_edit": "the Mach-O editor",
 }
 
 

@@ -1,9 +1,10 @@
 """The edit records of each format and the editors' interface (`dynawheel repair`'s, never `show`'s).
 
 Each editor module (elf_edit, pe_edit, macho_edit) provides a ``make_editor()`` returning an
-:class:`Editor`, which takes the frozen edit record of its format (:class:`ElfEdits`, :class:`MachoEdits`,
-:class:`PeEdits`).  The core reaches these names through the registry (``from dynawheel.platforms import
-ElfEdits``), which imports this module on first use: `show` never creates these classes.
+:class:`Editor`, which takes the frozen edit record of its format (:class:`ElfEdits` here, :class:`MachoEdits`
+in macho_edits.py, :class:`PeEdits` in pe_edits.py, both exported here and imported on first use).  The core
+reaches these names through the registry (``from dynawheel.platforms import ElfEdits``), which imports this
+module on first use: `show` never creates these classes, an ELF repair only ElfEdits.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol, Union
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, Union
 
 from ..binary import BinaryFormat
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from .macho_edits import MachoEdits as MachoEdits
+    from .pe_edits import PeEdits as PeEdits
 
 # ---- editors -------------------------------------------------------------------------------------
 
@@ -50,62 +54,25 @@ class ElfEdits:
         return ()
 
 
-@dataclass(frozen=True)
-class MachoEdits:
-    """The edits of one Mach-O file (every slice): renamed dependencies, install name, LC_RPATHs."""
-
-    format: ClassVar[BinaryFormat] = BinaryFormat.MACHO
-    change_dependencies: tuple[tuple[str, str], ...] = ()  # (load command's name, new name), in the order decided
-    install_id: str | None = None
-    delete_rpaths: tuple[str, ...] = ()
-    add_rpaths: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.change_dependencies or self.install_id or self.delete_rpaths or self.add_rpaths)
-
-    @property
-    def renames(self) -> dict[str, str]:
-        return dict(self.change_dependencies)
-
-    @property
-    def own_name(self) -> str | None:
-        return self.install_id
-
-    @property
-    def runpath(self) -> tuple[str, ...] | None:
-        return None
+# PeEdits and MachoEdits are in modules of their own (pe_edits.py, macho_edits.py), imported when a repair plans
+# such a file or the name is asked for: performance, an ELF repair defines neither (~1 ms a frozen dataclass).
+if TYPE_CHECKING:
+    Edits = Union[ElfEdits, MachoEdits, PeEdits]
 
 
-@dataclass(frozen=True)
-class PeEdits:
-    """The edits of one PE file: imported DLLs renamed."""
+def __getattr__(name: str) -> Any:
+    """PEP 562: PeEdits, MachoEdits and Edits (the Union of the three records), imported on first use."""
+    if name == "PeEdits":
+        from .pe_edits import PeEdits
 
-    format: ClassVar[BinaryFormat] = BinaryFormat.PE
-    rename_imports: tuple[tuple[str, str], ...] = ()
+        return PeEdits
+    if name == "MachoEdits":
+        from .macho_edits import MachoEdits
 
-    @property
-    def empty(self) -> bool:
-        return not self.rename_imports
-
-    @property
-    def renames(self) -> dict[str, str]:
-        return dict(self.rename_imports)
-
-    @property
-    def own_name(self) -> str | None:
-        return None
-
-    @property
-    def runpath(self) -> tuple[str, ...] | None:
-        return None
-
-    @property
-    def delete_rpaths(self) -> tuple[str, ...]:
-        return ()
-
-
-Edits = Union[ElfEdits, MachoEdits, PeEdits]
+        return MachoEdits
+    if name == "Edits":
+        return Union[ElfEdits, __getattr__("MachoEdits"), __getattr__("PeEdits")]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class EditJob(NamedTuple):

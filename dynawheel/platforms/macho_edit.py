@@ -25,7 +25,7 @@ from .. import fsutil
 from ..binary import BinaryFormat
 from ..errors import BinaryFormatError, HeaderSpaceError, RepairError
 from .codesign import needs_signature, sign_slice
-from .edits import EditJob, MachoEdits
+from .edits import EditJob
 from .macho import (
     DYLIB_KINDS,
     LC_CODE_SIGNATURE,
@@ -36,6 +36,7 @@ from .macho import (
     headers_of_bytes,
     replace_slices,
 )
+from .macho_edits import MachoEdits
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from ..binary import BinaryFormat
 from ..errors import BinaryFormatError, RepairError
-from .edits import EditJob, PeEdits
+from .edits import EditJob
 from .pe import NameSlot, PEView, import_slots
+from .pe_edits import PeEdits
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..binary import BinaryFormat
-from ..platforms import EditJob, Editor, Edits, make_editor
+from ..platforms import EditJob, make_editor
 from ..tree import HostFS, Tree
 from ..wording import counted
 from .plan import Job
 
 if TYPE_CHECKING:
+    from ..platforms import Editor, Edits
     from .options import RepairOptions
 
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..analysis.graph import DependencyGraph
 from ..analysis.resolve import Analysis, Status
 from ..binary import BinaryFile, BinaryFormat, DepKind, Image
 from ..errors import RepairError
-from ..platforms import Edits, ElfEdits, MachoEdits, PeEdits
+from ..platforms import ElfEdits
 from ..wheel.layout import PACKAGE, install_root, installed_path
 from .collect import Collection, Vendored
 from .shim import ShimPlan, shim_targets
+
+if TYPE_CHECKING:  # (PeEdits, MachoEdits: imported when a PE / Mach-O file is planned)
+    from ..platforms import Edits, MachoEdits, PeEdits
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ class Planner:
         return any(v.dest == target for v in self.c.vendored) or any(p == target for _d, _r, p in self.c.provided)
 
     def _macho(self, node: str, rel: str, binary: BinaryFile, root: str, vendored: Vendored | None) -> MachoEdits:
+        from ..platforms import MachoEdits
+
         directory = posixpath.dirname(rel)
         rpaths = _dedupe(r for image in binary.images for r in image.rpaths)
         kept = () if vendored is not None else \
@@ -184,6 +190,8 @@ class Planner:
                           tuple(r for r in rpaths if r not in kept))
 
     def _pe(self, node: str, rel: str, root: str) -> PeEdits:
+        from ..platforms import PeEdits
+
         renames = Renames(rel)
         for request, target in self._targets(node, root):
             new = posixpath.basename(target)
