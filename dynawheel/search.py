@@ -14,11 +14,12 @@ against.  A CPU with fewer levels is described with ``elf_hwcaps`` (``--glibc-hw
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import posixpath
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -518,22 +519,61 @@ def _cache_map(
     legacy: frozenset[str],
 ) -> Mapping[str, str] | None:
     """{name: path} as ld.so's cache lookup answers it (glibc 2.36 elf/dl-cache.c, search_cache)."""
-    entries = _read_cache(path, mtime, size)
-    if entries is None:
+    raw = _cache_rows(path, mtime, size)
+    if raw is None:
         return None
-    groups: dict[str, list[_CacheEntry]] = {}
-    for entry in entries:
-        groups.setdefault(entry.name, []).append(entry)
-    out: dict[str, str] = {}
-    for name, group in groups.items():
-        best = _cache_pick(group, want, hwcaps, legacy)
-        if best is not None:
-            out[name] = best if sysroot in ("", "/") else posixpath.join(sysroot, best.lstrip("/"))
-    return out
+    return _CacheMap(raw, want, sysroot, hwcaps, legacy)
+
+
+class _CacheMap(Mapping[str, str]):
+    """{name: path} as ld.so's cache lookup answers it; a name's entries made and picked when the name is first
+    asked (performance: a resolver asks a few dozen of the cache's ~600 names: making every entry, two strings
+    each, cost ~7 M instructions, picking among them ~3 M)."""
+
+    def __init__(self, raw: _RawCache, want: int | None, sysroot: str, hwcaps: tuple[str, ...],
+                 legacy: frozenset[str]) -> None:
+        self._raw = raw
+        self._args = (want, hwcaps, legacy)
+        self._sysroot = sysroot
+        # every entry's name by C-level maps (_cstr's find() parses its arguments as a tuple: ~1.7 k instructions
+        # plus a Python call per entry); the data gets a NUL at its end, as _cstr reads to the end without one
+        data, offsets = raw.data + b"\0", [raw.start + row[1] for row in raw.rows]
+        ends = map(data.find, itertools.repeat(b"\0"), offsets)
+        names = map(bytes.decode, map(data.__getitem__, map(slice, offsets, ends)), itertools.repeat("utf-8"),
+                    itertools.repeat("replace"))
+        # each name's rows in file order: one dict made in C when no name has several (the usual case)
+        self._rows: dict[str, tuple[int, ...] | list[int]] = dict(zip(names, zip(range(len(offsets)))))
+        if len(self._rows) < len(offsets):
+            rows: dict[str, list[int]] = {}
+            for i, name in enumerate(raw.entry(row).name for row in raw.rows):
+                rows.setdefault(name, []).append(i)
+            self._rows = dict(rows)
+        self._picked: dict[str, str | None] = {}
+
+    def _pick(self, name: str) -> str | None:
+        if name not in self._picked:
+            rows, raw = self._rows.get(name), self._raw
+            best = None if rows is None else _cache_pick([raw.entry(raw.rows[i]) for i in rows], *self._args)
+            if best is not None and self._sysroot not in ("", "/"):
+                best = posixpath.join(self._sysroot, best.lstrip("/"))
+            self._picked[name] = best
+        return self._picked[name]
+
+    def __getitem__(self, key: str) -> str:
+        found = self._pick(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._rows if self._pick(name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _cache_pick(
-    group: list[_CacheEntry], want: int | None, hwcaps: tuple[str, ...], legacy: frozenset[str]
+    group: Sequence[_CacheEntry], want: int | None, hwcaps: tuple[str, ...], legacy: frozenset[str]
 ) -> str | None:
     """The entry ld.so takes among those of one name (in file order): the glibc-hwcaps entry of the
     best level the target supports (they come first), else the first plain or legacy entry whose
@@ -570,8 +610,27 @@ def _isa_level_supported(hwcap: int, hwcaps: tuple[str, ...]) -> bool:
     return level == 0 or f"x86-64-v{level + 1}" in hwcaps
 
 
+class _RawCache:
+    """An ld.so.cache file as read: its bytes, where the new format starts, its entries unpacked (flags, key,
+    value, osversion, hwcap) and its glibc-hwcaps subdirectory names."""
+
+    __slots__ = ("data", "names", "rows", "start")
+
+    def __init__(self, data: bytes, start: int, rows: list[tuple[int, ...]], names: tuple[str, ...]) -> None:
+        self.data, self.start, self.rows, self.names = data, start, rows, names
+
+    def entry(self, row: tuple[int, ...]) -> _CacheEntry:
+        flags, key, value, _osv, hwcap = row
+        named = hwcap & ~_ISA_LEVEL_BITS & ~0xFFFFFFFF == _HWCAP_EXTENSION
+        names = self.names
+        hw_name = (names[hwcap & 0xFFFFFFFF] if hwcap & 0xFFFFFFFF < len(names) else "") if named else None
+        # performance: _CacheEntry's fields in order, without its Python-level __new__
+        return tuple.__new__(_CacheEntry, (_cstr(self.data, self.start + key), _cstr(self.data, self.start + value),
+                                           flags, hwcap, hw_name))
+
+
 @functools.lru_cache(maxsize=8)
-def _read_cache(path: str, mtime: int, size: int) -> tuple[_CacheEntry, ...] | None:
+def _cache_rows(path: str, mtime: int, size: int) -> _RawCache | None:
     with open(path, "rb") as fp:
         data = fp.read()
     start = data.find(_CACHE_MAGIC)  # after an old-format "ld.so-1.7.0" part, if any
@@ -579,16 +638,15 @@ def _read_cache(path: str, mtime: int, size: int) -> tuple[_CacheEntry, ...] | N
         log.warning("unsupported ld.so.cache format in %r", path)
         return None
     _magic, nlibs, _strlen, _flags, ext = _CACHE_HEADER.unpack_from(data, start)
-    names = _hwcaps_names(data, start, ext)
-    out: list[_CacheEntry] = []
     first = start + _CACHE_HEADER.size
     whole = min(nlibs, (len(data) - first) // _CACHE_ENTRY.size)  # the entries the file holds whole
-    make = tuple.__new__  # performance: _CacheEntry's fields in order, without its Python-level __new__
-    for flags, key, value, _osv, hwcap in _CACHE_ENTRY.iter_unpack(data[first: first + whole * _CACHE_ENTRY.size]):
-        named = hwcap & ~_ISA_LEVEL_BITS & ~0xFFFFFFFF == _HWCAP_EXTENSION
-        hw_name = (names[hwcap & 0xFFFFFFFF] if hwcap & 0xFFFFFFFF < len(names) else "") if named else None
-        out.append(make(_CacheEntry, (_cstr(data, start + key), _cstr(data, start + value), flags, hwcap, hw_name)))
-    return tuple(out)
+    rows = list(_CACHE_ENTRY.iter_unpack(data[first: first + whole * _CACHE_ENTRY.size]))
+    return _RawCache(data, start, rows, _hwcaps_names(data, start, ext))
+
+
+def _read_cache(path: str, mtime: int, size: int) -> tuple[_CacheEntry, ...] | None:
+    raw = _cache_rows(path, mtime, size)
+    return None if raw is None else tuple(map(raw.entry, raw.rows))
 
 
 def _hwcaps_names(data: bytes, start: int, ext: int) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dynawheel.analysis.owners import Owner, Owners
+from dynawheel.analysis.owners import Dpkg, Owner, Owners
 from dynawheel.binary import BinaryFormat
 from dynawheel.repair.collect import Vendored
 from dynawheel.repair.sbom import file_version, sbom_json
@@ -83,7 +83,7 @@ def test_dpkg_owner_whatever_the_package_is_named_agrees_with_dpkg_query() -> No
     for path in paths:
         expected = _dpkg_owner(path)
         assert expected is not None, path
-        for finder in (shared, Owners(SearchPaths())):
+        for finder in (shared, Owners(SearchPaths()), Owners(SearchPaths(), 1)):  # status indexed / searched
             owner = finder.owner(path)
             assert owner is not None and owner.name == expected, (path, owner)
             assert owner.version == _dpkg("-W", "-f", "${Version}", f"{expected}:amd64")
@@ -105,6 +105,34 @@ def test_dpkg_usrmerge_alias(tmp_path: Path) -> None:
     owner = Owners(search).owner(lib)
     assert owner == Owner("deb", "zlib1g", "1:1.2.13.dfsg-1", "debian", (("arch", "amd64"),), None,
                           (("copyright", f"{root}/usr/share/doc/zlib1g/copyright"),))
+
+
+@pytest.mark.parametrize("lookups", [None, 1, 4, 5])
+def test_dpkg_status_searched_or_indexed_alike(tmp_path: Path, lookups: int | None) -> None:
+    """The status file is searched for a few files' packages and indexed for more (or an unknown number): the
+    same paragraphs either way, whatever the spacing of 'Package:' and whoever else names the package."""
+    root = tmp_path / "root"
+    _write(root / "var/lib/dpkg/info/zlib1g:amd64.list", "/.\n/usr/lib/x86_64-linux-gnu/libz.so.1.2.13\n")
+    _write(root / "var/lib/dpkg/info/libyaml-0-2:amd64.list", "/.\n/usr/lib/x86_64-linux-gnu/libyaml-0.so.2\n")
+    _write(root / "var/lib/dpkg/status",
+           "Package: other\nStatus: install ok installed\nDepends: zlib1g, libyaml-0-2\nVersion: 9\n\n"
+           "Package:\tzlib1g \nStatus: install ok installed\nArchitecture: i386\nVersion: 1:1.2.13.dfsg-1\n\n"
+           "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.2.13.dfsg-2\n\n"
+           "Package: libyaml-0-2x\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n\n"
+           "Package: libyaml-0-2\nStatus: install ok installed\nArchitecture: amd64\nVersion: 0.2.5-1\n")
+    for name in ("libz.so.1.2.13", "libyaml-0.so.2"):
+        _write(root / "usr/lib/x86_64-linux-gnu" / name)
+    search = SearchPaths(sysroot=str(root))
+    finder = Owners(search, lookups)
+    zlib = finder.owner(f"{root}/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
+    yaml = finder.owner(f"{root}/usr/lib/x86_64-linux-gnu/libyaml-0.so.2")
+    assert zlib is not None and (zlib.name, zlib.version, zlib.qualifiers) == (
+        "zlib1g", "1:1.2.13.dfsg-2", (("arch", "amd64"),))
+    assert yaml is not None and (yaml.name, yaml.version) == ("libyaml-0-2", "0.2.5-1")
+    dpkg = next(lay for lay in finder.layouts if isinstance(lay, Dpkg))
+    assert dpkg._status("zlib1g") == {("zlib1g", "i386"): ("1:1.2.13.dfsg-1", "i386"),
+                                      ("zlib1g", "amd64"): ("1:1.2.13.dfsg-2", "amd64")}
+    assert ("_package_lines" in dpkg.__dict__) == (lookups is None or lookups > 4)  # searched, not indexed
 
 
 def test_apk_installed_database(tmp_path: Path) -> None:

@@ -227,6 +227,34 @@ def test_pack_soon_keeps_within_its_budget(tmp_path: Path, monkeypatch: pytest.M
         assert packer.take(b"bytes") is None
 
 
+
+def test_a_content_given_twice_as_bytes_is_packed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repair's packer packs equal bytes once (two libraries of one package share its license file); the
+    wheel is the one a plain packer writes, each member whole and hashed."""
+    from dynawheel.repair import session
+    from dynawheel.wheel import archive
+
+    packed: list[int] = []
+    real = archive._pack_whole
+    monkeypatch.setattr(archive, "_pack_whole", lambda src, *a, **k: packed.append(len(src)) or real(src, *a, **k))
+    text, other = _content(200_000, 1), _content(100_000, 2)  # both packed whole (below DIGESTS_APART_MIN)
+    entries = [Entry("demo/a/COPYING", text), Entry("demo/b/COPYING", bytes(text)), Entry("demo/c/COPYING", other),
+               Entry(f"{DIST}/METADATA", META), Entry(f"{DIST}/WHEEL", WHEEL)]
+    plain = write_wheel(tmp_path / "a" / "demo-1.0-py3-none-any.whl", entries, DIST)
+    assert sorted(packed)[-3:] == [100_000, 200_000, 200_000]  # a plain packer: each member
+    packed.clear()
+    with session._OncePacker(6) as packer:
+        once = write_wheel(tmp_path / "b" / "demo-1.0-py3-none-any.whl", entries, DIST, packer=packer)
+    assert sorted(packed)[-2:] == [100_000, 200_000] and packed.count(200_000) == 1
+    assert once.read_bytes() == plain.read_bytes()
+    with zipfile.ZipFile(once) as zf:
+        assert zf.testzip() is None
+        assert zf.read("demo/a/COPYING") == zf.read("demo/b/COPYING") == text
+        record = zf.read(f"{DIST}/RECORD").decode()
+    digest = encode_digest(hashlib.sha256(text).digest())
+    assert f"demo/a/COPYING,{digest},200000" in record and f"demo/b/COPYING,{digest},200000" in record
+
+
 # ---- a big member read whole is hashed beside the reader -----------------------------------------
 
 @pytest.mark.parametrize("tampered", [False, True])

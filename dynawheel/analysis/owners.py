@@ -20,11 +20,12 @@ import bisect
 import functools
 import itertools
 import json
+import operator
 import os
 import posixpath
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +45,8 @@ _MERGED = ("lib", "lib32", "lib64", "libx32", "bin", "sbin")
 _LICENSE_NAME = r"^(LICEN[CS]E|COPYING|COPYRIGHT|NOTICE|AUTHORS)([._-].*)?$"
 _MSYS2_ENVS = ("mingw64", "ucrt64", "clang64", "clangarm64", "mingw32", "clang32", "usr")
 _MAX_DB = 256 << 20  # a package database larger than this is not read (bounded memory)
+_SEARCHED_NAMES = 4  # dpkg's status file is searched for the packages of this many files at most, else indexed
+_NAME_HITS = 64  # a name found more often than this in the status file is looked up in the index
 
 
 @dataclass(frozen=True)
@@ -155,11 +158,15 @@ class Dpkg:
     of the owners found so far, then those whose shlibs declare the library; the others (``libz.so.1`` is
     zlib1g's) only when none of those names it; each list is read at most once per run."""
 
-    def __init__(self, search: SearchPaths) -> None:
+    def __init__(self, search: SearchPaths, lookups: int | None = None) -> None:
         self.search = search
         self.info = search.host_path("/var/lib/dpkg/info")
+        # the status file searched for each package's name (~1 M instructions each) when few files will be asked
+        # about, else indexed (~5.6 M once); unknown: indexed
+        self._search_status = lookups is not None and lookups <= _SEARCHED_NAMES
         self._texts: dict[str, bytes | None] = {}  # 'PKG[:ARCH]' -> its .list between newlines (None: unreadable)
         self._owned: dict[str, None] = {}  # the packages found to own a file so far, in the order found
+        self._searched = 0  # the names looked up by a search of the status file
 
     @functools.cached_property
     def _names(self) -> list[str]:
@@ -169,9 +176,22 @@ class Dpkg:
             return []
 
     @functools.cached_property
+    def _joined_names(self) -> str | None:
+        """The directory's names, each between newlines; None when a name holds a newline."""
+        names = self._names
+        joined = "\n" + "\n".join(names) + "\n"
+        return joined if joined.count("\n") == len(names) + 1 else None
+
+    @functools.cached_property
     def _listed_packages(self) -> list[str]:
         """'PKG[:ARCH]' of every installed package with a file list, as listed."""
-        return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+        joined = self._joined_names
+        if joined is None:  # a name with a newline: one test per name
+            return [n[: -len(".list")] for n in self._names if n.endswith(".list")]
+        # performance: the names ending in '.list' cut out in C (one split of the names joined by newlines; a
+        # Python step per name cost ~1 k instructions, 3 M for dpkg's ~3,000 files here)
+        pieces = joined[1:].split(".list\n")[:-1]  # each ends with a package's name, after a newline
+        return list(map(operator.itemgetter(2), map(str.rpartition, pieces, itertools.repeat("\n"))))
 
     @functools.cached_property
     def _packages(self) -> list[str]:
@@ -210,12 +230,28 @@ class Dpkg:
                 return pkg
         return None
 
+    def _likely(self, stem: str) -> list[str]:
+        """The packages with a file list whose name starts with `stem`, sorted (a run of `_packages`)."""
+        joined = self._joined_names
+        if joined is None or not stem or "." in stem:
+            packages = self._packages  # sorted: those starting with `stem` are one run of it
+            first = bisect.bisect_left(packages, stem)
+            return list(itertools.takewhile(lambda p: p.startswith(stem), itertools.islice(packages, first, None)))
+        # performance: the names starting with `stem` found in the joined names (a stem has no '.': a file list's
+        # name starts with it exactly when its package's does), not every name filtered and sorted (~2.5 M)
+        found = []
+        at = joined.find("\n" + stem)
+        while at >= 0:
+            end = joined.index("\n", at + 1)
+            if joined.endswith(".list", at + 1, end):
+                found.append(joined[at + 1: end - len(".list")])
+            at = joined.find("\n" + stem, end)
+        return sorted(found)
+
     def _candidates(self, stem: str) -> Iterator[str]:
         """Every package, those named like the file first, then the owners of the files asked before, then those
         whose shlibs name it (read only if the first do not own it), then the others."""
-        packages = self._packages  # sorted: those starting with `stem` are one run of it
-        first = bisect.bisect_left(packages, stem)
-        likely = list(itertools.takewhile(lambda p: p.startswith(stem), itertools.islice(packages, first, None)))
+        likely = self._likely(stem)
         yield from likely
         yield from [p for p in self._owned if p not in likely]  # owners of other files (liblber is libldap's)
         yield from (p for p in self._shlibs.get(stem, ()) if p not in likely)
@@ -228,27 +264,65 @@ class Dpkg:
         return _read_data(self.search.host_path("/var/lib/dpkg/status")) or b""
 
     @functools.cached_property
-    def _package_lines(self) -> dict[str, list[int]]:
-        """Package name -> where its 'Package:' lines are in the status file (performance: searching it for each
-        owner's name took 0.18 s for /usr/bin's 247)."""
+    def _package_lines(self) -> tuple[dict[str, int], dict[str, list[int]]]:
+        """Package name -> where its first 'Package:' line is in the status file, and name -> where all of them
+        are for the names on more than one (performance: searching it for each owner's name took 0.18 s for
+        /usr/bin's 247)."""
         # every 'Package:' line starts after a newline: the pieces after the first start with a package's name
-        # (performance: one split; a find() per line prepares its search each time, ~3 k instructions)
+        # (performance: one split, then C-level maps; a find() per line parses its arguments as a tuple, ~1.7 k
+        # instructions, and a Python step per line cost ~5 k: 4 M of a repair's 17 M looking up owners)
         pieces = (b"\n" + self._status_data).split(b"\nPackage:")
-        lines: dict[str, list[int]] = {}
-        at = len(pieces[0]) + len(b"\nPackage:") - 1  # where the name of pieces[1] starts in the file
-        for piece in pieces[1:]:
-            end = piece.find(b"\n")
-            name = (piece if end < 0 else piece[:end]).decode("utf-8", "replace").strip()
-            lines.setdefault(name, []).append(at)
-            at += len(piece) + len(b"\nPackage:")
-        return lines
+        step = len(b"\nPackage:")
+        heads = map(operator.itemgetter(0), map(bytes.partition, pieces[1:], itertools.repeat(b"\n")))
+        names = list(map(str.strip, map(bytes.decode, heads, itertools.repeat("utf-8"), itertools.repeat("replace"))))
+        # where the name of each piece starts in the file (the first: after pieces[0] and the separator, less
+        # the newline put before the file)
+        first_at = len(pieces[0]) + step - 1
+        starts = list(itertools.accumulate(map(step.__add__, map(len, pieces[1:-1])), initial=first_at))
+        first = dict(zip(reversed(names), reversed(starts)))
+        every: dict[str, list[int]] = {}
+        if len(first) < len(names):  # some name has several paragraphs (dpkg: one per architecture)
+            for name, at in zip(names, starts):
+                every.setdefault(name, []).append(at)
+            every = {name: ats for name, ats in every.items() if len(ats) > 1}
+        return first, every
+
+    def _lines_of(self, name: str) -> Sequence[int]:
+        """Where the 'Package:' lines naming `name` are in the status file (performance: searched for when few
+        names will be asked; indexing every line costs ~5.6 M instructions, a search ~1 M)."""
+        if (self._search_status and "_package_lines" not in self.__dict__ and self._searched < _SEARCHED_NAMES
+                and name.isascii() and name and name == name.strip() and "\n" not in name):
+            found = self._search_lines(name)
+            if found is not None:
+                self._searched += 1
+                return found
+        first, every = self._package_lines
+        return every.get(name) or ((first[name],) if name in first else ())
+
+    def _search_lines(self, name: str) -> list[int] | None:
+        """What `_package_lines` holds for `name`, by searching the status file for the name: each line holding
+        it that is a 'Package:' line of that value (None: it is named too often; the index is cheaper)."""
+        data, needle = self._status_data, name.encode("ascii")
+        found: list[int] = []
+        at, hits = data.find(needle), 0
+        while at >= 0:
+            hits += 1
+            if hits > _NAME_HITS:
+                return None
+            start, end = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+            end = len(data) if end < 0 else end
+            head = data[start + len(b"Package:"): end]
+            if data.startswith(b"Package:", start) and head.decode("utf-8", "replace").strip() == name:
+                found.append(start + len(b"Package:"))
+            at = data.find(needle, end)  # the next line holding it
+        return found
 
     def _status(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
         """(package, arch) -> (version, arch) of the installed packages called `name`, in the order of the status
         file.  Only their paragraphs are parsed: those with a 'Package: NAME' line."""
         data = self._status_data
         found: dict[tuple[str, str], tuple[str, str]] = {}
-        for at in self._package_lines.get(name, ()):
+        for at in self._lines_of(name):
             start = data.rfind(b"\n\n", 0, at)
             end = data.find(b"\n\n", at)
             block = data[start + 2 if start >= 0 else 0: end if end >= 0 else len(data)].decode("utf-8", "replace")
@@ -555,8 +629,10 @@ def _parent_with(path: str, marker: str) -> str | None:
 class Owners:
     """The owner of a host file, asked of each layout in turn: by path first (exact), then the databases."""
 
-    def __init__(self, search: SearchPaths) -> None:
-        self.layouts: tuple[Layout, ...] = (Homebrew(), Conda(), Vcpkg(), Msys2(), Dpkg(search), Apk(search),
+    def __init__(self, search: SearchPaths, lookups: int | None = None) -> None:
+        """`lookups`: how many files the caller will ask about, when it knows (performance only: dpkg's status
+        file is searched for the packages of a few, indexed for more)."""
+        self.layouts: tuple[Layout, ...] = (Homebrew(), Conda(), Vcpkg(), Msys2(), Dpkg(search, lookups), Apk(search),
                                             Rpm(search))
         self._cache: dict[str, Owner | None] = {}
 

@@ -74,7 +74,7 @@ def owners_of(collection: Collection, opts: RepairOptions) -> dict[str, Owner | 
     if not collection.vendored:
         return {}
     opts.say("looking up the packages of the vendored libraries")
-    finder = Owners(opts.search)
+    finder = Owners(opts.search, len(collection.vendored))
     # asked in reverse of the collection's order (which puts a library after those it loads): a package's
     # main library first (libldap), then the ones it loads (liblber, in libldap's package too), which dpkg's
     # lists of the owners found so far then name without reading every package's .shlibs (python-ldap: ~8 ms)

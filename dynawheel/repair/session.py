@@ -9,7 +9,8 @@ a session makes it fast without the pipeline knowing how:
   the analysis inflates anyway are hashed by it (``SharedDigests``) and not inflated again, the ones
   the repair rewrites are not checked at all (``analysed``);
 - the editors' tools (patchelf) are found and version-checked on a thread beside the analysis;
-- edited files are compressed as soon as they are written (``Packer.pack_soon``).
+- edited files are compressed as soon as they are written (``Packer.pack_soon``), and a content added
+  as bytes under several names (a package's license file, shipped for each of its libraries) once.
 
 The order of these steps matters; only this module knows it.
 """
@@ -19,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..binary import BinaryFormat
 from ..errors import WheelFormatError
@@ -223,4 +225,27 @@ class WheelSession:
 
     def packer(self, level: int, deflate: str) -> Packer:
         """Compresses edited files as soon as they are written; closed before the work directory goes."""
-        return self._stack.enter_context(Packer(level, deflate))
+        return self._stack.enter_context(_OncePacker(level, deflate))
+
+
+SAME_MAX = 1 << 20  # members given as bytes up to this size are packed once per content
+
+
+class _OncePacker(Packer):
+    """The writer's packer, packing a content given as bytes once, however many members have it: the output is
+    the same (packing depends on the bytes alone), and python-ldap's repair ships libldap's 63 kB copyright
+    for liblber too, and nettle's 25 kB one for hogweed (performance: ~8 M instructions of deflate and sha256)."""
+
+    def __init__(self, level: int = 6, backend: str = "auto") -> None:
+        super().__init__(level, backend)
+        self._same: dict[bytes, Callable[[], Any]] = {}
+        self._same_lock = threading.Lock()
+
+    def submit(self, source: Path | bytes, size: int) -> Callable[[], Any]:
+        if not isinstance(source, bytes) or size > SAME_MAX:
+            return super().submit(source, size)
+        with self._same_lock:
+            done = self._same.get(source)
+            if done is None:
+                done = self._same[source] = super().submit(source, size)
+        return done
