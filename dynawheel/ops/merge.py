@@ -27,8 +27,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
 from ..binary import Image
 from ..errors import BinaryFormatError, TagError, UsageError, WheelFormatError
 from ..platform_tags import MAC_ARCHS, Content, best_platform, blockers
@@ -37,7 +35,7 @@ from ..platforms.macho_fat import Thin, fuse, is_fat_macho, is_thin_macho, signe
 from ..search import SearchPaths
 from ..wheel.archive import RawSource
 from ..wheel.rewrite import OpenWheel, open_wheel, output_path, write_from
-from ..wheel.tags import WheelTags, make_tags
+from ..wheel.tags import WheelTags, canonicalize_name, make_tags
 from .content import wheel_content
 
 log = logging.getLogger(__name__)

@@ -9,14 +9,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..errors import DynawheelError
 from .archive import check_member_name
 from .assemble import SCHEMES
 from .record import RecordRow, encode_digest, parse_record
-from .tags import WheelTags, dist_info_dirs, find_dist_info, parse_filename, parse_tags
+from .tags import WheelTags, canonicalize_name, dist_info_dirs, find_dist_info, parse_filename, parse_tags
 from .text import MAX_METADATA, MAX_RECORD, MAX_WHEEL, HeaderFields, parse_metadata, parse_wheel_file
 from .zipread import READ_ERRORS, open_zip, read_member
 

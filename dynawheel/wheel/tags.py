@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import re
 import sys
-import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from packaging.tags import Tag, parse_tag, sys_tags
-from packaging.utils import (
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_wheel_filename,
-)
+# Not packaging.utils / packaging.tags at module level: packaging.tags imports platform, subprocess and
+# packaging's manylinux/musllinux probes (~24 M instructions, 3 % of a small repair that needs none of it).
+# What this module needs of them is below: canonicalize_name (PEP 503), the expansion of a compressed tag
+# set (PEP 425) with packaging's checks, and a fast path of parse_filename that falls back to
+# packaging.utils.parse_wheel_filename for every name it does not certainly accept.
 from packaging.version import InvalidVersion, Version
 
 from ..errors import MetadataError, TagError
 
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _PYTHON_TAG_RE = re.compile(r"^(py|cp|pp|ip|jy|graalpy)(\d+)\.(\d+)$")
+
+
+def canonicalize_name(name: str) -> str:
+    """The normalized name of PEP 503 (``re.sub(r"[-_.]+", "-", name).lower()``), computed as
+    packaging.utils.canonicalize_name does it (26.4, without its opt-in ``validate``): lowercase, '_' and
+    '.' as '-', runs of '-' made one."""
+    value = name.lower().replace("_", "-").replace(".", "-")
+    while "--" in value:
+        value = value.replace("--", "-")
+    return value
 
 
 def is_valid_name(name: str) -> bool:
@@ -72,11 +80,28 @@ class WheelTags:
     def __str__(self) -> str:
         return f"{self.python}-{self.abi}-{self.platform}"
 
-    def expanded(self) -> list[Tag]:
-        try:
-            return sorted(parse_tag(str(self)), key=str)
-        except ValueError as exc:  # packaging >= 26 refuses some tags our syntax check lets through ('311')
-            raise TagError(f"invalid wheel tag {str(self)!r}: {exc}") from None
+    def expanded(self) -> list[str]:
+        """The tags of the compressed set (PEP 425: every combination of the '.'-separated parts), each
+        ``interpreter-abi-platform`` lowercased, without repeats, sorted: the WHEEL file's ``Tag:`` lines.
+        As str(packaging.tags.Tag) of ``sorted(packaging.tags.parse_tag(str(self)), key=str)``; what the
+        callers need of a tag is its text (lines, sets compared).  The checks are parse_tag's (packaging
+        26.4), in its order and with its messages, which packaging >= 26 added and our syntax check
+        (make_tags) lets through: an empty part, not exactly three components, an interpreter part that
+        is not an identifier ('311')."""
+        text = str(self)
+        components = [component.split(".") for component in text.split("-")]
+        for parts in components:
+            if "" in parts:
+                raise TagError(
+                    f"invalid wheel tag {text!r}: Tag {text!r} has an empty component: {'.'.join(parts)!r}"
+                )
+        if len(components) != 3:
+            raise TagError(f"invalid wheel tag {text!r}: Tag {text!r} must have exactly three components")
+        pythons, abis, platforms = components
+        for python in pythons:
+            if not python.isidentifier():
+                raise TagError(f"invalid wheel tag {text!r}: Tag {text!r} has an invalid interpreter: {python!r}")
+        return sorted({f"{p.lower()}-{a.lower()}-{pl.lower()}" for p in pythons for a in abis for pl in platforms})
 
     @property
     def is_pure(self) -> bool:
@@ -127,21 +152,51 @@ def parse_tags(text: str) -> WheelTags:
 
 def interpreter_tags() -> WheelTags:
     """The running interpreter's most specific tag (used for trees that hold binaries)."""
+    import sysconfig
+
+    from packaging.tags import sys_tags  # not at module level: see the imports above
+
     best = next(iter(sys_tags()))
     platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
     return WheelTags(best.interpreter, best.abi, platform if sys.platform != "win32" else best.platform)
 
 
 def parse_filename(filename: str) -> tuple[str, str, str | None, WheelTags]:
-    """Split a wheel file name: (name, version, build, tags); names are as written."""
-    try:
-        parse_wheel_filename(filename)
-    except InvalidWheelFilename as exc:
-        raise TagError(f"invalid wheel file name {filename!r}: {exc}") from None
+    """Split a wheel file name: (name, version, build, tags); names are as written.  The names it accepts
+    and refuses are packaging.utils.parse_wheel_filename's (tests/test_wheel_filename.py compares them)."""
+    if not _certainly_valid(filename):
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # see the imports above
+
+        try:
+            parse_wheel_filename(filename)
+        except InvalidWheelFilename as exc:
+            raise TagError(f"invalid wheel file name {filename!r}: {exc}") from None
     stem = filename[: -len(".whl")]
     parts = stem.split("-")
     build = parts[2] if len(parts) == 6 else None
     return parts[0], parts[1], build, WheelTags(*parts[-3:])
+
+
+# A wheel file name that packaging.utils.parse_wheel_filename certainly accepts once its version is a PEP 440
+# version: each part a strict ASCII subset of what that function allows (name: [\w._]+ without '__';
+# build: a digit first; tags: three components of non-empty '.'-separated parts, interpreters identifiers).
+_CERTAIN_WHEEL_NAME = re.compile(
+    r"(?P<name>[A-Za-z0-9._]+)-(?P<version>[A-Za-z0-9.!+_]+)(?:-[0-9][A-Za-z0-9._]*)?"
+    r"-[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+    r"-[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*-[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*\.whl"
+)
+
+
+def _certainly_valid(filename: str) -> bool:
+    """Whether parse_wheel_filename certainly accepts `filename` (False: ask it)."""
+    m = _CERTAIN_WHEEL_NAME.fullmatch(filename)
+    if m is None or "__" in m["name"]:
+        return False
+    try:
+        Version(m["version"])
+    except InvalidVersion:
+        return False
+    return True
 
 
 def dist_info_dirs(names: Iterable[str]) -> list[str]:
