@@ -172,6 +172,18 @@ def test_canonicalize_name_is_packagings() -> None:
     assert {n: canonicalize_name(n) for n in names} == {n: packaging_canonicalize_name(n) for n in names}
 
 
+def test_is_valid_name_answers_as_the_pattern_it_had() -> None:
+    """Plain ASCII names by str methods, the rest by the pattern (compiled on first use): the same answers as
+    the pattern for every name, including its Unicode case folding (long s, the Kelvin sign) and '$' before a
+    trailing newline."""
+    pattern = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+    names = {n[:-4].split("-")[0] for n in all_names()} | set(BAD_NAMES)
+    names |= {"a-b", "a--b", "-a", "a-", "a.-_b", "\u017f", "\u212a", "\u0131", "a\n", "a\n\n", "A", "9", "a b", "é"}
+    answers = {n: tags.is_valid_name(n) for n in names}
+    assert answers == {n: pattern.match(n) is not None for n in names}
+    assert answers["\u017f"] and answers["a\n"] and not answers["é"] and sum(answers.values()) > 30
+
+
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
 def test_a_repair_of_a_wheel_imports_neither_packaging_tags_nor_utils(tmp_path: Path) -> None:
     """packaging.tags imports platform, subprocess and packaging's manylinux/musllinux probes (~24 M instructions,
