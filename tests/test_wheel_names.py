@@ -19,11 +19,12 @@ import pytest
 from packaging.tags import parse_tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.utils import canonicalize_name as packaging_canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
-from dynawheel.errors import TagError
+from dynawheel.errors import MetadataError, TagError
 from dynawheel.wheel import tags
 from dynawheel.wheel.tags import WheelTags, canonicalize_name, parse_filename
+from dynawheel.wheel.text import below_2_4
 
 from . import elfbuild
 from .test_startup import _plain_wheel, imported
@@ -184,14 +185,81 @@ def test_is_valid_name_answers_as_the_pattern_it_had() -> None:
     assert answers["\u017f"] and answers["a\n"] and not answers["é"] and sum(answers.values()) > 30
 
 
+def test_below_2_4_compares_as_packaging_version() -> None:
+    """Metadata-Version against 2.4 by numbers for a plain release, by packaging for the rest: the answers (or the
+    refusal, a ValueError) of ``Version(v) < Version("2.4")`` on every text."""
+    texts = {"2.4", "2.1", "1.0", "1.1", "1.2", "2.2", "2.3", "2.5", "3.0", "2.4.0", "2.4.0.0", "2.40", "2.04", "02.4",
+             "2", "3", "0", "0.0", "", ".", "2.", ".4", "2..4", "2.4rc1", "2.4.post1", "2.4.dev0", "v2.4", " 2.4",
+             "2.4 ", "2.4\n", "2.3.9", "2.3.99999999999999999999", "1!0.1", "2.4+local", "\u0662.\u0664", "x", "2.a"}
+    texts |= {f"{a}.{b}" for a in range(4) for b in range(12)}
+
+    def packaging_answer(text: str) -> bool | str:
+        try:
+            return Version(text) < Version("2.4")
+        except InvalidVersion:
+            return "refused"
+
+    def ours(text: str) -> bool | str:
+        try:
+            return below_2_4(text)
+        except ValueError:
+            return "refused"
+
+    answers = {t: ours(t) for t in texts}
+    assert answers == {t: packaging_answer(t) for t in texts}
+    assert answers["2.1"] is True and answers["2.4.0"] is False and answers["2.4rc1"] is True
+    assert answers["2.4\n"] is False and answers[""] == "refused"
+
+
+def test_version_component_is_packagings_normal_form() -> None:
+    """The version a file name is written with: str(Version(v)) ('-' as '_'), or the same MetadataError."""
+    versions = set(BAD_VERSIONS) | {n[:-4].split("-")[1] for n in all_names() if n.count("-") in (4, 5)}
+    versions |= {"06.0.3", "0", "00", "1.00.0", "9" * 200, "9" * 201, "1." * 100 + "1", "2026.12.06"}
+    assert len(versions) > 100
+
+    def packaging_answer(version: str) -> str:
+        try:
+            return str(Version(version)).replace("-", "_")
+        except InvalidVersion:
+            return "refused"
+
+    def ours(version: str) -> str:
+        try:
+            return tags.version_component(version)
+        except MetadataError:
+            return "refused"
+
+    answers = {v: ours(v) for v in versions}
+    assert answers == {v: packaging_answer(v) for v in versions}
+    assert answers["06.0.3"] == "6.0.3" and answers["1.0+local.x_y"] == "1.0+local.x.y" and answers["v1.0"] == "1.0"
+
+
+def _conda_owned(prefix: Path) -> None:
+    """libaa.so.1 of `prefix` (as _plain_wheel builds it) owned by a conda package declaring MIT, with a license
+    file: the repair ships it and edits METADATA (License-File, Metadata-Version 2.1 -> 2.4)."""
+    record = {"name": "aa", "version": "1.0", "build": "h0_0", "license": "MIT", "files": ["libaa.so.1"]}
+    (prefix / "conda-meta").mkdir()
+    (prefix / "conda-meta" / "aa-1.0-h0_0.json").write_text(json.dumps(record))
+    (prefix / "pkgs" / "aa-1.0-h0_0" / "info" / "licenses").mkdir(parents=True)
+    (prefix / "pkgs" / "aa-1.0-h0_0" / "info" / "licenses" / "LICENSE").write_text("MIT\n")
+
+
 @pytest.mark.skipif(not elfbuild.have_gcc(), reason="needs gcc to build the extension and its library")
-def test_a_repair_of_a_wheel_imports_neither_packaging_tags_nor_utils(tmp_path: Path) -> None:
+@pytest.mark.parametrize("licensed", [False, True])
+def test_a_repair_of_a_wheel_imports_neither_packaging_tags_utils_nor_version(tmp_path: Path, licensed: bool) -> None:
     """packaging.tags imports platform, subprocess and packaging's manylinux/musllinux probes (~24 M instructions,
-    3 % of a small repair); a repair reads tags as the wheel names them."""
+    3 % of a small repair), packaging.version compiles its pattern (~10 M): a repair reads tags as the wheel names
+    them and plain versions ('1.0', Metadata-Version 2.1) as numbers, with license files to ship or without."""
     wheel = _plain_wheel(tmp_path)
+    if licensed:
+        _conda_owned(tmp_path / "build")
     code, names = imported("repair", wheel, "-w", tmp_path / "out", cwd=tmp_path)
     assert code == 0
     with zipfile.ZipFile(next((tmp_path / "out").glob("*.whl"))) as zf:  # the repair did run: libaa.so.1 is vendored
         assert any("libaa" in n for n in zf.namelist())
-    assert {"dynawheel.wheel.tags", "dynawheel.repair.retag", "packaging.version"} <= names
-    assert {"packaging.tags", "packaging.utils", "packaging._manylinux", "platform"} & names == set()
+        metadata = zf.read("demo-1.0.dist-info/METADATA").decode().splitlines()
+    assert ("Metadata-Version: 2.4" in metadata) == licensed
+    assert any(line.startswith("License-File: libaa") for line in metadata) == licensed
+    assert {"dynawheel.wheel.tags", "dynawheel.repair.retag", "dynawheel.repair.licenses"} <= names
+    unwanted = {"packaging.tags", "packaging.utils", "packaging.version", "packaging._manylinux", "platform"}
+    assert unwanted & names == set()

@@ -15,8 +15,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from packaging.version import InvalidVersion, Version
-
 from ..analysis.owners import Owner
 from ..errors import MetadataError
 from .collect import Vendored
@@ -87,24 +85,21 @@ def with_license_files(text: bytes, names: tuple[str, ...], dist_info: str,
     below ``.dist-info/licenses/`` (`read(member)`: a member of the wheel, None when it has none)."""
     if not names:
         return text, {}
-    from ..wheel.text import parse_metadata
+    from ..wheel.text import below_2_4, parse_metadata
     from ..wheel.text import with_license_files as add_license_files
 
     msg = parse_metadata(text, "METADATA")
     have = msg.get_all("License-File") or []
-    version = _metadata_version(msg.get("Metadata-Version", ""))
+    version = msg.get("Metadata-Version", "")
+    try:
+        below = below_2_4(version)
+    except ValueError:
+        raise MetadataError(f"METADATA: Metadata-Version {version!r} is not a version") from None
     moved: dict[str, bytes] = {}
-    if version < Version("2.4"):
+    if below:
         for old in have:
             if read(f"{dist_info}/licenses/{old}") is None:
                 data = read(f"{dist_info}/{old}")
                 if data is not None:
                     moved[f"{dist_info}/licenses/{old}"] = data
     return add_license_files(text, names, msg), moved
-
-
-def _metadata_version(text: str) -> Version:
-    try:
-        return Version(text)
-    except InvalidVersion:
-        raise MetadataError(f"METADATA: Metadata-Version {text!r} is not a version") from None

@@ -6,15 +6,18 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import MetadataError, TagError
 
 # Not packaging.utils / packaging.tags at module level: packaging.tags imports platform, subprocess and
 # packaging's manylinux/musllinux probes (~24 M instructions, 3 % of a small repair that needs none of it).
 # What this module needs of them is below: canonicalize_name (PEP 503), the expansion of a compressed tag
 # set (PEP 425) with packaging's checks, and a fast path of parse_filename that falls back to
-# packaging.utils.parse_wheel_filename for every name it does not certainly accept.
-from packaging.version import InvalidVersion, Version
-
-from ..errors import MetadataError, TagError
+# packaging.utils.parse_wheel_filename for every name it does not certainly accept.  packaging.version too
+# (~10 M instructions: its pattern) is imported when a version is not a plain release ('6.0.3').
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 # patterns compiled on first use (re's cache), not at import: _NAME is ~4 M instructions to compile (IGNORECASE
 # over Unicode), _PYTHON_TAG ~1 M, and a repair needs neither for the names it writes
@@ -52,6 +55,8 @@ def validate_name(name: str) -> str:
 
 
 def validate_version(version: str) -> Version:
+    from packaging.version import InvalidVersion, Version  # see the imports above
+
     try:
         return Version(version)
     except InvalidVersion:
@@ -72,6 +77,10 @@ def filename_component(name: str) -> str:
 
 
 def version_component(version: str) -> str:
+    """The normalized version as file names write it; a plain release as str(packaging.version.Version) writes
+    it ('06.0.3' -> '6.0.3'), without importing packaging."""
+    if _is_release(version):
+        return ".".join(str(int(part)) for part in version.split("."))
     return str(validate_version(version)).replace("-", "_")
 
 
@@ -204,6 +213,18 @@ def _certainly_valid(filename: str) -> bool:
         return False
     if not all(_plain(part) for part in f"{abi}.{platform}".split(".")):
         return False
+    return _is_release(version) or _is_version(version)
+
+
+def _is_release(version: str) -> bool:
+    """An ASCII release segment ('6.0.3': digits, '.'-separated; bounded, as int() is): a PEP 440 version,
+    known without packaging."""
+    return len(version) <= 200 and version.isascii() and all(part.isdigit() for part in version.split("."))
+
+
+def _is_version(version: str) -> bool:
+    from packaging.version import InvalidVersion, Version  # see the imports above
+
     try:
         Version(version)
     except InvalidVersion:
@@ -230,6 +251,10 @@ def same_dist_info(directory: str, name: str, version: str) -> bool:
     dname, dash, dversion = stem.rpartition("-")
     if not dot or not dash or canonicalize_name(dname) != canonicalize_name(name):
         return False
+    if dversion == version:  # equal as versions, or as the strings compared when they are none
+        return True
+    from packaging.version import InvalidVersion, Version  # see the imports above
+
     try:
         return Version(dversion.replace("_", "-")) == Version(version.replace("_", "-"))
     except InvalidVersion:

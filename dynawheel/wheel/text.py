@@ -31,7 +31,7 @@ MAX_METADATA_HEADERS = 4 << 20  # bytes of METADATA before the first blank line 
 MAX_HEADER_FIELDS = 10_000  # header fields in METADATA or WHEEL
 MAX_WHEEL = 1 << 20  # bytes of WHEEL
 
-__all__ = ["MAX_METADATA", "MAX_METADATA_HEADERS", "MAX_RECORD", "MAX_WHEEL", "HeaderFields", "RecordRow",
+__all__ = ["MAX_METADATA", "MAX_METADATA_HEADERS", "MAX_RECORD", "MAX_WHEEL", "HeaderFields", "RecordRow", "below_2_4",
            "check_metadata", "check_wheel_file", "header_fields", "header_section", "parse_metadata", "parse_record",
            "parse_wheel_file", "with_license_files"]
 _VERSION_LINE = r"^Metadata-Version:[ \t]*(\S*)[ \t]*$"  # compiled when used (performance: ~0.5 ms a regex)
@@ -165,20 +165,34 @@ def with_license_files(text: bytes, names: Sequence[str], msg: HeaderFields | No
     """METADATA with a ``License-File:`` for each of `names` not named yet (paths below .dist-info/licenses/),
     Metadata-Version raised to 2.4 (PEP 639) when lower; the rest of the text as it was (`msg`: the text's
     fields, when the caller has parsed them)."""
-    from packaging.version import InvalidVersion, Version  # not for `show`, which reads METADATA too
-
     msg = parse_metadata(text, "METADATA") if msg is None else msg
     have = msg.get_all("License-File") or []
     added = "".join(f"\nLicense-File: {n}" for n in names if n not in have)
     try:
-        old = Version(msg.get("Metadata-Version", ""))
-    except InvalidVersion:
+        below = below_2_4(msg.get("Metadata-Version", ""))
+    except ValueError:
         raise MetadataError(f"METADATA: Metadata-Version {msg.get('Metadata-Version')!r} is not a version") from None
-    if not added and old >= Version("2.4"):
+    if not added and not below:
         return text
     decoded = text.decode("utf-8")
     head = header_section(decoded, "METADATA", len(decoded))
     body = decoded[len(head):]
-    if old < Version("2.4"):
+    if below:
         head = re.sub(_VERSION_LINE, "Metadata-Version: 2.4", head, count=1, flags=re.MULTILINE | re.IGNORECASE)
     return (head.rstrip("\r\n") + added + (body or "\n")).encode("utf-8")
+
+
+def below_2_4(version: str) -> bool:
+    """Whether Metadata-Version `version` is below 2.4 (PEP 639's License-File) as PEP 440 versions compare;
+    ValueError (packaging's InvalidVersion) when it is none.  A plain release ('2.1') is compared as numbers
+    (trailing zeros dropped, as packaging.version does): importing packaging.version is ~10 M instructions, and
+    a repair needs it for nothing else; any other text is packaging's to judge."""
+    parts = version.split(".")
+    if version.isascii() and all(part.isdigit() for part in parts):
+        release = [int(part) for part in parts]
+        while release and release[-1] == 0:
+            release.pop()
+        return release < [2, 4]
+    from packaging.version import Version  # not for `show`, which reads METADATA too
+
+    return Version(version) < Version("2.4")
