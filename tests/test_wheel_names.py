@@ -119,7 +119,7 @@ def our_result(filename: str) -> tuple[str, Version, tuple[()] | tuple[int, str]
         return str(exc)[len(prefix):]
     m = re.match(r"(\d+)(.*)\Z", build, re.ASCII) if build is not None else None
     assert (m is None) == (build is None), build
-    return canonicalize_name(name), Version(version), (int(m[1]), m[2]) if m else (), wheel_tags.expanded()
+    return canonicalize_name(name), Version(version), (int(m[1]), m[2]) if m else (), wheel_tags.expanded_text()
 
 
 def test_parse_filename_accepts_and_refuses_what_packaging_does() -> None:
@@ -143,9 +143,9 @@ def test_the_fast_path_takes_real_names_and_only_names_packaging_accepts() -> No
     assert [n for n in fast if isinstance(packaging_result(n), str)] == []
 
 
-def test_expanded_is_packagings_expansion_with_its_refusals() -> None:
-    """WheelTags.expanded against sorted(parse_tag(...), key=str): the same tags (as text), or a TagError saying
-    packaging's message."""
+def test_expanded_text_is_packagings_expansion_with_its_refusals() -> None:
+    """WheelTags.expanded_text against sorted(parse_tag(...), key=str): the same tags (as text), or a TagError
+    saying packaging's message; WheelTags.expanded (the public API) still gives packaging's Tag objects."""
     triples = set(itertools.product(BAD_PYTHONS, BAD_ABIS, BAD_PLATFORMS))
     triples |= {("py3-x", "none", "any"), ("py3", "none-x", "any"), ("PY3.py3", "NONE.none", "Any.ANY")}
     refused = 0
@@ -157,13 +157,19 @@ def test_expanded_is_packagings_expansion_with_its_refusals() -> None:
             want = f"invalid wheel tag {text!r}: {exc}"
             refused += 1
         try:
-            got: list[str] | str = WheelTags(python, abi, platform).expanded()
+            got: list[str] | str = WheelTags(python, abi, platform).expanded_text()
         except TagError as exc:
             got = str(exc)
         assert got == want, (python, abi, platform)
+        try:
+            public: list[str] | str = [str(t) for t in WheelTags(python, abi, platform).expanded()]
+        except TagError as exc:
+            public = str(exc)
+        assert public == want, (python, abi, platform)
     assert refused > 1000 and len(triples) - refused > 500, refused
-    assert WheelTags("PY3.py3", "NONE.none", "Any.ANY").expanded() == ["py3-none-any"]  # lowercased, once
-    assert WheelTags("py3.py2", "none", "any").expanded() == ["py2-none-any", "py3-none-any"]
+    assert WheelTags("PY3.py3", "NONE.none", "Any.ANY").expanded_text() == ["py3-none-any"]  # lowercased, once
+    assert WheelTags("py3.py2", "none", "any").expanded_text() == ["py2-none-any", "py3-none-any"]
+    assert WheelTags("py3.py2", "none", "any").expanded() == sorted(parse_tag("py2.py3-none-any"), key=str)
 
 
 def test_canonicalize_name_is_packagings() -> None:

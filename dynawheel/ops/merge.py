@@ -125,8 +125,8 @@ def _union_tags(opened: Sequence[OpenWheel]) -> WheelTags:
 
     tags = make_tags(join([w.tags.python for w in opened]), join([w.tags.abi for w in opened]),
                      join([w.tags.platform for w in opened]))
-    given = {t for w in opened for t in w.tags.expanded()}
-    extra = sorted(str(t) for t in set(tags.expanded()) - given)
+    given = {t for w in opened for t in w.tags.expanded_text()}
+    extra = sorted(str(t) for t in set(tags.expanded_text()) - given)
     if extra:
         raise MergeError(f"the wheels' tags do not combine into one tag set: {tags} would also claim "
                          f"{', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''}, which no input has")

@@ -129,5 +129,5 @@ def _refuse_unfit(content: Content) -> None:
 def wheel_text(text: bytes, tags: WheelTags) -> bytes:
     # a trailing blank line (setuptools writes one) would push the new Tag lines out of the header
     lines = [ln for ln in text.decode().splitlines() if ln.strip() and not ln.startswith("Tag:")]
-    lines += [f"Tag: {t}" for t in tags.expanded()]
+    lines += [f"Tag: {t}" for t in tags.expanded_text()]
     return ("\n".join(lines) + "\n").encode()

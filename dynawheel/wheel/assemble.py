@@ -171,7 +171,7 @@ def wheel_file_text(spec: WheelSpec) -> bytes:
         "Wheel-Version: 1.0",
         f"Generator: dynawheel {__version__}",
         f"Root-Is-Purelib: {'true' if spec.root_is_purelib else 'false'}",
-        *(f"Tag: {tag}" for tag in spec.tags.expanded()),
+        *(f"Tag: {tag}" for tag in spec.tags.expanded_text()),
     ]
     if spec.build:
         lines.append(f"Build: {spec.build}")

@@ -193,7 +193,8 @@ def _pack_ahead(packer: Packer, files: Mapping[str, Path]) -> None:
 
 def _spec(opts: BuildOptions, meta: ProjectMetadata, stage: StageFiles, notes: list[str]) -> WheelSpec:
     old_tags, old_purelib = existing_wheel_file(stage.files)
-    if opts.tags is not None and old_tags is not None and set(opts.tags.expanded()) != set(old_tags.expanded()):
+    if opts.tags is not None and old_tags is not None and (
+            set(opts.tags.expanded_text()) != set(old_tags.expanded_text())):
         raise StageError(f"the WHEEL file in the stage says Tag {old_tags}, but the build asks for {opts.tags}")
     if None not in (opts.root_is_purelib, old_purelib) and opts.root_is_purelib != old_purelib:
         raise StageError(f"the WHEEL file in the stage says Root-Is-Purelib: {old_purelib}, "

@@ -98,10 +98,10 @@ def _check_wheel_file(data: bytes, tags: WheelTags, problems: _Problems) -> bool
     listed = set()
     for tag in msg.get_all("Tag") or []:
         try:
-            listed.update(parse_tags(tag.strip()).expanded())
+            listed.update(parse_tags(tag.strip()).expanded_text())
         except DynawheelError as exc:
             problems.add(f"WHEEL: {exc}")
-    if listed != set(tags.expanded()):
+    if listed != set(tags.expanded_text()):
         problems.add(f"WHEEL Tag lines {sorted(map(str, listed))} disagree with the file name's {tags}")
     return purelib == "true"
 

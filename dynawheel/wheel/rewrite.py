@@ -145,7 +145,7 @@ def _read_members(where: str, zf: zipfile.ZipFile) -> tuple[str, dict[str, Membe
 def wheel_file_text(text: str, tags: WheelTags, build: str | None) -> bytes:
     """The WHEEL file `text` with its Tag lines (and Build line) replaced; other lines kept in order."""
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("Tag:", "Build:"))]
-    lines += [f"Tag: {t}" for t in tags.expanded()]
+    lines += [f"Tag: {t}" for t in tags.expanded_text()]
     if build:
         lines.append(f"Build: {build}")
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -17,6 +17,7 @@ from ..errors import MetadataError, TagError
 # packaging.utils.parse_wheel_filename for every name it does not certainly accept.  packaging.version too
 # (~10 M instructions: its pattern) is imported when a version is not a plain release ('6.0.3').
 if TYPE_CHECKING:
+    from packaging.tags import Tag
     from packaging.version import Version
 
 # patterns compiled on first use (re's cache), not at import: _NAME is ~4 M instructions to compile (IGNORECASE
@@ -95,11 +96,22 @@ class WheelTags:
     def __str__(self) -> str:
         return f"{self.python}-{self.abi}-{self.platform}"
 
-    def expanded(self) -> list[str]:
+    def expanded(self) -> list[Tag]:
+        """The tags of the compressed set as packaging.tags.Tag objects, sorted by their text (public API:
+        ``RepairResult.tags``, ``BuildResult.tags``).  Imports packaging.tags; dynawheel's own writers and
+        checks use :meth:`expanded_text`, which does not."""
+        from packaging.tags import parse_tag  # see the imports above
+
+        try:
+            return sorted(parse_tag(str(self)), key=str)
+        except ValueError as exc:  # packaging >= 26 refuses some tags our syntax check lets through ('311')
+            raise TagError(f"invalid wheel tag {str(self)!r}: {exc}") from None
+
+    def expanded_text(self) -> list[str]:
         """The tags of the compressed set (PEP 425: every combination of the '.'-separated parts), each
         ``interpreter-abi-platform`` lowercased, without repeats, sorted: the WHEEL file's ``Tag:`` lines.
-        As str(packaging.tags.Tag) of ``sorted(packaging.tags.parse_tag(str(self)), key=str)``; what the
-        callers need of a tag is its text (lines, sets compared).  The checks are parse_tag's (packaging
+        As ``[str(t) for t in self.expanded()]``, without importing packaging.tags; what dynawheel's callers
+        need of a tag is its text (lines, sets compared).  The checks are parse_tag's (packaging
         26.4), in its order and with its messages, which packaging >= 26 added and our syntax check
         (make_tags) lets through: an empty part, not exactly three components, an interpreter part that
         is not an identifier ('311')."""
