@@ -80,7 +80,7 @@ def filename_component(name: str) -> str:
 def version_component(version: str) -> str:
     """The normalized version as file names write it; a plain release as str(packaging.version.Version) writes
     it ('06.0.3' -> '6.0.3'), without importing packaging."""
-    if _is_release(version):
+    if is_release(version):
         return ".".join(str(int(part)) for part in version.split("."))
     return str(validate_version(version)).replace("-", "_")
 
@@ -225,10 +225,10 @@ def _certainly_valid(filename: str) -> bool:
         return False
     if not all(_plain(part) for part in f"{abi}.{platform}".split(".")):
         return False
-    return _is_release(version) or _is_version(version)
+    return is_release(version) or _is_version(version)
 
 
-def _is_release(version: str) -> bool:
+def is_release(version: str) -> bool:
     """An ASCII release segment ('6.0.3': digits, '.'-separated; bounded, as int() is): a PEP 440 version,
     known without packaging."""
     return len(version) <= 200 and version.isascii() and all(part.isdigit() for part in version.split("."))

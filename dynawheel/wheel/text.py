@@ -23,6 +23,7 @@ from typing import TypeVar, overload
 
 from ..errors import MetadataError
 from .record import MAX_RECORD, RecordRow, parse_record
+from .tags import is_release
 
 T = TypeVar("T")
 
@@ -187,9 +188,8 @@ def below_2_4(version: str) -> bool:
     ValueError (packaging's InvalidVersion) when it is none.  A plain release ('2.1') is compared as numbers
     (trailing zeros dropped, as packaging.version does): importing packaging.version is ~10 M instructions, and
     a repair needs it for nothing else; any other text is packaging's to judge."""
-    parts = version.split(".")
-    if version.isascii() and all(part.isdigit() for part in parts):
-        release = [int(part) for part in parts]
+    if is_release(version):
+        release = [int(part) for part in version.split(".")]
         while release and release[-1] == 0:
             release.pop()
         return release < [2, 4]
